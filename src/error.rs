@@ -1,0 +1,74 @@
+//! The one error type of the crate. Every failure a client can cause, and every failure of the
+//! runtime, is a variant here; `code()` gives the stable machine-readable code that logs, the CLI
+//! and (later) HTTP problem bodies use. Nothing else in the crate invents error codes.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("the input is empty")]
+    EmptyInput,
+    #[error("unsupported or unrecognised image format (expected PNG, JPEG, TIFF, WebP or BMP)")]
+    UnsupportedFormat,
+    #[error("corrupt or truncated image: {0}")]
+    CorruptImage(String),
+    #[error("image of {width}×{height} px is over the limit ({limit})")]
+    ImageTooLarge { width: u64, height: u64, limit: String },
+    #[error("document has more than {limit} pages")]
+    TooManyPages { limit: usize },
+    #[error("invalid option: {0}")]
+    InvalidOption(String),
+    #[error(
+        "ONNX Runtime library not found at {path}: run `scripts/setup.sh` (it installs \
+         onnxruntime==1.31.1 into .runtime/), or pass --ort-lib / set ORT_DYLIB_PATH"
+    )]
+    RuntimeMissing { path: String },
+    #[error("model file not found at {path}: run `scripts/setup.sh` to fetch the PP-OCR models")]
+    ModelMissing { path: String },
+    #[error("ONNX Runtime error: {0}")]
+    Runtime(String),
+    #[error("model output has an unexpected shape: {0}")]
+    ModelOutput(String),
+    #[error("I/O error on {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+}
+
+impl Error {
+    /// Stable, machine-readable code of the error (snake_case). Clients may match on it.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::EmptyInput => "empty_input",
+            Error::UnsupportedFormat => "unsupported_format",
+            Error::CorruptImage(_) => "corrupt_image",
+            Error::ImageTooLarge { .. } => "image_too_large",
+            Error::TooManyPages { .. } => "too_many_pages",
+            Error::InvalidOption(_) => "invalid_option",
+            Error::RuntimeMissing { .. } => "runtime_missing",
+            Error::ModelMissing { .. } => "model_missing",
+            Error::Runtime(_) => "runtime_error",
+            Error::ModelOutput(_) => "model_output",
+            Error::Io { .. } => "io_error",
+        }
+    }
+
+    /// Whether the caller's input caused the error (as opposed to the server or its set-up).
+    pub fn is_client_error(&self) -> bool {
+        matches!(
+            self,
+            Error::EmptyInput
+                | Error::UnsupportedFormat
+                | Error::CorruptImage(_)
+                | Error::ImageTooLarge { .. }
+                | Error::TooManyPages { .. }
+                | Error::InvalidOption(_)
+        )
+    }
+}
+
+impl From<ort::Error> for Error {
+    fn from(e: ort::Error) -> Self {
+        Error::Runtime(e.to_string())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,13 @@
+//! An OCR inference server: PaddleOCR PP-OCR text detection and recognition models on ONNX
+//! Runtime, with pure pre/post-processing in Rust.
+//!
+//! Layout: [`pipeline`] holds the pure pixel and tensor maths; [`engine`] the synchronous model
+//! seam ([`engine::Model`]), its ONNX Runtime implementation and test fakes, and the page pipeline
+//! ([`engine::OcrEngine`]); [`error`] the one error type; [`cli`] the command line.
+
+pub mod cli;
+pub mod engine;
+pub mod error;
+pub mod pipeline;
+
+pub use error::{Error, Result};

@@ -1,0 +1,25 @@
+//! `ocr-server`: parses the command line, sets up logging, dispatches.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use ocr_server::cli::{Cli, Command, run_ocr};
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("OCR_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Ocr(args) => run_ocr(args, &mut std::io::stdout().lock()),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("ocr-server: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

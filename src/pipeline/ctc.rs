@@ -1,0 +1,169 @@
+//! CTC greedy decoding of recognition output, with character positions for word boxes.
+//!
+//! The recogniser emits `[N, T, C]` probabilities (already soft-maxed): T time steps across the
+//! padded input width (one step per 8 px for PP-OCR), C classes = blank (index 0) + dictionary +
+//! a trailing space. Decoding scans each contiguous `[T, C]` block once (slicing per step with
+//! ndarray cost 15–40 ms per page on 18k classes; FACTS.md).
+
+/// The class → text table of a recogniser. Index 0 is the CTC blank.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Charset {
+    symbols: Vec<String>,
+}
+
+impl Charset {
+    /// Builds the table from dictionary lines as PaddleOCR does: blank, the lines, then a space.
+    pub fn from_dictionary<S: AsRef<str>>(lines: impl IntoIterator<Item = S>) -> Self {
+        let mut symbols = vec![String::new()];
+        symbols.extend(lines.into_iter().map(|l| l.as_ref().trim_end_matches(['\r', '\n']).to_string()));
+        symbols.push(" ".to_string());
+        Self { symbols }
+    }
+
+    /// Number of classes including blank and space.
+    pub fn len(&self) -> usize {
+        self.symbols.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.symbols.len() <= 1
+    }
+
+    pub fn symbol(&self, class: usize) -> &str {
+        self.symbols.get(class).map(String::as_str).unwrap_or("")
+    }
+}
+
+/// One emitted character: its class, the time step where it peaked and its probability.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CtcChar {
+    pub class: usize,
+    pub step: usize,
+    pub prob: f32,
+}
+
+/// Greedy CTC over one `[T, C]` row-major block: arg-max per step, repeated classes collapsed,
+/// blanks dropped.
+pub fn ctc_greedy(probs: &[f32], steps: usize, classes: usize) -> Vec<CtcChar> {
+    debug_assert_eq!(probs.len(), steps * classes);
+    let mut out = Vec::new();
+    let mut prev = usize::MAX;
+    for (t, row) in probs.chunks_exact(classes).take(steps).enumerate() {
+        let (mut best, mut best_p) = (0usize, f32::MIN);
+        for (c, &p) in row.iter().enumerate() {
+            if p > best_p {
+                best_p = p;
+                best = c;
+            }
+        }
+        if best != 0 && best != prev {
+            out.push(CtcChar { class: best, step: t, prob: best_p });
+        }
+        prev = best;
+    }
+    out
+}
+
+/// Text and mean probability of decoded characters (confidence 0 for an empty line, as PaddleOCR).
+pub fn text_and_confidence(chars: &[CtcChar], charset: &Charset) -> (String, f32) {
+    let text: String = chars.iter().map(|c| charset.symbol(c.class)).collect();
+    let conf = if chars.is_empty() { 0.0 } else { chars.iter().map(|c| c.prob).sum::<f32>() / chars.len() as f32 };
+    (text, conf)
+}
+
+/// A word as a span of the recognition input: text, confidence and horizontal extent in pixels
+/// of the resized (unpadded) crop.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WordSpan {
+    pub text: String,
+    pub confidence: f32,
+    pub x0: f32,
+    pub x1: f32,
+}
+
+/// Splits decoded characters into words at spaces and gives each word a pixel extent. A step
+/// covers `step_px` pixels of the padded input; a word spans from half a step before its first
+/// character's peak to one and a half steps after its last (CTC peaks sit early in a glyph),
+/// clipped to the crop's resized width `content_px`.
+pub fn word_spans(chars: &[CtcChar], charset: &Charset, step_px: f32, content_px: f32) -> Vec<WordSpan> {
+    let mut words = Vec::new();
+    let mut cur: Vec<&CtcChar> = Vec::new();
+    let mut flush = |cur: &mut Vec<&CtcChar>| {
+        if let (Some(first), Some(last)) = (cur.first(), cur.last()) {
+            let text: String = cur.iter().map(|c| charset.symbol(c.class)).collect();
+            let confidence = cur.iter().map(|c| c.prob).sum::<f32>() / cur.len() as f32;
+            let x0 = ((first.step as f32 - 0.5) * step_px).clamp(0.0, content_px);
+            let x1 = ((last.step as f32 + 1.5) * step_px).clamp(x0, content_px);
+            words.push(WordSpan { text, confidence, x0, x1 });
+        }
+        cur.clear();
+    };
+    for c in chars {
+        if charset.symbol(c.class).trim().is_empty() {
+            flush(&mut cur);
+        } else {
+            cur.push(c);
+        }
+    }
+    flush(&mut cur);
+    words
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn charset() -> Charset {
+        Charset::from_dictionary(["a", "b", "c"]) // 0 blank, 1 a, 2 b, 3 c, 4 space
+    }
+
+    /// One-hot `[T, 5]` probabilities from a class per step.
+    fn steps(classes: &[usize]) -> Vec<f32> {
+        classes.iter().flat_map(|&c| (0..5).map(move |k| if k == c { 0.9 } else { 0.025 })).collect()
+    }
+
+    #[test]
+    fn ctc_greedy_table() {
+        let cs = charset();
+        let cases: &[(&[usize], &str)] = &[
+            (&[1, 1, 0, 1, 2], "aab"),
+            (&[0, 0, 0], ""),
+            (&[3, 3, 3], "c"),
+            (&[1, 4, 2], "a b"),
+            (&[2, 0, 2, 0, 2], "bbb"),
+        ];
+        for (seq, want) in cases {
+            let chars = ctc_greedy(&steps(seq), seq.len(), 5);
+            assert_eq!(text_and_confidence(&chars, &cs).0, *want, "{seq:?}");
+        }
+        let chars = ctc_greedy(&steps(&[1, 0, 2]), 3, 5);
+        assert_eq!(chars.iter().map(|c| c.step).collect::<Vec<_>>(), vec![0, 2]);
+        assert!((text_and_confidence(&chars, &cs).1 - 0.9).abs() < 1e-6);
+        assert_eq!(text_and_confidence(&[], &cs), (String::new(), 0.0));
+    }
+
+    #[test]
+    fn charset_from_dictionary_adds_blank_and_space() {
+        let cs = Charset::from_dictionary(["x\r", "y"]);
+        assert_eq!(cs.len(), 4);
+        assert_eq!((cs.symbol(0), cs.symbol(1), cs.symbol(3), cs.symbol(99)), ("", "x", " ", ""));
+    }
+
+    #[test]
+    fn word_spans_split_at_spaces_with_extents() {
+        let cs = charset();
+        // "ab c" with peaks at steps 1, 3, (space) 5, 8.
+        let chars = [
+            CtcChar { class: 1, step: 1, prob: 0.8 },
+            CtcChar { class: 2, step: 3, prob: 1.0 },
+            CtcChar { class: 4, step: 5, prob: 0.9 },
+            CtcChar { class: 3, step: 8, prob: 0.7 },
+        ];
+        let w = word_spans(&chars, &cs, 8.0, 70.0);
+        assert_eq!(w.len(), 2);
+        assert_eq!((w[0].text.as_str(), w[0].x0, w[0].x1), ("ab", 4.0, 36.0));
+        assert!((w[0].confidence - 0.9).abs() < 1e-6);
+        assert_eq!((w[1].text.as_str(), w[1].x0, w[1].x1), ("c", 60.0, 70.0));
+        assert!(word_spans(&[], &cs, 8.0, 10.0).is_empty());
+    }
+}

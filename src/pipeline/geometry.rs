@@ -40,9 +40,16 @@ pub fn convex_hull(points: &[Point]) -> Vec<Point> {
         return pts;
     }
     let mut hull: Vec<Point> = Vec::with_capacity(pts.len() * 2);
-    for &p in pts.iter().chain(pts.iter().rev().skip(1)) {
-        // The second pass (upper hull) must not pop points of the lower hull.
+    for &p in &pts {
         while hull.len() >= 2 && cross(hull[hull.len() - 2], hull[hull.len() - 1], p) <= 0.0 {
+            hull.pop();
+        }
+        hull.push(p);
+    }
+    // The upper pass must not pop points of the lower hull.
+    let lower = hull.len() + 1;
+    for &p in pts.iter().rev().skip(1) {
+        while hull.len() >= lower && cross(hull[hull.len() - 2], hull[hull.len() - 1], p) <= 0.0 {
             hull.pop();
         }
         hull.push(p);
@@ -224,6 +231,8 @@ mod tests {
             (&[p(1., 1.), p(1., 1.)], 1),
             (&[], 0),
             (&[p(0., 0.), p(4., 0.), p(2., 3.), p(2., 1.)], 3),
+            // Row extremes of a filled 30×10 block: only the four corners are on the hull.
+            (&(0..10).flat_map(|y| [p(0., y as f32), p(29., y as f32)]).collect::<Vec<_>>(), 4),
         ];
         for (pts, n) in cases {
             assert_eq!(convex_hull(pts).len(), *n, "{pts:?}");
@@ -240,6 +249,10 @@ mod tests {
         let r = min_area_rect(&[rot(0., 0.), rot(10., 0.), rot(10., 2.), rot(0., 2.)]);
         assert!((r.width * r.height - 20.0).abs() < 1e-2, "{r:?}");
         assert!((r.width.max(r.height) - 10.0).abs() < 1e-3);
+        // A block given as row extremes (as DB regions are) gives the axis-aligned rectangle.
+        let block: Vec<Point> = (0..10).flat_map(|y| [p(0., y as f32), p(29., y as f32)]).collect();
+        let r = min_area_rect(&block);
+        assert_eq!((r.width.max(r.height), r.width.min(r.height)), (29.0, 9.0), "{r:?}");
         let r = min_area_rect(&[p(3., 3.)]);
         assert_eq!((r.width, r.height), (0.0, 0.0));
     }

@@ -10,7 +10,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use ocr_server::pipeline::ctc::{Charset, ctc_greedy, word_spans};
 use ocr_server::pipeline::db::{DbParams, boxes_from_prob_map};
 use ocr_server::pipeline::decode::{DecodeLimits, decode_pages};
-use ocr_server::pipeline::preprocess::{DetResize, LimitType, Normalize, det_input_size, det_tensor};
+use ocr_server::pipeline::preprocess::{
+    DetResize, LimitType, Normalize, det_input_size, det_tensor,
+};
 
 fn dev_page() -> Vec<u8> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/eval/dev/funsd_82573104.png");
@@ -36,7 +38,11 @@ fn prob_map(w: usize, h: usize, rows: usize, words: usize) -> Vec<f32> {
 
 fn benches(c: &mut Criterion) {
     let bytes = dev_page();
-    let resize = DetResize { limit_type: LimitType::Min, limit_side_px: 736, max_side_px: 2048 };
+    let resize = DetResize {
+        limit_type: LimitType::Min,
+        limit_side_px: 736,
+        max_side_px: 2048,
+    };
     c.bench_function("decode_resize_normalise", |b| {
         b.iter(|| {
             let pages = decode_pages(black_box(&bytes), &DecodeLimits::default()).unwrap();
@@ -55,11 +61,17 @@ fn benches(c: &mut Criterion) {
     for (i, row) in out.chunks_mut(classes).enumerate() {
         row[(i * 7919) % classes] = 0.9;
     }
-    let charset = Charset::from_dictionary((0..classes - 2).map(|i| char::from_u32(0x4e00 + i as u32).unwrap().to_string()));
+    let charset = Charset::from_dictionary(
+        (0..classes - 2).map(|i| char::from_u32(0x4e00 + i as u32).unwrap().to_string()),
+    );
     c.bench_function("ctc_decode_batch6_w320_v6", |b| {
         b.iter(|| {
             for k in 0..6 {
-                let chars = ctc_greedy(black_box(&out[k * steps * classes..(k + 1) * steps * classes]), steps, classes);
+                let chars = ctc_greedy(
+                    black_box(&out[k * steps * classes..(k + 1) * steps * classes]),
+                    steps,
+                    classes,
+                );
                 black_box(word_spans(&chars, &charset, 8.0, 320.0));
             }
         })

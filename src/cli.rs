@@ -12,7 +12,9 @@ use std::time::Instant;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
-use crate::engine::ort::{EngineConfig, SessionConfig, load_engine, resolve_models_dir, resolve_ort_lib};
+use crate::engine::ort::{
+    EngineConfig, SessionConfig, load_engine, resolve_models_dir, resolve_ort_lib,
+};
 use crate::engine::{ModelKind, OcrEngine, OcrOptions};
 use crate::error::{Error, Result};
 use crate::pipeline::decode::{DecodeLimits, decode_pages};
@@ -20,7 +22,11 @@ use crate::pipeline::preprocess::{LimitType, Normalize};
 use crate::pipeline::{Page, document_text};
 
 #[derive(Debug, Parser)]
-#[command(name = "ocr-server", version, about = "OCR with PP-OCR models on ONNX Runtime")]
+#[command(
+    name = "ocr-server",
+    version,
+    about = "OCR with PP-OCR models on ONNX Runtime"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -174,14 +180,24 @@ pub fn engine_from_args(rt: &RuntimeArgs, p: &PipelineArgs) -> Result<OcrEngine>
         kind: p.model,
         models_dir: resolve_models_dir(rt.models_dir.as_deref()),
         ort_lib: resolve_ort_lib(rt.ort_lib.as_deref()),
-        session: SessionConfig { intra_threads: rt.threads },
+        session: SessionConfig {
+            intra_threads: rt.threads,
+        },
         with_classifier: p.classify,
     })
 }
 
 /// OCR of one file's bytes: every page.
-pub fn ocr_bytes(engine: &mut OcrEngine, bytes: &[u8], opts: &OcrOptions, limits: &DecodeLimits) -> Result<Vec<Page>> {
-    decode_pages(bytes, limits)?.iter().map(|page| engine.ocr_page(page, opts)).collect()
+pub fn ocr_bytes(
+    engine: &mut OcrEngine,
+    bytes: &[u8],
+    opts: &OcrOptions,
+    limits: &DecodeLimits,
+) -> Result<Vec<Page>> {
+    decode_pages(bytes, limits)?
+        .iter()
+        .map(|page| engine.ocr_page(page, opts))
+        .collect()
 }
 
 /// Runs `ocr-server ocr`. Returns whether every file succeeded.
@@ -196,20 +212,39 @@ pub fn run_ocr(args: &OcrArgs, out: &mut dyn Write) -> Result<bool> {
     for path in &args.files {
         let shown = path.display().to_string();
         let result = std::fs::read(path)
-            .map_err(|e| Error::Io { path: shown.clone(), source: e })
+            .map_err(|e| Error::Io {
+                path: shown.clone(),
+                source: e,
+            })
             .and_then(|bytes| ocr_bytes(&mut engine, &bytes, &opts, &limits));
         let item = match result {
             Ok(pages) => {
                 pages_done += pages.len();
-                FileResult { file: shown.clone(), text: Some(document_text(&pages)), pages: Some(pages), error: None }
+                FileResult {
+                    file: shown.clone(),
+                    text: Some(document_text(&pages)),
+                    pages: Some(pages),
+                    error: None,
+                }
             }
             Err(e) => {
                 all_ok = false;
                 eprintln!("ocr-server: {shown}: {e}");
-                FileResult { file: shown.clone(), text: None, pages: None, error: Some(FileError { code: e.code(), message: e.to_string() }) }
+                FileResult {
+                    file: shown.clone(),
+                    text: None,
+                    pages: None,
+                    error: Some(FileError {
+                        code: e.code(),
+                        message: e.to_string(),
+                    }),
+                }
             }
         };
-        let io = |e: std::io::Error| Error::Io { path: "<stdout>".into(), source: e };
+        let io = |e: std::io::Error| Error::Io {
+            path: "<stdout>".into(),
+            source: e,
+        };
         match args.format {
             OutputFormat::Jsonl => {
                 serde_json::to_writer(&mut *out, &item).map_err(|e| io(e.into()))?;
@@ -227,8 +262,14 @@ pub fn run_ocr(args: &OcrArgs, out: &mut dyn Write) -> Result<bool> {
         }
     }
     if args.format == OutputFormat::Json {
-        serde_json::to_writer_pretty(&mut *out, &json_items).map_err(|e| Error::Io { path: "<stdout>".into(), source: e.into() })?;
-        writeln!(out).map_err(|e| Error::Io { path: "<stdout>".into(), source: e })?;
+        serde_json::to_writer_pretty(&mut *out, &json_items).map_err(|e| Error::Io {
+            path: "<stdout>".into(),
+            source: e.into(),
+        })?;
+        writeln!(out).map_err(|e| Error::Io {
+            path: "<stdout>".into(),
+            source: e,
+        })?;
     }
     if args.stats {
         let secs = started.elapsed().as_secs_f64();

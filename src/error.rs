@@ -13,7 +13,11 @@ pub enum Error {
     #[error("corrupt or truncated image: {0}")]
     CorruptImage(String),
     #[error("image of {width}×{height} px is over the limit ({limit})")]
-    ImageTooLarge { width: u64, height: u64, limit: String },
+    ImageTooLarge {
+        width: u64,
+        height: u64,
+        limit: String,
+    },
     #[error("document has more than {limit} pages")]
     TooManyPages { limit: usize },
     #[error("invalid option: {0}")]
@@ -30,7 +34,10 @@ pub enum Error {
     #[error("model output has an unexpected shape: {0}")]
     ModelOutput(String),
     #[error("I/O error on {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 impl Error {

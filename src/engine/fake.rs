@@ -3,8 +3,9 @@
 //!
 //! - [`FakeDetector`]: probability 1 where the input pixel is dark (first channel < 0 after
 //!   normalisation to [-1, 1]), else 0; `[1,3,H,W]` → `[1,1,H,W]`.
-//! - [`FakeRecognizer`]: one step per 8 columns; a step whose columns are mostly dark emits class
-//!   1, anything else blank; `[N,3,48,W]` → `[N,W/8,classes]`. A dark bar reads as one symbol.
+//! - [`FakeRecognizer`]: one step per 8 columns; a step whose middle row is dark on average emits
+//!   class 1, anything else blank; `[N,3,48,W]` → `[N,W/8,classes]`. A dark bar reads as one
+//!   symbol.
 //! - [`FakeClassifier`]: every line gets the same `[p0, p180]`.
 //! - [`FailingModel`]: every run fails, or returns a tensor of the wrong shape.
 
@@ -18,9 +19,17 @@ pub struct FakeDetector;
 
 impl Model for FakeDetector {
     fn run(&mut self, input: &Tensor) -> Result<Tensor> {
-        let [n, _, h, w] = input.shape[..] else { return Err(Error::Runtime("fake detector wants NCHW".into())) };
-        let data = input.data[..n * h * w].iter().map(|&v| if v < 0.0 { 1.0 } else { 0.0 }).collect();
-        Ok(Tensor { shape: vec![n, 1, h, w], data })
+        let [n, _, h, w] = input.shape[..] else {
+            return Err(Error::Runtime("fake detector wants NCHW".into()));
+        };
+        let data = input.data[..n * h * w]
+            .iter()
+            .map(|&v| if v < 0.0 { 1.0 } else { 0.0 })
+            .collect();
+        Ok(Tensor {
+            shape: vec![n, 1, h, w],
+            data,
+        })
     }
 }
 
@@ -31,22 +40,24 @@ pub struct FakeRecognizer {
 
 impl Model for FakeRecognizer {
     fn run(&mut self, input: &Tensor) -> Result<Tensor> {
-        let [n, _, h, w] = input.shape[..] else { return Err(Error::Runtime("fake recogniser wants NCHW".into())) };
+        let [n, _, h, w] = input.shape[..] else {
+            return Err(Error::Runtime("fake recogniser wants NCHW".into()));
+        };
         let steps = w / 8;
         let mut data = vec![0.0; n * steps * self.classes];
         for i in 0..n {
+            // The middle row of channel 0; padding is exactly 0, ink is below 0.
+            let row = &input.data[(i * 3 * h + h / 2) * w..(i * 3 * h + h / 2) * w + w];
             for t in 0..steps {
-                // Mean of channel 0 over the step's 8 columns, all rows; padding is exactly 0.
-                let mut sum = 0.0;
-                for y in 0..h {
-                    let row = &input.data[(i * 3 * h + y) * w..(i * 3 * h + y) * w + w];
-                    sum += row[t * 8..t * 8 + 8].iter().sum::<f32>();
-                }
-                let class = if sum / ((8 * h) as f32) < -0.3 { 1 } else { 0 };
+                let mean = row[t * 8..t * 8 + 8].iter().sum::<f32>() / 8.0;
+                let class = if mean < 0.0 { 1 } else { 0 };
                 data[(i * steps + t) * self.classes + class] = 1.0;
             }
         }
-        Ok(Tensor { shape: vec![n, steps, self.classes], data })
+        Ok(Tensor {
+            shape: vec![n, steps, self.classes],
+            data,
+        })
     }
 }
 
@@ -58,7 +69,10 @@ pub struct FakeClassifier {
 impl Model for FakeClassifier {
     fn run(&mut self, input: &Tensor) -> Result<Tensor> {
         let n = input.shape[0];
-        Ok(Tensor { shape: vec![n, 2], data: self.probs.repeat(n) })
+        Ok(Tensor {
+            shape: vec![n, 2],
+            data: self.probs.repeat(n),
+        })
     }
 }
 
@@ -70,6 +84,13 @@ pub struct FailingModel {
 
 impl Model for FailingModel {
     fn run(&mut self, _input: &Tensor) -> Result<Tensor> {
-        if self.wrong_shape { Ok(Tensor { shape: vec![3], data: vec![0.0; 3] }) } else { Err(Error::Runtime("injected failure".into())) }
+        if self.wrong_shape {
+            Ok(Tensor {
+                shape: vec![3],
+                data: vec![0.0; 3],
+            })
+        } else {
+            Err(Error::Runtime("injected failure".into()))
+        }
     }
 }

@@ -20,7 +20,8 @@ use crate::pipeline::db::{DbParams, boxes_from_prob_map};
 use crate::pipeline::geometry::{Point, Quad};
 use crate::pipeline::order::reading_order;
 use crate::pipeline::preprocess::{
-    CropGeometry, DetResize, LimitType, Normalize, cls_tensor, crop_line, det_input_size, det_tensor, rec_tensor, rec_width,
+    CropGeometry, DetResize, LimitType, Normalize, cls_tensor, crop_line, det_input_size,
+    det_tensor, rec_tensor, rec_width,
 };
 use crate::pipeline::{Line, Page, Tensor, Word, quad_out};
 
@@ -31,7 +32,9 @@ pub trait Model: Send {
 }
 
 /// The PP-OCR model sets this server ships.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ModelKind {
     /// PP-OCRv4 mobile (rapidocr_onnxruntime 1.4.4).
@@ -83,7 +86,11 @@ pub struct OcrOptions {
 impl Default for OcrOptions {
     fn default() -> Self {
         Self {
-            det_resize: DetResize { limit_type: LimitType::Min, limit_side_px: 736, max_side_px: 2048 },
+            det_resize: DetResize {
+                limit_type: LimitType::Min,
+                limit_side_px: 736,
+                max_side_px: 2048,
+            },
             det_norm: Normalize::HALF,
             db: DbParams::default(),
             classify: false,
@@ -120,7 +127,13 @@ impl OcrEngine {
         cls: Option<Box<dyn Model>>,
         charset: Arc<Charset>,
     ) -> Self {
-        Self { kind, det, rec, cls, charset }
+        Self {
+            kind,
+            det,
+            rec,
+            cls,
+            charset,
+        }
     }
 
     pub fn charset(&self) -> &Arc<Charset> {
@@ -134,11 +147,18 @@ impl OcrEngine {
         let out = self.det.run(&det_tensor(page, size, &opts.det_norm))?;
         let (mh, mw) = match out.shape.as_slice() {
             [1, 1, mh, mw] if mh * mw == out.data.len() => (*mh, *mw),
-            s => return Err(Error::ModelOutput(format!("detector returned shape {s:?}, expected [1, 1, H, W]"))),
+            s => {
+                return Err(Error::ModelOutput(format!(
+                    "detector returned shape {s:?}, expected [1, 1, H, W]"
+                )));
+            }
         };
         let boxes = boxes_from_prob_map(&out.data, mw, mh, w, h, &opts.db);
         let quads: Vec<Quad> = boxes.into_iter().map(|b| b.quad).collect();
-        Ok(reading_order(&quads).into_iter().map(|i| quads[i]).collect())
+        Ok(reading_order(&quads)
+            .into_iter()
+            .map(|i| quads[i])
+            .collect())
     }
 
     /// Runs the full pipeline on one page.
@@ -164,17 +184,27 @@ impl OcrEngine {
                 l
             })
             .collect();
-        Ok(Page { width: page.width(), height: page.height(), lines })
+        Ok(Page {
+            width: page.width(),
+            height: page.height(),
+            lines,
+        })
     }
 
     /// Turns lines the classifier finds upside down (probability of 180° above the threshold).
     fn classify(&mut self, cands: &mut [Candidate], opts: &OcrOptions) -> Result<()> {
-        let Some(cls) = self.cls.as_mut() else { return Ok(()) };
+        let Some(cls) = self.cls.as_mut() else {
+            return Ok(());
+        };
         for chunk in cands.chunks_mut(opts.rec_batch.max(1)) {
             let crops: Vec<&RgbImage> = chunk.iter().map(|c| &c.crop).collect();
             let out = cls.run(&cls_tensor(&crops))?;
             if out.shape != [chunk.len(), 2] {
-                return Err(Error::ModelOutput(format!("classifier returned shape {:?}, expected [{}, 2]", out.shape, chunk.len())));
+                return Err(Error::ModelOutput(format!(
+                    "classifier returned shape {:?}, expected [{}, 2]",
+                    out.shape,
+                    chunk.len()
+                )));
             }
             for (c, p) in chunk.iter_mut().zip(out.data.chunks_exact(2)) {
                 if p[1] > p[0] && p[1] > opts.cls_thresh {
@@ -195,13 +225,21 @@ impl OcrEngine {
         let mut lines: Vec<Option<Line>> = vec![None; cands.len()];
         for batch in order.chunks(opts.rec_batch.max(1)) {
             let crops: Vec<&RgbImage> = batch.iter().map(|&i| &cands[i].crop).collect();
-            let widest = crops.iter().map(|c| rec_width(c.width(), c.height(), opts.rec_max_width)).max().unwrap_or(1);
+            let widest = crops
+                .iter()
+                .map(|c| rec_width(c.width(), c.height(), opts.rec_max_width))
+                .max()
+                .unwrap_or(1);
             let padded = widest.max(opts.rec_min_width).min(opts.rec_max_width);
             let (input, widths) = rec_tensor(&crops, padded);
             let out = self.rec.run(&input)?;
             let (n, t, c) = match out.shape.as_slice() {
                 [n, t, c] if n * t * c == out.data.len() => (*n, *t, *c),
-                s => return Err(Error::ModelOutput(format!("recogniser returned shape {s:?}, expected [N, T, C]"))),
+                s => {
+                    return Err(Error::ModelOutput(format!(
+                        "recogniser returned shape {s:?}, expected [N, T, C]"
+                    )));
+                }
             };
             if n != batch.len() || c != self.charset.len() || t == 0 {
                 return Err(Error::ModelOutput(format!(
@@ -221,13 +259,30 @@ impl OcrEngine {
                     .into_iter()
                     .map(|s| {
                         let (x0, x1, h) = (s.x0 * to_crop, s.x1 * to_crop, oh as f32);
-                        let corners = [Point::new(x0, 0.0), Point::new(x1, 0.0), Point::new(x1, h), Point::new(x0, h)];
-                        Word { text: s.text, confidence: s.confidence, bbox: quad_out(&corners.map(|p| geom.to_page(p))) }
+                        let corners = [
+                            Point::new(x0, 0.0),
+                            Point::new(x1, 0.0),
+                            Point::new(x1, h),
+                            Point::new(x0, h),
+                        ];
+                        Word {
+                            text: s.text,
+                            confidence: s.confidence,
+                            bbox: quad_out(&corners.map(|p| geom.to_page(p))),
+                        }
                     })
                     .collect();
-                lines[i] = Some(Line { text, confidence, bbox: [[0.0; 2]; 4], words });
+                lines[i] = Some(Line {
+                    text,
+                    confidence,
+                    bbox: [[0.0; 2]; 4],
+                    words,
+                });
             }
         }
-        Ok(lines.into_iter().map(|l| l.expect("every candidate is in exactly one batch. This is a bug.")).collect())
+        Ok(lines
+            .into_iter()
+            .map(|l| l.expect("every candidate is in exactly one batch. This is a bug."))
+            .collect())
     }
 }

@@ -37,7 +37,9 @@ pub fn resolve_ort_lib(explicit: Option<&Path>) -> PathBuf {
     if local.exists() {
         return local;
     }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(".runtime").join(ORT_LIB_NAME)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".runtime")
+        .join(ORT_LIB_NAME)
 }
 
 /// Where the models are: the explicit path, else `./models` when it holds model sets, else the
@@ -47,7 +49,10 @@ pub fn resolve_models_dir(explicit: Option<&Path>) -> PathBuf {
         return p.to_path_buf();
     }
     let local = PathBuf::from("models");
-    if ModelKind::ALL.iter().any(|k| k.dir(&local).join("det.onnx").exists()) {
+    if ModelKind::ALL
+        .iter()
+        .any(|k| k.dir(&local).join("det.onnx").exists())
+    {
         return local;
     }
     Path::new(env!("CARGO_MANIFEST_DIR")).join("models")
@@ -60,7 +65,9 @@ pub fn init_runtime(lib: &Path) -> Result<&'static Environment> {
         return Ok(env);
     }
     if !lib.exists() {
-        return Err(Error::RuntimeMissing { path: lib.display().to_string() });
+        return Err(Error::RuntimeMissing {
+            path: lib.display().to_string(),
+        });
     }
     let env = ort::init_from(lib)
         .map_err(|e| Error::Runtime(format!("loading {}: {e}", lib.display())))?
@@ -85,18 +92,28 @@ pub struct OrtModel {
 impl OrtModel {
     pub fn load(env: &Environment, path: &Path, cfg: &SessionConfig) -> Result<Self> {
         if !path.exists() {
-            return Err(Error::ModelMissing { path: path.display().to_string() });
+            return Err(Error::ModelMissing {
+                path: path.display().to_string(),
+            });
         }
-        let rt = |e: ort::Error<ort::session::builder::SessionBuilder>| Error::Runtime(e.to_string());
-        let mut b = Session::builder(env)?.with_optimization_level(GraphOptimizationLevel::All).map_err(rt)?;
+        let rt =
+            |e: ort::Error<ort::session::builder::SessionBuilder>| Error::Runtime(e.to_string());
+        let mut b = Session::builder(env)?
+            .with_optimization_level(GraphOptimizationLevel::All)
+            .map_err(rt)?;
         if cfg.intra_threads > 0 {
             b = b.with_intra_threads(cfg.intra_threads).map_err(rt)?;
         }
         // Sessions are driven from our own worker threads; ONNX Runtime's spinning inter-op pool
         // would only compete with them for cores.
         b = b.with_inter_threads(1).map_err(rt)?;
-        let session = b.commit_from_file(path).map_err(|e| Error::Runtime(format!("loading {}: {e}", path.display())))?;
-        Ok(Self { session, path: path.to_path_buf() })
+        let session = b
+            .commit_from_file(path)
+            .map_err(|e| Error::Runtime(format!("loading {}: {e}", path.display())))?;
+        Ok(Self {
+            session,
+            path: path.to_path_buf(),
+        })
     }
 
     /// A custom metadata string of the model (e.g. `character`, the recogniser's dictionary).
@@ -113,7 +130,10 @@ impl Model for OrtModel {
         let (shape, data) = outputs[0]
             .try_extract_tensor::<f32>()
             .map_err(|e| Error::ModelOutput(format!("{}: {e}", self.path.display())))?;
-        Ok(Tensor { shape: shape.iter().map(|&d| d.max(0) as usize).collect(), data: data.to_vec() })
+        Ok(Tensor {
+            shape: shape.iter().map(|&d| d.max(0) as usize).collect(),
+            data: data.to_vec(),
+        })
     }
 }
 
@@ -125,8 +145,13 @@ pub fn load_charset(rec: &OrtModel, dir: &Path) -> Result<Charset> {
     }
     let dict = dir.join("dict.txt");
     let text = std::fs::read_to_string(&dict).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::ModelMissing { path: dict.display().to_string() },
-        _ => Error::Io { path: dict.display().to_string(), source: e },
+        std::io::ErrorKind::NotFound => Error::ModelMissing {
+            path: dict.display().to_string(),
+        },
+        _ => Error::Io {
+            path: dict.display().to_string(),
+            source: e,
+        },
     })?;
     Ok(Charset::from_dictionary(text.lines()))
 }
@@ -150,10 +175,24 @@ pub fn load_engine(cfg: &EngineConfig) -> Result<OcrEngine> {
     let rec = OrtModel::load(env, &dir.join("rec.onnx"), &cfg.session)?;
     let charset = Arc::new(load_charset(&rec, &dir)?);
     let cls: Option<Box<dyn Model>> = if cfg.with_classifier {
-        Some(Box::new(OrtModel::load(env, &dir.join("cls.onnx"), &cfg.session)?))
+        Some(Box::new(OrtModel::load(
+            env,
+            &dir.join("cls.onnx"),
+            &cfg.session,
+        )?))
     } else {
         None
     };
-    tracing::debug!(kind = cfg.kind.name(), classes = charset.len(), "loaded model set");
-    Ok(OcrEngine::new(cfg.kind, Box::new(det), Box::new(rec), cls, charset))
+    tracing::debug!(
+        kind = cfg.kind.name(),
+        classes = charset.len(),
+        "loaded model set"
+    );
+    Ok(OcrEngine::new(
+        cfg.kind,
+        Box::new(det),
+        Box::new(rec),
+        cls,
+        charset,
+    ))
 }

@@ -15,7 +15,11 @@ impl Charset {
     /// Builds the table from dictionary lines as PaddleOCR does: blank, the lines, then a space.
     pub fn from_dictionary<S: AsRef<str>>(lines: impl IntoIterator<Item = S>) -> Self {
         let mut symbols = vec![String::new()];
-        symbols.extend(lines.into_iter().map(|l| l.as_ref().trim_end_matches(['\r', '\n']).to_string()));
+        symbols.extend(
+            lines
+                .into_iter()
+                .map(|l| l.as_ref().trim_end_matches(['\r', '\n']).to_string()),
+        );
         symbols.push(" ".to_string());
         Self { symbols }
     }
@@ -57,7 +61,11 @@ pub fn ctc_greedy(probs: &[f32], steps: usize, classes: usize) -> Vec<CtcChar> {
             }
         }
         if best != 0 && best != prev {
-            out.push(CtcChar { class: best, step: t, prob: best_p });
+            out.push(CtcChar {
+                class: best,
+                step: t,
+                prob: best_p,
+            });
         }
         prev = best;
     }
@@ -67,7 +75,11 @@ pub fn ctc_greedy(probs: &[f32], steps: usize, classes: usize) -> Vec<CtcChar> {
 /// Text and mean probability of decoded characters (confidence 0 for an empty line, as PaddleOCR).
 pub fn text_and_confidence(chars: &[CtcChar], charset: &Charset) -> (String, f32) {
     let text: String = chars.iter().map(|c| charset.symbol(c.class)).collect();
-    let conf = if chars.is_empty() { 0.0 } else { chars.iter().map(|c| c.prob).sum::<f32>() / chars.len() as f32 };
+    let conf = if chars.is_empty() {
+        0.0
+    } else {
+        chars.iter().map(|c| c.prob).sum::<f32>() / chars.len() as f32
+    };
     (text, conf)
 }
 
@@ -85,7 +97,12 @@ pub struct WordSpan {
 /// covers `step_px` pixels of the padded input; a word spans from half a step before its first
 /// character's peak to one and a half steps after its last (CTC peaks sit early in a glyph),
 /// clipped to the crop's resized width `content_px`.
-pub fn word_spans(chars: &[CtcChar], charset: &Charset, step_px: f32, content_px: f32) -> Vec<WordSpan> {
+pub fn word_spans(
+    chars: &[CtcChar],
+    charset: &Charset,
+    step_px: f32,
+    content_px: f32,
+) -> Vec<WordSpan> {
     let mut words = Vec::new();
     let mut cur: Vec<&CtcChar> = Vec::new();
     let mut flush = |cur: &mut Vec<&CtcChar>| {
@@ -94,7 +111,12 @@ pub fn word_spans(chars: &[CtcChar], charset: &Charset, step_px: f32, content_px
             let confidence = cur.iter().map(|c| c.prob).sum::<f32>() / cur.len() as f32;
             let x0 = ((first.step as f32 - 0.5) * step_px).clamp(0.0, content_px);
             let x1 = ((last.step as f32 + 1.5) * step_px).clamp(x0, content_px);
-            words.push(WordSpan { text, confidence, x0, x1 });
+            words.push(WordSpan {
+                text,
+                confidence,
+                x0,
+                x1,
+            });
         }
         cur.clear();
     };
@@ -119,7 +141,10 @@ mod tests {
 
     /// One-hot `[T, 5]` probabilities from a class per step.
     fn steps(classes: &[usize]) -> Vec<f32> {
-        classes.iter().flat_map(|&c| (0..5).map(move |k| if k == c { 0.9 } else { 0.025 })).collect()
+        classes
+            .iter()
+            .flat_map(|&c| (0..5).map(move |k| if k == c { 0.9 } else { 0.025 }))
+            .collect()
     }
 
     #[test]
@@ -146,7 +171,10 @@ mod tests {
     fn charset_from_dictionary_adds_blank_and_space() {
         let cs = Charset::from_dictionary(["x\r", "y"]);
         assert_eq!(cs.len(), 4);
-        assert_eq!((cs.symbol(0), cs.symbol(1), cs.symbol(3), cs.symbol(99)), ("", "x", " ", ""));
+        assert_eq!(
+            (cs.symbol(0), cs.symbol(1), cs.symbol(3), cs.symbol(99)),
+            ("", "x", " ", "")
+        );
     }
 
     #[test]
@@ -154,10 +182,26 @@ mod tests {
         let cs = charset();
         // "ab c" with peaks at steps 1, 3, (space) 5, 8.
         let chars = [
-            CtcChar { class: 1, step: 1, prob: 0.8 },
-            CtcChar { class: 2, step: 3, prob: 1.0 },
-            CtcChar { class: 4, step: 5, prob: 0.9 },
-            CtcChar { class: 3, step: 8, prob: 0.7 },
+            CtcChar {
+                class: 1,
+                step: 1,
+                prob: 0.8,
+            },
+            CtcChar {
+                class: 2,
+                step: 3,
+                prob: 1.0,
+            },
+            CtcChar {
+                class: 4,
+                step: 5,
+                prob: 0.9,
+            },
+            CtcChar {
+                class: 3,
+                step: 8,
+                prob: 0.7,
+            },
         ];
         let w = word_spans(&chars, &cs, 8.0, 70.0);
         assert_eq!(w.len(), 2);

@@ -8,7 +8,10 @@
 //! hull of a region's row extremes equals the hull of its outer contour, which is all the
 //! minimum-area rectangle needs.
 
-use super::geometry::{Point, Quad, expand_rect, min_area_rect, order_quad, polygon_area, polygon_perimeter, quad_contains};
+use super::geometry::{
+    Point, Quad, expand_rect, min_area_rect, order_quad, polygon_area, polygon_perimeter,
+    quad_contains,
+};
 
 /// Parameters of DB post-processing. Defaults are RapidOCR's, which keep word spacing on
 /// PP-OCR v4 (FACTS.md: box threshold 0.6 and no dilation merge words).
@@ -30,7 +33,14 @@ pub struct DbParams {
 
 impl Default for DbParams {
     fn default() -> Self {
-        Self { thresh: 0.3, box_thresh: 0.5, unclip_ratio: 1.6, use_dilation: true, max_candidates: 1000, min_size: 3.0 }
+        Self {
+            thresh: 0.3,
+            box_thresh: 0.5,
+            unclip_ratio: 1.6,
+            use_dilation: true,
+            max_candidates: 1000,
+            min_size: 3.0,
+        }
     }
 }
 
@@ -52,7 +62,10 @@ pub fn binarize(prob: &[f32], width: usize, height: usize, thresh: f32, dilate: 
     for y in 0..height {
         for x in 0..width {
             let at = |dx: usize, dy: usize| raw[(y - dy) * width + (x - dx)];
-            out[y * width + x] = at(0, 0) || (x > 0 && at(1, 0)) || (y > 0 && at(0, 1)) || (x > 0 && y > 0 && at(1, 1));
+            out[y * width + x] = at(0, 0)
+                || (x > 0 && at(1, 0))
+                || (y > 0 && at(0, 1))
+                || (x > 0 && y > 0 && at(1, 1));
         }
     }
     out
@@ -116,11 +129,24 @@ pub fn region_extremes(mask: &[bool], width: usize, height: usize, max: usize) -
 /// `box_score_fast`: vertices truncated to integers, border pixels included).
 pub fn box_score_fast(prob: &[f32], width: usize, height: usize, quad: &Quad) -> f32 {
     let clampi = |v: f32, hi: usize| (v as i64).clamp(0, hi as i64 - 1) as usize;
-    let xmin = clampi(quad.iter().map(|p| p.x).fold(f32::MAX, f32::min).floor(), width);
-    let xmax = clampi(quad.iter().map(|p| p.x).fold(f32::MIN, f32::max).ceil(), width);
-    let ymin = clampi(quad.iter().map(|p| p.y).fold(f32::MAX, f32::min).floor(), height);
-    let ymax = clampi(quad.iter().map(|p| p.y).fold(f32::MIN, f32::max).ceil(), height);
-    let local: Quad = quad.map(|p| Point::new((p.x - xmin as f32).trunc(), (p.y - ymin as f32).trunc()));
+    let xmin = clampi(
+        quad.iter().map(|p| p.x).fold(f32::MAX, f32::min).floor(),
+        width,
+    );
+    let xmax = clampi(
+        quad.iter().map(|p| p.x).fold(f32::MIN, f32::max).ceil(),
+        width,
+    );
+    let ymin = clampi(
+        quad.iter().map(|p| p.y).fold(f32::MAX, f32::min).floor(),
+        height,
+    );
+    let ymax = clampi(
+        quad.iter().map(|p| p.y).fold(f32::MIN, f32::max).ceil(),
+        height,
+    );
+    let local: Quad =
+        quad.map(|p| Point::new((p.x - xmin as f32).trunc(), (p.y - ymin as f32).trunc()));
     let (mut sum, mut n) = (0f64, 0usize);
     for y in ymin..=ymax {
         for x in xmin..=xmax {
@@ -144,7 +170,11 @@ pub fn boxes_from_prob_map(
     page_h: u32,
     params: &DbParams,
 ) -> Vec<DetectedBox> {
-    assert_eq!(prob.len(), width * height, "probability map size does not match its shape. This is a bug.");
+    assert_eq!(
+        prob.len(),
+        width * height,
+        "probability map size does not match its shape. This is a bug."
+    );
     if width == 0 || height == 0 {
         return Vec::new();
     }
@@ -169,14 +199,21 @@ pub fn boxes_from_prob_map(
         }
         let scaled = grown.map(|p| {
             Point::new(
-                (p.x * sx).round().clamp(0.0, page_w.saturating_sub(1) as f32),
-                (p.y * sy).round().clamp(0.0, page_h.saturating_sub(1) as f32),
+                (p.x * sx)
+                    .round()
+                    .clamp(0.0, page_w.saturating_sub(1) as f32),
+                (p.y * sy)
+                    .round()
+                    .clamp(0.0, page_h.saturating_sub(1) as f32),
             )
         });
         if scaled[0].dist(scaled[1]).trunc() <= 3.0 || scaled[0].dist(scaled[3]).trunc() <= 3.0 {
             continue;
         }
-        out.push(DetectedBox { quad: scaled, score });
+        out.push(DetectedBox {
+            quad: scaled,
+            score,
+        });
     }
     out
 }
@@ -224,9 +261,19 @@ mod tests {
     #[test]
     fn box_score_is_mean_inside_quad() {
         let m = map(10, 10, &[(2, 2, 5, 5, 1.0)]);
-        let q = [Point::new(2., 2.), Point::new(5., 2.), Point::new(5., 5.), Point::new(2., 5.)];
+        let q = [
+            Point::new(2., 2.),
+            Point::new(5., 2.),
+            Point::new(5., 5.),
+            Point::new(2., 5.),
+        ];
         assert!((box_score_fast(&m, 10, 10, &q) - 1.0).abs() < 1e-6);
-        let q = [Point::new(0., 0.), Point::new(9., 0.), Point::new(9., 9.), Point::new(0., 9.)];
+        let q = [
+            Point::new(0., 0.),
+            Point::new(9., 0.),
+            Point::new(9., 9.),
+            Point::new(0., 9.),
+        ];
         assert!((box_score_fast(&m, 10, 10, &q) - 0.16).abs() < 1e-6);
     }
 
@@ -240,12 +287,48 @@ mod tests {
     #[test]
     fn boxes_from_prob_map_table() {
         let cases = vec![
-            Case { name: "one line", rects: vec![(10, 10, 50, 19, 0.9)], params: DbParams::default(), boxes: 1 },
-            Case { name: "two lines", rects: vec![(10, 10, 50, 19, 0.9), (10, 40, 70, 49, 0.8)], params: DbParams::default(), boxes: 2 },
-            Case { name: "low box score", rects: vec![(10, 10, 50, 19, 0.4)], params: DbParams::default(), boxes: 0 },
-            Case { name: "below pixel threshold", rects: vec![(10, 10, 50, 19, 0.2)], params: DbParams::default(), boxes: 0 },
-            Case { name: "too thin", rects: vec![(10, 10, 50, 11, 0.9)], params: DbParams { use_dilation: false, ..DbParams::default() }, boxes: 0 },
-            Case { name: "capped candidates", rects: vec![(10, 10, 50, 19, 0.9), (10, 40, 70, 49, 0.8)], params: DbParams { max_candidates: 1, ..DbParams::default() }, boxes: 1 },
+            Case {
+                name: "one line",
+                rects: vec![(10, 10, 50, 19, 0.9)],
+                params: DbParams::default(),
+                boxes: 1,
+            },
+            Case {
+                name: "two lines",
+                rects: vec![(10, 10, 50, 19, 0.9), (10, 40, 70, 49, 0.8)],
+                params: DbParams::default(),
+                boxes: 2,
+            },
+            Case {
+                name: "low box score",
+                rects: vec![(10, 10, 50, 19, 0.4)],
+                params: DbParams::default(),
+                boxes: 0,
+            },
+            Case {
+                name: "below pixel threshold",
+                rects: vec![(10, 10, 50, 19, 0.2)],
+                params: DbParams::default(),
+                boxes: 0,
+            },
+            Case {
+                name: "too thin",
+                rects: vec![(10, 10, 50, 11, 0.9)],
+                params: DbParams {
+                    use_dilation: false,
+                    ..DbParams::default()
+                },
+                boxes: 0,
+            },
+            Case {
+                name: "capped candidates",
+                rects: vec![(10, 10, 50, 19, 0.9), (10, 40, 70, 49, 0.8)],
+                params: DbParams {
+                    max_candidates: 1,
+                    ..DbParams::default()
+                },
+                boxes: 1,
+            },
         ];
         for c in cases {
             let m = map(100, 60, &c.rects);
@@ -257,15 +340,24 @@ mod tests {
     #[test]
     fn boxes_are_unclipped_and_scaled_to_page() {
         let m = map(100, 60, &[(10, 10, 49, 19, 0.9)]);
-        let params = DbParams { use_dilation: false, ..DbParams::default() };
+        let params = DbParams {
+            use_dilation: false,
+            ..DbParams::default()
+        };
         let b = boxes_from_prob_map(&m, 100, 60, 200, 120, &params);
         assert_eq!(b.len(), 1);
         let q = b[0].quad;
         // Region centres span x 10..49, y 10..19 (39×9); distance = 39·9·1.6/96 = 5.85 map px.
         // Page coordinates are twice the map's.
         let d = 39.0 * 9.0 * 1.6 / 96.0;
-        assert_eq!(q[0], Point::new(((10.0 - d) * 2.0f32).round(), ((10.0 - d) * 2.0f32).round()));
-        assert_eq!(q[2], Point::new(((49.0 + d) * 2.0f32).round(), ((19.0 + d) * 2.0f32).round()));
+        assert_eq!(
+            q[0],
+            Point::new(((10.0 - d) * 2.0f32).round(), ((10.0 - d) * 2.0f32).round())
+        );
+        assert_eq!(
+            q[2],
+            Point::new(((49.0 + d) * 2.0f32).round(), ((19.0 + d) * 2.0f32).round())
+        );
         assert!((b[0].score - 0.9).abs() < 1e-5);
     }
 }

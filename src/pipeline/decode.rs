@@ -26,20 +26,34 @@ impl Default for DecodeLimits {
     fn default() -> Self {
         // 16k sides and 64 MP cover a 600 dpi A3 scan (7016 × 9921 = 70 MP is just over: such
         // inputs should be downsampled by the client); a 64 MP RGB page is 192 MB decoded.
-        Self { max_side_px: 16_384, max_pixels: 64_000_000, max_pages: 200 }
+        Self {
+            max_side_px: 16_384,
+            max_pixels: 64_000_000,
+            max_pages: 200,
+        }
     }
 }
 
 impl DecodeLimits {
     fn check(&self, width: u64, height: u64) -> Result<()> {
         if width == 0 || height == 0 {
-            return Err(Error::CorruptImage(format!("image has a zero dimension ({width}×{height})")));
+            return Err(Error::CorruptImage(format!(
+                "image has a zero dimension ({width}×{height})"
+            )));
         }
         if width > self.max_side_px as u64 || height > self.max_side_px as u64 {
-            return Err(Error::ImageTooLarge { width, height, limit: format!("{} px per side", self.max_side_px) });
+            return Err(Error::ImageTooLarge {
+                width,
+                height,
+                limit: format!("{} px per side", self.max_side_px),
+            });
         }
         if width * height > self.max_pixels {
-            return Err(Error::ImageTooLarge { width, height, limit: format!("{} pixels", self.max_pixels) });
+            return Err(Error::ImageTooLarge {
+                width,
+                height,
+                limit: format!("{} pixels", self.max_pixels),
+            });
         }
         Ok(())
     }
@@ -54,7 +68,11 @@ impl DecodeLimits {
 /// Recognises the container format from magic bytes.
 pub fn sniff_format(bytes: &[u8]) -> Option<ImageFormat> {
     match image::guess_format(bytes).ok()? {
-        f @ (ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::Tiff | ImageFormat::WebP | ImageFormat::Bmp) => Some(f),
+        f @ (ImageFormat::Png
+        | ImageFormat::Jpeg
+        | ImageFormat::Tiff
+        | ImageFormat::WebP
+        | ImageFormat::Bmp) => Some(f),
         _ => None,
     }
 }
@@ -81,7 +99,9 @@ fn decode_single(bytes: &[u8], format: ImageFormat, limits: &DecodeLimits) -> Re
     let mut decoder = reader.into_decoder().map_err(image_error)?;
     let (w, h) = decoder.dimensions();
     limits.check(w as u64, h as u64)?;
-    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut img = DynamicImage::from_decoder(decoder).map_err(image_error)?;
     img.apply_orientation(orientation);
     Ok(img.into_rgb8())
@@ -89,15 +109,25 @@ fn decode_single(bytes: &[u8], format: ImageFormat, limits: &DecodeLimits) -> Re
 
 fn image_error(e: image::ImageError) -> Error {
     match e {
-        image::ImageError::Limits(l) => Error::ImageTooLarge { width: 0, height: 0, limit: l.to_string() },
-        image::ImageError::Unsupported(u) => Error::CorruptImage(format!("unsupported image variant: {u}")),
+        image::ImageError::Limits(l) => Error::ImageTooLarge {
+            width: 0,
+            height: 0,
+            limit: l.to_string(),
+        },
+        image::ImageError::Unsupported(u) => {
+            Error::CorruptImage(format!("unsupported image variant: {u}"))
+        }
         other => Error::CorruptImage(other.to_string()),
     }
 }
 
 fn tiff_error(e: tiff::TiffError) -> Error {
     match e {
-        tiff::TiffError::LimitsExceeded => Error::ImageTooLarge { width: 0, height: 0, limit: "TIFF decoder limits".into() },
+        tiff::TiffError::LimitsExceeded => Error::ImageTooLarge {
+            width: 0,
+            height: 0,
+            limit: "TIFF decoder limits".into(),
+        },
         other => Error::CorruptImage(format!("TIFF: {other}")),
     }
 }
@@ -108,11 +138,15 @@ fn decode_tiff_pages(bytes: &[u8], limits: &DecodeLimits) -> Result<Vec<RgbImage
     let mut tl = tiff::decoder::Limits::default();
     tl.decoding_buffer_size = limits.max_alloc_bytes() as usize;
     tl.intermediate_buffer_size = limits.max_alloc_bytes() as usize;
-    let mut dec = tiff::decoder::Decoder::new(Cursor::new(bytes)).map_err(tiff_error)?.with_limits(tl);
+    let mut dec = tiff::decoder::Decoder::new(Cursor::new(bytes))
+        .map_err(tiff_error)?
+        .with_limits(tl);
     let mut pages = Vec::new();
     loop {
         if pages.len() >= limits.max_pages {
-            return Err(Error::TooManyPages { limit: limits.max_pages });
+            return Err(Error::TooManyPages {
+                limit: limits.max_pages,
+            });
         }
         let (w, h) = dec.dimensions().map_err(tiff_error)?;
         limits.check(w as u64, h as u64)?;
@@ -129,7 +163,11 @@ fn decode_tiff_pages(bytes: &[u8], limits: &DecodeLimits) -> Result<Vec<RgbImage
     Ok(pages)
 }
 
-fn tiff_page_rgb(dec: &mut tiff::decoder::Decoder<Cursor<&[u8]>>, w: u32, h: u32) -> Result<RgbImage> {
+fn tiff_page_rgb(
+    dec: &mut tiff::decoder::Decoder<Cursor<&[u8]>>,
+    w: u32,
+    h: u32,
+) -> Result<RgbImage> {
     use tiff::ColorType as C;
     use tiff::decoder::DecodingResult as D;
     let color = dec.colortype().map_err(tiff_error)?;
@@ -139,8 +177,15 @@ fn tiff_page_rgb(dec: &mut tiff::decoder::Decoder<Cursor<&[u8]>>, w: u32, h: u32
     let samples: Vec<u8> = match data {
         D::U8(v) => v,
         D::U16(v) => v.into_iter().map(|s| (s >> 8) as u8).collect(),
-        D::F32(v) => v.into_iter().map(|s| (s.clamp(0.0, 1.0) * 255.0) as u8).collect(),
-        _ => return Err(Error::CorruptImage(format!("unsupported TIFF sample type for {color:?}"))),
+        D::F32(v) => v
+            .into_iter()
+            .map(|s| (s.clamp(0.0, 1.0) * 255.0) as u8)
+            .collect(),
+        _ => {
+            return Err(Error::CorruptImage(format!(
+                "unsupported TIFF sample type for {color:?}"
+            )));
+        }
     };
     let channels = match color {
         C::Gray(1) => {
@@ -177,18 +222,32 @@ fn tiff_page_rgb(dec: &mut tiff::decoder::Decoder<Cursor<&[u8]>>, w: u32, h: u32
                     [0, 1, 2].map(|i| ((255 - p[i] as u16) * k / 255) as u8)
                 })
                 .collect();
-            return RgbImage::from_raw(w, h, rgb).ok_or_else(|| Error::CorruptImage("CMYK TIFF data is short".into()));
+            return RgbImage::from_raw(w, h, rgb)
+                .ok_or_else(|| Error::CorruptImage("CMYK TIFF data is short".into()));
         }
-        other => return Err(Error::CorruptImage(format!("unsupported TIFF colour type {other:?}"))),
+        other => {
+            return Err(Error::CorruptImage(format!(
+                "unsupported TIFF colour type {other:?}"
+            )));
+        }
     };
     if samples.len() < n * channels {
         return Err(Error::CorruptImage("TIFF pixel data is short".into()));
     }
     let rgb: Vec<u8> = match channels {
-        1 | 2 => samples.chunks_exact(channels).take(n).flat_map(|p| [p[0]; 3]).collect(),
-        _ => samples.chunks_exact(channels).take(n).flat_map(|p| [p[0], p[1], p[2]]).collect(),
+        1 | 2 => samples
+            .chunks_exact(channels)
+            .take(n)
+            .flat_map(|p| [p[0]; 3])
+            .collect(),
+        _ => samples
+            .chunks_exact(channels)
+            .take(n)
+            .flat_map(|p| [p[0], p[1], p[2]])
+            .collect(),
     };
-    RgbImage::from_raw(w, h, rgb).ok_or_else(|| Error::CorruptImage("TIFF pixel data is short".into()))
+    RgbImage::from_raw(w, h, rgb)
+        .ok_or_else(|| Error::CorruptImage("TIFF pixel data is short".into()))
 }
 
 #[cfg(test)]
@@ -197,7 +256,9 @@ mod tests {
     use image::ImageEncoder;
 
     fn encode(format: ImageFormat, w: u32, h: u32) -> Vec<u8> {
-        let img = RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 10) as u8, (y * 10) as u8, 128]));
+        let img = RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([(x * 10) as u8, (y * 10) as u8, 128])
+        });
         let mut out = Cursor::new(Vec::new());
         img.write_to(&mut out, format).unwrap();
         out.into_inner()
@@ -205,8 +266,15 @@ mod tests {
 
     #[test]
     fn decodes_each_format_to_rgb() {
-        for f in [ImageFormat::Png, ImageFormat::Jpeg, ImageFormat::Tiff, ImageFormat::Bmp, ImageFormat::WebP] {
-            let pages = decode_pages(&encode(f, 12, 7), &DecodeLimits::default()).unwrap_or_else(|e| panic!("{f:?}: {e}"));
+        for f in [
+            ImageFormat::Png,
+            ImageFormat::Jpeg,
+            ImageFormat::Tiff,
+            ImageFormat::Bmp,
+            ImageFormat::WebP,
+        ] {
+            let pages = decode_pages(&encode(f, 12, 7), &DecodeLimits::default())
+                .unwrap_or_else(|e| panic!("{f:?}: {e}"));
             assert_eq!(pages.len(), 1, "{f:?}");
             assert_eq!(pages[0].dimensions(), (12, 7), "{f:?}");
         }
@@ -217,17 +285,26 @@ mod tests {
         let mut buf = Cursor::new(Vec::new());
         {
             let mut enc = tiff::encoder::TiffEncoder::new(&mut buf).unwrap();
-            enc.write_image::<tiff::encoder::colortype::RGB8>(4, 3, &[200u8; 36]).unwrap();
-            enc.write_image::<tiff::encoder::colortype::Gray8>(5, 2, &[10u8; 10]).unwrap();
-            enc.write_image::<tiff::encoder::colortype::Gray16>(2, 2, &[65535u16; 4]).unwrap();
+            enc.write_image::<tiff::encoder::colortype::RGB8>(4, 3, &[200u8; 36])
+                .unwrap();
+            enc.write_image::<tiff::encoder::colortype::Gray8>(5, 2, &[10u8; 10])
+                .unwrap();
+            enc.write_image::<tiff::encoder::colortype::Gray16>(2, 2, &[65535u16; 4])
+                .unwrap();
         }
         let pages = decode_pages(buf.get_ref(), &DecodeLimits::default()).unwrap();
         let dims: Vec<_> = pages.iter().map(|p| p.dimensions()).collect();
         assert_eq!(dims, vec![(4, 3), (5, 2), (2, 2)]);
         assert_eq!(pages[1].get_pixel(0, 0).0, [10, 10, 10]);
         assert_eq!(pages[2].get_pixel(1, 1).0, [255, 255, 255]);
-        let few = DecodeLimits { max_pages: 2, ..DecodeLimits::default() };
-        assert!(matches!(decode_pages(buf.get_ref(), &few), Err(Error::TooManyPages { limit: 2 })));
+        let few = DecodeLimits {
+            max_pages: 2,
+            ..DecodeLimits::default()
+        };
+        assert!(matches!(
+            decode_pages(buf.get_ref(), &few),
+            Err(Error::TooManyPages { limit: 2 })
+        ));
     }
 
     #[test]
@@ -238,13 +315,14 @@ mod tests {
         let mut enc = image::codecs::jpeg::JpegEncoder::new(&mut jpg);
         let exif: Vec<u8> = [
             &b"MM\x00\x2a\x00\x00\x00\x08"[..], // big-endian TIFF header, IFD at 8
-            &[0, 1],                             // one entry
+            &[0, 1],                            // one entry
             &[0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0], // Orientation, SHORT, 1, value 6
             &[0, 0, 0, 0],
         ]
         .concat();
         enc.set_exif_metadata(exif).unwrap();
-        enc.write_image(img.as_raw(), 4, 2, image::ExtendedColorType::Rgb8).unwrap();
+        enc.write_image(img.as_raw(), 4, 2, image::ExtendedColorType::Rgb8)
+            .unwrap();
         let pages = decode_pages(&jpg, &DecodeLimits::default()).unwrap();
         assert_eq!(pages[0].dimensions(), (2, 4));
     }
@@ -254,18 +332,44 @@ mod tests {
         let png = encode(ImageFormat::Png, 50, 50);
         let cases: Vec<(&str, Vec<u8>, &str)> = vec![
             ("empty", vec![], "empty_input"),
-            ("text", b"hello, this is not an image".to_vec(), "unsupported_format"),
-            ("truncated png", png[..png.len() / 2].to_vec(), "corrupt_image"),
-            ("png magic only", b"\x89PNG\r\n\x1a\n".to_vec(), "corrupt_image"),
-            ("huge header", huge_png_header(30_000, 30_000), "image_too_large"),
-            ("gif", b"GIF89a\x01\x00\x01\x00\x00\x00\x00;".to_vec(), "unsupported_format"),
+            (
+                "text",
+                b"hello, this is not an image".to_vec(),
+                "unsupported_format",
+            ),
+            (
+                "truncated png",
+                png[..png.len() / 2].to_vec(),
+                "corrupt_image",
+            ),
+            (
+                "png magic only",
+                b"\x89PNG\r\n\x1a\n".to_vec(),
+                "corrupt_image",
+            ),
+            (
+                "huge header",
+                huge_png_header(30_000, 30_000),
+                "image_too_large",
+            ),
+            (
+                "gif",
+                b"GIF89a\x01\x00\x01\x00\x00\x00\x00;".to_vec(),
+                "unsupported_format",
+            ),
         ];
         for (name, bytes, code) in cases {
             let err = decode_pages(&bytes, &DecodeLimits::default()).expect_err(name);
             assert_eq!(err.code(), code, "{name}: {err}");
         }
-        let small = DecodeLimits { max_side_px: 40, ..DecodeLimits::default() };
-        assert_eq!(decode_pages(&png, &small).unwrap_err().code(), "image_too_large");
+        let small = DecodeLimits {
+            max_side_px: 40,
+            ..DecodeLimits::default()
+        };
+        assert_eq!(
+            decode_pages(&png, &small).unwrap_err().code(),
+            "image_too_large"
+        );
     }
 
     /// A PNG signature and an IHDR chunk claiming `w`×`h` RGB, with no pixel data.
@@ -287,7 +391,11 @@ mod tests {
         for &b in data {
             c ^= b as u32;
             for _ in 0..8 {
-                c = if c & 1 != 0 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
+                c = if c & 1 != 0 {
+                    0xedb8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
             }
         }
         !c

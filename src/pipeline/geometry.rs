@@ -72,9 +72,19 @@ pub fn min_area_rect(points: &[Point]) -> RotatedRect {
     let hull = convex_hull(points);
     match hull.len() {
         0 => {
-            return RotatedRect { corners: [Point::default(); 4], width: 0.0, height: 0.0 };
+            return RotatedRect {
+                corners: [Point::default(); 4],
+                width: 0.0,
+                height: 0.0,
+            };
         }
-        1 => return RotatedRect { corners: [hull[0]; 4], width: 0.0, height: 0.0 },
+        1 => {
+            return RotatedRect {
+                corners: [hull[0]; 4],
+                width: 0.0,
+                height: 0.0,
+            };
+        }
         _ => {}
     }
     let mut best: Option<(f32, RotatedRect)> = None;
@@ -100,14 +110,20 @@ pub fn min_area_rect(points: &[Point]) -> RotatedRect {
         if best.as_ref().is_none_or(|(best_area, _)| area < *best_area) {
             let at = |u: f32, v: f32| Point::new(a.x + u * ux + v * vx, a.y + u * uy + v * vy);
             let rect = RotatedRect {
-                corners: [at(min_u, min_v), at(max_u, min_v), at(max_u, max_v), at(min_u, max_v)],
+                corners: [
+                    at(min_u, min_v),
+                    at(max_u, min_v),
+                    at(max_u, max_v),
+                    at(min_u, max_v),
+                ],
                 width: max_u - min_u,
                 height: max_v - min_v,
             };
             best = Some((area, rect));
         }
     }
-    best.map(|(_, r)| r).expect("a hull of two or more distinct points has an edge. This is a bug.")
+    best.map(|(_, r)| r)
+        .expect("a hull of two or more distinct points has an edge. This is a bug.")
 }
 
 /// Orders four corners as PaddleOCR's `get_mini_boxes` does: the two left-most points become
@@ -115,8 +131,16 @@ pub fn min_area_rect(points: &[Point]) -> RotatedRect {
 pub fn order_quad(corners: Quad) -> Quad {
     let mut pts = corners;
     pts.sort_by(|a, b| a.x.total_cmp(&b.x));
-    let (tl, bl) = if pts[1].y > pts[0].y { (pts[0], pts[1]) } else { (pts[1], pts[0]) };
-    let (tr, br) = if pts[3].y > pts[2].y { (pts[2], pts[3]) } else { (pts[3], pts[2]) };
+    let (tl, bl) = if pts[1].y > pts[0].y {
+        (pts[0], pts[1])
+    } else {
+        (pts[1], pts[0])
+    };
+    let (tr, br) = if pts[3].y > pts[2].y {
+        (pts[2], pts[3])
+    } else {
+        (pts[3], pts[2])
+    };
     [tl, tr, br, bl]
 }
 
@@ -143,16 +167,35 @@ pub fn polygon_perimeter(points: &[Point]) -> f32 {
 pub fn expand_rect(q: &Quad, distance: f32) -> Quad {
     let unit = |a: Point, b: Point| {
         let l = a.dist(b);
-        if l == 0.0 { (0.0, 0.0) } else { ((b.x - a.x) / l, (b.y - a.y) / l) }
+        if l == 0.0 {
+            (0.0, 0.0)
+        } else {
+            ((b.x - a.x) / l, (b.y - a.y) / l)
+        }
     };
     let (ux, uy) = unit(q[0], q[1]);
     let (vx, vy) = unit(q[0], q[3]);
     // A degenerate side has no direction; grow it along the normal of the other side.
-    let (ux, uy) = if ux == 0.0 && uy == 0.0 { (vy, -vx) } else { (ux, uy) };
-    let (vx, vy) = if vx == 0.0 && vy == 0.0 { (-uy, ux) } else { (vx, vy) };
+    let (ux, uy) = if ux == 0.0 && uy == 0.0 {
+        (vy, -vx)
+    } else {
+        (ux, uy)
+    };
+    let (vx, vy) = if vx == 0.0 && vy == 0.0 {
+        (-uy, ux)
+    } else {
+        (vx, vy)
+    };
     let d = distance;
-    let mv = |p: Point, su: f32, sv: f32| Point::new(p.x + d * (su * ux + sv * vx), p.y + d * (su * uy + sv * vy));
-    [mv(q[0], -1.0, -1.0), mv(q[1], 1.0, -1.0), mv(q[2], 1.0, 1.0), mv(q[3], -1.0, 1.0)]
+    let mv = |p: Point, su: f32, sv: f32| {
+        Point::new(p.x + d * (su * ux + sv * vx), p.y + d * (su * uy + sv * vy))
+    };
+    [
+        mv(q[0], -1.0, -1.0),
+        mv(q[1], 1.0, -1.0),
+        mv(q[2], 1.0, 1.0),
+        mv(q[3], -1.0, 1.0),
+    ]
 }
 
 /// Whether `p` lies inside or on the border of the convex quad `q` (any winding).
@@ -189,7 +232,8 @@ impl Homography {
             a[2 * i + 1] = [0.0, 0.0, 0.0, x, y, 1.0, -x * v, -y * v, v];
         }
         for col in 0..8 {
-            let pivot = (col..8).max_by(|&r1, &r2| a[r1][col].abs().total_cmp(&a[r2][col].abs()))?;
+            let pivot =
+                (col..8).max_by(|&r1, &r2| a[r1][col].abs().total_cmp(&a[r2][col].abs()))?;
             if a[pivot][col].abs() < 1e-10 {
                 return None;
             }
@@ -211,7 +255,10 @@ impl Homography {
         let m = &self.0;
         let w = m[6] * p.x + m[7] * p.y + m[8];
         let w = if w.abs() < 1e-12 { 1e-12 } else { w };
-        Point::new((m[0] * p.x + m[1] * p.y + m[2]) / w, (m[3] * p.x + m[4] * p.y + m[5]) / w)
+        Point::new(
+            (m[0] * p.x + m[1] * p.y + m[2]) / w,
+            (m[3] * p.x + m[4] * p.y + m[5]) / w,
+        )
     }
 }
 
@@ -232,7 +279,12 @@ mod tests {
             (&[], 0),
             (&[p(0., 0.), p(4., 0.), p(2., 3.), p(2., 1.)], 3),
             // Row extremes of a filled 30×10 block: only the four corners are on the hull.
-            (&(0..10).flat_map(|y| [p(0., y as f32), p(29., y as f32)]).collect::<Vec<_>>(), 4),
+            (
+                &(0..10)
+                    .flat_map(|y| [p(0., y as f32), p(29., y as f32)])
+                    .collect::<Vec<_>>(),
+                4,
+            ),
         ];
         for (pts, n) in cases {
             assert_eq!(convex_hull(pts).len(), *n, "{pts:?}");
@@ -250,9 +302,15 @@ mod tests {
         assert!((r.width * r.height - 20.0).abs() < 1e-2, "{r:?}");
         assert!((r.width.max(r.height) - 10.0).abs() < 1e-3);
         // A block given as row extremes (as DB regions are) gives the axis-aligned rectangle.
-        let block: Vec<Point> = (0..10).flat_map(|y| [p(0., y as f32), p(29., y as f32)]).collect();
+        let block: Vec<Point> = (0..10)
+            .flat_map(|y| [p(0., y as f32), p(29., y as f32)])
+            .collect();
         let r = min_area_rect(&block);
-        assert_eq!((r.width.max(r.height), r.width.min(r.height)), (29.0, 9.0), "{r:?}");
+        assert_eq!(
+            (r.width.max(r.height), r.width.min(r.height)),
+            (29.0, 9.0),
+            "{r:?}"
+        );
         let r = min_area_rect(&[p(3., 3.)]);
         assert_eq!((r.width, r.height), (0.0, 0.0));
     }
@@ -275,7 +333,13 @@ mod tests {
     #[test]
     fn quad_contains_includes_border() {
         let q = [p(0., 0.), p(4., 0.), p(4., 4.), p(0., 4.)];
-        for (pt, inside) in [(p(2., 2.), true), (p(0., 2.), true), (p(4., 4.), true), (p(5., 2.), false), (p(-0.1, 1.), false)] {
+        for (pt, inside) in [
+            (p(2., 2.), true),
+            (p(0., 2.), true),
+            (p(4., 4.), true),
+            (p(5., 2.), false),
+            (p(-0.1, 1.), false),
+        ] {
             assert_eq!(quad_contains(&q, pt), inside, "{pt:?}");
         }
     }

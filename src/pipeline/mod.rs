@@ -20,7 +20,10 @@ pub struct Tensor {
 
 impl Tensor {
     pub fn zeros(shape: &[usize]) -> Self {
-        Self { shape: shape.to_vec(), data: vec![0.0; shape.iter().product()] }
+        Self {
+            shape: shape.to_vec(),
+            data: vec![0.0; shape.iter().product()],
+        }
     }
 }
 
@@ -55,13 +58,21 @@ pub struct Page {
 impl Page {
     /// The page's text: lines in reading order joined by `\n`.
     pub fn text(&self) -> String {
-        self.lines.iter().map(|l| l.text.as_str()).collect::<Vec<_>>().join("\n")
+        self.lines
+            .iter()
+            .map(|l| l.text.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
 /// A document's text: pages joined by a blank line (`\n\n`).
 pub fn document_text(pages: &[Page]) -> String {
-    pages.iter().map(Page::text).collect::<Vec<_>>().join("\n\n")
+    pages
+        .iter()
+        .map(Page::text)
+        .collect::<Vec<_>>()
+        .join("\n\n")
 }
 
 /// Rounds a quad for output: one decimal is sub-pixel enough and keeps JSON small.
@@ -74,20 +85,37 @@ mod tests {
     use super::*;
 
     fn line(t: &str) -> Line {
-        Line { text: t.into(), confidence: 1.0, bbox: [[0.0; 2]; 4], words: vec![] }
+        Line {
+            text: t.into(),
+            confidence: 1.0,
+            bbox: [[0.0; 2]; 4],
+            words: vec![],
+        }
     }
 
     #[test]
     fn document_text_joins_lines_and_pages() {
-        let p1 = Page { width: 1, height: 1, lines: vec![line("a"), line("b")] };
-        let p2 = Page { width: 1, height: 1, lines: vec![line("c")] };
+        let p1 = Page {
+            width: 1,
+            height: 1,
+            lines: vec![line("a"), line("b")],
+        };
+        let p2 = Page {
+            width: 1,
+            height: 1,
+            lines: vec![line("c")],
+        };
         assert_eq!(document_text(&[p1, p2]), "a\nb\n\nc");
         assert_eq!(document_text(&[]), "");
     }
 
     #[test]
     fn page_json_shape_is_the_contract() {
-        let p = Page { width: 3, height: 4, lines: vec![line("x")] };
+        let p = Page {
+            width: 3,
+            height: 4,
+            lines: vec![line("x")],
+        };
         let v = serde_json::to_value(&p).unwrap();
         assert_eq!(v["lines"][0]["box"].as_array().unwrap().len(), 4);
         assert!(v["lines"][0]["words"].is_array());

@@ -124,7 +124,12 @@ fn peel_top_band(ids: &mut Vec<usize>, ext: &[Extent]) -> Option<Vec<usize>> {
 
 /// Rows top to bottom, left to right inside a row.
 fn rows(mut ids: Vec<usize>, ext: &[Extent]) -> Vec<usize> {
-    ids.sort_by(|&a, &b| ext[a].yc().total_cmp(&ext[b].yc()).then(ext[a].x0.total_cmp(&ext[b].x0)));
+    ids.sort_by(|&a, &b| {
+        ext[a]
+            .yc()
+            .total_cmp(&ext[b].yc())
+            .then(ext[a].x0.total_cmp(&ext[b].x0))
+    });
     let mut rows: Vec<Vec<usize>> = Vec::new();
     // Running centre and height of the current row (means over its boxes).
     let (mut row_yc, mut row_h) = (0f32, 0f32);
@@ -156,21 +161,43 @@ mod tests {
     use crate::pipeline::geometry::Point;
 
     fn r(x0: f32, y0: f32, x1: f32, y1: f32) -> Quad {
-        [Point::new(x0, y0), Point::new(x1, y0), Point::new(x1, y1), Point::new(x0, y1)]
+        [
+            Point::new(x0, y0),
+            Point::new(x1, y0),
+            Point::new(x1, y1),
+            Point::new(x0, y1),
+        ]
     }
 
     #[test]
     fn reading_order_table() {
         let cases: Vec<(&str, Vec<Quad>, Vec<usize>)> = vec![
             ("empty", vec![], vec![]),
-            ("two rows", vec![r(0., 50., 10., 60.), r(0., 0., 10., 10.)], vec![1, 0]),
+            (
+                "two rows",
+                vec![r(0., 50., 10., 60.), r(0., 0., 10., 10.)],
+                vec![1, 0],
+            ),
             // Same row, the right box a little higher: still left to right.
-            ("skewed row", vec![r(100., 12., 150., 32.), r(0., 10., 50., 30.)], vec![1, 0]),
+            (
+                "skewed row",
+                vec![r(100., 12., 150., 32.), r(0., 10., 50., 30.)],
+                vec![1, 0],
+            ),
             // Small print: 8 px lines 9 px apart are separate rows (a fixed 10 px rule merges them).
-            ("tight rows", vec![r(50., 9., 90., 17.), r(0., 0., 40., 8.)], vec![1, 0]),
+            (
+                "tight rows",
+                vec![r(50., 9., 90., 17.), r(0., 0., 40., 8.)],
+                vec![1, 0],
+            ),
             (
                 "form with columns",
-                vec![r(300., 100., 400., 120.), r(0., 102., 100., 122.), r(0., 0., 100., 20.), r(300., 140., 400., 160.)],
+                vec![
+                    r(300., 100., 400., 120.),
+                    r(0., 102., 100., 122.),
+                    r(0., 0., 100., 20.),
+                    r(300., 140., 400., 160.),
+                ],
                 vec![2, 1, 0, 3],
             ),
             (

@@ -2,7 +2,9 @@
 //! of each detected line. All tensors are in **BGR** channel order, as the PaddleOCR models were
 //! trained on OpenCV-loaded images.
 
-use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer, images::Image, images::ImageRef};
+use fast_image_resize::{
+    FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer, images::Image, images::ImageRef,
+};
 use image::RgbImage;
 
 use super::Tensor;
@@ -36,9 +38,15 @@ pub struct Normalize {
 
 impl Normalize {
     /// `(x/255 − 0.5)/0.5`: values in [-1, 1]. Recognition, classification, and RapidOCR's detection.
-    pub const HALF: Normalize = Normalize { mean: [0.5; 3], std: [0.5; 3] };
+    pub const HALF: Normalize = Normalize {
+        mean: [0.5; 3],
+        std: [0.5; 3],
+    };
     /// ImageNet statistics in BGR order, as PaddleOCR normalises detection input.
-    pub const IMAGENET_BGR: Normalize = Normalize { mean: [0.406, 0.456, 0.485], std: [0.225, 0.224, 0.229] };
+    pub const IMAGENET_BGR: Normalize = Normalize {
+        mean: [0.406, 0.456, 0.485],
+        std: [0.225, 0.224, 0.229],
+    };
 }
 
 /// Height of recognition and classifier inputs.
@@ -51,8 +59,12 @@ pub const CLS_WIDTH: u32 = 192;
 pub fn det_input_size(w: u32, h: u32, r: &DetResize) -> (u32, u32) {
     let (wf, hf) = (w as f32, h as f32);
     let mut ratio = match r.limit_type {
-        LimitType::Min if wf.min(hf) < r.limit_side_px as f32 => r.limit_side_px as f32 / wf.min(hf),
-        LimitType::Max if wf.max(hf) > r.limit_side_px as f32 => r.limit_side_px as f32 / wf.max(hf),
+        LimitType::Min if wf.min(hf) < r.limit_side_px as f32 => {
+            r.limit_side_px as f32 / wf.min(hf)
+        }
+        LimitType::Max if wf.max(hf) > r.limit_side_px as f32 => {
+            r.limit_side_px as f32 / wf.max(hf)
+        }
         _ => 1.0,
     };
     if wf.max(hf) * ratio > r.max_side_px as f32 {
@@ -71,8 +83,11 @@ pub fn resize_rgb(img: &RgbImage, w: u32, h: u32) -> RgbImage {
         .expect("an RgbImage buffer always matches its dimensions. This is a bug.");
     let mut dst = Image::new(w, h, PixelType::U8x3);
     let opts = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
-    Resizer::new().resize(&src, &mut dst, &opts).expect("U8x3 to U8x3 resize cannot fail. This is a bug.");
-    RgbImage::from_raw(w, h, dst.into_vec()).expect("resize output matches its dimensions. This is a bug.")
+    Resizer::new()
+        .resize(&src, &mut dst, &opts)
+        .expect("U8x3 to U8x3 resize cannot fail. This is a bug.");
+    RgbImage::from_raw(w, h, dst.into_vec())
+        .expect("resize output matches its dimensions. This is a bug.")
 }
 
 /// Writes `img` normalised into `out` laid out as CHW of width `stride_w` (≥ image width), BGR.
@@ -99,7 +114,10 @@ pub fn det_tensor(page: &RgbImage, size: (u32, u32), norm: &Normalize) -> Tensor
     let (w, h) = (size.0 as usize, size.1 as usize);
     let mut data = vec![0f32; 3 * w * h];
     write_chw(&resized, norm, &mut data, w, w * h);
-    Tensor { shape: vec![1, 3, h, w], data }
+    Tensor {
+        shape: vec![1, 3, h, w],
+        data,
+    }
 }
 
 /// Width a crop takes at recognition height: `ceil(48 · w / h)`, clamped to `[1, max_w]`.
@@ -117,10 +135,22 @@ pub fn rec_tensor(crops: &[&RgbImage], padded_w: u32) -> (Tensor, Vec<u32>) {
     for (i, crop) in crops.iter().enumerate() {
         let rw = rec_width(crop.width(), crop.height(), padded_w);
         let resized = resize_rgb(crop, rw, REC_HEIGHT);
-        write_chw(&resized, &Normalize::HALF, &mut data[i * 3 * plane..(i + 1) * 3 * plane], pw, plane);
+        write_chw(
+            &resized,
+            &Normalize::HALF,
+            &mut data[i * 3 * plane..(i + 1) * 3 * plane],
+            pw,
+            plane,
+        );
         widths.push(rw);
     }
-    (Tensor { shape: vec![crops.len(), 3, h, pw], data }, widths)
+    (
+        Tensor {
+            shape: vec![crops.len(), 3, h, pw],
+            data,
+        },
+        widths,
+    )
 }
 
 /// Classifier batch tensor `[N, 3, 48, 192]`: like [`rec_tensor`] at a fixed width.
@@ -145,17 +175,34 @@ pub struct CropGeometry {
 impl CropGeometry {
     /// Size of the crop as handed to recognition (after rotations).
     pub fn oriented_size(&self) -> (u32, u32) {
-        if self.rotated_90 { (self.height, self.width) } else { (self.width, self.height) }
+        if self.rotated_90 {
+            (self.height, self.width)
+        } else {
+            (self.width, self.height)
+        }
     }
 
     /// Maps a point of the crop as handed to recognition back to page coordinates.
     pub fn to_page(&self, p: Point) -> Point {
         let (ow, oh) = self.oriented_size();
-        let p = if self.flipped_180 { Point::new(ow as f32 - p.x, oh as f32 - p.y) } else { p };
+        let p = if self.flipped_180 {
+            Point::new(ow as f32 - p.x, oh as f32 - p.y)
+        } else {
+            p
+        };
         // np.rot90 (counter-clockwise): oriented (u, v) comes from rectified (w − v, u).
-        let p = if self.rotated_90 { Point::new(self.width as f32 - p.y, p.x) } else { p };
+        let p = if self.rotated_90 {
+            Point::new(self.width as f32 - p.y, p.x)
+        } else {
+            p
+        };
         let (w, h) = (self.width as f32, self.height as f32);
-        let rect = [Point::new(0., 0.), Point::new(w, 0.), Point::new(w, h), Point::new(0., h)];
+        let rect = [
+            Point::new(0., 0.),
+            Point::new(w, 0.),
+            Point::new(w, h),
+            Point::new(0., h),
+        ];
         match Homography::from_points(&rect, &self.quad) {
             Some(hm) => hm.apply(p),
             None => self.quad[0],
@@ -171,12 +218,19 @@ pub fn crop_line(page: &RgbImage, quad: &Quad, max_side_px: u32) -> (RgbImage, C
     let w = (quad[0].dist(quad[1]).max(quad[2].dist(quad[3])) as u32).clamp(1, max_side_px);
     let h = (quad[0].dist(quad[3]).max(quad[1].dist(quad[2])) as u32).clamp(1, max_side_px);
     let (wf, hf) = (w as f32, h as f32);
-    let rect = [Point::new(0., 0.), Point::new(wf, 0.), Point::new(wf, hf), Point::new(0., hf)];
+    let rect = [
+        Point::new(0., 0.),
+        Point::new(wf, 0.),
+        Point::new(wf, hf),
+        Point::new(0., hf),
+    ];
     let mut out = RgbImage::new(w, h);
     if let Some(hm) = Homography::from_points(&rect, quad) {
         let (pw, ph) = (page.width() as i64, page.height() as i64);
         let raw = page.as_raw();
-        let px = |x: i64, y: i64, c: usize| raw[((y.clamp(0, ph - 1) * pw + x.clamp(0, pw - 1)) * 3) as usize + c] as f32;
+        let px = |x: i64, y: i64, c: usize| {
+            raw[((y.clamp(0, ph - 1) * pw + x.clamp(0, pw - 1)) * 3) as usize + c] as f32
+        };
         for y in 0..h {
             for x in 0..w {
                 let s = hm.apply(Point::new(x as f32, y as f32));
@@ -193,8 +247,21 @@ pub fn crop_line(page: &RgbImage, quad: &Quad, max_side_px: u32) -> (RgbImage, C
         }
     }
     let rotated_90 = hf / wf >= 1.5;
-    let crop = if rotated_90 { image::imageops::rotate270(&out) } else { out };
-    (crop, CropGeometry { quad: *quad, width: w, height: h, rotated_90, flipped_180: false })
+    let crop = if rotated_90 {
+        image::imageops::rotate270(&out)
+    } else {
+        out
+    };
+    (
+        crop,
+        CropGeometry {
+            quad: *quad,
+            width: w,
+            height: h,
+            rotated_90,
+            flipped_180: false,
+        },
+    )
 }
 
 #[cfg(test)]
@@ -203,16 +270,28 @@ mod tests {
 
     #[test]
     fn det_input_size_table() {
-        let min736 = DetResize { limit_type: LimitType::Min, limit_side_px: 736, max_side_px: 4000 };
-        let max960 = DetResize { limit_type: LimitType::Max, limit_side_px: 960, max_side_px: 4000 };
-        let capped = DetResize { limit_type: LimitType::Min, limit_side_px: 736, max_side_px: 1000 };
+        let min736 = DetResize {
+            limit_type: LimitType::Min,
+            limit_side_px: 736,
+            max_side_px: 4000,
+        };
+        let max960 = DetResize {
+            limit_type: LimitType::Max,
+            limit_side_px: 960,
+            max_side_px: 4000,
+        };
+        let capped = DetResize {
+            limit_type: LimitType::Min,
+            limit_side_px: 736,
+            max_side_px: 1000,
+        };
         let cases = [
             (1000, 500, &min736, (1472, 736)),
             (800, 1000, &min736, (800, 992)),
             (2000, 1000, &max960, (960, 480)),
             (500, 300, &max960, (512, 288)),
             (10, 10, &max960, (32, 32)),
-            (3000, 500, &capped, (1000, 160)),
+            (3000, 500, &capped, (992, 160)),
         ];
         for (w, h, r, want) in cases {
             assert_eq!(det_input_size(w, h, r), want, "{w}×{h} {r:?}");
@@ -247,19 +326,37 @@ mod tests {
     #[test]
     fn crop_line_rectifies_and_maps_back() {
         let page = RgbImage::from_fn(200, 100, |x, _| image::Rgb([(x % 256) as u8, 0, 0]));
-        let quad = [Point::new(20., 30.), Point::new(120., 30.), Point::new(120., 60.), Point::new(20., 60.)];
+        let quad = [
+            Point::new(20., 30.),
+            Point::new(120., 30.),
+            Point::new(120., 60.),
+            Point::new(20., 60.),
+        ];
         let (crop, g) = crop_line(&page, &quad, 4096);
         assert_eq!(crop.dimensions(), (100, 30));
         assert_eq!(crop.get_pixel(0, 0).0[0], 20);
         assert_eq!(crop.get_pixel(50, 10).0[0], 70);
         assert!(g.to_page(Point::new(50., 15.)).dist(Point::new(70., 45.)) < 1e-3);
         // A tall box is turned on its side; its crop's left edge is the box's bottom... mapped back.
-        let tall = [Point::new(10., 10.), Point::new(30., 10.), Point::new(30., 90.), Point::new(10., 90.)];
+        let tall = [
+            Point::new(10., 10.),
+            Point::new(30., 10.),
+            Point::new(30., 90.),
+            Point::new(10., 90.),
+        ];
         let (crop, g) = crop_line(&page, &tall, 4096);
         assert!(g.rotated_90);
         assert_eq!(crop.dimensions(), (80, 20));
         assert!(g.to_page(Point::new(0., 0.)).dist(Point::new(30., 10.)) < 1e-3);
-        let flipped = CropGeometry { flipped_180: true, ..crop_line(&page, &quad, 4096).1 };
-        assert!(flipped.to_page(Point::new(0., 0.)).dist(Point::new(120., 60.)) < 1e-3);
+        let flipped = CropGeometry {
+            flipped_180: true,
+            ..crop_line(&page, &quad, 4096).1
+        };
+        assert!(
+            flipped
+                .to_page(Point::new(0., 0.))
+                .dist(Point::new(120., 60.))
+                < 1e-3
+        );
     }
 }

@@ -1,0 +1,102 @@
+//! The `ocr-server ocr` command line as a user runs it: real binary, real models, real files.
+
+mod common;
+
+use std::process::Command;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ocr-server"))
+}
+
+#[test]
+fn jsonl_gives_one_object_per_file_and_errors_per_file() {
+    let tmp = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-inputs");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let good = common::eval_dir().join("dev/tess_phototest.png");
+    let truncated = tmp.join("truncated.png");
+    let bytes = std::fs::read(&good).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 3]).unwrap();
+    let empty = tmp.join("empty.jpg");
+    std::fs::write(&empty, b"").unwrap();
+    let text = tmp.join("notes.txt");
+    std::fs::write(&text, "not an image at all").unwrap();
+    let missing = tmp.join("does-not-exist.png");
+    let out = bin()
+        .args(["ocr", "--format", "jsonl", "--threads", "1"])
+        .args([&good, &truncated, &empty, &text, &missing])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "some files failed: exit 1. stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    assert_eq!(rows.len(), 5);
+    assert_eq!(rows[0]["file"], good.display().to_string());
+    let text0 = rows[0]["text"].as_str().unwrap();
+    assert!(text0.contains("quick brown dog"), "{text0}");
+    let page = &rows[0]["pages"][0];
+    assert!(page["width"].as_u64().unwrap() > 0 && page["height"].as_u64().unwrap() > 0);
+    let line = &page["lines"][0];
+    assert!(line["text"].is_string() && line["confidence"].is_f64() && line["words"].is_array());
+    assert_eq!(line["box"].as_array().unwrap().len(), 4);
+    let joined: Vec<&str> = page["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(joined.join("\n"), text0);
+    let codes: Vec<&str> = rows[1..]
+        .iter()
+        .map(|r| r["error"]["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            "corrupt_image",
+            "empty_input",
+            "unsupported_format",
+            "io_error"
+        ]
+    );
+}
+
+#[test]
+fn text_format_prints_the_text() {
+    let good = common::eval_dir().join("dev/tess_phototest.png");
+    let out = bin()
+        .args(["ocr", "--model", "v4", "--threads", "1"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("This is a lot of 12 point text"), "{text}");
+}
+
+#[test]
+fn missing_runtime_says_which_script_installs_it() {
+    let good = common::eval_dir().join("dev/tess_phototest.png");
+    let out = bin()
+        .args(["ocr", "--ort-lib", "/nonexistent/libonnxruntime.so"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("scripts/setup.sh") && err.contains("/nonexistent/libonnxruntime.so"),
+        "{err}"
+    );
+}

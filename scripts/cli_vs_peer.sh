@@ -16,7 +16,9 @@ files=$(ls "$eval_dir"/dev/*.png "$eval_dir"/dev/*.jpg | sort)
 peer_json=$(.venv-peers/bin/python scripts/peers.py --engine "$peer" --threads "$threads" --out "$out/$peer.jsonl" $files 2>/dev/null | tail -n1)
 peer_ips=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["images_per_s"])' "$peer_json")
 # shellcheck disable=SC2086
-ours=$(target/release/ocr-server ocr --model "$model" --threads "$threads" --format jsonl --stats $files 2>&1 >"$out/ours-$model.jsonl" | tail -n1)
+# Same thread budget: THREADS single-threaded workers (one session per core beats one
+# session spanning the cores on CPU; FACTS.md), the peer with THREADS intra-op threads.
+ours=$(target/release/ocr-server ocr --model "$model" --threads 1 --jobs "$threads" --format jsonl --stats $files 2>&1 >"$out/ours-$model.jsonl" | tail -n1)
 ours_ips=$(sed -E 's/.*\(([0-9.]+) pages\/s.*/\1/' <<<"$ours")
 python3 - "$model" "$threads" "$peer" "$peer_ips" "$ours_ips" <<'PY'
 import sys

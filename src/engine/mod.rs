@@ -75,7 +75,9 @@ pub struct OcrOptions {
     pub cls_thresh: f32,
     /// Lines whose confidence is below this are dropped.
     pub min_confidence: f32,
-    /// Recognition inputs are padded to at least this width (PaddleOCR pads to 320).
+    /// Recognition inputs are padded to at least this width. PaddleOCR pads to 320; without
+    /// that padding the dev-set scores are unchanged and recognition is 1.19× faster (README).
+    /// 48 keeps at least 6 CTC steps for the narrowest crops.
     pub rec_min_width: u32,
     /// Recognition inputs are at most this wide; longer lines are squeezed (bounds memory).
     pub rec_max_width: u32,
@@ -96,7 +98,7 @@ impl Default for OcrOptions {
             classify: false,
             cls_thresh: 0.9,
             min_confidence: 0.5,
-            rec_min_width: 320,
+            rec_min_width: 48,
             rec_max_width: 2400,
             rec_batch: 6,
         }

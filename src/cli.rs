@@ -5,9 +5,9 @@
 //! `{"file": ..., "error": {"code": ..., "message": ...}}` for a file that could not be read. That
 //! shape is a contract: extend it, never break it. The exit status is 1 when any file failed.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
@@ -237,12 +237,14 @@ fn worker_count(args: &OcrArgs) -> usize {
 
 /// Runs `ocr-server ocr`. Returns whether every file succeeded.
 ///
-/// Files are OCRed by `worker_count` named threads (`ocr-cli-N`), each owning its own engine,
-/// pulling the next file from a shared counter. Results are written in input order; at most
-/// [`WINDOW_PER_WORKER`] files per worker are in flight, which bounds memory.
+/// Files are OCRed by `worker_count` named threads (`ocr-cli-N`), each owning its own engine and
+/// taking the next file index from a shared counter; this thread writes results in input order.
+/// A worker needs a permit to take a file and a permit comes back only when that file's result
+/// is written, so at most [`WINDOW_PER_WORKER`] × workers results exist at once (bounded memory
+/// however slow one file is), and no worker idles while files remain.
 pub fn run_ocr(args: &OcrArgs, out: &mut dyn Write) -> Result<bool> {
     let jobs = worker_count(args);
-    let mut engines = (0..jobs)
+    let engines = (0..jobs)
         .map(|_| engine_from_args(&args.runtime, &args.pipeline))
         .collect::<Result<Vec<_>>>()?;
     let opts = args.pipeline.options();
@@ -255,36 +257,57 @@ pub fn run_ocr(args: &OcrArgs, out: &mut dyn Write) -> Result<bool> {
         all_ok: true,
         json_items: Vec::new(),
     };
-    for chunk in args.files.chunks(jobs * WINDOW_PER_WORKER) {
-        let next = AtomicUsize::new(0);
-        let results: Vec<Mutex<Option<Result<Vec<Page>>>>> =
-            chunk.iter().map(|_| Mutex::new(None)).collect();
-        std::thread::scope(|s| {
-            for (i, engine) in engines.iter_mut().enumerate() {
-                let (next, results, opts, limits) = (&next, &results, &opts, &limits);
-                std::thread::Builder::new()
-                    .name(format!("ocr-cli-{i}"))
-                    .spawn_scoped(s, move || {
-                        loop {
-                            let k = next.fetch_add(1, Ordering::Relaxed);
-                            let Some(path) = chunk.get(k) else { break };
-                            let r = ocr_file(engine, path, opts, limits);
-                            *results[k]
-                                .lock()
-                                .expect("a worker panicked. This is a bug.") = Some(r);
-                        }
-                    })
-                    .expect("spawning a CLI worker thread");
-            }
-        });
-        for (path, slot) in chunk.iter().zip(results) {
-            let r = slot
-                .into_inner()
-                .expect("a worker panicked. This is a bug.")
-                .expect("every file is taken by a worker. This is a bug.");
-            report.emit(&path.display().to_string(), r, out)?;
-        }
+    let window = jobs * WINDOW_PER_WORKER;
+    let (permit_tx, permit_rx) = crossbeam_channel::bounded::<()>(window);
+    for _ in 0..window {
+        permit_tx
+            .send(())
+            .expect("the permit channel has room for the window. This is a bug.");
     }
+    let (result_tx, result_rx) = crossbeam_channel::bounded::<(usize, Result<Vec<Page>>)>(window);
+    let next = AtomicUsize::new(0);
+    let files = &args.files;
+    std::thread::scope(|s| -> Result<()> {
+        // Owned by this closure: on any return they are dropped before the scope joins the
+        // workers, which wakes a worker blocked on a permit or on a full result channel.
+        let (permit_tx, result_rx) = (permit_tx, result_rx);
+        for (i, mut engine) in engines.into_iter().enumerate() {
+            let (next, permit_rx, result_tx, opts, limits) =
+                (&next, permit_rx.clone(), result_tx.clone(), &opts, &limits);
+            std::thread::Builder::new()
+                .name(format!("ocr-cli-{i}"))
+                .spawn_scoped(s, move || {
+                    while permit_rx.recv().is_ok() {
+                        let k = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(path) = files.get(k) else { break };
+                        if result_tx
+                            .send((k, ocr_file(&mut engine, path, opts, limits)))
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                })
+                .expect("spawning a CLI worker thread");
+        }
+        drop(result_tx);
+        let mut pending: BTreeMap<usize, Result<Vec<Page>>> = BTreeMap::new();
+        let mut written = 0;
+        for (k, r) in result_rx.iter() {
+            pending.insert(k, r);
+            while let Some(r) = pending.remove(&written) {
+                let emitted = report.emit(&files[written].display().to_string(), r, out);
+                written += 1;
+                // Releases a worker even when writing failed, so the scope can end.
+                let _ = permit_tx.send(());
+                emitted?;
+            }
+            if written == files.len() {
+                break;
+            }
+        }
+        Ok(())
+    })?;
     report.finish(out)?;
     if args.stats {
         let secs = started.elapsed().as_secs_f64();

@@ -12,12 +12,8 @@ pub enum Error {
     UnsupportedFormat,
     #[error("corrupt or truncated image: {0}")]
     CorruptImage(String),
-    #[error("image of {width}×{height} px is over the limit ({limit})")]
-    ImageTooLarge {
-        width: u64,
-        height: u64,
-        limit: String,
-    },
+    #[error("image too large: {0}")]
+    ImageTooLarge(String),
     #[error("document has more than {limit} pages")]
     TooManyPages { limit: usize },
     #[error("invalid option: {0}")]
@@ -47,7 +43,7 @@ impl Error {
             Error::EmptyInput => "empty_input",
             Error::UnsupportedFormat => "unsupported_format",
             Error::CorruptImage(_) => "corrupt_image",
-            Error::ImageTooLarge { .. } => "image_too_large",
+            Error::ImageTooLarge(_) => "image_too_large",
             Error::TooManyPages { .. } => "too_many_pages",
             Error::InvalidOption(_) => "invalid_option",
             Error::RuntimeMissing { .. } => "runtime_missing",
@@ -65,7 +61,7 @@ impl Error {
             Error::EmptyInput
                 | Error::UnsupportedFormat
                 | Error::CorruptImage(_)
-                | Error::ImageTooLarge { .. }
+                | Error::ImageTooLarge(_)
                 | Error::TooManyPages { .. }
                 | Error::InvalidOption(_)
         )

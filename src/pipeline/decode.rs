@@ -42,18 +42,16 @@ impl DecodeLimits {
             )));
         }
         if width > self.max_side_px as u64 || height > self.max_side_px as u64 {
-            return Err(Error::ImageTooLarge {
-                width,
-                height,
-                limit: format!("{} px per side", self.max_side_px),
-            });
+            return Err(Error::ImageTooLarge(format!(
+                "{width}×{height} px is over the limit of {} px per side",
+                self.max_side_px
+            )));
         }
         if width * height > self.max_pixels {
-            return Err(Error::ImageTooLarge {
-                width,
-                height,
-                limit: format!("{} pixels", self.max_pixels),
-            });
+            return Err(Error::ImageTooLarge(format!(
+                "{width}×{height} px is over the limit of {} pixels",
+                self.max_pixels
+            )));
         }
         Ok(())
     }
@@ -109,11 +107,7 @@ fn decode_single(bytes: &[u8], format: ImageFormat, limits: &DecodeLimits) -> Re
 
 fn image_error(e: image::ImageError) -> Error {
     match e {
-        image::ImageError::Limits(l) => Error::ImageTooLarge {
-            width: 0,
-            height: 0,
-            limit: l.to_string(),
-        },
+        image::ImageError::Limits(l) => Error::ImageTooLarge(format!("decoder limit: {l}")),
         image::ImageError::Unsupported(u) => {
             Error::CorruptImage(format!("unsupported image variant: {u}"))
         }
@@ -123,11 +117,9 @@ fn image_error(e: image::ImageError) -> Error {
 
 fn tiff_error(e: tiff::TiffError) -> Error {
     match e {
-        tiff::TiffError::LimitsExceeded => Error::ImageTooLarge {
-            width: 0,
-            height: 0,
-            limit: "TIFF decoder limits".into(),
-        },
+        tiff::TiffError::LimitsExceeded => {
+            Error::ImageTooLarge("TIFF decoder limits exceeded".into())
+        }
         other => Error::CorruptImage(format!("TIFF: {other}")),
     }
 }

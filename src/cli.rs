@@ -63,24 +63,25 @@ pub struct PipelineArgs {
     #[arg(long, value_enum, default_value_t = ModelKind::V6, env = "OCR_MODEL")]
     pub model: ModelKind,
     /// Detector input sizing rule: `min` upscales so the short side reaches --det-limit-side,
-    /// `max` downscales so the long side stays under it.
-    #[arg(long, value_enum, default_value_t = DetLimit::Min)]
-    pub det_limit_type: DetLimit,
-    /// Side length for --det-limit-type, in pixels.
-    #[arg(long, default_value_t = 736)]
-    pub det_limit_side: u32,
-    /// Detector input normalisation.
-    #[arg(long, value_enum, default_value_t = DetNorm::Half)]
-    pub det_norm: DetNorm,
+    /// `max` downscales so the long side stays under it. Default: the model set's (v4, v6: min;
+    /// v5: max).
+    #[arg(long, value_enum)]
+    pub det_limit_type: Option<DetLimit>,
+    /// Side length for --det-limit-type, in pixels. Default: the model set's (736; v5: 960).
+    #[arg(long)]
+    pub det_limit_side: Option<u32>,
+    /// Detector input normalisation. Default: the model set's (v4, v6: half; v5: imagenet).
+    #[arg(long, value_enum)]
+    pub det_norm: Option<DetNorm>,
     /// Minimum mean probability inside a detected box.
     #[arg(long, default_value_t = 0.5)]
     pub box_thresh: f32,
     /// How far detected boxes are grown (area · ratio / perimeter).
     #[arg(long, default_value_t = 1.6)]
     pub unclip_ratio: f32,
-    /// Do not dilate the detector's binary map.
+    /// Dilate the detector's binary map (true|false). Default: the model set's (v5: false).
     #[arg(long)]
-    pub no_dilation: bool,
+    pub dilation: Option<bool>,
     /// Run the 180° line orientation classifier.
     #[arg(long)]
     pub classify: bool,
@@ -112,19 +113,27 @@ pub enum DetNorm {
 
 impl PipelineArgs {
     pub fn options(&self) -> OcrOptions {
-        let mut o = OcrOptions::default();
-        o.det_resize.limit_type = match self.det_limit_type {
-            DetLimit::Min => LimitType::Min,
-            DetLimit::Max => LimitType::Max,
-        };
-        o.det_resize.limit_side_px = self.det_limit_side;
-        o.det_norm = match self.det_norm {
-            DetNorm::Half => Normalize::HALF,
-            DetNorm::Imagenet => Normalize::IMAGENET_BGR,
-        };
+        let mut o = OcrOptions::for_model(self.model);
+        if let Some(t) = self.det_limit_type {
+            o.det_resize.limit_type = match t {
+                DetLimit::Min => LimitType::Min,
+                DetLimit::Max => LimitType::Max,
+            };
+        }
+        if let Some(side) = self.det_limit_side {
+            o.det_resize.limit_side_px = side;
+        }
+        if let Some(n) = self.det_norm {
+            o.det_norm = match n {
+                DetNorm::Half => Normalize::HALF,
+                DetNorm::Imagenet => Normalize::IMAGENET_BGR,
+            };
+        }
+        if let Some(d) = self.dilation {
+            o.db.use_dilation = d;
+        }
         o.db.box_thresh = self.box_thresh;
         o.db.unclip_ratio = self.unclip_ratio;
-        o.db.use_dilation = !self.no_dilation;
         o.classify = self.classify;
         o.min_confidence = self.min_confidence;
         o.rec_min_width = self.rec_min_width;

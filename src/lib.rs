@@ -9,5 +9,6 @@ pub mod cli;
 pub mod engine;
 pub mod error;
 pub mod pipeline;
+pub mod scheduler;
 
 pub use error::{Error, Result};

@@ -1,0 +1,464 @@
+//! The batch policy of one scheduler stage, as a pure value: it holds queued items of two
+//! classes and decides, with the clock passed in, when a batch is ready and what goes in it. The
+//! worker loop around it (issue 3) only pushes, asks `ready(now)` / `next_deadline()`, and runs
+//! what `take(now)` returns. No threads, channels or sleeps here, so every rule is tested with
+//! explicit `Instant`s.
+//!
+//! Rules:
+//! - **Bounded**: at most `capacity` items queued over both classes; a push beyond is
+//!   [`QueueFull`], which the API turns into 429.
+//! - **Two classes**: interactive (sync callers) first; bulk fills the rest of a batch.
+//! - **Aging**: a bulk item that has waited `bulk_aging` counts as interactive, so bulk is never
+//!   starved by a steady interactive stream. Preemption happens only at batch boundaries: a batch
+//!   once taken is not changed.
+//! - **Closing**: a batch is ready when the queue holds `max_items`, or `max_cost` (e.g. padded
+//!   pixels), or when the **oldest** item has waited `max_delay`.
+//! - **Dropped before the model**: items whose caller has gone or whose deadline has passed are
+//!   removed by `take` and returned separately, to be counted, never computed.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// Class of work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Class {
+    /// A caller is waiting on screen.
+    Interactive,
+    /// Asynchronous job work.
+    Bulk,
+}
+
+/// Limits of one stage's batches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchPolicy {
+    /// Most items in one batch.
+    pub max_items: usize,
+    /// Most total cost in one batch (padded pixels for recognition); an item costlier than this
+    /// alone still forms a batch of one.
+    pub max_cost: u64,
+    /// A batch closes when its oldest item has waited this long.
+    pub max_delay: Duration,
+    /// A bulk item that has waited this long is served like an interactive one.
+    pub bulk_aging: Duration,
+    /// Most items queued, both classes together.
+    pub capacity: usize,
+}
+
+/// One queued item with what the policy needs to know about it.
+#[derive(Debug)]
+pub struct Queued<T> {
+    pub item: T,
+    pub class: Class,
+    pub enqueued: Instant,
+    /// Past this instant the item is dropped instead of computed.
+    pub deadline: Option<Instant>,
+    pub cost: u64,
+}
+
+/// The queue is at capacity; the item is handed back.
+#[derive(Debug)]
+pub struct QueueFull<T>(pub Queued<T>);
+
+/// Why an item was dropped before reaching a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Its caller has gone (the reply channel is closed).
+    CallerGone,
+    /// Its deadline passed while it waited.
+    Expired,
+}
+
+/// What `take` returns: the batch to run (interactive-first order) and the dropped items.
+#[derive(Debug)]
+pub struct Taken<T> {
+    pub batch: Vec<Queued<T>>,
+    pub dropped: Vec<(Queued<T>, DropReason)>,
+}
+
+/// The queue and policy of one stage.
+#[derive(Debug)]
+pub struct Batcher<T> {
+    policy: BatchPolicy,
+    interactive: VecDeque<Queued<T>>,
+    bulk: VecDeque<Queued<T>>,
+}
+
+impl<T> Batcher<T> {
+    pub fn new(policy: BatchPolicy) -> Self {
+        Self {
+            policy,
+            interactive: VecDeque::new(),
+            bulk: VecDeque::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.interactive.len() + self.bulk.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Queued items of one class.
+    pub fn depth(&self, class: Class) -> usize {
+        match class {
+            Class::Interactive => self.interactive.len(),
+            Class::Bulk => self.bulk.len(),
+        }
+    }
+
+    /// When the oldest item of a class was queued.
+    pub fn oldest(&self, class: Class) -> Option<Instant> {
+        match class {
+            Class::Interactive => self.interactive.front(),
+            Class::Bulk => self.bulk.front(),
+        }
+        .map(|q| q.enqueued)
+    }
+
+    /// Queues an item (items of a class must be pushed in `enqueued` order).
+    pub fn push(&mut self, q: Queued<T>) -> Result<(), QueueFull<T>> {
+        if self.len() >= self.policy.capacity {
+            return Err(QueueFull(q));
+        }
+        match q.class {
+            Class::Interactive => self.interactive.push_back(q),
+            Class::Bulk => self.bulk.push_back(q),
+        }
+        Ok(())
+    }
+
+    /// The instant the oldest item reaches `max_delay`: when to wake up if nothing else comes.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let oldest = [self.oldest(Class::Interactive), self.oldest(Class::Bulk)]
+            .into_iter()
+            .flatten()
+            .min()?;
+        Some(oldest + self.policy.max_delay)
+    }
+
+    /// Whether a batch should close now: enough items, enough cost, or the oldest item's delay.
+    pub fn ready(&self, now: Instant) -> bool {
+        if self.is_empty() {
+            return false;
+        }
+        let cost: u64 = self
+            .interactive
+            .iter()
+            .chain(&self.bulk)
+            .map(|q| q.cost)
+            .sum();
+        self.len() >= self.policy.max_items
+            || cost >= self.policy.max_cost
+            || self.next_deadline().is_some_and(|d| now >= d)
+    }
+
+    /// Takes the next batch: first drops gone and expired items, then fills up to `max_items`
+    /// and `max_cost` from aged bulk items, interactive items, then the other bulk items, each
+    /// oldest first. A bulk item that fits the room an interactive item could not use is taken
+    /// (the interactive item leads the next batch). `is_gone` says whether an item's caller has
+    /// gone.
+    pub fn take(&mut self, now: Instant, is_gone: impl Fn(&T) -> bool) -> Taken<T> {
+        let mut dropped = Vec::new();
+        for queue in [&mut self.interactive, &mut self.bulk] {
+            let mut kept = VecDeque::with_capacity(queue.len());
+            for q in queue.drain(..) {
+                if is_gone(&q.item) {
+                    dropped.push((q, DropReason::CallerGone));
+                } else if q.deadline.is_some_and(|d| now >= d) {
+                    dropped.push((q, DropReason::Expired));
+                } else {
+                    kept.push_back(q);
+                }
+            }
+            *queue = kept;
+        }
+        let aged = self
+            .bulk
+            .iter()
+            .take_while(|q| now.saturating_duration_since(q.enqueued) >= self.policy.bulk_aging)
+            .count();
+        let mut batch: Vec<Queued<T>> = Vec::new();
+        let mut cost = 0u64;
+        let mut fits = |q: &Queued<T>, batch: &Vec<Queued<T>>| {
+            let ok = batch.len() < self.policy.max_items
+                && (batch.is_empty() || cost + q.cost <= self.policy.max_cost);
+            if ok {
+                cost += q.cost;
+            }
+            ok
+        };
+        // Aged bulk first, then interactive, then the rest of bulk; stop a source at the first
+        // item that does not fit so order within a class is kept.
+        let mut aged_left = aged;
+        while aged_left > 0 && self.bulk.front().is_some_and(|q| fits(q, &batch)) {
+            batch.push(
+                self.bulk
+                    .pop_front()
+                    .expect("checked by is_some_and. This is a bug."),
+            );
+            aged_left -= 1;
+        }
+        while self.interactive.front().is_some_and(|q| fits(q, &batch)) {
+            batch.push(
+                self.interactive
+                    .pop_front()
+                    .expect("checked by is_some_and. This is a bug."),
+            );
+        }
+        while self.bulk.front().is_some_and(|q| fits(q, &batch)) {
+            batch.push(
+                self.bulk
+                    .pop_front()
+                    .expect("checked by is_some_and. This is a bug."),
+            );
+        }
+        Taken { batch, dropped }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> BatchPolicy {
+        BatchPolicy {
+            max_items: 4,
+            max_cost: 100,
+            max_delay: Duration::from_millis(10),
+            bulk_aging: Duration::from_millis(500),
+            capacity: 6,
+        }
+    }
+
+    /// Items are (name, class, enqueued ms after t0, cost, deadline ms).
+    type Spec = (&'static str, Class, u64, u64, Option<u64>);
+
+    fn batcher(t0: Instant, items: &[Spec]) -> Batcher<&'static str> {
+        let mut b = Batcher::new(policy());
+        for &(name, class, at, cost, deadline) in items {
+            let q = Queued {
+                item: name,
+                class,
+                enqueued: t0 + Duration::from_millis(at),
+                deadline: deadline.map(|d| t0 + Duration::from_millis(d)),
+                cost,
+            };
+            b.push(q).unwrap();
+        }
+        b
+    }
+
+    use Class::{Bulk, Interactive as Int};
+
+    #[test]
+    fn ready_table() {
+        let t0 = Instant::now();
+        let ms = |m: u64| t0 + Duration::from_millis(m);
+        let cases: Vec<(&str, Vec<Spec>, u64, bool)> = vec![
+            ("empty", vec![], 1000, false),
+            ("one item, young", vec![("a", Int, 0, 1, None)], 5, false),
+            (
+                "one item, oldest reached max delay",
+                vec![("a", Int, 0, 1, None)],
+                10,
+                true,
+            ),
+            (
+                "delay counts from the oldest",
+                vec![("a", Bulk, 0, 1, None), ("b", Int, 9, 1, None)],
+                10,
+                true,
+            ),
+            (
+                "size reached",
+                vec![
+                    ("a", Int, 0, 1, None),
+                    ("b", Int, 0, 1, None),
+                    ("c", Bulk, 0, 1, None),
+                    ("d", Bulk, 0, 1, None),
+                ],
+                0,
+                true,
+            ),
+            (
+                "budget reached",
+                vec![("a", Int, 0, 60, None), ("b", Bulk, 0, 40, None)],
+                0,
+                true,
+            ),
+        ];
+        for (name, items, now, want) in cases {
+            assert_eq!(batcher(t0, &items).ready(ms(now)), want, "{name}");
+        }
+        assert_eq!(
+            batcher(t0, &[("a", Bulk, 3, 1, None)]).next_deadline(),
+            Some(ms(13))
+        );
+    }
+
+    #[test]
+    fn take_table() {
+        let t0 = Instant::now();
+        /// (name, queued items, now in ms, expected batch, expected drops)
+        type Case = (
+            &'static str,
+            Vec<Spec>,
+            u64,
+            Vec<&'static str>,
+            Vec<(&'static str, DropReason)>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "interactive first, bulk fills",
+                vec![
+                    ("b1", Bulk, 0, 1, None),
+                    ("b2", Bulk, 1, 1, None),
+                    ("i1", Int, 2, 1, None),
+                ],
+                20,
+                vec!["i1", "b1", "b2"],
+                vec![],
+            ),
+            (
+                "size cap keeps the rest queued, oldest first",
+                vec![
+                    ("i1", Int, 0, 1, None),
+                    ("i2", Int, 1, 1, None),
+                    ("i3", Int, 2, 1, None),
+                    ("b1", Bulk, 0, 1, None),
+                    ("b2", Bulk, 1, 1, None),
+                ],
+                20,
+                vec!["i1", "i2", "i3", "b1"],
+                vec![],
+            ),
+            (
+                "budget cap: bulk fills what interactive leaves",
+                vec![
+                    ("i1", Int, 0, 60, None),
+                    ("i2", Int, 1, 50, None),
+                    ("b1", Bulk, 0, 30, None),
+                ],
+                20,
+                vec!["i1", "b1"],
+                vec![],
+            ),
+            (
+                "an item over budget alone still runs",
+                vec![("big", Int, 0, 500, None), ("i2", Int, 1, 1, None)],
+                20,
+                vec!["big"],
+                vec![],
+            ),
+            (
+                "aged bulk goes before interactive",
+                vec![
+                    ("b1", Bulk, 0, 1, None),
+                    ("i1", Int, 590, 1, None),
+                    ("i2", Int, 591, 1, None),
+                    ("i3", Int, 592, 1, None),
+                    ("i4", Int, 593, 1, None),
+                ],
+                600,
+                vec!["b1", "i1", "i2", "i3"],
+                vec![],
+            ),
+            (
+                "expired and gone are dropped, not batched",
+                vec![
+                    ("late", Int, 0, 1, Some(15)),
+                    ("gone", Bulk, 0, 1, None),
+                    ("ok", Bulk, 1, 1, Some(100)),
+                ],
+                20,
+                vec!["ok"],
+                vec![
+                    ("late", DropReason::Expired),
+                    ("gone", DropReason::CallerGone),
+                ],
+            ),
+        ];
+        for (name, items, now, want, want_dropped) in cases {
+            let mut b = batcher(t0, &items);
+            let before = b.len();
+            let taken = b.take(t0 + Duration::from_millis(now), |item| *item == "gone");
+            let got: Vec<&str> = taken.batch.iter().map(|q| q.item).collect();
+            assert_eq!(got, want, "{name}");
+            let dropped: Vec<(&str, DropReason)> =
+                taken.dropped.iter().map(|(q, r)| (q.item, *r)).collect();
+            assert_eq!(dropped, want_dropped, "{name}");
+            assert_eq!(
+                b.len() + got.len() + dropped.len(),
+                before,
+                "{name}: nothing lost"
+            );
+        }
+    }
+
+    #[test]
+    fn full_queue_is_a_typed_error_that_returns_the_item() {
+        let t0 = Instant::now();
+        let mut b = batcher(
+            t0,
+            &[
+                ("a", Int, 0, 1, None),
+                ("b", Int, 0, 1, None),
+                ("c", Int, 0, 1, None),
+                ("d", Bulk, 0, 1, None),
+                ("e", Bulk, 0, 1, None),
+                ("f", Bulk, 0, 1, None),
+            ],
+        );
+        let q = Queued {
+            item: "g",
+            class: Int,
+            enqueued: t0,
+            deadline: None,
+            cost: 1,
+        };
+        let QueueFull(back) = b.push(q).unwrap_err();
+        assert_eq!(back.item, "g");
+        assert_eq!((b.depth(Int), b.depth(Bulk)), (3, 3));
+    }
+
+    #[test]
+    fn bulk_is_never_starved_by_a_steady_interactive_stream() {
+        // Four new interactive items every 10 ms fill every batch; the bulk item still runs once
+        // it has aged.
+        let t0 = Instant::now();
+        let mut b: Batcher<u32> = Batcher::new(BatchPolicy {
+            capacity: 1000,
+            ..policy()
+        });
+        b.push(Queued {
+            item: 0,
+            class: Bulk,
+            enqueued: t0,
+            deadline: None,
+            cost: 1,
+        })
+        .unwrap();
+        let mut bulk_ran_at = None;
+        for step in 1..=100u64 {
+            let now = t0 + Duration::from_millis(step * 10);
+            for k in 0..4 {
+                b.push(Queued {
+                    item: (step * 10 + k) as u32,
+                    class: Int,
+                    enqueued: now,
+                    deadline: None,
+                    cost: 1,
+                })
+                .unwrap();
+            }
+            let taken = b.take(now, |_| false);
+            if taken.batch.iter().any(|q| q.class == Bulk) {
+                bulk_ran_at = Some(step * 10);
+                break;
+            }
+        }
+        assert_eq!(bulk_ran_at, Some(500));
+    }
+}

@@ -8,6 +8,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::process::Command;
@@ -65,7 +66,8 @@ fn dev_scores(kind: ModelKind) -> (f64, f64) {
     std::fs::create_dir_all(&out_dir).unwrap();
     let preds_path = out_dir.join("preds.jsonl");
     let mut preds = std::fs::File::create(&preds_path).unwrap();
-    let mut pdf_pages: Vec<(String, String)> = Vec::new();
+    // PDF file name → page number → text: the PDF entry is scored on its rendered pages.
+    let mut pdf_pages: BTreeMap<String, BTreeMap<u32, String>> = BTreeMap::new();
     let images = common::dev_images();
     assert!(
         images.len() >= 30,
@@ -79,23 +81,16 @@ fn dev_scores(kind: ModelKind) -> (f64, f64) {
         let name = path.file_name().unwrap().to_str().unwrap().to_string();
         let text = document_text(&pages);
         writeln!(preds, "{}", serde_json::json!({"file": name, "text": text})).unwrap();
-        if let Some(stem) = name.strip_suffix(".png").and_then(|s| s.rsplit_once("_p-")) {
-            pdf_pages.push((
-                format!("{}.pdf#{:04}", stem.0, stem.1.parse::<u32>().unwrap()),
-                text,
-            ));
+        if let Some((stem, page)) = name.strip_suffix(".png").and_then(|s| s.rsplit_once("_p-")) {
+            let page: u32 = page.parse().unwrap();
+            pdf_pages
+                .entry(format!("{stem}.pdf"))
+                .or_default()
+                .insert(page, text);
         }
     }
-    // The PDF entry is scored on its rendered pages' texts, in page order.
-    pdf_pages.sort();
-    let mut by_pdf: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-    for (key, text) in pdf_pages {
-        by_pdf
-            .entry(key.split('#').next().unwrap().to_string())
-            .or_default()
-            .push(text);
-    }
-    for (pdf, texts) in by_pdf {
+    for (pdf, pages) in pdf_pages {
+        let texts: Vec<String> = pages.into_values().collect();
         writeln!(
             preds,
             "{}",

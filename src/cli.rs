@@ -1,4 +1,5 @@
-//! The command line: `ocr-server ocr [--model v4|v5|v6] [--format text|json|jsonl] FILE...`.
+//! The command line: `ocr-server ocr [--model v4|v5|v6] [--format text|json|jsonl] FILE...` and
+//! `ocr-server serve [--host H] [--port P] ...` (the HTTP server, [`crate::api`]).
 //!
 //! `--format jsonl` prints one object per input file on its own line:
 //! `{"file": <path as given>, "text": <lines joined by \n, pages by \n\n>, "pages": [...]}`, or
@@ -14,14 +15,19 @@ use std::time::Instant;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::api::{Api, ApiConfig};
 use crate::engine::ort::{
-    EngineConfig, SessionConfig, load_engine, resolve_models_dir, resolve_ort_lib,
+    EngineConfig, OrtFactory, SessionConfig, load_engine, resolve_models_dir, resolve_ort_lib,
 };
 use crate::engine::{ModelKind, OcrEngine, OcrOptions};
 use crate::error::{Error, Result};
 use crate::pipeline::decode::{DecodeLimits, decode_pages};
 use crate::pipeline::preprocess::{LimitType, Normalize};
 use crate::pipeline::{Page, document_text};
+use crate::scheduler::{Scheduler, SchedulerConfig};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -38,6 +44,224 @@ pub struct Cli {
 pub enum Command {
     /// OCR image files (PNG, JPEG, TIFF incl. multi-page, WebP, BMP) and print the result.
     Ocr(OcrArgs),
+    /// Run the HTTP server (POST /v1/ocr, /v1/queue, /health/*, /metrics, /openapi.json).
+    Serve(ServeArgs),
+}
+
+/// `ocr-server serve`: every flag also reads an `OCR_*` environment variable.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "OCR_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on.
+    #[arg(long, env = "OCR_PORT", default_value_t = 8080)]
+    pub port: u16,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    /// Detection worker threads (each owns a detector session).
+    #[arg(long, env = "OCR_DET_WORKERS", default_value_t = 1)]
+    pub det_workers: usize,
+    /// Recognition worker threads (each owns a recogniser session).
+    #[arg(long, env = "OCR_REC_WORKERS", default_value_t = 1)]
+    pub rec_workers: usize,
+    /// Orientation worker threads; 0 does not load the classifier (requests asking for
+    /// `classify` then get 422).
+    #[arg(long, env = "OCR_CLS_WORKERS", default_value_t = 1)]
+    pub cls_workers: usize,
+    /// Most pages in one detection batch (pages batch only with pages of the same input shape).
+    #[arg(long, env = "OCR_DET_MAX_BATCH", default_value_t = 4)]
+    pub det_max_batch: usize,
+    /// Most detector input pixels in one detection batch.
+    #[arg(long, env = "OCR_DET_MAX_PIXELS", default_value_t = 4_000_000)]
+    pub det_max_pixels: u64,
+    /// Most lines in one recognition batch.
+    #[arg(long, env = "OCR_REC_MAX_BATCH", default_value_t = 16)]
+    pub rec_max_batch: usize,
+    /// Most padded input pixels (lines × 48 × bucket width) in one recognition batch.
+    #[arg(long, env = "OCR_REC_MAX_PIXELS", default_value_t = 48 * 4096)]
+    pub rec_max_pixels: u64,
+    /// Recognition width buckets (ascending, comma-separated): lines batch with lines of the same
+    /// bucket, which bounds padding.
+    #[arg(
+        long,
+        env = "OCR_REC_BUCKETS",
+        value_delimiter = ',',
+        default_value = "64,96,128,160,192,256,320,384,480,640,800,960,1280,1600,2400"
+    )]
+    pub rec_buckets: Vec<u32>,
+    /// A detection batch closes when its oldest page has waited this long (ms).
+    #[arg(long, env = "OCR_DET_MAX_DELAY_MS", default_value_t = 2)]
+    pub det_max_delay_ms: u64,
+    /// An orientation or recognition batch closes when its oldest line has waited this long (ms).
+    #[arg(long, env = "OCR_MAX_DELAY_MS", default_value_t = 5)]
+    pub max_delay_ms: u64,
+    /// A bulk item that has waited this long (ms) is served like an interactive one.
+    #[arg(long, env = "OCR_BULK_AGING_MS", default_value_t = 5000)]
+    pub bulk_aging_ms: u64,
+    /// Pages the detection queue holds; a request that does not fit gets 429.
+    #[arg(long, env = "OCR_QUEUE_CAPACITY", default_value_t = 64)]
+    pub queue_capacity: usize,
+    /// Lines the orientation and recognition queues hold (detection waits when they are full).
+    #[arg(long, env = "OCR_LINE_QUEUE_CAPACITY", default_value_t = 4096)]
+    pub line_queue_capacity: usize,
+    /// Largest request body in bytes (413 above).
+    #[arg(long, env = "OCR_MAX_BODY_BYTES", default_value_t = 32 << 20)]
+    pub max_body_bytes: usize,
+    /// Most pixels of one decoded page (422 above).
+    #[arg(long, env = "OCR_MAX_PIXELS", default_value_t = 64_000_000)]
+    pub max_pixels: u64,
+    /// Longest side of one decoded page in pixels (422 above).
+    #[arg(long, env = "OCR_MAX_SIDE", default_value_t = 16_384)]
+    pub max_side: u32,
+    /// Most pages in one document (422 above).
+    #[arg(long, env = "OCR_MAX_PAGES", default_value_t = 200)]
+    pub max_pages: usize,
+    /// Deadline of a request without X-Request-Timeout, in ms (504 after it).
+    #[arg(long, env = "OCR_REQUEST_TIMEOUT_MS", default_value_t = 60_000)]
+    pub request_timeout_ms: u64,
+}
+
+impl ServeArgs {
+    /// The scheduler configuration these flags describe.
+    pub fn scheduler_config(&self) -> SchedulerConfig {
+        let mut c = SchedulerConfig::for_model(self.pipeline.model);
+        c.base = self.pipeline.options();
+        c.det.workers = self.det_workers;
+        c.det.policy.max_items = self.det_max_batch.max(1);
+        c.det.policy.max_cost = self.det_max_pixels.max(1);
+        c.det.policy.max_delay = Duration::from_millis(self.det_max_delay_ms);
+        c.det.policy.capacity = self.queue_capacity.max(1);
+        c.cls.workers = self.cls_workers;
+        c.rec.workers = self.rec_workers;
+        c.rec.policy.max_items = self.rec_max_batch.max(1);
+        c.rec.policy.max_cost = self.rec_max_pixels.max(1);
+        c.rec_buckets = self.rec_buckets.clone();
+        for p in [&mut c.cls.policy, &mut c.rec.policy] {
+            p.max_delay = Duration::from_millis(self.max_delay_ms);
+            p.capacity = self.line_queue_capacity.max(1);
+        }
+        for p in [&mut c.det.policy, &mut c.cls.policy, &mut c.rec.policy] {
+            p.bulk_aging = Duration::from_millis(self.bulk_aging_ms);
+        }
+        c
+    }
+
+    pub fn api_config(&self) -> ApiConfig {
+        ApiConfig {
+            max_body_bytes: self.max_body_bytes,
+            decode: DecodeLimits {
+                max_side_px: self.max_side,
+                max_pixels: self.max_pixels,
+                max_pages: self.max_pages,
+            },
+            default_timeout: Duration::from_millis(self.request_timeout_ms.max(1)),
+            ..ApiConfig::default()
+        }
+    }
+}
+
+/// Runs the server until SIGINT/SIGTERM, then shuts down gracefully: stop admitting, let every
+/// admitted request finish, join the workers.
+pub fn run_serve(args: &ServeArgs) -> Result<()> {
+    let factory = OrtFactory::new(EngineConfig {
+        kind: args.pipeline.model,
+        models_dir: resolve_models_dir(args.runtime.models_dir.as_deref()),
+        ort_lib: resolve_ort_lib(args.runtime.ort_lib.as_deref()),
+        session: SessionConfig {
+            intra_threads: args.runtime.threads,
+        },
+        with_classifier: args.cls_workers > 0,
+    })?;
+    let scheduler = Arc::new(Scheduler::start(
+        args.scheduler_config(),
+        Arc::new(factory),
+    )?);
+    let api = Api::new(scheduler.clone(), args.api_config());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("ocr-http")
+        .build()
+        .map_err(|e| Error::Runtime(format!("starting the async runtime: {e}")))?;
+    let addr = format!("{}:{}", args.host, args.port);
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .map_err(|e| Error::Io {
+                path: addr.clone(),
+                source: e,
+            })?;
+        tracing::info!(%addr, model = args.pipeline.model.name(), "listening");
+        eprintln!(
+            "ocr-server: listening on http://{addr} (model {})",
+            args.pipeline.model.name()
+        );
+        let warm = scheduler.clone();
+        let (fail_tx, fail_rx) = tokio::sync::oneshot::channel::<Error>();
+        tokio::task::spawn_blocking(move || match warm.wait_ready(Duration::from_secs(600)) {
+            Ok(()) => {
+                tracing::info!("models loaded and warmed: ready");
+                eprintln!("ocr-server: ready");
+            }
+            Err(e) => {
+                let _ = fail_tx.send(e);
+            }
+        });
+        let stop_api = api.clone();
+        let startup_error = Arc::new(std::sync::Mutex::new(None));
+        let startup_error2 = startup_error.clone();
+        axum::serve(listener, api.router())
+            .with_graceful_shutdown(async move {
+                tokio::select! {
+                    _ = shutdown_signal() => {
+                        eprintln!("ocr-server: shutting down: finishing admitted requests");
+                    }
+                    Ok(e) = fail_rx => {
+                        *startup_error2.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    }
+                }
+                stop_api.begin_shutdown();
+            })
+            .await
+            .map_err(|e| Error::Io {
+                path: addr.clone(),
+                source: e,
+            })?;
+        if let Some(e) = startup_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            return Err(e);
+        }
+        Ok::<(), Error>(())
+    })?;
+    scheduler.shutdown();
+    eprintln!("ocr-server: stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
 }
 
 /// Where the runtime and models are.
@@ -92,7 +316,7 @@ pub struct PipelineArgs {
     /// accuracy change without it, 1.19× faster).
     #[arg(long, default_value_t = 48)]
     pub rec_min_width: u32,
-    /// Lines per recognition batch.
+    /// Lines per recognition batch (`ocr`; the server batches by --rec-max-batch).
     #[arg(long, default_value_t = 6)]
     pub rec_batch: usize,
 }

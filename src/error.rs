@@ -29,6 +29,20 @@ pub enum Error {
     Runtime(String),
     #[error("model output has an unexpected shape: {0}")]
     ModelOutput(String),
+    #[error("the server is at capacity ({depth} pages queued); retry after {retry_after_s} s")]
+    Overloaded { depth: usize, retry_after_s: u64 },
+    #[error("the request's deadline passed before it finished")]
+    DeadlineExceeded,
+    #[error("the server is shutting down and admits no new work")]
+    ShuttingDown,
+    #[error("the server is still loading and warming its models")]
+    NotReady,
+    #[error("request body larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("unsupported media type: {0}")]
+    UnsupportedMediaType(String),
+    #[error("malformed request: {0}")]
+    BadRequest(String),
     #[error("I/O error on {path}: {source}")]
     Io {
         path: String,
@@ -50,6 +64,13 @@ impl Error {
             Error::ModelMissing { .. } => "model_missing",
             Error::Runtime(_) => "runtime_error",
             Error::ModelOutput(_) => "model_output",
+            Error::Overloaded { .. } => "overloaded",
+            Error::DeadlineExceeded => "deadline_exceeded",
+            Error::ShuttingDown => "shutting_down",
+            Error::NotReady => "not_ready",
+            Error::PayloadTooLarge { .. } => "payload_too_large",
+            Error::UnsupportedMediaType(_) => "unsupported_media_type",
+            Error::BadRequest(_) => "bad_request",
             Error::Io { .. } => "io_error",
         }
     }
@@ -64,6 +85,9 @@ impl Error {
                 | Error::ImageTooLarge(_)
                 | Error::TooManyPages { .. }
                 | Error::InvalidOption(_)
+                | Error::PayloadTooLarge { .. }
+                | Error::UnsupportedMediaType(_)
+                | Error::BadRequest(_)
         )
     }
 }

@@ -5,6 +5,7 @@
 //! seam ([`engine::Model`]), its ONNX Runtime implementation and test fakes, and the page pipeline
 //! ([`engine::OcrEngine`]); [`error`] the one error type; [`cli`] the command line.
 
+pub mod api;
 pub mod cli;
 pub mod engine;
 pub mod error;

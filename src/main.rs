@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use ocr_server::cli::{Cli, Command, run_ocr};
+use ocr_server::cli::{Cli, Command, run_ocr, run_serve};
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -16,6 +16,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Ocr(args) => run_ocr(args, &mut std::io::stdout().lock()),
+        Command::Serve(args) => run_serve(args).map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -8,11 +8,20 @@
 //!   symbol.
 //! - [`FakeClassifier`]: every line gets the same `[p0, p180]`.
 //! - [`FailingModel`]: every run fails, or returns a tensor of the wrong shape.
+//! - [`Gated`]: wraps a model; each run first announces itself and then waits for a permit, so
+//!   a test decides exactly when a batch finishes (no sleeps).
+//! - [`FakeFactory`]: the scheduler's model factory over these.
+
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender};
 
 use crate::error::{Error, Result};
 use crate::pipeline::Tensor;
+use crate::pipeline::ctc::Charset;
+use crate::scheduler::{ModelFactory, Role};
 
-use super::Model;
+use super::{Model, ModelKind};
 
 #[derive(Debug, Clone, Default)]
 pub struct FakeDetector;
@@ -92,5 +101,100 @@ impl Model for FailingModel {
         } else {
             Err(Error::Runtime("injected failure".into()))
         }
+    }
+}
+
+/// A model whose runs wait for the test: each run sends `()` on `entered`, then waits for one
+/// message on `permits` (a closed permit channel lets every run through).
+pub struct Gated {
+    pub inner: Box<dyn Model>,
+    pub entered: Sender<()>,
+    pub permits: Receiver<()>,
+}
+
+impl Model for Gated {
+    fn run(&mut self, input: &Tensor) -> Result<Tensor> {
+        let _ = self.entered.send(());
+        let _ = self.permits.recv();
+        self.inner.run(input)
+    }
+}
+
+/// Test controls for a gated detector: see [`Gated`].
+#[derive(Clone)]
+pub struct Gate {
+    pub entered: Receiver<()>,
+    pub permits: Sender<()>,
+    detector_side: (Sender<()>, Receiver<()>),
+}
+
+impl Gate {
+    pub fn new() -> Self {
+        let (entered_tx, entered_rx) = crossbeam_channel::unbounded();
+        let (permit_tx, permit_rx) = crossbeam_channel::unbounded();
+        Self {
+            entered: entered_rx,
+            permits: permit_tx,
+            detector_side: (entered_tx, permit_rx),
+        }
+    }
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Fake models for the scheduler: [`FakeDetector`], [`FakeRecognizer`] over a two-symbol
+/// dictionary (`#` for a dark bar), [`FakeClassifier`] saying "upright"; optionally a gated
+/// detector, a failing recogniser, or a detector that fails to load.
+#[derive(Clone, Default)]
+pub struct FakeFactory {
+    pub gate: Option<Gate>,
+    pub failing_rec: bool,
+    pub det_load_error: bool,
+}
+
+impl FakeFactory {
+    /// The dictionary: blank, `#`, and the trailing space.
+    pub fn charset() -> Charset {
+        Charset::from_dictionary(["#"])
+    }
+}
+
+impl ModelFactory for FakeFactory {
+    fn kind(&self) -> ModelKind {
+        ModelKind::V6
+    }
+
+    fn charset(&self) -> Arc<Charset> {
+        Arc::new(Self::charset())
+    }
+
+    fn has_classifier(&self) -> bool {
+        true
+    }
+
+    fn load(&self, role: Role) -> Result<Box<dyn Model>> {
+        let classes = Self::charset().len();
+        Ok(match role {
+            Role::Detector if self.det_load_error => {
+                return Err(Error::ModelMissing {
+                    path: "fake/det.onnx".into(),
+                });
+            }
+            Role::Detector => match &self.gate {
+                Some(g) => Box::new(Gated {
+                    inner: Box::new(FakeDetector),
+                    entered: g.detector_side.0.clone(),
+                    permits: g.detector_side.1.clone(),
+                }),
+                None => Box::new(FakeDetector),
+            },
+            Role::Classifier => Box::new(FakeClassifier { probs: [1.0, 0.0] }),
+            Role::Recognizer if self.failing_rec => Box::new(FailingModel { wrong_shape: false }),
+            Role::Recognizer => Box::new(FakeRecognizer { classes }),
+        })
     }
 }

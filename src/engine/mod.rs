@@ -33,7 +33,16 @@ pub trait Model: Send {
 
 /// The PP-OCR model sets this server ships.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum ModelKind {
@@ -132,11 +141,13 @@ pub struct OcrEngine {
     charset: Arc<Charset>,
 }
 
-/// A detected line on its way through the pipeline.
-struct Candidate {
-    quad: Quad,
-    crop: RgbImage,
-    geom: CropGeometry,
+/// A detected line on its way through the pipeline: its quad on the page, its upright crop and
+/// the geometry that maps crop coordinates back to the page.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub quad: Quad,
+    pub crop: RgbImage,
+    pub geom: CropGeometry,
 }
 
 impl OcrEngine {
@@ -164,146 +175,231 @@ impl OcrEngine {
     pub fn detect(&mut self, page: &RgbImage, opts: &OcrOptions) -> Result<Vec<Quad>> {
         let (w, h) = page.dimensions();
         let size = det_input_size(w, h, &opts.det_resize);
-        let out = self.det.run(&det_tensor(page, size, &opts.det_norm))?;
-        let (mh, mw) = match out.shape.as_slice() {
-            [1, 1, mh, mw] if mh * mw == out.data.len() => (*mh, *mw),
-            s => {
-                return Err(Error::ModelOutput(format!(
-                    "detector returned shape {s:?}, expected [1, 1, H, W]"
-                )));
-            }
-        };
-        let boxes = boxes_from_prob_map(&out.data, mw, mh, w, h, &opts.db);
-        let quads: Vec<Quad> = boxes.into_iter().map(|b| b.quad).collect();
-        Ok(reading_order(&quads)
-            .into_iter()
-            .map(|i| quads[i])
-            .collect())
+        let mut quads = detect_batch(self.det.as_mut(), &[(page, opts)], size)?;
+        Ok(quads.pop().unwrap_or_default())
     }
 
     /// Runs the full pipeline on one page.
     pub fn ocr_page(&mut self, page: &RgbImage, opts: &OcrOptions) -> Result<Page> {
         let quads = self.detect(page, opts)?;
-        let mut cands: Vec<Candidate> = quads
-            .into_iter()
-            .map(|quad| {
-                let (crop, geom) = crop_line(page, &quad, opts.rec_max_width.max(4096));
-                Candidate { quad, crop, geom }
-            })
-            .collect();
-        if opts.classify {
-            self.classify(&mut cands, opts)?;
-        }
-        let recognised = self.recognize(&cands, opts)?;
-        let lines = cands
-            .iter()
-            .zip(recognised)
-            .filter(|(_, l)| !l.text.is_empty() && l.confidence >= opts.min_confidence)
-            .map(|(c, mut l)| {
-                l.bbox = quad_out(&c.quad);
-                l
-            })
-            .collect();
-        Ok(Page {
-            width: page.width(),
-            height: page.height(),
-            lines,
-        })
-    }
-
-    /// Turns lines the classifier finds upside down (probability of 180° above the threshold).
-    fn classify(&mut self, cands: &mut [Candidate], opts: &OcrOptions) -> Result<()> {
-        let Some(cls) = self.cls.as_mut() else {
-            return Ok(());
-        };
-        for chunk in cands.chunks_mut(opts.rec_batch.max(1)) {
-            let crops: Vec<&RgbImage> = chunk.iter().map(|c| &c.crop).collect();
-            let out = cls.run(&cls_tensor(&crops))?;
-            if out.shape != [chunk.len(), 2] {
-                return Err(Error::ModelOutput(format!(
-                    "classifier returned shape {:?}, expected [{}, 2]",
-                    out.shape,
-                    chunk.len()
-                )));
-            }
-            for (c, p) in chunk.iter_mut().zip(out.data.chunks_exact(2)) {
-                if p[1] > p[0] && p[1] > opts.cls_thresh {
-                    image::imageops::rotate180_in_place(&mut c.crop);
-                    c.geom.flipped_180 = true;
+        let mut cands = candidates(page, &quads, opts);
+        if opts.classify
+            && let Some(cls) = self.cls.as_mut()
+        {
+            for chunk in cands.chunks_mut(opts.rec_batch.max(1)) {
+                let crops: Vec<&RgbImage> = chunk.iter().map(|c| &c.crop).collect();
+                let probs = classify_batch(cls.as_mut(), &crops)?;
+                for (c, p) in chunk.iter_mut().zip(probs) {
+                    c.flip_if_upside_down(p, opts.cls_thresh);
                 }
             }
         }
-        Ok(())
-    }
-
-    /// Recognises every candidate; returns one line per candidate, in candidate order. Lines are
-    /// batched in order of aspect ratio so each batch pads to a similar width.
-    fn recognize(&mut self, cands: &[Candidate], opts: &OcrOptions) -> Result<Vec<Line>> {
+        // Batches in order of aspect ratio so each batch pads to a similar width.
         let mut order: Vec<usize> = (0..cands.len()).collect();
         let ratio = |c: &Candidate| c.crop.width() as f32 / c.crop.height().max(1) as f32;
         order.sort_by(|&a, &b| ratio(&cands[a]).total_cmp(&ratio(&cands[b])));
         let mut lines: Vec<Option<Line>> = vec![None; cands.len()];
         for batch in order.chunks(opts.rec_batch.max(1)) {
-            let crops: Vec<&RgbImage> = batch.iter().map(|&i| &cands[i].crop).collect();
-            let widest = crops
-                .iter()
-                .map(|c| rec_width(c.width(), c.height(), opts.rec_max_width))
-                .max()
-                .unwrap_or(1);
-            let padded = widest.max(opts.rec_min_width).min(opts.rec_max_width);
-            let (input, widths) = rec_tensor(&crops, padded);
-            let out = self.rec.run(&input)?;
-            let (n, t, c) = match out.shape.as_slice() {
-                [n, t, c] if n * t * c == out.data.len() => (*n, *t, *c),
-                s => {
-                    return Err(Error::ModelOutput(format!(
-                        "recogniser returned shape {s:?}, expected [N, T, C]"
-                    )));
-                }
-            };
-            if n != batch.len() || c != self.charset.len() || t == 0 {
-                return Err(Error::ModelOutput(format!(
-                    "recogniser returned [{n}, {t}, {c}] for {} lines and {} classes",
-                    batch.len(),
-                    self.charset.len()
-                )));
-            }
-            let step_px = padded as f32 / t as f32;
-            for (k, &i) in batch.iter().enumerate() {
-                let chars = ctc_greedy(&out.data[k * t * c..(k + 1) * t * c], t, c);
-                let (text, confidence) = text_and_confidence(&chars, &self.charset);
-                let geom = &cands[i].geom;
-                let (ow, oh) = geom.oriented_size();
-                let to_crop = ow as f32 / widths[k] as f32;
-                let words = word_spans(&chars, &self.charset, step_px, widths[k] as f32)
-                    .into_iter()
-                    .map(|s| {
-                        let (x0, x1, h) = (s.x0 * to_crop, s.x1 * to_crop, oh as f32);
-                        let corners = [
-                            Point::new(x0, 0.0),
-                            Point::new(x1, 0.0),
-                            Point::new(x1, h),
-                            Point::new(x0, h),
-                        ];
-                        Word {
-                            text: s.text,
-                            confidence: s.confidence,
-                            bbox: quad_out(&corners.map(|p| geom.to_page(p))),
-                        }
-                    })
-                    .collect();
-                lines[i] = Some(Line {
-                    text,
-                    confidence,
-                    bbox: [[0.0; 2]; 4],
-                    words,
-                });
+            let items: Vec<&Candidate> = batch.iter().map(|&i| &cands[i]).collect();
+            let rec = recognize_batch(self.rec.as_mut(), &self.charset, &items, opts)?;
+            for (&i, line) in batch.iter().zip(rec.lines) {
+                lines[i] = Some(line);
             }
         }
-        Ok(lines
+        let lines = lines
             .into_iter()
             .map(|l| l.expect("every candidate is in exactly one batch. This is a bug."))
-            .collect())
+            .collect();
+        Ok(finish_page(
+            page.dimensions(),
+            &quads,
+            lines,
+            opts.min_confidence,
+        ))
+    }
+}
+
+impl Candidate {
+    /// Turns the crop when the classifier's `[p0, p180]` says it is upside down.
+    pub fn flip_if_upside_down(&mut self, p: [f32; 2], thresh: f32) {
+        if p[1] > p[0] && p[1] > thresh {
+            image::imageops::rotate180_in_place(&mut self.crop);
+            self.geom.flipped_180 = true;
+        }
+    }
+
+    /// Width of the crop in the recogniser's input (height 48), capped at `max_w`.
+    pub fn rec_width(&self, max_w: u32) -> u32 {
+        rec_width(self.crop.width(), self.crop.height(), max_w)
+    }
+}
+
+/// Detects text lines on a batch of pages that share one detector input `size`: one model run
+/// on `[N, 3, H, W]`, then DB post-processing and reading order per page, each with its own
+/// options. Returns each page's quads in reading order.
+pub fn detect_batch(
+    det: &mut dyn Model,
+    pages: &[(&RgbImage, &OcrOptions)],
+    size: (u32, u32),
+) -> Result<Vec<Vec<Quad>>> {
+    let n = pages.len();
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let mut input = Tensor {
+        shape: vec![n, 3, size.1 as usize, size.0 as usize],
+        data: Vec::with_capacity(n * 3 * (size.0 * size.1) as usize),
+    };
+    for (page, opts) in pages {
+        input
+            .data
+            .extend_from_slice(&det_tensor(page, size, &opts.det_norm).data);
+    }
+    let out = det.run(&input)?;
+    let (mh, mw) = match out.shape.as_slice() {
+        [bn, 1, mh, mw] if *bn == n && bn * mh * mw == out.data.len() => (*mh, *mw),
+        s => {
+            return Err(Error::ModelOutput(format!(
+                "detector returned shape {s:?}, expected [{n}, 1, H, W]"
+            )));
+        }
+    };
+    Ok(pages
+        .iter()
+        .zip(out.data.chunks_exact(mh * mw))
+        .map(|((page, opts), prob)| {
+            let (w, h) = page.dimensions();
+            let boxes = boxes_from_prob_map(prob, mw, mh, w, h, &opts.db);
+            let quads: Vec<Quad> = boxes.into_iter().map(|b| b.quad).collect();
+            reading_order(&quads)
+                .into_iter()
+                .map(|i| quads[i])
+                .collect()
+        })
+        .collect())
+}
+
+/// Crops every detected line upright out of the page.
+pub fn candidates(page: &RgbImage, quads: &[Quad], opts: &OcrOptions) -> Vec<Candidate> {
+    quads
+        .iter()
+        .map(|&quad| {
+            let (crop, geom) = crop_line(page, &quad, opts.rec_max_width.max(4096));
+            Candidate { quad, crop, geom }
+        })
+        .collect()
+}
+
+/// Runs the orientation classifier on a batch of crops; returns `[p0, p180]` per crop.
+pub fn classify_batch(cls: &mut dyn Model, crops: &[&RgbImage]) -> Result<Vec<[f32; 2]>> {
+    let out = cls.run(&cls_tensor(crops))?;
+    if out.shape != [crops.len(), 2] {
+        return Err(Error::ModelOutput(format!(
+            "classifier returned shape {:?}, expected [{}, 2]",
+            out.shape,
+            crops.len()
+        )));
+    }
+    Ok(out.data.chunks_exact(2).map(|p| [p[0], p[1]]).collect())
+}
+
+/// What one recognition batch produced: a line per candidate (box not yet set), and the padded
+/// input width, for padding statistics.
+#[derive(Debug)]
+pub struct RecBatch {
+    pub lines: Vec<Line>,
+    pub padded_width: u32,
+}
+
+/// Recognises one batch of candidates: one model run on `[N, 3, 48, W]` padded to the widest
+/// (at least `rec_min_width`), CTC decoding, and word boxes mapped back to the page.
+pub fn recognize_batch(
+    rec: &mut dyn Model,
+    charset: &Charset,
+    cands: &[&Candidate],
+    opts: &OcrOptions,
+) -> Result<RecBatch> {
+    let crops: Vec<&RgbImage> = cands.iter().map(|c| &c.crop).collect();
+    let widest = cands
+        .iter()
+        .map(|c| c.rec_width(opts.rec_max_width))
+        .max()
+        .unwrap_or(1);
+    let padded = widest.max(opts.rec_min_width).min(opts.rec_max_width);
+    let (input, widths) = rec_tensor(&crops, padded);
+    let out = rec.run(&input)?;
+    let (n, t, c) = match out.shape.as_slice() {
+        [n, t, c] if n * t * c == out.data.len() => (*n, *t, *c),
+        s => {
+            return Err(Error::ModelOutput(format!(
+                "recogniser returned shape {s:?}, expected [N, T, C]"
+            )));
+        }
+    };
+    if n != cands.len() || c != charset.len() || t == 0 {
+        return Err(Error::ModelOutput(format!(
+            "recogniser returned [{n}, {t}, {c}] for {} lines and {} classes",
+            cands.len(),
+            charset.len()
+        )));
+    }
+    let step_px = padded as f32 / t as f32;
+    let lines = cands
+        .iter()
+        .enumerate()
+        .map(|(k, cand)| {
+            let chars = ctc_greedy(&out.data[k * t * c..(k + 1) * t * c], t, c);
+            let (text, confidence) = text_and_confidence(&chars, charset);
+            let geom = &cand.geom;
+            let (ow, oh) = geom.oriented_size();
+            let to_crop = ow as f32 / widths[k] as f32;
+            let words = word_spans(&chars, charset, step_px, widths[k] as f32)
+                .into_iter()
+                .map(|s| {
+                    let (x0, x1, h) = (s.x0 * to_crop, s.x1 * to_crop, oh as f32);
+                    let corners = [
+                        Point::new(x0, 0.0),
+                        Point::new(x1, 0.0),
+                        Point::new(x1, h),
+                        Point::new(x0, h),
+                    ];
+                    Word {
+                        text: s.text,
+                        confidence: s.confidence,
+                        bbox: quad_out(&corners.map(|p| geom.to_page(p))),
+                    }
+                })
+                .collect();
+            Line {
+                text,
+                confidence,
+                bbox: quad_out(&cand.quad),
+                words,
+            }
+        })
+        .collect();
+    Ok(RecBatch {
+        lines,
+        padded_width: padded,
+    })
+}
+
+/// Assembles a page from its recognised lines (in detection order): drops empty lines and
+/// lines under `min_confidence`, keeps reading order.
+pub fn finish_page(
+    (width, height): (u32, u32),
+    quads: &[Quad],
+    lines: Vec<Line>,
+    min_confidence: f32,
+) -> Page {
+    debug_assert_eq!(quads.len(), lines.len());
+    Page {
+        width,
+        height,
+        lines: lines
+            .into_iter()
+            .filter(|l| !l.text.is_empty() && l.confidence >= min_confidence)
+            .collect(),
     }
 }
 

@@ -196,3 +196,55 @@ pub fn load_engine(cfg: &EngineConfig) -> Result<OcrEngine> {
         charset,
     ))
 }
+
+/// Loads each worker's sessions from a model set on disk (the scheduler's factory). The
+/// dictionary is read once at construction, from a recogniser session that is then dropped.
+pub struct OrtFactory {
+    cfg: EngineConfig,
+    env: &'static ort::environment::Environment,
+    charset: Arc<Charset>,
+}
+
+impl OrtFactory {
+    pub fn new(cfg: EngineConfig) -> Result<Self> {
+        let env = init_runtime(&cfg.ort_lib)?;
+        let dir = cfg.kind.dir(&cfg.models_dir);
+        let rec = OrtModel::load(env, &dir.join("rec.onnx"), &cfg.session)?;
+        let charset = Arc::new(load_charset(&rec, &dir)?);
+        if cfg.with_classifier && !dir.join("cls.onnx").is_file() {
+            return Err(Error::ModelMissing {
+                path: dir.join("cls.onnx").display().to_string(),
+            });
+        }
+        Ok(Self { cfg, env, charset })
+    }
+}
+
+impl crate::scheduler::ModelFactory for OrtFactory {
+    fn kind(&self) -> ModelKind {
+        self.cfg.kind
+    }
+
+    fn charset(&self) -> Arc<Charset> {
+        self.charset.clone()
+    }
+
+    fn has_classifier(&self) -> bool {
+        self.cfg.with_classifier
+    }
+
+    fn load(&self, role: crate::scheduler::Role) -> Result<Box<dyn Model>> {
+        use crate::scheduler::Role;
+        let file = match role {
+            Role::Detector => "det.onnx",
+            Role::Classifier => "cls.onnx",
+            Role::Recognizer => "rec.onnx",
+        };
+        let path = self.cfg.kind.dir(&self.cfg.models_dir).join(file);
+        Ok(Box::new(OrtModel::load(
+            self.env,
+            &path,
+            &self.cfg.session,
+        )?))
+    }
+}

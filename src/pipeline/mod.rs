@@ -28,27 +28,29 @@ impl Tensor {
 }
 
 /// A recognised word: text, confidence in [0, 1] and its quad on the page.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Word {
     pub text: String,
     pub confidence: f32,
     #[serde(rename = "box")]
+    #[schema(value_type = Vec<Vec<f32>>)]
     pub bbox: [[f32; 2]; 4],
 }
 
 /// A recognised text line: text, mean character confidence in [0, 1], its quad on the page
 /// (tl, tr, br, bl) and its words.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Line {
     pub text: String,
     pub confidence: f32,
     #[serde(rename = "box")]
+    #[schema(value_type = Vec<Vec<f32>>)]
     pub bbox: [[f32; 2]; 4],
     pub words: Vec<Word>,
 }
 
 /// The OCR result of one page, lines in reading order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Page {
     pub width: u32,
     pub height: u32,

@@ -16,7 +16,7 @@
 //! - **Dropped before the model**: items whose caller has gone or whose deadline has passed are
 //!   removed by `take` and returned separately, to be counted, never computed.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// Class of work.
@@ -53,6 +53,9 @@ pub struct Queued<T> {
     /// Past this instant the item is dropped instead of computed.
     pub deadline: Option<Instant>,
     pub cost: u64,
+    /// Only items of the same key share a batch (a detector input shape, a recognition width
+    /// bucket). Stages without shapes use 0.
+    pub key: u64,
 }
 
 /// The queue is at capacity; the item is handed back.
@@ -138,27 +141,48 @@ impl<T> Batcher<T> {
         Some(oldest + self.policy.max_delay)
     }
 
-    /// Whether a batch should close now: enough items, enough cost, or the oldest item's delay.
-    pub fn ready(&self, now: Instant) -> bool {
-        if self.is_empty() {
-            return false;
-        }
-        let cost: u64 = self
-            .interactive
-            .iter()
-            .chain(&self.bulk)
-            .map(|q| q.cost)
-            .sum();
-        self.len() >= self.policy.max_items
-            || cost >= self.policy.max_cost
-            || self.next_deadline().is_some_and(|d| now >= d)
+    /// Room left before the queue is at capacity.
+    pub fn room(&self) -> usize {
+        self.policy.capacity.saturating_sub(self.len())
     }
 
-    /// Takes the next batch: first drops gone and expired items, then fills up to `max_items`
-    /// and `max_cost` from aged bulk items, interactive items, then the other bulk items, each
-    /// oldest first. A bulk item that fits the room an interactive item could not use is taken
-    /// (the interactive item leads the next batch). `is_gone` says whether an item's caller has
-    /// gone.
+    /// The policy this queue batches by.
+    pub fn policy(&self) -> &BatchPolicy {
+        &self.policy
+    }
+
+    /// Per key: (items, total cost, oldest enqueue instant).
+    fn groups(&self) -> HashMap<u64, (usize, u64, Instant)> {
+        let mut g: HashMap<u64, (usize, u64, Instant)> = HashMap::new();
+        for q in self.interactive.iter().chain(&self.bulk) {
+            let e = g.entry(q.key).or_insert((0, 0, q.enqueued));
+            e.0 += 1;
+            e.1 += q.cost;
+            e.2 = e.2.min(q.enqueued);
+        }
+        g
+    }
+
+    fn group_ready(&self, (n, cost, oldest): (usize, u64, Instant), now: Instant) -> bool {
+        n >= self.policy.max_items
+            || cost >= self.policy.max_cost
+            || now.saturating_duration_since(oldest) >= self.policy.max_delay
+    }
+
+    /// Whether a batch should close now: some key's group holds enough items or cost, or the
+    /// oldest item has waited `max_delay`.
+    pub fn ready(&self, now: Instant) -> bool {
+        self.groups()
+            .into_values()
+            .any(|g| self.group_ready(g, now))
+    }
+
+    /// Takes the next batch. First drops gone and expired items. Then picks the batch's key: the
+    /// key of the first item, in priority order (aged bulk, interactive, other bulk, each oldest
+    /// first), whose group is ready; if none is (a forced take at shutdown), the first item's.
+    /// Then fills up to `max_items` and `max_cost` with items of that key in the same priority
+    /// order. A bulk item that fits the room an interactive item could not use is taken (the
+    /// interactive item leads the next batch). `is_gone` says whether an item's caller has gone.
     pub fn take(&mut self, now: Instant, is_gone: impl Fn(&T) -> bool) -> Taken<T> {
         let mut dropped = Vec::new();
         for queue in [&mut self.interactive, &mut self.bulk] {
@@ -179,41 +203,57 @@ impl<T> Batcher<T> {
             .iter()
             .take_while(|q| now.saturating_duration_since(q.enqueued) >= self.policy.bulk_aging)
             .count();
+        let groups = self.groups();
+        let in_order = || {
+            self.bulk
+                .iter()
+                .take(aged)
+                .chain(&self.interactive)
+                .chain(self.bulk.iter().skip(aged))
+        };
+        let key = in_order()
+            .find(|q| self.group_ready(groups[&q.key], now))
+            .or_else(|| in_order().next())
+            .map(|q| q.key);
+        let Some(key) = key else {
+            return Taken {
+                batch: Vec::new(),
+                dropped,
+            };
+        };
         let mut batch: Vec<Queued<T>> = Vec::new();
         let mut cost = 0u64;
-        let mut fits = |q: &Queued<T>, batch: &Vec<Queued<T>>| {
-            let ok = batch.len() < self.policy.max_items
-                && (batch.is_empty() || cost + q.cost <= self.policy.max_cost);
-            if ok {
-                cost += q.cost;
-            }
-            ok
-        };
-        // Aged bulk first, then interactive, then the rest of bulk; stop a source at the first
-        // item that does not fit so order within a class is kept.
-        let mut aged_left = aged;
-        while aged_left > 0 && self.bulk.front().is_some_and(|q| fits(q, &batch)) {
-            batch.push(
-                self.bulk
-                    .pop_front()
-                    .expect("checked by is_some_and. This is a bug."),
-            );
-            aged_left -= 1;
-        }
-        while self.interactive.front().is_some_and(|q| fits(q, &batch)) {
-            batch.push(
-                self.interactive
-                    .pop_front()
-                    .expect("checked by is_some_and. This is a bug."),
-            );
-        }
-        while self.bulk.front().is_some_and(|q| fits(q, &batch)) {
-            batch.push(
-                self.bulk
-                    .pop_front()
-                    .expect("checked by is_some_and. This is a bug."),
-            );
-        }
+        let policy = &self.policy;
+        // Takes the items of `key` among the first `limit` of a queue until one does not fit;
+        // the others stay in order.
+        let mut fill =
+            |queue: &mut VecDeque<Queued<T>>, limit: usize, batch: &mut Vec<Queued<T>>| {
+                let mut kept = VecDeque::with_capacity(queue.len());
+                let mut open = true;
+                for (i, q) in queue.drain(..).enumerate() {
+                    let fits = open
+                        && i < limit
+                        && q.key == key
+                        && batch.len() < policy.max_items
+                        && (batch.is_empty() || cost + q.cost <= policy.max_cost);
+                    if fits {
+                        cost += q.cost;
+                        batch.push(q);
+                    } else {
+                        if i < limit && q.key == key {
+                            // Keep order within the class: nothing later of this key jumps it.
+                            open = false;
+                        }
+                        kept.push_back(q);
+                    }
+                }
+                *queue = kept;
+            };
+        let mut taken_aged = Vec::new();
+        fill(&mut self.bulk, aged, &mut taken_aged);
+        batch.append(&mut taken_aged);
+        fill(&mut self.interactive, usize::MAX, &mut batch);
+        fill(&mut self.bulk, usize::MAX, &mut batch);
         Taken { batch, dropped }
     }
 }
@@ -244,6 +284,7 @@ mod tests {
                 enqueued: t0 + Duration::from_millis(at),
                 deadline: deadline.map(|d| t0 + Duration::from_millis(d)),
                 cost,
+                key: name.starts_with('w') as u64,
             };
             b.push(q).unwrap();
         }
@@ -287,6 +328,17 @@ mod tests {
                 vec![("a", Int, 0, 60, None), ("b", Bulk, 0, 40, None)],
                 0,
                 true,
+            ),
+            (
+                "size counts per key: two groups of two are not a full batch",
+                vec![
+                    ("a", Int, 0, 1, None),
+                    ("b", Int, 0, 1, None),
+                    ("wc", Bulk, 0, 1, None),
+                    ("wd", Bulk, 0, 1, None),
+                ],
+                0,
+                false,
             ),
         ];
         for (name, items, now, want) in cases {
@@ -379,6 +431,31 @@ mod tests {
                     ("gone", DropReason::CallerGone),
                 ],
             ),
+            (
+                "only one key per batch; items named w* have key 1",
+                vec![
+                    ("i1", Int, 0, 1, None),
+                    ("w1", Int, 1, 1, None),
+                    ("i2", Int, 2, 1, None),
+                    ("wb", Bulk, 0, 1, None),
+                ],
+                20,
+                vec!["i1", "i2"],
+                vec![],
+            ),
+            (
+                "a full group goes before an older group that is not ready",
+                vec![
+                    ("i1", Int, 0, 1, None),
+                    ("w1", Int, 1, 1, None),
+                    ("w2", Int, 1, 1, None),
+                    ("w3", Int, 2, 1, None),
+                    ("w4", Int, 2, 1, None),
+                ],
+                5,
+                vec!["w1", "w2", "w3", "w4"],
+                vec![],
+            ),
         ];
         for (name, items, now, want, want_dropped) in cases {
             let mut b = batcher(t0, &items);
@@ -417,6 +494,7 @@ mod tests {
             enqueued: t0,
             deadline: None,
             cost: 1,
+            key: 0,
         };
         let QueueFull(back) = b.push(q).unwrap_err();
         assert_eq!(back.item, "g");
@@ -438,6 +516,7 @@ mod tests {
             enqueued: t0,
             deadline: None,
             cost: 1,
+            key: 0,
         })
         .unwrap();
         let mut bulk_ran_at = None;
@@ -450,6 +529,7 @@ mod tests {
                     enqueued: now,
                     deadline: None,
                     cost: 1,
+                    key: 0,
                 })
                 .unwrap();
             }

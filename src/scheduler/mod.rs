@@ -1,5 +1,13 @@
-//! Dynamic batching across requests (issue 3, in progress). So far: the pure batch policy of a
-//! stage, [`batcher::Batcher`]. The stages (detection, orientation, recognition on named worker
-//! threads, each owning its session) and the HTTP API come next and will drive it.
+//! Dynamic batching across requests. [`batcher::Batcher`] is the pure batch policy of one stage;
+//! [`stage::Stage`] puts it behind a lock shared by a stage's worker threads; [`service`] runs
+//! the detection, orientation and recognition stages and routes pages and line crops between
+//! them. See each module's docs for the rules.
 
 pub mod batcher;
+pub mod service;
+pub mod stage;
+
+pub use batcher::{BatchPolicy, Class};
+pub use service::{
+    ModelFactory, Outcome, Role, Scheduler, SchedulerConfig, Stats, Ticket, Timings,
+};

@@ -1,0 +1,568 @@
+//! The HTTP API (axum on tokio). Handlers only parse, validate and wait: image decoding runs on
+//! tokio's blocking pool behind a semaphore, models run on the scheduler's worker threads, and a
+//! handler awaits its request's oneshot reply with the request's deadline.
+//!
+//! Routes: `POST /v1/ocr`, `GET /v1/queue`, `GET /health/live`, `GET /health/ready`,
+//! `GET /metrics`, `GET /openapi.json`. Every error is `application/problem+json` with a stable
+//! `code` ([`problem`]). The OpenAPI 3.1 document is generated from the handler annotations and
+//! types below (utoipa), so it cannot drift from the code.
+
+pub mod problem;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{MatchedPath, Query, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+use utoipa::OpenApi;
+
+use crate::engine::{ModelKind, OcrOptions};
+use crate::error::Error;
+use crate::pipeline::decode::{DecodeLimits, decode_pages};
+use crate::pipeline::{Page, document_text};
+use crate::scheduler::service::QueueReport;
+use crate::scheduler::{Class, Scheduler, Timings};
+
+use problem::{ApiError, PROBLEM_JSON, Problem};
+
+/// Response headers with the time split of a request, in milliseconds.
+pub const X_QUEUE_TIME: &str = "x-queue-time";
+pub const X_DETECT_TIME: &str = "x-detect-time";
+pub const X_CLASSIFY_TIME: &str = "x-classify-time";
+pub const X_RECOGNIZE_TIME: &str = "x-recognize-time";
+pub const X_TOTAL_TIME: &str = "x-total-time";
+pub const X_REQUEST_ID: &str = "x-request-id";
+/// Request header: the request's deadline, in milliseconds from arrival.
+pub const X_REQUEST_TIMEOUT: &str = "x-request-timeout";
+
+/// Limits and defaults of the API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiConfig {
+    /// Largest request body accepted (413 above).
+    pub max_body_bytes: usize,
+    /// Decoded size limits (422 above).
+    pub decode: DecodeLimits,
+    /// Deadline of a request without `X-Request-Timeout`.
+    pub default_timeout: Duration,
+    /// Largest `X-Request-Timeout` accepted.
+    pub max_timeout: Duration,
+    /// Requests decoding at once (each holds its decoded pages in memory until admitted).
+    pub decode_concurrency: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 32 << 20,
+            decode: DecodeLimits::default(),
+            default_timeout: Duration::from_secs(60),
+            max_timeout: Duration::from_secs(600),
+            decode_concurrency: 4,
+        }
+    }
+}
+
+struct AppState {
+    scheduler: Arc<Scheduler>,
+    cfg: ApiConfig,
+    shutting_down: AtomicBool,
+    metrics: PrometheusHandle,
+    decode_permits: Semaphore,
+}
+
+/// What the server embedding the router holds: the router and a switch for shutdown.
+#[derive(Clone)]
+pub struct Api {
+    state: Arc<AppState>,
+}
+
+impl Api {
+    pub fn new(scheduler: Arc<Scheduler>, cfg: ApiConfig) -> Self {
+        let permits = cfg.decode_concurrency.max(1);
+        Self {
+            state: Arc::new(AppState {
+                scheduler,
+                cfg,
+                shutting_down: AtomicBool::new(false),
+                metrics: metrics_handle(),
+                decode_permits: Semaphore::new(permits),
+            }),
+        }
+    }
+
+    /// Stop admitting: new OCR requests get 503 `shutting_down`, readiness fails; requests
+    /// already admitted finish.
+    pub fn begin_shutdown(&self) {
+        self.state.shutting_down.store(true, Ordering::Release);
+    }
+
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/v1/ocr", post(ocr))
+            .route("/v1/queue", get(queue))
+            .route("/health/live", get(live))
+            .route("/health/ready", get(ready))
+            .route("/metrics", get(metrics_text))
+            .route("/openapi.json", get(openapi))
+            .fallback(not_found)
+            .method_not_allowed_fallback(method_not_allowed)
+            .layer(axum::middleware::from_fn(count_requests))
+            .with_state(self.state.clone())
+    }
+}
+
+/// The process-wide Prometheus recorder (installed on first use; later calls share it).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let seconds = [
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ];
+            let ratio = [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
+            let sizes = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("seconds".into()), &seconds)
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("ratio".into()), &ratio))
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full("ocr_batch_size".into()), &sizes)
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full("ocr_batch_requests".into()), &sizes)
+                })
+                .expect("bucket lists are non-empty constants. This is a bug.");
+            match builder.install_recorder() {
+                Ok(h) => h,
+                // Another recorder is already installed (an embedding program's): render ours
+                // anyway so /metrics still answers.
+                Err(e) => {
+                    tracing::warn!(error = %e, "a metrics recorder was already installed");
+                    PrometheusBuilder::new().build_recorder().handle()
+                }
+            }
+        })
+        .clone()
+}
+
+async fn count_requests(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!("ocr_http_requests_total", "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("ocr_http_request_duration_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    resp
+}
+
+/// Output format of `POST /v1/ocr`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Output {
+    /// `application/json`: text, pages, lines, words and boxes.
+    #[default]
+    Json,
+    /// `text/plain`: lines joined by `\n`, pages by a blank line.
+    Text,
+}
+
+/// Options of one OCR request: query parameters, multipart fields, or JSON body fields (a body
+/// field overrides the query parameter of the same name).
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RequestOptions {
+    /// Model set; must be the one this server serves (see `/health/ready`).
+    pub model: Option<ModelKind>,
+    /// Detector side limit in pixels (32–4096); the server's sizing rule applies it.
+    pub det_limit_side: Option<u32>,
+    /// Run the 180° line orientation classifier.
+    pub classify: Option<bool>,
+    /// Drop lines whose confidence is below this (0–1).
+    pub min_confidence: Option<f32>,
+    /// `json` (default) or `text`.
+    pub output: Option<Output>,
+}
+
+impl RequestOptions {
+    fn overlay(self, over: RequestOptions) -> RequestOptions {
+        RequestOptions {
+            model: over.model.or(self.model),
+            det_limit_side: over.det_limit_side.or(self.det_limit_side),
+            classify: over.classify.or(self.classify),
+            min_confidence: over.min_confidence.or(self.min_confidence),
+            output: over.output.or(self.output),
+        }
+    }
+
+    /// The pipeline options: the server's with this request's overrides, validated.
+    fn apply(&self, kind: ModelKind, base: &OcrOptions) -> Result<OcrOptions, Error> {
+        let mut o = base.clone();
+        if let Some(m) = self.model
+            && m != kind
+        {
+            return Err(Error::InvalidOption(format!(
+                "model {} is not served here; this server serves {}",
+                m.name(),
+                kind.name()
+            )));
+        }
+        if let Some(side) = self.det_limit_side {
+            if !(32..=4096).contains(&side) {
+                return Err(Error::InvalidOption(format!(
+                    "det_limit_side must be 32..=4096, got {side}"
+                )));
+            }
+            o.det_resize.limit_side_px = side;
+        }
+        if let Some(c) = self.classify {
+            o.classify = c;
+        }
+        if let Some(m) = self.min_confidence {
+            if !(0.0..=1.0).contains(&m) {
+                return Err(Error::InvalidOption(format!(
+                    "min_confidence must be in 0..=1, got {m}"
+                )));
+            }
+            o.min_confidence = m;
+        }
+        Ok(o)
+    }
+}
+
+/// The JSON request body: the image as base64 plus options.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct JsonRequest {
+    /// The image or TIFF document, base64 (standard alphabet, padding optional).
+    pub image: String,
+    #[serde(flatten)]
+    pub options: RequestOptions,
+}
+
+/// The JSON result: the same `text`/`pages` shape as the CLI's JSON output.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OcrResponse {
+    pub model: ModelKind,
+    /// Lines joined by `\n`, pages by a blank line.
+    pub text: String,
+    pub pages: Vec<Page>,
+    pub timings: Timings,
+}
+
+/// OCR an image or a multi-page TIFF.
+#[utoipa::path(
+    post,
+    path = "/v1/ocr",
+    params(RequestOptions, ("x-request-timeout" = Option<u64>, Header, description = "Deadline in milliseconds (default: the server's)")),
+    request_body(
+        description = "The image bytes (`image/*`), multipart/form-data with a `file` part (other parts: options), or JSON with base64 `image`.",
+        content(
+            (Vec<u8> = "image/*"),
+            (JsonRequest = "application/json"),
+            (Vec<u8> = "multipart/form-data"),
+        )
+    ),
+    responses(
+        (status = 200, description = "The text; headers x-queue-time, x-detect-time, x-classify-time, x-recognize-time and x-total-time (ms) split where the time went", body = OcrResponse, content_type = "application/json"),
+        (status = 400, description = "Empty or malformed body", body = Problem, content_type = PROBLEM_JSON),
+        (status = 413, description = "Body over the limit", body = Problem, content_type = PROBLEM_JSON),
+        (status = 415, description = "Unsupported content type or image format", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = "Corrupt image, image over the pixel or side limits, invalid option", body = Problem, content_type = PROBLEM_JSON),
+        (status = 429, description = "Queue full; Retry-After says when to retry", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "Shutting down", body = Problem, content_type = PROBLEM_JSON),
+        (status = 504, description = "The deadline passed", body = Problem, content_type = PROBLEM_JSON),
+    )
+)]
+async fn ocr(
+    State(st): State<Arc<AppState>>,
+    query: Result<Query<RequestOptions>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let arrived = Instant::now();
+    if st.shutting_down.load(Ordering::Acquire) {
+        return Err(Error::ShuttingDown.into());
+    }
+    let Query(query) =
+        query.map_err(|e| Error::InvalidOption(format!("query string: {}", e.body_text())))?;
+    let deadline = arrived + request_timeout(&headers, &st.cfg)?;
+    let bytes = read_body(&headers, body, st.cfg.max_body_bytes).await?;
+    let (image, body_opts) = split_body(&headers, bytes).await?;
+    let options = query.overlay(body_opts);
+    let opts = options.apply(st.scheduler.kind(), st.scheduler.base_options())?;
+    let pages = {
+        let _permit = st
+            .decode_permits
+            .acquire()
+            .await
+            .map_err(|_| Error::ShuttingDown)?;
+        let limits = st.cfg.decode.clone();
+        tokio::task::spawn_blocking(move || decode_pages(&image, &limits))
+            .await
+            .map_err(|e| Error::Runtime(format!("decode task: {e}")))??
+    };
+    let ticket = st
+        .scheduler
+        .submit(pages, opts, Class::Interactive, Some(deadline))?;
+    let id = ticket.id;
+    let outcome = match tokio::time::timeout_at(deadline.into(), ticket.rx).await {
+        Err(_) => return Err(Error::DeadlineExceeded.into()),
+        Ok(Err(_)) => return Err(Error::ShuttingDown.into()),
+        Ok(Ok(r)) => r?,
+    };
+    let total_ms = arrived.elapsed().as_secs_f64() * 1000.0;
+    let mut resp = match options.output.unwrap_or_default() {
+        Output::Json => Json(OcrResponse {
+            model: st.scheduler.kind(),
+            text: document_text(&outcome.pages),
+            pages: outcome.pages,
+            timings: outcome.timings,
+        })
+        .into_response(),
+        Output::Text => (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            document_text(&outcome.pages),
+        )
+            .into_response(),
+    };
+    let t = outcome.timings;
+    let h = resp.headers_mut();
+    for (name, v) in [
+        (X_QUEUE_TIME, t.queue_ms),
+        (X_DETECT_TIME, t.detect_ms),
+        (X_CLASSIFY_TIME, t.classify_ms),
+        (X_RECOGNIZE_TIME, t.recognize_ms),
+        (X_TOTAL_TIME, total_ms),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&format!("{v:.1}")) {
+            h.insert(HeaderName::from_static(name), v);
+        }
+    }
+    h.insert(HeaderName::from_static(X_REQUEST_ID), HeaderValue::from(id));
+    Ok(resp)
+}
+
+fn request_timeout(headers: &HeaderMap, cfg: &ApiConfig) -> Result<Duration, Error> {
+    let Some(v) = headers.get(X_REQUEST_TIMEOUT) else {
+        return Ok(cfg.default_timeout);
+    };
+    let ms: u64 = v
+        .to_str()
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .filter(|&ms| ms > 0)
+        .ok_or_else(|| {
+            Error::InvalidOption(
+                "X-Request-Timeout must be a positive number of milliseconds".into(),
+            )
+        })?;
+    Ok(Duration::from_millis(ms).min(cfg.max_timeout))
+}
+
+/// Reads the whole body, refusing more than `limit` bytes (by Content-Length before reading,
+/// and while reading for chunked bodies).
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<bytes::Bytes, Error> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(Error::PayloadTooLarge { limit });
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(s) = src {
+            if s.is::<http_body_util::LengthLimitError>() {
+                return Error::PayloadTooLarge { limit };
+            }
+            src = s.source();
+        }
+        Error::BadRequest(format!("reading the body: {e}"))
+    })
+}
+
+/// Splits the body into image bytes and body options, by content type.
+async fn split_body(
+    headers: &HeaderMap,
+    bytes: bytes::Bytes,
+) -> Result<(bytes::Bytes, RequestOptions), Error> {
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let mime = ctype
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if mime.starts_with("image/") || mime == "application/octet-stream" {
+        return Ok((bytes, RequestOptions::default()));
+    }
+    if mime == "application/json" {
+        let req: JsonRequest = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::BadRequest(format!("JSON body: {e}")))?;
+        let image = base64::engine::general_purpose::STANDARD
+            .decode(req.image.trim().trim_end_matches('='))
+            .or_else(|_| {
+                base64::engine::general_purpose::STANDARD_NO_PAD
+                    .decode(req.image.trim().trim_end_matches('='))
+            })
+            .map_err(|e| Error::BadRequest(format!("`image` is not base64: {e}")))?;
+        return Ok((image.into(), req.options));
+    }
+    if mime == "multipart/form-data" {
+        let boundary = multer::parse_boundary(&ctype)
+            .map_err(|e| Error::BadRequest(format!("multipart: {e}")))?;
+        let stream = futures_util::stream::once(async move { Ok::<_, std::io::Error>(bytes) });
+        let mut mp = multer::Multipart::new(stream, boundary);
+        let mut file = None;
+        let mut fields: Vec<(String, String)> = Vec::new();
+        while let Some(field) = mp
+            .next_field()
+            .await
+            .map_err(|e| Error::BadRequest(format!("multipart: {e}")))?
+        {
+            let name = field.name().unwrap_or("").to_string();
+            if name == "file" {
+                file = Some(
+                    field
+                        .bytes()
+                        .await
+                        .map_err(|e| Error::BadRequest(format!("multipart: {e}")))?,
+                );
+            } else {
+                let text = field
+                    .text()
+                    .await
+                    .map_err(|e| Error::BadRequest(format!("multipart: {e}")))?;
+                fields.push((name, text));
+            }
+        }
+        let file = file
+            .ok_or_else(|| Error::BadRequest("multipart body has no part named `file`".into()))?;
+        let encoded = serde_urlencoded::to_string(&fields)
+            .map_err(|e| Error::BadRequest(format!("multipart fields: {e}")))?;
+        let opts: RequestOptions = serde_urlencoded::from_str(&encoded)
+            .map_err(|e| Error::InvalidOption(format!("multipart fields: {e}")))?;
+        return Ok((file, opts));
+    }
+    Err(Error::UnsupportedMediaType(format!(
+        "`{}`; send image/* bytes, multipart/form-data with a `file` part, or application/json \
+         with a base64 `image`",
+        if mime.is_empty() { "(none)" } else { &mime }
+    )))
+}
+
+/// The model set served and whether the server is ready.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    pub status: &'static str,
+    pub model: ModelKind,
+    pub classifier: bool,
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/health/live", responses((status = 200, body = Health)))]
+async fn live(State(st): State<Arc<AppState>>) -> Json<Health> {
+    Json(Health {
+        status: "live",
+        model: st.scheduler.kind(),
+        classifier: st.scheduler.has_classifier(),
+    })
+}
+
+/// Readiness: models loaded and warmed, and not shutting down.
+#[utoipa::path(get, path = "/health/ready", responses(
+    (status = 200, body = Health),
+    (status = 503, body = Problem, content_type = PROBLEM_JSON),
+))]
+async fn ready(State(st): State<Arc<AppState>>) -> Result<Json<Health>, ApiError> {
+    if st.shutting_down.load(Ordering::Acquire) {
+        return Err(Error::ShuttingDown.into());
+    }
+    if !st.scheduler.is_ready() {
+        return Err(Error::NotReady.into());
+    }
+    Ok(Json(Health {
+        status: "ready",
+        model: st.scheduler.kind(),
+        classifier: st.scheduler.has_classifier(),
+    }))
+}
+
+/// Queue depth, oldest age and ETA per class, per-stage depths, and counters since start.
+#[utoipa::path(get, path = "/v1/queue", responses((status = 200, body = QueueReport)))]
+async fn queue(State(st): State<Arc<AppState>>) -> Json<QueueReport> {
+    Json(st.scheduler.queue_report())
+}
+
+/// Prometheus metrics (text exposition format).
+#[utoipa::path(get, path = "/metrics", responses((status = 200, body = String, content_type = "text/plain")))]
+async fn metrics_text(State(st): State<Arc<AppState>>) -> impl IntoResponse {
+    // Refreshes the queue gauges.
+    st.scheduler.queue_report();
+    st.metrics.run_upkeep();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        st.metrics.render(),
+    )
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", responses((status = 200, description = "OpenAPI 3.1")))]
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+async fn not_found() -> Problem {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "Not found",
+        "not_found",
+        "no such route; see /openapi.json".into(),
+    )
+}
+
+async fn method_not_allowed() -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "Method not allowed",
+        "method_not_allowed",
+        "this route does not take that method; see /openapi.json".into(),
+    )
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "ocr-server",
+        description = "OCR with PP-OCR models on ONNX Runtime, dynamically batched across requests."
+    ),
+    paths(ocr, queue, live, ready, metrics_text, openapi),
+    components(schemas(
+        OcrResponse,
+        Problem,
+        Page,
+        RequestOptions,
+        JsonRequest,
+        Health,
+        QueueReport
+    ))
+)]
+pub struct ApiDoc;

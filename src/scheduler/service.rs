@@ -1,0 +1,1033 @@
+//! The running scheduler: three stages (detection, orientation, recognition), each a bounded
+//! [`Stage`] queue drained by its own named worker threads (`ocr-det-N`, `ocr-cls-N`,
+//! `ocr-rec-N`). Every worker loads and owns its model session on its own thread; no session is
+//! shared or locked, and no model runs on the async runtime.
+//!
+//! The flow of one request:
+//! 1. [`Scheduler::submit`] admits all its pages into the detection queue at once or refuses
+//!    ([`Error::Overloaded`] with a retry-after from queue depth and measured throughput).
+//!    Page items are keyed by detector input shape, so one detection batch is one `[N,3,H,W]`
+//!    run over pages of the same shape, up to a pixel budget.
+//! 2. A detection worker runs the batch, post-processes each page with its own options, crops
+//!    its lines and hands each line to the orientation queue (if the request asked for it) or
+//!    the recognition queue, waiting for room if that queue is full.
+//! 3. Recognition items are keyed by **width bucket** (the smallest configured width that holds
+//!    the line at height 48) and cost their bucket's padded pixels. One recognition batch takes
+//!    lines of one bucket from **every in-flight page of every request**, interactive first.
+//! 4. The worker that writes a page's last line assembles the page; the one that finishes a
+//!    request's last page sends the reply on its oneshot channel.
+//!
+//! A request whose receiver was dropped (the HTTP caller went away) or whose deadline passed has
+//! its queued items dropped before any model sees them, counted by stage and reason. A model
+//! error fails every request with an item in that batch; the other requests are untouched.
+//!
+//! Time accounting per request (the API's `x-*-time` headers): `queue` is, per page, the wait in
+//! the detection queue plus the longest wait of its lines in the later queues, summed over
+//! pages; `detect`, `classify` and `recognize` are the wall times of the batches that held the
+//! request's items, each batch counted once per request.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use image::RgbImage;
+use tokio::sync::oneshot;
+
+use crate::engine::{
+    Candidate, Model, ModelKind, OcrOptions, candidates, classify_batch, detect_batch, finish_page,
+    recognize_batch,
+};
+use crate::error::{Error, Result};
+use crate::pipeline::ctc::Charset;
+use crate::pipeline::geometry::Quad;
+use crate::pipeline::preprocess::det_input_size;
+use crate::pipeline::{Line, Page};
+
+use super::batcher::{BatchPolicy, Class, DropReason, Queued};
+use super::stage::{Admit, ClassDepth, Stage};
+
+/// Recognition input height: every crop is resized to it.
+const REC_HEIGHT: u64 = 48;
+
+/// Which model a worker loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Detector,
+    Classifier,
+    Recognizer,
+}
+
+/// Loads models for workers; called once per worker, on that worker's thread.
+pub trait ModelFactory: Send + Sync + 'static {
+    fn kind(&self) -> ModelKind;
+    fn charset(&self) -> Arc<Charset>;
+    fn has_classifier(&self) -> bool;
+    fn load(&self, role: Role) -> Result<Box<dyn Model>>;
+}
+
+/// One stage's worker count and batch policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageConfig {
+    pub workers: usize,
+    pub policy: BatchPolicy,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchedulerConfig {
+    pub det: StageConfig,
+    /// Used only when the factory has a classifier; 0 workers disables orientation.
+    pub cls: StageConfig,
+    pub rec: StageConfig,
+    /// Upper widths of the recognition buckets, ascending; a line wider than the last is in the
+    /// last bucket (it is squeezed to `rec_max_width` anyway).
+    pub rec_buckets: Vec<u32>,
+    /// The server's pipeline options; requests change only what `RequestOptions` allows.
+    pub base: OcrOptions,
+}
+
+impl SchedulerConfig {
+    /// Defaults for a model set: one worker per stage, measured batch limits (README).
+    pub fn for_model(kind: ModelKind) -> Self {
+        let stage = |workers, max_items, max_cost, delay_ms, capacity| StageConfig {
+            workers,
+            policy: BatchPolicy {
+                max_items,
+                max_cost,
+                max_delay: Duration::from_millis(delay_ms),
+                bulk_aging: Duration::from_secs(5),
+                capacity,
+            },
+        };
+        Self {
+            det: stage(1, 4, 4_000_000, 2, 64),
+            cls: stage(1, 32, u64::MAX, 2, 4096),
+            rec: stage(1, 16, REC_HEIGHT * 4096, 5, 4096),
+            rec_buckets: vec![
+                64, 96, 128, 160, 192, 256, 320, 384, 480, 640, 800, 960, 1280, 1600, 2400,
+            ],
+            base: OcrOptions::for_model(kind),
+        }
+    }
+}
+
+/// Time a request spent, in milliseconds (see the module docs for what each counts).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct Timings {
+    pub queue_ms: f64,
+    pub detect_ms: f64,
+    pub classify_ms: f64,
+    pub recognize_ms: f64,
+}
+
+/// A finished request.
+#[derive(Debug)]
+pub struct Outcome {
+    pub pages: Vec<Page>,
+    pub timings: Timings,
+    /// Completion order across the scheduler (1, 2, ...), for tests and logs.
+    pub seq: u64,
+}
+
+/// What a caller holds while its request runs. Dropping it tells the scheduler the caller has
+/// gone: its queued items are dropped instead of computed.
+#[derive(Debug)]
+pub struct Ticket {
+    pub id: u64,
+    pub rx: oneshot::Receiver<Result<Outcome>>,
+}
+
+/// Counters since start, for `/v1/queue`, tests and the closing measurements.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct Stats {
+    pub requests: u64,
+    pub pages_done: u64,
+    pub det_batches: u64,
+    pub det_pages: u64,
+    pub cls_batches: u64,
+    pub cls_lines: u64,
+    pub rec_batches: u64,
+    pub rec_lines: u64,
+    /// Recognition batches that held lines of two or more requests.
+    pub rec_mixed_batches: u64,
+    /// Pixels of recognition input (batch × 48 × padded width) and of those, real line pixels.
+    pub rec_padded_px: u64,
+    pub rec_content_px: u64,
+    pub dropped_gone: u64,
+    pub dropped_expired: u64,
+    pub failed_batches: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    requests: AtomicU64,
+    pages_done: AtomicU64,
+    det_batches: AtomicU64,
+    det_pages: AtomicU64,
+    cls_batches: AtomicU64,
+    cls_lines: AtomicU64,
+    rec_batches: AtomicU64,
+    rec_lines: AtomicU64,
+    rec_mixed_batches: AtomicU64,
+    rec_padded_px: AtomicU64,
+    rec_content_px: AtomicU64,
+    dropped_gone: AtomicU64,
+    dropped_expired: AtomicU64,
+    failed_batches: AtomicU64,
+    seq: AtomicU64,
+}
+
+fn add(c: &AtomicU64, v: u64) {
+    c.fetch_add(v, Ordering::Relaxed);
+}
+
+fn micros(d: Duration) -> u64 {
+    d.as_micros().min(u64::MAX as u128) as u64
+}
+
+/// One request in flight.
+struct Request {
+    id: u64,
+    opts: OcrOptions,
+    reply: Mutex<Option<oneshot::Sender<Result<Outcome>>>>,
+    pages: Mutex<Vec<Option<Page>>>,
+    pages_left: AtomicUsize,
+    queue_us: AtomicU64,
+    detect_us: AtomicU64,
+    classify_us: AtomicU64,
+    recognize_us: AtomicU64,
+}
+
+impl Request {
+    /// The caller dropped its ticket, or the request already ended (failed).
+    fn is_gone(&self) -> bool {
+        let reply = self.reply.lock().unwrap_or_else(|p| p.into_inner());
+        reply.as_ref().is_none_or(|tx| tx.is_closed())
+    }
+
+    fn fail(&self, e: Error) {
+        let tx = self.reply.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(tx) = tx {
+            let _ = tx.send(Err(e));
+        }
+    }
+
+    fn page_done(&self, idx: usize, page: Page, counters: &Counters) {
+        add(&counters.pages_done, 1);
+        self.pages.lock().unwrap_or_else(|p| p.into_inner())[idx] = Some(page);
+        if self.pages_left.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        let pages = std::mem::take(&mut *self.pages.lock().unwrap_or_else(|p| p.into_inner()))
+            .into_iter()
+            .map(|p| p.expect("all pages are done when the count reaches 0. This is a bug."))
+            .collect();
+        let ms = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64 / 1000.0;
+        let outcome = Outcome {
+            pages,
+            timings: Timings {
+                queue_ms: ms(&self.queue_us),
+                detect_ms: ms(&self.detect_us),
+                classify_ms: ms(&self.classify_us),
+                recognize_ms: ms(&self.recognize_us),
+            },
+            seq: counters.seq.fetch_add(1, Ordering::Relaxed) + 1,
+        };
+        let tx = self.reply.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(tx) = tx {
+            let _ = tx.send(Ok(outcome));
+        }
+    }
+}
+
+/// A page waiting for detection.
+struct PageItem {
+    req: Arc<Request>,
+    idx: usize,
+    image: RgbImage,
+    size: (u32, u32),
+}
+
+/// A detected page whose lines are in the later stages.
+struct PageWork {
+    req: Arc<Request>,
+    idx: usize,
+    dims: (u32, u32),
+    quads: Vec<Quad>,
+    lines: Mutex<Vec<Option<Line>>>,
+    left: AtomicUsize,
+    det_wait_us: u64,
+    /// Longest wait of any of its lines in the orientation and recognition queues.
+    line_wait_us: AtomicU64,
+}
+
+impl PageWork {
+    /// Stores a recognised line; the call that stores the last one finishes the page and
+    /// returns true.
+    fn line_done(&self, idx: usize, line: Line, counters: &Counters) -> bool {
+        self.lines.lock().unwrap_or_else(|p| p.into_inner())[idx] = Some(line);
+        if self.left.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return false;
+        }
+        let lines = std::mem::take(&mut *self.lines.lock().unwrap_or_else(|p| p.into_inner()))
+            .into_iter()
+            .map(|l| l.expect("all lines are done when the count reaches 0. This is a bug."))
+            .collect();
+        let page = finish_page(self.dims, &self.quads, lines, self.req.opts.min_confidence);
+        add(
+            &self.req.queue_us,
+            self.det_wait_us + self.line_wait_us.load(Ordering::Relaxed),
+        );
+        self.req.page_done(self.idx, page, counters);
+        true
+    }
+}
+
+/// A line crop on its way through orientation and recognition.
+struct LineItem {
+    page: Arc<PageWork>,
+    idx: usize,
+    cand: Candidate,
+}
+
+/// Page completions, for the throughput estimate behind Retry-After and ETAs.
+struct Throughput {
+    recent: Mutex<VecDeque<Instant>>,
+}
+
+impl Throughput {
+    const WINDOW: usize = 64;
+
+    fn record(&self) {
+        let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if r.len() == Self::WINDOW {
+            r.pop_front();
+        }
+        r.push_back(Instant::now());
+    }
+
+    /// Pages per second over the last completions, if at least two are known.
+    fn rate(&self) -> Option<f64> {
+        let r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let (first, last) = (r.front()?, r.back()?);
+        let span = last.saturating_duration_since(*first).as_secs_f64();
+        (r.len() >= 2 && span > 0.0).then(|| (r.len() - 1) as f64 / span)
+    }
+}
+
+struct Readiness {
+    /// Workers still loading or warming.
+    pending: Mutex<(usize, Option<String>)>,
+    cv: Condvar,
+}
+
+/// State shared by the handle and the workers.
+struct Shared {
+    cfg: SchedulerConfig,
+    kind: ModelKind,
+    charset: Arc<Charset>,
+    det: Stage<PageItem>,
+    cls: Option<Stage<LineItem>>,
+    rec: Stage<LineItem>,
+    counters: Counters,
+    throughput: Throughput,
+    readiness: Readiness,
+    next_id: AtomicU64,
+}
+
+/// Queue state of the whole scheduler, for `/v1/queue`.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct QueueReport {
+    /// Pages waiting for detection, per class, with an estimated time to drain them (interactive
+    /// work drains first, so the bulk ETA includes the interactive pages).
+    pub interactive: ClassEta,
+    pub bulk: ClassEta,
+    /// Per stage (`det`, `cls`, `rec`): queued items by class.
+    pub stages: Vec<StageReport>,
+    /// Pages per second over the last completions; null until two pages have completed.
+    pub throughput_pages_per_s: Option<f64>,
+    pub stats: Stats,
+}
+
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct ClassEta {
+    pub depth: usize,
+    pub oldest_age_s: f64,
+    pub eta_s: Option<f64>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct StageReport {
+    pub stage: &'static str,
+    pub interactive: ClassDepth,
+    pub bulk: ClassDepth,
+}
+
+/// The handle: submit work, read queue state, shut down. Dropping it shuts down.
+pub struct Scheduler {
+    shared: Arc<Shared>,
+    workers: Mutex<Vec<(Role, JoinHandle<()>)>>,
+    closed: AtomicBool,
+}
+
+fn class_label(c: Class) -> &'static str {
+    match c {
+        Class::Interactive => "interactive",
+        Class::Bulk => "bulk",
+    }
+}
+
+impl Scheduler {
+    /// Starts the worker threads; each loads and warms its model. Returns at once: use
+    /// [`Scheduler::wait_ready`] before relying on it (work submitted earlier just waits).
+    pub fn start(cfg: SchedulerConfig, factory: Arc<dyn ModelFactory>) -> Result<Self> {
+        if cfg.det.workers == 0 || cfg.rec.workers == 0 {
+            return Err(Error::InvalidOption(
+                "detection and recognition need at least one worker each".into(),
+            ));
+        }
+        if cfg.rec_buckets.is_empty() || !cfg.rec_buckets.is_sorted() {
+            return Err(Error::InvalidOption(
+                "recognition buckets must be a non-empty ascending list of widths".into(),
+            ));
+        }
+        let with_cls = factory.has_classifier() && cfg.cls.workers > 0;
+        let total = cfg.det.workers + cfg.rec.workers + if with_cls { cfg.cls.workers } else { 0 };
+        let shared = Arc::new(Shared {
+            kind: factory.kind(),
+            charset: factory.charset(),
+            det: Stage::new("det", cfg.det.policy.clone()),
+            cls: with_cls.then(|| Stage::new("cls", cfg.cls.policy.clone())),
+            rec: Stage::new("rec", cfg.rec.policy.clone()),
+            counters: Counters::default(),
+            throughput: Throughput {
+                recent: Mutex::new(VecDeque::new()),
+            },
+            readiness: Readiness {
+                pending: Mutex::new((total, None)),
+                cv: Condvar::new(),
+            },
+            next_id: AtomicU64::new(1),
+            cfg,
+        });
+        let mut workers = Vec::new();
+        let mut spawn = |role: Role, n: usize| -> Result<()> {
+            for i in 0..n {
+                let (shared, factory) = (shared.clone(), factory.clone());
+                let name = match role {
+                    Role::Detector => format!("ocr-det-{i}"),
+                    Role::Classifier => format!("ocr-cls-{i}"),
+                    Role::Recognizer => format!("ocr-rec-{i}"),
+                };
+                let h = std::thread::Builder::new()
+                    .name(name)
+                    .spawn(move || worker_main(shared, factory, role))
+                    .map_err(|e| Error::Runtime(format!("spawning a worker thread: {e}")))?;
+                workers.push((role, h));
+            }
+            Ok(())
+        };
+        spawn(Role::Detector, shared.cfg.det.workers)?;
+        if with_cls {
+            spawn(Role::Classifier, shared.cfg.cls.workers)?;
+        }
+        spawn(Role::Recognizer, shared.cfg.rec.workers)?;
+        Ok(Self {
+            shared,
+            workers: Mutex::new(workers),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// Blocks until every worker has loaded and warmed its model, or one failed to (its error).
+    pub fn wait_ready(&self, timeout: Duration) -> Result<()> {
+        let r = &self.shared.readiness;
+        let deadline = Instant::now() + timeout;
+        let mut p = r.pending.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(e) = &p.1 {
+                return Err(Error::Runtime(e.clone()));
+            }
+            if p.0 == 0 {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::NotReady);
+            }
+            p =
+                r.cv.wait_timeout(p, deadline - now)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+        }
+    }
+
+    /// Whether every worker is loaded and warmed.
+    pub fn is_ready(&self) -> bool {
+        let p = self
+            .shared
+            .readiness
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        p.0 == 0 && p.1.is_none()
+    }
+
+    pub fn kind(&self) -> ModelKind {
+        self.shared.kind
+    }
+
+    pub fn has_classifier(&self) -> bool {
+        self.shared.cls.is_some()
+    }
+
+    /// The server's pipeline options, which requests start from.
+    pub fn base_options(&self) -> &OcrOptions {
+        &self.shared.cfg.base
+    }
+
+    /// Admits a request's pages (all or none). `opts` must be the base options with request
+    /// overrides applied. Errors: [`Error::Overloaded`] when the detection queue has no room
+    /// for all pages, [`Error::ShuttingDown`] after shutdown began, [`Error::InvalidOption`]
+    /// for orientation without a classifier.
+    pub fn submit(
+        &self,
+        pages: Vec<RgbImage>,
+        opts: OcrOptions,
+        class: Class,
+        deadline: Option<Instant>,
+    ) -> Result<Ticket> {
+        if pages.is_empty() {
+            return Err(Error::EmptyInput);
+        }
+        if opts.classify && self.shared.cls.is_none() {
+            return Err(Error::InvalidOption(
+                "orientation classification is not enabled on this server".into(),
+            ));
+        }
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        let n = pages.len();
+        let req = Arc::new(Request {
+            id,
+            opts,
+            reply: Mutex::new(Some(tx)),
+            pages: Mutex::new(vec![None; n]),
+            pages_left: AtomicUsize::new(n),
+            queue_us: AtomicU64::new(0),
+            detect_us: AtomicU64::new(0),
+            classify_us: AtomicU64::new(0),
+            recognize_us: AtomicU64::new(0),
+        });
+        let now = Instant::now();
+        let items = pages
+            .into_iter()
+            .enumerate()
+            .map(|(idx, image)| {
+                let size = det_input_size(image.width(), image.height(), &req.opts.det_resize);
+                Queued {
+                    cost: size.0 as u64 * size.1 as u64,
+                    key: ((size.0 as u64) << 32) | size.1 as u64,
+                    item: PageItem {
+                        req: req.clone(),
+                        idx,
+                        image,
+                        size,
+                    },
+                    class,
+                    enqueued: now,
+                    deadline,
+                }
+            })
+            .collect();
+        match self.shared.det.admit(items) {
+            Ok(()) => {
+                add(&self.shared.counters.requests, 1);
+                metrics::counter!("ocr_pages_admitted_total", "class" => class_label(class))
+                    .increment(n as u64);
+                Ok(Ticket { id, rx })
+            }
+            Err(Admit::Closed) => Err(Error::ShuttingDown),
+            Err(Admit::Full { depth }) => Err(Error::Overloaded {
+                depth,
+                retry_after_s: self.retry_after(depth + n),
+            }),
+        }
+    }
+
+    /// Seconds until `pages` queued pages are likely done, from measured throughput (one page
+    /// per second per detection worker until two pages have completed); at least 1.
+    pub fn retry_after(&self, pages: usize) -> u64 {
+        let rate = self
+            .shared
+            .throughput
+            .rate()
+            .unwrap_or(self.shared.cfg.det.workers as f64);
+        ((pages as f64 / rate).ceil() as u64).clamp(1, 600)
+    }
+
+    pub fn stats(&self) -> Stats {
+        let c = &self.shared.counters;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Stats {
+            requests: l(&c.requests),
+            pages_done: l(&c.pages_done),
+            det_batches: l(&c.det_batches),
+            det_pages: l(&c.det_pages),
+            cls_batches: l(&c.cls_batches),
+            cls_lines: l(&c.cls_lines),
+            rec_batches: l(&c.rec_batches),
+            rec_lines: l(&c.rec_lines),
+            rec_mixed_batches: l(&c.rec_mixed_batches),
+            rec_padded_px: l(&c.rec_padded_px),
+            rec_content_px: l(&c.rec_content_px),
+            dropped_gone: l(&c.dropped_gone),
+            dropped_expired: l(&c.dropped_expired),
+            failed_batches: l(&c.failed_batches),
+        }
+    }
+
+    /// Queue depths, ages and ETAs; also publishes them as gauges.
+    pub fn queue_report(&self) -> QueueReport {
+        let s = &self.shared;
+        let mut stages = Vec::new();
+        let mut push = |name: &'static str, d: [(Class, ClassDepth); 2]| {
+            for (c, cd) in d {
+                metrics::gauge!("ocr_queue_depth", "stage" => name, "class" => class_label(c))
+                    .set(cd.depth as f64);
+                metrics::gauge!("ocr_queue_oldest_age_seconds", "stage" => name, "class" => class_label(c))
+                    .set(cd.oldest_age_s);
+            }
+            stages.push(StageReport {
+                stage: name,
+                interactive: d[0].1,
+                bulk: d[1].1,
+            });
+        };
+        let det = s.det.depths();
+        push("det", det);
+        if let Some(cls) = &s.cls {
+            push("cls", cls.depths());
+        }
+        push("rec", s.rec.depths());
+        let rate = s.throughput.rate();
+        let eta = |pages: usize| rate.map(|r| pages as f64 / r);
+        let (i, b) = (det[0].1, det[1].1);
+        QueueReport {
+            interactive: ClassEta {
+                depth: i.depth,
+                oldest_age_s: i.oldest_age_s,
+                eta_s: eta(i.depth),
+            },
+            bulk: ClassEta {
+                depth: b.depth,
+                oldest_age_s: b.oldest_age_s,
+                eta_s: eta(i.depth + b.depth),
+            },
+            stages,
+            throughput_pages_per_s: rate,
+            stats: self.stats(),
+        }
+    }
+
+    /// Stops admission, lets every admitted item finish, and joins the workers (stage by
+    /// stage, so hand-offs always find their downstream open). Idempotent.
+    pub fn shutdown(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let mut workers =
+            std::mem::take(&mut *self.workers.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut join = |role: Role| {
+            for (_, h) in workers.extract_if(.., |(r, _)| *r == role) {
+                if h.join().is_err() {
+                    tracing::error!(?role, "a worker thread panicked");
+                }
+            }
+        };
+        self.shared.det.close();
+        join(Role::Detector);
+        if let Some(cls) = &self.shared.cls {
+            cls.close();
+        }
+        join(Role::Classifier);
+        self.shared.rec.close();
+        join(Role::Recognizer);
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn worker_main(shared: Arc<Shared>, factory: Arc<dyn ModelFactory>, role: Role) {
+    let loaded = factory.load(role).and_then(|mut m| {
+        warm_up(&shared, role, m.as_mut())?;
+        Ok(m)
+    });
+    {
+        let mut p = shared
+            .readiness
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match &loaded {
+            Ok(_) => p.0 = p.0.saturating_sub(1),
+            Err(e) => {
+                p.1.get_or_insert_with(|| format!("{role:?} worker: {e}"));
+            }
+        }
+        shared.readiness.cv.notify_all();
+    }
+    let mut model = match loaded {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(?role, error = %e, "worker could not load its model");
+            // Fail whatever arrives so no caller waits forever.
+            drain_failing(&shared, role, &e);
+            return;
+        }
+    };
+    match role {
+        Role::Detector => det_loop(&shared, model.as_mut()),
+        Role::Classifier => cls_loop(&shared, model.as_mut()),
+        Role::Recognizer => rec_loop(&shared, model.as_mut()),
+    }
+}
+
+/// Runs each model once on the shapes a first request would bring (an A4 page at 150 dpi, a
+/// line of a few words), so the first caller does not pay for allocation and kernel selection.
+fn warm_up(shared: &Shared, role: Role, model: &mut dyn Model) -> Result<()> {
+    let opts = &shared.cfg.base;
+    match role {
+        Role::Detector => {
+            let page = RgbImage::from_pixel(1240, 1754, image::Rgb([255, 255, 255]));
+            let size = det_input_size(page.width(), page.height(), &opts.det_resize);
+            detect_batch(model, &[(&page, opts)], size)?;
+        }
+        Role::Classifier => {
+            let crop = RgbImage::from_pixel(320, 48, image::Rgb([255, 255, 255]));
+            classify_batch(model, &[&crop])?;
+        }
+        Role::Recognizer => {
+            let page = RgbImage::from_pixel(320, 48, image::Rgb([255, 255, 255]));
+            let quad = [(0.0, 0.0), (320.0, 0.0), (320.0, 48.0), (0.0, 48.0)]
+                .map(|(x, y)| crate::pipeline::geometry::Point::new(x, y));
+            let cands = candidates(&page, &[quad], opts);
+            let refs: Vec<&Candidate> = cands.iter().collect();
+            recognize_batch(model, &shared.charset, &refs, opts)?;
+        }
+    }
+    Ok(())
+}
+
+/// A worker without a model fails every item it takes.
+fn drain_failing(shared: &Shared, role: Role, e: &Error) {
+    let msg = e.to_string();
+    match role {
+        Role::Detector => {
+            while let Some(t) = shared.det.next_batch(|p| p.req.is_gone()) {
+                for q in t.batch {
+                    q.item.req.fail(Error::Runtime(msg.clone()));
+                }
+            }
+        }
+        Role::Classifier | Role::Recognizer => {
+            let stage = if role == Role::Classifier {
+                shared.cls.as_ref()
+            } else {
+                Some(&shared.rec)
+            };
+            if let Some(stage) = stage {
+                while let Some(t) = stage.next_batch(|l| l.page.req.is_gone()) {
+                    for q in t.batch {
+                        q.item.page.req.fail(Error::Runtime(msg.clone()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Counts dropped items and fails expired requests with a deadline error.
+fn record_dropped<T>(
+    shared: &Shared,
+    stage: &'static str,
+    dropped: Vec<(Queued<T>, DropReason)>,
+    req: impl Fn(&T) -> &Request,
+) {
+    for (q, reason) in dropped {
+        let label = match reason {
+            DropReason::CallerGone => {
+                add(&shared.counters.dropped_gone, 1);
+                "caller_gone"
+            }
+            DropReason::Expired => {
+                add(&shared.counters.dropped_expired, 1);
+                req(&q.item).fail(Error::DeadlineExceeded);
+                "expired"
+            }
+        };
+        metrics::counter!("ocr_dropped_items_total", "stage" => stage, "reason" => label)
+            .increment(1);
+    }
+}
+
+/// Batch metrics common to all stages.
+fn observe_batch<T>(
+    stage: &'static str,
+    policy: &BatchPolicy,
+    batch: &[Queued<T>],
+    started: Instant,
+    model_time: Duration,
+    requests: usize,
+) {
+    let n = batch.len();
+    let cost: u64 = batch.iter().map(|q| q.cost).sum();
+    let fill = (n as f64 / policy.max_items as f64).max(cost as f64 / policy.max_cost as f64);
+    metrics::histogram!("ocr_batch_size", "stage" => stage).record(n as f64);
+    metrics::histogram!("ocr_batch_fill_ratio", "stage" => stage).record(fill.min(1.0));
+    metrics::histogram!("ocr_batch_requests", "stage" => stage).record(requests as f64);
+    metrics::histogram!("ocr_model_seconds", "stage" => stage).record(model_time.as_secs_f64());
+    for q in batch {
+        metrics::histogram!("ocr_queue_wait_seconds", "stage" => stage, "class" => class_label(q.class))
+            .record(started.saturating_duration_since(q.enqueued).as_secs_f64());
+    }
+}
+
+/// The distinct requests among items, by identity.
+fn distinct<'a>(reqs: impl Iterator<Item = &'a Arc<Request>>) -> Vec<&'a Arc<Request>> {
+    let mut seen = HashSet::new();
+    reqs.filter(|r| seen.insert(r.id)).collect()
+}
+
+fn det_loop(shared: &Shared, model: &mut dyn Model) {
+    while let Some(taken) = shared.det.next_batch(|p| p.req.is_gone()) {
+        record_dropped(shared, "det", taken.dropped, |p| &p.req);
+        let batch = taken.batch;
+        let Some(first) = batch.first() else { continue };
+        let size = first.item.size;
+        let started = Instant::now();
+        let pages: Vec<(&RgbImage, &OcrOptions)> = batch
+            .iter()
+            .map(|q| (&q.item.image, &q.item.req.opts))
+            .collect();
+        let result = detect_batch(model, &pages, size);
+        let model_time = started.elapsed();
+        let reqs = distinct(batch.iter().map(|q| &q.item.req));
+        observe_batch(
+            "det",
+            &shared.det.policy(),
+            &batch,
+            started,
+            model_time,
+            reqs.len(),
+        );
+        add(&shared.counters.det_batches, 1);
+        add(&shared.counters.det_pages, batch.len() as u64);
+        let quads = match result {
+            Ok(q) => q,
+            Err(e) => {
+                tracing::error!(error = %e, pages = batch.len(), "detection batch failed");
+                add(&shared.counters.failed_batches, 1);
+                for r in reqs {
+                    r.fail(Error::Runtime(e.to_string()));
+                }
+                continue;
+            }
+        };
+        for (q, quads) in batch.into_iter().zip(quads) {
+            let det_wait_us = micros(started.saturating_duration_since(q.enqueued));
+            let PageItem {
+                req, idx, image, ..
+            } = q.item;
+            let cands = candidates(&image, &quads, &req.opts);
+            // Detection time as this request saw it: the batch's wall time, crops included.
+            let work = Arc::new(PageWork {
+                idx,
+                dims: image.dimensions(),
+                lines: Mutex::new(vec![None; quads.len()]),
+                left: AtomicUsize::new(quads.len()),
+                quads,
+                det_wait_us,
+                line_wait_us: AtomicU64::new(0),
+                req: req.clone(),
+            });
+            add(&req.detect_us, micros(started.elapsed()));
+            if cands.is_empty() {
+                add(&req.queue_us, det_wait_us);
+                let page = finish_page(work.dims, &[], Vec::new(), req.opts.min_confidence);
+                req.page_done(idx, page, &shared.counters);
+                shared.throughput.record();
+                continue;
+            }
+            let now = Instant::now();
+            for (i, cand) in cands.into_iter().enumerate() {
+                let q = line_item(shared, &work, i, cand, q.class, q.deadline, now);
+                match (&shared.cls, req.opts.classify) {
+                    (Some(cls), true) => cls.push_wait(q),
+                    _ => shared.rec.push_wait(q),
+                }
+            }
+        }
+    }
+}
+
+/// Queues a line with its recognition width bucket as key and the bucket's padded pixels as
+/// cost.
+fn line_item(
+    shared: &Shared,
+    page: &Arc<PageWork>,
+    idx: usize,
+    cand: Candidate,
+    class: Class,
+    deadline: Option<Instant>,
+    now: Instant,
+) -> Queued<LineItem> {
+    let (bucket, width) = rec_bucket(
+        &shared.cfg.rec_buckets,
+        cand.rec_width(shared.cfg.base.rec_max_width),
+    );
+    Queued {
+        item: LineItem {
+            page: page.clone(),
+            idx,
+            cand,
+        },
+        class,
+        enqueued: now,
+        deadline,
+        cost: REC_HEIGHT * width as u64,
+        key: bucket as u64,
+    }
+}
+
+/// The bucket of a recognition width: index of the first bucket width that holds it (the last
+/// bucket takes anything wider), and that bucket's width.
+pub fn rec_bucket(buckets: &[u32], width: u32) -> (usize, u32) {
+    let i = buckets
+        .iter()
+        .position(|&b| width <= b)
+        .unwrap_or(buckets.len() - 1);
+    (i, buckets[i].max(width))
+}
+
+fn cls_loop(shared: &Shared, model: &mut dyn Model) {
+    let Some(stage) = &shared.cls else { return };
+    while let Some(taken) = stage.next_batch(|l| l.page.req.is_gone()) {
+        record_dropped(shared, "cls", taken.dropped, |l| &l.page.req);
+        let batch = taken.batch;
+        if batch.is_empty() {
+            continue;
+        }
+        let started = Instant::now();
+        let crops: Vec<&RgbImage> = batch.iter().map(|q| &q.item.cand.crop).collect();
+        let result = classify_batch(model, &crops);
+        let model_time = started.elapsed();
+        let reqs = distinct(batch.iter().map(|q| &q.item.page.req));
+        observe_batch(
+            "cls",
+            &stage.policy(),
+            &batch,
+            started,
+            model_time,
+            reqs.len(),
+        );
+        add(&shared.counters.cls_batches, 1);
+        add(&shared.counters.cls_lines, batch.len() as u64);
+        let probs = match result {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, lines = batch.len(), "orientation batch failed");
+                add(&shared.counters.failed_batches, 1);
+                for r in reqs {
+                    r.fail(Error::Runtime(e.to_string()));
+                }
+                continue;
+            }
+        };
+        for r in &reqs {
+            add(&r.classify_us, micros(model_time));
+        }
+        let now = Instant::now();
+        for (q, p) in batch.into_iter().zip(probs) {
+            let wait = micros(started.saturating_duration_since(q.enqueued));
+            q.item.page.line_wait_us.fetch_max(wait, Ordering::Relaxed);
+            let LineItem {
+                page,
+                idx,
+                mut cand,
+            } = q.item;
+            let thresh = page.req.opts.cls_thresh;
+            cand.flip_if_upside_down(p, thresh);
+            let next = line_item(shared, &page, idx, cand, q.class, q.deadline, now);
+            shared.rec.push_wait(next);
+        }
+    }
+}
+
+fn rec_loop(shared: &Shared, model: &mut dyn Model) {
+    let opts = &shared.cfg.base;
+    while let Some(taken) = shared.rec.next_batch(|l| l.page.req.is_gone()) {
+        record_dropped(shared, "rec", taken.dropped, |l| &l.page.req);
+        let batch = taken.batch;
+        if batch.is_empty() {
+            continue;
+        }
+        let started = Instant::now();
+        let cands: Vec<&Candidate> = batch.iter().map(|q| &q.item.cand).collect();
+        let result = recognize_batch(model, &shared.charset, &cands, opts);
+        let model_time = started.elapsed();
+        let reqs = distinct(batch.iter().map(|q| &q.item.page.req));
+        observe_batch(
+            "rec",
+            &shared.rec.policy(),
+            &batch,
+            started,
+            model_time,
+            reqs.len(),
+        );
+        let c = &shared.counters;
+        add(&c.rec_batches, 1);
+        add(&c.rec_lines, batch.len() as u64);
+        if reqs.len() >= 2 {
+            add(&c.rec_mixed_batches, 1);
+        }
+        let rec = match result {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, lines = batch.len(), "recognition batch failed");
+                add(&c.failed_batches, 1);
+                for r in reqs {
+                    r.fail(Error::Runtime(e.to_string()));
+                }
+                continue;
+            }
+        };
+        let padded = batch.len() as u64 * REC_HEIGHT * rec.padded_width as u64;
+        let content: u64 = cands
+            .iter()
+            .map(|c| REC_HEIGHT * c.rec_width(opts.rec_max_width).min(rec.padded_width) as u64)
+            .sum();
+        add(&c.rec_padded_px, padded);
+        add(&c.rec_content_px, content);
+        if padded > 0 {
+            metrics::histogram!("ocr_rec_padding_waste_ratio")
+                .record(1.0 - content as f64 / padded as f64);
+        }
+        for r in &reqs {
+            add(&r.recognize_us, micros(model_time));
+        }
+        for (q, line) in batch.into_iter().zip(rec.lines) {
+            let wait = micros(started.saturating_duration_since(q.enqueued));
+            let page = &q.item.page;
+            page.line_wait_us.fetch_max(wait, Ordering::Relaxed);
+            if page.line_done(q.item.idx, line, c) {
+                shared.throughput.record();
+            }
+        }
+    }
+}

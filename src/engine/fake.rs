@@ -13,6 +13,7 @@
 //! - [`FakeFactory`]: the scheduler's model factory over these.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -104,18 +105,37 @@ impl Model for FailingModel {
     }
 }
 
+/// Passes the first `ok_runs` runs to `inner` (the scheduler's warm-up), then fails every run.
+pub struct FailAfter {
+    pub inner: Box<dyn Model>,
+    pub ok_runs: usize,
+}
+
+impl Model for FailAfter {
+    fn run(&mut self, input: &Tensor) -> Result<Tensor> {
+        if self.ok_runs == 0 {
+            return Err(Error::Runtime("injected failure".into()));
+        }
+        self.ok_runs -= 1;
+        self.inner.run(input)
+    }
+}
+
 /// A model whose runs wait for the test: each run sends `()` on `entered`, then waits for one
-/// message on `permits` (a closed permit channel lets every run through).
+/// message on `permits`, unless the gate was opened for good ([`Gate::open`]).
 pub struct Gated {
     pub inner: Box<dyn Model>,
     pub entered: Sender<()>,
     pub permits: Receiver<()>,
+    pub open: Arc<AtomicBool>,
 }
 
 impl Model for Gated {
     fn run(&mut self, input: &Tensor) -> Result<Tensor> {
         let _ = self.entered.send(());
-        let _ = self.permits.recv();
+        if !self.open.load(Ordering::Acquire) {
+            let _ = self.permits.recv();
+        }
         self.inner.run(input)
     }
 }
@@ -125,6 +145,7 @@ impl Model for Gated {
 pub struct Gate {
     pub entered: Receiver<()>,
     pub permits: Sender<()>,
+    open: Arc<AtomicBool>,
     detector_side: (Sender<()>, Receiver<()>),
 }
 
@@ -135,7 +156,16 @@ impl Gate {
         Self {
             entered: entered_rx,
             permits: permit_tx,
+            open: Arc::new(AtomicBool::new(false)),
             detector_side: (entered_tx, permit_rx),
+        }
+    }
+
+    /// Lets the waiting run and every later run through.
+    pub fn open(&self) {
+        self.open.store(true, Ordering::Release);
+        for _ in 0..64 {
+            let _ = self.permits.send(());
         }
     }
 }
@@ -148,7 +178,7 @@ impl Default for Gate {
 
 /// Fake models for the scheduler: [`FakeDetector`], [`FakeRecognizer`] over a two-symbol
 /// dictionary (`#` for a dark bar), [`FakeClassifier`] saying "upright"; optionally a gated
-/// detector, a failing recogniser, or a detector that fails to load.
+/// detector, a recogniser that fails after its warm-up, or a detector that fails to load.
 #[derive(Clone, Default)]
 pub struct FakeFactory {
     pub gate: Option<Gate>,
@@ -189,11 +219,15 @@ impl ModelFactory for FakeFactory {
                     inner: Box::new(FakeDetector),
                     entered: g.detector_side.0.clone(),
                     permits: g.detector_side.1.clone(),
+                    open: g.open.clone(),
                 }),
                 None => Box::new(FakeDetector),
             },
             Role::Classifier => Box::new(FakeClassifier { probs: [1.0, 0.0] }),
-            Role::Recognizer if self.failing_rec => Box::new(FailingModel { wrong_shape: false }),
+            Role::Recognizer if self.failing_rec => Box::new(FailAfter {
+                inner: Box::new(FakeRecognizer { classes }),
+                ok_runs: 1,
+            }),
             Role::Recognizer => Box::new(FakeRecognizer { classes }),
         })
     }

@@ -411,6 +411,13 @@ impl Scheduler {
             next_id: AtomicU64::new(1),
             cfg,
         });
+        // Zero-valued series, so dashboards and alerts see them before the first event.
+        for stage in ["det", "cls", "rec"] {
+            for reason in ["caller_gone", "expired"] {
+                metrics::counter!("ocr_dropped_items_total", "stage" => stage, "reason" => reason)
+                    .increment(0);
+            }
+        }
         let mut workers = Vec::new();
         let mut spawn = |role: Role, n: usize| -> Result<()> {
             for i in 0..n {

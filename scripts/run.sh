@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Sets everything up on a fresh machine and runs the main job: scripts/run.sh [FILES...]
-# Installs the runtime and models (scripts/setup.sh), builds the release binary and OCRs the
-# given files, or the sample page samples/phototest.png, with the default model.
+# Sets everything up on a fresh machine and runs the server: scripts/run.sh [SERVE FLAGS...]
+# Installs the runtime and models (scripts/setup.sh), builds the release binary and starts
+# `ocr-server serve` on its embedded defaults: http://127.0.0.1:8080, PP-OCRv6. Extra
+# arguments go to `serve` (see `target/release/ocr-server serve --help`). Stop it with Ctrl-C:
+# it finishes the requests it admitted, then exits.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --release --quiet
-if [ $# -eq 0 ]; then set -- samples/phototest.png; fi
-exec target/release/ocr-server ocr "$@"
+exec target/release/ocr-server serve --host 127.0.0.1 --port 8080 "$@"

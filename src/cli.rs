@@ -193,9 +193,12 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
                 path: addr.clone(),
                 source: e,
             })?;
-        tracing::info!(%addr, model = args.pipeline.model.name(), "listening");
+        let bound = listener
+            .local_addr()
+            .map_or_else(|_| addr.clone(), |a| a.to_string());
+        tracing::info!(addr = %bound, model = args.pipeline.model.name(), "listening");
         eprintln!(
-            "ocr-server: listening on http://{addr} (model {})",
+            "ocr-server: listening on http://{bound} (model {})",
             args.pipeline.model.name()
         );
         let warm = scheduler.clone();

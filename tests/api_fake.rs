@@ -273,7 +273,9 @@ async fn bad_input_gets_its_code() {
     no_file.extend_from_slice(
         b"--b\r\nContent-Disposition: form-data; name=\"output\"\r\n\r\ntext\r\n--b--\r\n",
     );
-    let cases: Vec<(&str, &str, Vec<u8>, (u16, &str))> = vec![
+    /// (case, content type, body, expected status and code)
+    type Case<'a> = (&'a str, &'a str, Vec<u8>, (u16, &'a str));
+    let cases: Vec<Case> = vec![
         ("empty body", "image/png", vec![], (400, "empty_input")),
         (
             "text as png",

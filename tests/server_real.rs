@@ -1,0 +1,278 @@
+//! The server with the real PP-OCRv6 models on real dev pages: concurrent requests through the
+//! router each get their own text even though their pages and lines shared batches; a
+//! recognition batch provably held lines of several requests; an interactive request overtakes
+//! a flood of bulk work; and the binary serves over TCP and shuts down gracefully on SIGTERM.
+//! Needs `scripts/setup.sh`; fails, never skips, without it.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use ocr_server::api::{Api, ApiConfig};
+use ocr_server::engine::ModelKind;
+use ocr_server::engine::ort::{
+    EngineConfig, OrtFactory, SessionConfig, load_engine, resolve_models_dir, resolve_ort_lib,
+};
+use ocr_server::pipeline::decode::{DecodeLimits, decode_pages};
+use ocr_server::scheduler::{Class, Scheduler, SchedulerConfig};
+use tower::ServiceExt;
+
+fn engine_config() -> EngineConfig {
+    EngineConfig {
+        kind: ModelKind::V6,
+        models_dir: resolve_models_dir(None),
+        ort_lib: resolve_ort_lib(None),
+        session: SessionConfig { intra_threads: 1 },
+        with_classifier: false,
+    }
+}
+
+fn dev(name: &str) -> PathBuf {
+    common::eval_dir().join("dev").join(name)
+}
+
+/// The reference: the same page through the one-page engine (the CLI's path).
+fn reference_text(path: &PathBuf) -> String {
+    let mut engine = load_engine(&engine_config()).unwrap();
+    let page = &decode_pages(&std::fs::read(path).unwrap(), &DecodeLimits::default()).unwrap()[0];
+    engine
+        .ocr_page(page, &SchedulerConfig::for_model(ModelKind::V6).base)
+        .unwrap()
+        .text()
+}
+
+/// Levenshtein distance over chars, normalised by the longer length.
+fn distance(a: &str, b: &str) -> f64 {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()] as f64 / a.len().max(b.len()).max(1) as f64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_requests_share_batches_and_each_gets_its_own_text() {
+    // Four form pages of one size: their detector inputs share a shape, so they can share a
+    // detection batch, and their lines meet in the recognition queue.
+    let files: Vec<PathBuf> = [
+        "funsd_82573104.png",
+        "funsd_83443897.png",
+        "funsd_85201976.png",
+        "funsd_87528321.png",
+    ]
+    .iter()
+    .map(|f| dev(f))
+    .collect();
+    let mut cfg = SchedulerConfig::for_model(ModelKind::V6);
+    // Generous delays so the four requests, decoded in parallel, meet in the queues.
+    cfg.det.policy.max_delay = Duration::from_millis(500);
+    cfg.rec.policy.max_delay = Duration::from_millis(100);
+    cfg.rec.policy.max_items = 32;
+    let factory = Arc::new(OrtFactory::new(engine_config()).unwrap());
+    let scheduler = Arc::new(Scheduler::start(cfg, factory).unwrap());
+    scheduler.wait_ready(Duration::from_secs(120)).unwrap();
+    let router = Api::new(scheduler.clone(), ApiConfig::default()).router();
+
+    let calls = files.iter().map(|f| {
+        let router = router.clone();
+        let bytes = std::fs::read(f).unwrap();
+        tokio::spawn(async move {
+            let req = Request::post("/v1/ocr?output=text")
+                .header(header::CONTENT_TYPE, "image/png")
+                .body(Body::from(bytes))
+                .unwrap();
+            let resp = router.oneshot(req).await.unwrap();
+            let status = resp.status();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8(body.to_vec()).unwrap())
+        })
+    });
+    let mut texts = Vec::new();
+    for call in calls.collect::<Vec<_>>() {
+        let (status, text) = call.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{text}");
+        texts.push(text);
+    }
+    let refs: Vec<String> = tokio::task::spawn_blocking({
+        let files = files.clone();
+        move || files.iter().map(reference_text).collect()
+    })
+    .await
+    .unwrap();
+    for (i, text) in texts.iter().enumerate() {
+        let own = distance(text, &refs[i]);
+        assert!(
+            own < 0.03,
+            "{}: differs from its one-page result by {own:.3}",
+            files[i].display()
+        );
+        for (j, other) in refs.iter().enumerate() {
+            if j != i {
+                assert!(
+                    distance(text, other) > own + 0.2,
+                    "{} reads like {}",
+                    files[i].display(),
+                    files[j].display()
+                );
+            }
+        }
+    }
+    let st = scheduler.stats();
+    assert_eq!(st.pages_done, 4);
+    assert!(
+        st.rec_mixed_batches >= 1,
+        "no recognition batch held lines of two requests: {st:?}"
+    );
+    assert!(
+        st.det_batches < st.det_pages,
+        "no detection batch held two pages: {st:?}"
+    );
+}
+
+#[test]
+fn an_interactive_request_overtakes_a_bulk_flood() {
+    let scheduler = Scheduler::start(
+        SchedulerConfig::for_model(ModelKind::V6),
+        Arc::new(OrtFactory::new(engine_config()).unwrap()),
+    )
+    .unwrap();
+    scheduler.wait_ready(Duration::from_secs(120)).unwrap();
+    let load = |name: &str| {
+        decode_pages(&std::fs::read(dev(name)).unwrap(), &DecodeLimits::default()).unwrap()
+    };
+    let opts = scheduler.base_options().clone();
+    let bulk: Vec<_> = [
+        "sroie_041.jpg",
+        "sroie_122.jpg",
+        "sroie_151.jpg",
+        "sroie_152.jpg",
+        "sroie_264.jpg",
+        "sroie_313.jpg",
+    ]
+    .iter()
+    .map(|f| {
+        scheduler
+            .submit(load(f), opts.clone(), Class::Bulk, None)
+            .unwrap()
+    })
+    .collect();
+    let interactive = scheduler
+        .submit(load("tess_phototest.png"), opts, Class::Interactive, None)
+        .unwrap();
+    let i = interactive.rx.blocking_recv().unwrap().unwrap();
+    assert!(
+        i.pages[0].text().contains("quick brown"),
+        "{}",
+        i.pages[0].text()
+    );
+    let bulk_seqs: Vec<u64> = bulk
+        .into_iter()
+        .map(|t| t.rx.blocking_recv().unwrap().unwrap().seq)
+        .collect();
+    let before = bulk_seqs.iter().filter(|&&s| s < i.seq).count();
+    assert!(
+        before <= 2,
+        "{before} of 6 bulk requests submitted earlier finished before the interactive one \
+         (bulk {bulk_seqs:?}, interactive {})",
+        i.seq
+    );
+}
+
+/// One HTTP/1.1 exchange over a fresh connection: (status, body).
+fn http(addr: &str, method: &str, path: &str, ctype: &str, body: &[u8]) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    let resp = String::from_utf8_lossy(&resp).to_string();
+    let status = resp
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+#[test]
+fn the_binary_serves_over_tcp_and_stops_gracefully_on_sigterm() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ocr-server"))
+        .args([
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--cls-workers",
+            "0",
+        ])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut addr = None;
+    let mut line = String::new();
+    while err.read_line(&mut line).unwrap() > 0 {
+        if let Some(rest) = line.trim().strip_prefix("ocr-server: listening on http://") {
+            addr = rest.split(' ').next().map(str::to_string);
+            break;
+        }
+        line.clear();
+    }
+    let addr = addr.expect("the server announces its address");
+    let mut ready = false;
+    for _ in 0..600 {
+        if http(&addr, "GET", "/health/ready", "text/plain", b"").0 == 200 {
+            ready = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(ready, "never ready");
+    let img = std::fs::read(dev("tess_phototest.png")).unwrap();
+    let (status, body) = http(&addr, "POST", "/v1/ocr?output=text", "image/png", &img);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("quick brown"), "{body}");
+    // A request in flight when SIGTERM arrives still gets its answer.
+    let in_flight = std::thread::spawn({
+        let addr = addr.clone();
+        let img = img.clone();
+        move || http(&addr, "POST", "/v1/ocr?output=text", "image/png", &img)
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let (status, body) = in_flight.join().unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("quick brown"), "{body}");
+    let exit = child.wait().unwrap();
+    let mut rest = String::new();
+    err.read_to_string(&mut rest).unwrap();
+    assert!(exit.success(), "exit {exit:?}: {rest}");
+    assert!(rest.contains("ocr-server: stopped"), "{rest}");
+}

@@ -64,8 +64,10 @@ pub struct ServeArgs {
     /// Detection worker threads (each owns a detector session).
     #[arg(long, env = "OCR_DET_WORKERS", default_value_t = 1)]
     pub det_workers: usize,
-    /// Recognition worker threads (each owns a recogniser session).
-    #[arg(long, env = "OCR_REC_WORKERS", default_value_t = 1)]
+    /// Recognition worker threads, each owning a recogniser session (0 = one per core).
+    /// Recognition is about three quarters of the model time on the dev pages, so it gets the
+    /// most workers (README, "Server speed").
+    #[arg(long, env = "OCR_REC_WORKERS", default_value_t = 0)]
     pub rec_workers: usize,
     /// Orientation worker threads; 0 does not load the classifier (requests asking for
     /// `classify` then get 422).
@@ -135,7 +137,9 @@ impl ServeArgs {
         c.det.policy.max_delay = Duration::from_millis(self.det_max_delay_ms);
         c.det.policy.capacity = self.queue_capacity.max(1);
         c.cls.workers = self.cls_workers;
-        c.rec.workers = self.rec_workers;
+        if self.rec_workers > 0 {
+            c.rec.workers = self.rec_workers;
+        }
         c.rec.policy.max_items = self.rec_max_batch.max(1);
         c.rec.policy.max_cost = self.rec_max_pixels.max(1);
         c.rec_buckets = self.rec_buckets.clone();

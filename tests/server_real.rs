@@ -145,11 +145,11 @@ async fn concurrent_requests_share_batches_and_each_gets_its_own_text() {
 
 #[test]
 fn an_interactive_request_overtakes_a_bulk_flood() {
-    let scheduler = Scheduler::start(
-        SchedulerConfig::for_model(ModelKind::V6),
-        Arc::new(OrtFactory::new(engine_config()).unwrap()),
-    )
-    .unwrap();
+    // One page per detection batch, so the interactive page is the second one detected.
+    let mut cfg = SchedulerConfig::for_model(ModelKind::V6);
+    cfg.det.policy.max_items = 1;
+    let scheduler =
+        Scheduler::start(cfg, Arc::new(OrtFactory::new(engine_config()).unwrap())).unwrap();
     scheduler.wait_ready(Duration::from_secs(120)).unwrap();
     let load = |name: &str| {
         decode_pages(&std::fs::read(dev(name)).unwrap(), &DecodeLimits::default()).unwrap()
@@ -261,7 +261,18 @@ fn the_binary_serves_over_tcp_and_stops_gracefully_on_sigterm() {
         let img = img.clone();
         move || http(&addr, "POST", "/v1/ocr?output=text", "image/png", &img)
     });
-    std::thread::sleep(Duration::from_millis(100));
+    // SIGTERM once the server has admitted it (the second OCR request it counts).
+    let mut admitted = false;
+    for _ in 0..600 {
+        let (_, q) = http(&addr, "GET", "/v1/queue", "text/plain", b"");
+        let q: serde_json::Value = serde_json::from_str(&q).unwrap();
+        if q["stats"]["requests"].as_u64() == Some(2) {
+            admitted = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(admitted, "the second request was never admitted");
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

@@ -1,6 +1,6 @@
 //! The batch policy of one scheduler stage, as a pure value: it holds queued items of two
 //! classes and decides, with the clock passed in, when a batch is ready and what goes in it. The
-//! worker loop around it (issue 3) only pushes, asks `ready(now)` / `next_deadline()`, and runs
+//! worker loop around it ([`super::stage`]) only pushes, asks `ready(now)` / `next_deadline()`, and runs
 //! what `take(now)` returns. No threads, channels or sleeps here, so every rule is tested with
 //! explicit `Instant`s.
 //!
@@ -11,8 +11,11 @@
 //! - **Aging**: a bulk item that has waited `bulk_aging` counts as interactive, so bulk is never
 //!   starved by a steady interactive stream. Preemption happens only at batch boundaries: a batch
 //!   once taken is not changed.
-//! - **Closing**: a batch is ready when the queue holds `max_items`, or `max_cost` (e.g. padded
-//!   pixels), or when the **oldest** item has waited `max_delay`.
+//! - **Keys**: only items of one key share a batch (the detector input shape of a page, the
+//!   width bucket of a recognition line). The batch's key is that of the first item, in the
+//!   priority order below, whose key group is ready.
+//! - **Closing**: a key group is ready when it holds `max_items`, or `max_cost` (e.g. padded
+//!   pixels), or when its **oldest** item has waited `max_delay`.
 //! - **Dropped before the model**: items whose caller has gone or whose deadline has passed are
 //!   removed by `take` and returned separately, to be counted, never computed.
 

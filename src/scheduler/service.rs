@@ -88,7 +88,8 @@ pub struct SchedulerConfig {
 }
 
 impl SchedulerConfig {
-    /// Defaults for a model set: one worker per stage, measured batch limits (README).
+    /// Defaults for a model set: one detection and one orientation worker, one recognition
+    /// worker per core (recognition is most of the model time), measured batch limits (README).
     pub fn for_model(kind: ModelKind) -> Self {
         let stage = |workers, max_items, max_cost, delay_ms, capacity| StageConfig {
             workers,
@@ -100,10 +101,11 @@ impl SchedulerConfig {
                 capacity,
             },
         };
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Self {
             det: stage(1, 4, 4_000_000, 2, 64),
             cls: stage(1, 32, u64::MAX, 2, 4096),
-            rec: stage(1, 16, REC_HEIGHT * 4096, 5, 4096),
+            rec: stage(cores, 16, REC_HEIGHT * 4096, 5, 4096),
             rec_buckets: vec![
                 64, 96, 128, 160, 192, 256, 320, 384, 480, 640, 800, 960, 1280, 1600, 2400,
             ],

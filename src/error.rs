@@ -43,6 +43,10 @@ pub enum Error {
     UnsupportedMediaType(String),
     #[error("malformed request: {0}")]
     BadRequest(String),
+    #[error("the Idempotency-Key {0:?} was used with a different payload")]
+    IdempotencyConflict(String),
+    #[error("job store error: {0}")]
+    Store(String),
     #[error("I/O error on {path}: {source}")]
     Io {
         path: String,
@@ -71,6 +75,8 @@ impl Error {
             Error::PayloadTooLarge { .. } => "payload_too_large",
             Error::UnsupportedMediaType(_) => "unsupported_media_type",
             Error::BadRequest(_) => "bad_request",
+            Error::IdempotencyConflict(_) => "idempotency_conflict",
+            Error::Store(_) => "store_error",
             Error::Io { .. } => "io_error",
         }
     }
@@ -88,6 +94,7 @@ impl Error {
                 | Error::PayloadTooLarge { .. }
                 | Error::UnsupportedMediaType(_)
                 | Error::BadRequest(_)
+                | Error::IdempotencyConflict(_)
         )
     }
 }

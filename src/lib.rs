@@ -9,6 +9,7 @@ pub mod api;
 pub mod cli;
 pub mod engine;
 pub mod error;
+pub mod jobs;
 pub mod pipeline;
 pub mod scheduler;
 

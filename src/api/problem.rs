@@ -41,6 +41,9 @@ fn status_of(e: &Error) -> (StatusCode, &'static str) {
         Error::ImageTooLarge(_) => (StatusCode::UNPROCESSABLE_ENTITY, "Image too large"),
         Error::TooManyPages { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "Too many pages"),
         Error::InvalidOption(_) => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid option"),
+        Error::IdempotencyConflict(_) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "Idempotency key reused")
+        }
         Error::Overloaded { .. } => (StatusCode::TOO_MANY_REQUESTS, "Server overloaded"),
         Error::DeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, "Deadline exceeded"),
         Error::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "Shutting down"),
@@ -49,6 +52,7 @@ fn status_of(e: &Error) -> (StatusCode, &'static str) {
         | Error::ModelMissing { .. }
         | Error::Runtime(_)
         | Error::ModelOutput(_)
+        | Error::Store(_)
         | Error::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "Internal error"),
     }
 }

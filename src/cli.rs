@@ -24,6 +24,8 @@ use crate::engine::ort::{
 };
 use crate::engine::{ModelKind, OcrEngine, OcrOptions};
 use crate::error::{Error, Result};
+use crate::jobs::runner::{Runner, RunnerConfig, now_ms};
+use crate::jobs::store::{JobStore, SqliteStore};
 use crate::pipeline::decode::{DecodeLimits, decode_pages};
 use crate::pipeline::preprocess::{LimitType, Normalize};
 use crate::pipeline::{Page, document_text};
@@ -124,6 +126,22 @@ pub struct ServeArgs {
     /// Deadline of a request without X-Request-Timeout, in ms (504 after it).
     #[arg(long, env = "OCR_REQUEST_TIMEOUT_MS", default_value_t = 60_000)]
     pub request_timeout_ms: u64,
+    /// Where jobs live: `jobs.db` (SQLite, WAL) and `documents/`. Created if missing.
+    #[arg(long, env = "OCR_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Job pages in the scheduler at once (bulk class); the rest wait in the job runner so
+    /// interactive requests always find room.
+    #[arg(long, env = "OCR_JOB_CONCURRENCY", default_value_t = 8)]
+    pub job_concurrency: usize,
+    /// Attempts per job page before it is failed for good (dead-lettered).
+    #[arg(long, env = "OCR_JOB_MAX_ATTEMPTS", default_value_t = 3)]
+    pub job_max_attempts: u32,
+    /// Finished jobs (results, documents, events) are deleted this long after they finished.
+    #[arg(long, env = "OCR_RETENTION_S", default_value_t = 7 * 24 * 3600)]
+    pub retention_s: u64,
+    /// How long an Idempotency-Key names its job.
+    #[arg(long, env = "OCR_IDEMPOTENCY_TTL_S", default_value_t = 24 * 3600)]
+    pub idempotency_ttl_s: u64,
 }
 
 impl ServeArgs {
@@ -162,6 +180,7 @@ impl ServeArgs {
                 max_pages: self.max_pages,
             },
             default_timeout: Duration::from_millis(self.request_timeout_ms.max(1)),
+            idempotency_ttl: Duration::from_secs(self.idempotency_ttl_s.max(1)),
             ..ApiConfig::default()
         }
     }
@@ -183,7 +202,24 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
         args.scheduler_config(),
         Arc::new(factory),
     )?);
-    let api = Api::new(scheduler.clone(), args.api_config());
+    let docs_dir = args.data_dir.join("documents");
+    std::fs::create_dir_all(&docs_dir).map_err(|e| Error::Io {
+        path: docs_dir.display().to_string(),
+        source: e,
+    })?;
+    let store: Arc<dyn JobStore> = Arc::new(SqliteStore::open(&args.data_dir.join("jobs.db"))?);
+    let runner = Runner::new(
+        store.clone(),
+        scheduler.clone(),
+        RunnerConfig {
+            max_in_flight: args.job_concurrency.max(1),
+            max_attempts: args.job_max_attempts.max(1),
+            decode: args.api_config().decode,
+            ..RunnerConfig::default()
+        },
+        docs_dir,
+    );
+    let api = Api::with_jobs(scheduler.clone(), args.api_config(), runner.clone());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("ocr-http")
@@ -205,6 +241,11 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
             "ocr-server: listening on http://{bound} (model {})",
             args.pipeline.model.name()
         );
+        tokio::spawn(runner.clone().run());
+        tokio::spawn(sweep_forever(
+            store.clone(),
+            Duration::from_secs(args.retention_s),
+        ));
         let warm = scheduler.clone();
         let (fail_tx, fail_rx) = tokio::sync::oneshot::channel::<Error>();
         tokio::task::spawn_blocking(move || match warm.wait_ready(Duration::from_secs(600)) {
@@ -248,6 +289,33 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
     scheduler.shutdown();
     eprintln!("ocr-server: stopped");
     Ok(())
+}
+
+/// Deletes finished jobs older than `retention`, with their documents, once a minute.
+async fn sweep_forever(store: Arc<dyn JobStore>, retention: Duration) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        let cutoff = now_ms() - retention.as_millis() as i64;
+        let store = store.clone();
+        let swept = tokio::task::spawn_blocking(move || store.sweep(cutoff)).await;
+        match swept {
+            Ok(Ok(paths)) => {
+                let dirs: std::collections::BTreeSet<_> = paths
+                    .iter()
+                    .filter_map(|p| std::path::Path::new(p).parent().map(|d| d.to_path_buf()))
+                    .collect();
+                for d in &dirs {
+                    let _ = std::fs::remove_dir_all(d);
+                }
+                if !dirs.is_empty() {
+                    tracing::info!(jobs = dirs.len(), "swept expired jobs");
+                }
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "sweep failed"),
+            Err(e) => tracing::error!(error = %e, "sweep task failed"),
+        }
+    }
 }
 
 async fn shutdown_signal() {

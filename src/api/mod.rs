@@ -7,6 +7,7 @@
 //! `code` ([`problem`]). The OpenAPI 3.1 document is generated from the handler annotations and
 //! types below (utoipa), so it cannot drift from the code.
 
+pub mod jobs;
 pub mod problem;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -59,6 +60,8 @@ pub struct ApiConfig {
     pub max_timeout: Duration,
     /// Requests decoding at once (each holds its decoded pages in memory until admitted).
     pub decode_concurrency: usize,
+    /// How long an `Idempotency-Key` names its job.
+    pub idempotency_ttl: Duration,
 }
 
 impl Default for ApiConfig {
@@ -69,6 +72,7 @@ impl Default for ApiConfig {
             default_timeout: Duration::from_secs(60),
             max_timeout: Duration::from_secs(600),
             decode_concurrency: 4,
+            idempotency_ttl: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -79,6 +83,8 @@ struct AppState {
     shutting_down: AtomicBool,
     metrics: PrometheusHandle,
     decode_permits: Semaphore,
+    /// The job runner, when jobs are enabled (`serve` always enables them).
+    jobs: Option<Arc<crate::jobs::runner::Runner>>,
 }
 
 /// What the server embedding the router holds: the router and a switch for shutdown.
@@ -89,6 +95,23 @@ pub struct Api {
 
 impl Api {
     pub fn new(scheduler: Arc<Scheduler>, cfg: ApiConfig) -> Self {
+        Self::build(scheduler, cfg, None)
+    }
+
+    /// The API with the jobs routes backed by `runner`.
+    pub fn with_jobs(
+        scheduler: Arc<Scheduler>,
+        cfg: ApiConfig,
+        runner: Arc<crate::jobs::runner::Runner>,
+    ) -> Self {
+        Self::build(scheduler, cfg, Some(runner))
+    }
+
+    fn build(
+        scheduler: Arc<Scheduler>,
+        cfg: ApiConfig,
+        jobs: Option<Arc<crate::jobs::runner::Runner>>,
+    ) -> Self {
         let permits = cfg.decode_concurrency.max(1);
         Self {
             state: Arc::new(AppState {
@@ -97,6 +120,7 @@ impl Api {
                 shutting_down: AtomicBool::new(false),
                 metrics: metrics_handle(),
                 decode_permits: Semaphore::new(permits),
+                jobs,
             }),
         }
     }
@@ -111,6 +135,12 @@ impl Api {
         Router::new()
             .route("/v1/ocr", post(ocr))
             .route("/v1/queue", get(queue))
+            .route("/v1/jobs", post(jobs::create_job).get(jobs::list_jobs))
+            .route("/v1/jobs/{id}", get(jobs::get_job).delete(jobs::cancel_job))
+            .route("/v1/jobs/{id}/result", get(jobs::job_result))
+            .route("/v1/jobs/{id}/events", get(jobs::job_events))
+            .route("/v1/jobs/{id}/retry", post(jobs::retry_job))
+            .route("/v1/jobs/{id}/review", post(jobs::review_job))
             .route("/health/live", get(live))
             .route("/health/ready", get(ready))
             .route("/metrics", get(metrics_text))

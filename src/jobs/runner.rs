@@ -1,0 +1,361 @@
+//! The job runner: feeds job pages into the scheduler's **bulk** class and records every outcome
+//! in the store.
+//!
+//! - Pages wait in an in-memory queue ordered by job priority (higher first), then arrival.
+//!   The queue is rebuilt from the store at start ([`JobStore::recover`]), so it holds nothing
+//!   that is not on disk.
+//! - At most `max_in_flight` job pages are in the scheduler at once, so bulk work never fills
+//!   the detection queue that interactive callers need.
+//! - A page is marked `processing` (attempt counted) before it is decoded; its result is stored
+//!   with its `completed` state in one transaction.
+//! - Failures: client errors (the document cannot be decoded) fail the page for good; others
+//!   (overload, runtime) are retried with exponential backoff up to `max_attempts`, then the
+//!   page is failed (dead-lettered, visible with its reason, retryable by hand). Completed pages
+//!   are never redone.
+//! - Cancelling a job drops the receivers of its in-flight pages, so the scheduler drops their
+//!   queued work before any model sees it; queued pages of a cancelled job are skipped.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{Notify, Semaphore, watch};
+
+use crate::engine::OcrOptions;
+use crate::error::{Error, Result};
+use crate::pipeline::decode::{DecodeLimits, decode_pages};
+use crate::scheduler::{Class, Scheduler};
+
+use super::store::{JobState, JobStore, PageRef};
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunnerConfig {
+    /// Job pages in the scheduler at once.
+    pub max_in_flight: usize,
+    /// Attempts per page before it is failed for good.
+    pub max_attempts: u32,
+    /// Backoff before retry k (1-based): `base · 2^(k−1)`, at most `cap`.
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+    pub decode: DecodeLimits,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        Self {
+            max_in_flight: 8,
+            max_attempts: 3,
+            backoff_base: Duration::from_millis(500),
+            backoff_cap: Duration::from_secs(30),
+            decode: DecodeLimits::default(),
+        }
+    }
+}
+
+/// What a job's pages run with: the scheduler's options with the job's overrides applied, as
+/// stored in the job's `options` JSON.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct JobOptions {
+    pub det_limit_side: Option<u32>,
+    pub classify: Option<bool>,
+    pub min_confidence: Option<f32>,
+}
+
+impl JobOptions {
+    pub fn apply(&self, base: &OcrOptions) -> OcrOptions {
+        let mut o = base.clone();
+        if let Some(s) = self.det_limit_side {
+            o.det_resize.limit_side_px = s;
+        }
+        if let Some(c) = self.classify {
+            o.classify = c;
+        }
+        if let Some(m) = self.min_confidence {
+            o.min_confidence = m;
+        }
+        o
+    }
+}
+
+/// Ordered pending pages: (−priority, sequence) → page.
+#[derive(Default)]
+struct Pending {
+    queue: BTreeMap<(i64, u64), PageRef>,
+    seq: u64,
+}
+
+pub struct Runner {
+    store: Arc<dyn JobStore>,
+    scheduler: Arc<Scheduler>,
+    cfg: RunnerConfig,
+    pending: Mutex<Pending>,
+    wake: Notify,
+    permits: Arc<Semaphore>,
+    /// Pages between `start_page` and their outcome.
+    in_flight: AtomicUsize,
+    /// Per job with pages in flight: a cancel signal.
+    cancels: Mutex<HashMap<String, watch::Sender<bool>>>,
+    /// Where job documents are stored (`<docs_dir>/<job id>/<index>.bin`).
+    docs_dir: PathBuf,
+}
+
+impl Runner {
+    pub fn new(
+        store: Arc<dyn JobStore>,
+        scheduler: Arc<Scheduler>,
+        cfg: RunnerConfig,
+        docs_dir: PathBuf,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            scheduler,
+            permits: Arc::new(Semaphore::new(cfg.max_in_flight.max(1))),
+            cfg,
+            pending: Mutex::new(Pending::default()),
+            wake: Notify::new(),
+            cancels: Mutex::new(HashMap::new()),
+            in_flight: AtomicUsize::new(0),
+            docs_dir,
+        })
+    }
+
+    pub fn store(&self) -> &Arc<dyn JobStore> {
+        &self.store
+    }
+
+    pub fn docs_dir(&self) -> &PathBuf {
+        &self.docs_dir
+    }
+
+    /// Queues pages to run.
+    pub fn enqueue(&self, pages: impl IntoIterator<Item = PageRef>, priority: i32) {
+        let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        for page in pages {
+            p.seq += 1;
+            let key = (-(priority as i64), p.seq);
+            p.queue.insert(key, page);
+        }
+        drop(p);
+        self.wake.notify_one();
+    }
+
+    /// Pages waiting in the runner (not yet in the scheduler).
+    pub fn pending(&self) -> usize {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .queue
+            .len()
+    }
+
+    /// Pages running now (started and not yet recorded or abandoned).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Cancels a job: the store first (no new page starts), then the in-flight pages.
+    pub fn cancel(&self, id: &str) -> Result<bool> {
+        let done = self.store.cancel_job(id, now_ms())?;
+        if let Some(tx) = self
+            .cancels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+        {
+            let _ = tx.send(true);
+        }
+        Ok(done)
+    }
+
+    /// Requeues what the store says is unfinished (after a restart), then runs forever.
+    pub async fn run(self: Arc<Self>) {
+        match self.store.recover(now_ms()) {
+            Ok(pages) => {
+                if !pages.is_empty() {
+                    tracing::info!(pages = pages.len(), "requeued unfinished job pages");
+                }
+                for p in pages {
+                    let prio = self
+                        .store
+                        .get_job(&p.job_id)
+                        .ok()
+                        .flatten()
+                        .map_or(0, |j| j.priority);
+                    self.enqueue([p], prio);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "could not recover job pages"),
+        }
+        loop {
+            let permit = match self.permits.clone().acquire_owned().await {
+                Ok(p) => p,
+                Err(_) => return,
+            };
+            let next = loop {
+                let popped = {
+                    let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+                    p.queue.pop_first().map(|(_, v)| v)
+                };
+                match popped {
+                    Some(page) => break page,
+                    None => self.wake.notified().await,
+                }
+            };
+            let me = self.clone();
+            self.in_flight.fetch_add(1, Ordering::AcqRel);
+            tokio::spawn(async move {
+                me.run_page(next).await;
+                me.in_flight.fetch_sub(1, Ordering::AcqRel);
+                drop(permit);
+            });
+        }
+    }
+
+    fn cancel_signal(&self, job: &str) -> watch::Receiver<bool> {
+        let mut c = self.cancels.lock().unwrap_or_else(|p| p.into_inner());
+        c.entry(job.to_string())
+            .or_insert_with(|| watch::channel(false).0)
+            .subscribe()
+    }
+
+    async fn run_page(self: &Arc<Self>, page: PageRef) {
+        let store = self.store.clone();
+        let started = match store.start_page(&page, now_ms()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, job = %page.job_id, "store: start_page");
+                return;
+            }
+        };
+        if !started {
+            return; // Cancelled, or already done.
+        }
+        let mut cancel = self.cancel_signal(&page.job_id);
+        let outcome = tokio::select! {
+            r = self.compute(&page) => Some(r),
+            _ = cancel.wait_for(|c| *c) => None,
+        };
+        let Some(outcome) = outcome else {
+            tracing::debug!(job = %page.job_id, "page cancelled in flight");
+            return;
+        };
+        let now = now_ms();
+        let state = match outcome {
+            Ok((json, min_conf)) => store.complete_page(&page, &json, min_conf, now),
+            Err(e) => {
+                let attempts = store
+                    .get_job(&page.job_id)
+                    .ok()
+                    .flatten()
+                    .and_then(|j| {
+                        j.documents
+                            .get(page.doc)
+                            .and_then(|d| d.pages.get(page.page))
+                            .map(|p| p.attempts)
+                    })
+                    .unwrap_or(u32::MAX);
+                let retry = !e.is_client_error() && attempts < self.cfg.max_attempts;
+                tracing::warn!(job = %page.job_id, doc = page.doc, page = page.page, attempts,
+                               retry, error = %e, "job page failed");
+                let r = store.fail_page(&page, &e.to_string(), retry, now);
+                if retry {
+                    let delay = self
+                        .cfg
+                        .backoff_base
+                        .saturating_mul(1 << attempts.saturating_sub(1).min(16))
+                        .min(self.cfg.backoff_cap);
+                    let me = self.clone();
+                    let again = page.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        let prio = me
+                            .store
+                            .get_job(&again.job_id)
+                            .ok()
+                            .flatten()
+                            .map_or(0, |j| j.priority);
+                        me.enqueue([again], prio);
+                    });
+                }
+                r
+            }
+        };
+        match state {
+            Ok(s) if s.is_final() => {
+                self.cancels
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&page.job_id);
+                tracing::info!(job = %page.job_id, state = s.as_str(), "job finished");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, job = %page.job_id, "store: page outcome"),
+        }
+    }
+
+    /// Decodes the page from its document and runs it through the scheduler (bulk class):
+    /// the page JSON and its lowest line confidence.
+    async fn compute(&self, page: &PageRef) -> Result<(String, Option<f32>)> {
+        let job = self
+            .store
+            .get_job(&page.job_id)?
+            .ok_or_else(|| Error::Store(format!("no job {}", page.job_id)))?;
+        if job.state == JobState::Cancelled {
+            return Err(Error::Store("job cancelled".into()));
+        }
+        let doc = job
+            .documents
+            .get(page.doc)
+            .ok_or_else(|| Error::Store(format!("no document {} in job {}", page.doc, job.id)))?;
+        let opts: JobOptions = serde_json::from_str(&job.options)
+            .map_err(|e| Error::Store(format!("job options: {e}")))?;
+        let path = PathBuf::from(&doc.path);
+        let limits = self.cfg.decode.clone();
+        let index = page.page;
+        let image = tokio::task::spawn_blocking(move || {
+            let bytes = std::fs::read(&path).map_err(|e| Error::Io {
+                path: path.display().to_string(),
+                source: e,
+            })?;
+            let mut pages = decode_pages(&bytes, &limits)?;
+            if index >= pages.len() {
+                return Err(Error::CorruptImage(format!(
+                    "page {index} missing: the document has {} pages",
+                    pages.len()
+                )));
+            }
+            Ok(pages.swap_remove(index))
+        })
+        .await
+        .map_err(|e| Error::Runtime(format!("decode task: {e}")))??;
+        let ticket = self.scheduler.submit(
+            vec![image],
+            opts.apply(self.scheduler.base_options()),
+            Class::Bulk,
+            None,
+        )?;
+        let outcome = ticket.rx.await.map_err(|_| Error::ShuttingDown)??;
+        let page = outcome
+            .pages
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::ModelOutput("the scheduler returned no page".into()))?;
+        let min_conf = page
+            .lines
+            .iter()
+            .map(|l| l.confidence)
+            .min_by(|a, b| a.total_cmp(b));
+        let json = serde_json::to_string(&page)
+            .map_err(|e| Error::Runtime(format!("serialising a page: {e}")))?;
+        Ok((json, min_conf))
+    }
+}

@@ -1,0 +1,452 @@
+//! The jobs API through the router over the real scheduler, a real SQLite file and the job
+//! runner: with fake models for idempotency, cancel, retries and dead letters; with the real
+//! PP-OCRv6 models for the lifecycle through review.
+
+mod common;
+
+use std::io::Cursor;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use image::{Rgb, RgbImage};
+use ocr_server::api::{Api, ApiConfig};
+use ocr_server::engine::ModelKind;
+use ocr_server::engine::fake::{FakeFactory, Gate};
+use ocr_server::engine::ort::{
+    EngineConfig, OrtFactory, SessionConfig, resolve_models_dir, resolve_ort_lib,
+};
+use ocr_server::jobs::runner::{Runner, RunnerConfig};
+use ocr_server::jobs::store::SqliteStore;
+use ocr_server::scheduler::{ModelFactory, Scheduler, SchedulerConfig};
+use serde_json::Value;
+use tower::ServiceExt;
+
+fn png(bars: u32) -> Vec<u8> {
+    let mut img = RgbImage::from_pixel(320, 40 + 40 * bars, Rgb([255, 255, 255]));
+    for b in 0..bars {
+        for y in 30 + 40 * b..50 + 40 * b {
+            for x in 20..300 {
+                img.put_pixel(x, y, Rgb([0, 0, 0]));
+            }
+        }
+    }
+    let mut buf = Cursor::new(Vec::new());
+    img.write_to(&mut buf, image::ImageFormat::Png).unwrap();
+    buf.into_inner()
+}
+
+struct Fixture {
+    router: Router,
+    runner: Arc<Runner>,
+    scheduler: Arc<Scheduler>,
+    _dir: TempDir,
+}
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn fixture(factory: Arc<dyn ModelFactory>, sc: SchedulerConfig, gate: Option<&Gate>) -> Fixture {
+    let dir = std::env::temp_dir().join(format!("ocr-jobs-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let scheduler = Arc::new(Scheduler::start(sc, factory).unwrap());
+    if let Some(g) = gate {
+        g.permits.send(()).unwrap();
+        g.entered.recv_timeout(Duration::from_secs(30)).unwrap();
+    }
+    scheduler.wait_ready(Duration::from_secs(120)).unwrap();
+    let store = Arc::new(SqliteStore::open(&dir.join("jobs.db")).unwrap());
+    let runner = Runner::new(
+        store,
+        scheduler.clone(),
+        RunnerConfig {
+            max_attempts: 2,
+            backoff_base: Duration::from_millis(10),
+            ..RunnerConfig::default()
+        },
+        dir.join("documents"),
+    );
+    tokio::spawn(runner.clone().run());
+    let router = Api::with_jobs(scheduler.clone(), ApiConfig::default(), runner.clone()).router();
+    Fixture {
+        router,
+        runner,
+        scheduler,
+        _dir: TempDir(dir),
+    }
+}
+
+fn fake_config() -> SchedulerConfig {
+    let mut c = SchedulerConfig::for_model(ModelKind::V6);
+    c.base.det_resize.limit_side_px = 32;
+    c
+}
+
+async fn send(router: &Router, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Value) {
+    let resp = router.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let v = serde_json::from_slice(&body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into()));
+    (status, headers, v)
+}
+
+fn post(uri: &str, ctype: &str, key: Option<&str>, body: Vec<u8>) -> Request<Body> {
+    let mut r = Request::post(uri).header(header::CONTENT_TYPE, ctype);
+    if let Some(k) = key {
+        r = r.header("idempotency-key", k);
+    }
+    r.body(Body::from(body)).unwrap()
+}
+
+fn get(uri: &str) -> Request<Body> {
+    Request::get(uri).body(Body::empty()).unwrap()
+}
+
+/// Multipart with one `file` part per document, plus text fields.
+fn multipart(files: &[(&str, Vec<u8>)], fields: &[(&str, &str)]) -> (String, Vec<u8>) {
+    let b = "jobBoundary7";
+    let mut body = Vec::new();
+    for (k, v) in fields {
+        body.extend_from_slice(
+            format!("--{b}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
+                .as_bytes(),
+        );
+    }
+    for (name, bytes) in files {
+        body.extend_from_slice(
+            format!(
+                "--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n\
+                 Content-Type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{b}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={b}"), body)
+}
+
+/// Polls a job until its state is one of `states`.
+async fn wait_state(router: &Router, id: &str, states: &[&str]) -> Value {
+    for _ in 0..3000 {
+        let (s, _, job) = send(router, get(&format!("/v1/jobs/{id}"))).await;
+        assert_eq!(s, StatusCode::OK, "{job}");
+        if states.contains(&job["state"].as_str().unwrap()) {
+            return job;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("job {id} never reached {states:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_idempotency_and_listing_with_fakes() {
+    let f = fixture(Arc::new(FakeFactory::default()), fake_config(), None);
+    let (ctype, body) = multipart(
+        &[("a.png", png(2)), ("b.png", png(1))],
+        &[("tag", "batch-7")],
+    );
+    let (s, h, job) = send(
+        &f.router,
+        post("/v1/jobs", &ctype, Some("k1"), body.clone()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    assert_eq!(h[header::LOCATION], format!("/v1/jobs/{id}"));
+    assert_eq!(job["tag"], "batch-7");
+    assert_eq!(job["pages_total"], 2);
+    // Same key, same payload: the same job. Same key, another payload: 422.
+    let (s, h, again) = send(
+        &f.router,
+        post("/v1/jobs", &ctype, Some("k1"), body.clone()),
+    )
+    .await;
+    assert_eq!(
+        (s, again["id"].as_str()),
+        (StatusCode::ACCEPTED, Some(id.as_str()))
+    );
+    assert_eq!(h["idempotent-replayed"], "true");
+    let (ctype2, other) = multipart(&[("a.png", png(3))], &[]);
+    let (s, _, p) = send(&f.router, post("/v1/jobs", &ctype2, Some("k1"), other)).await;
+    assert_eq!(
+        (s.as_u16(), p["code"].as_str()),
+        (422, Some("idempotency_conflict"))
+    );
+    // Concurrent first uses of one key make one job.
+    let calls: Vec<_> = (0..4)
+        .map(|_| {
+            let r = f.router.clone();
+            let (c, b) = (ctype.clone(), body.clone());
+            tokio::spawn(async move { send(&r, post("/v1/jobs", &c, Some("k2"), b)).await })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for c in calls {
+        let (s, _, j) = c.await.unwrap();
+        assert_eq!(s, StatusCode::ACCEPTED, "{j}");
+        ids.push(j["id"].as_str().unwrap().to_string());
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+
+    let done = wait_state(&f.router, &id, &["completed"]).await;
+    assert_eq!(
+        (done["pages_done"].as_u64(), done["progress"].as_f64()),
+        (Some(2), Some(1.0))
+    );
+    let (s, _, result) = send(&f.router, get(&format!("/v1/jobs/{id}/result"))).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(result["documents"][0]["name"], "a.png");
+    assert_eq!(result["documents"][0]["text"], "#\n#");
+    assert_eq!(result["documents"][1]["text"], "#");
+    let (_, _, text) = send(&f.router, get(&format!("/v1/jobs/{id}/result?format=text"))).await;
+    assert_eq!(text, Value::String("#\n#\n\n#".into()));
+    let (_, _, events) = send(&f.router, get(&format!("/v1/jobs/{id}/events"))).await;
+    let kinds: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"created"));
+    let states: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "state")
+        .map(|e| e["detail"]["to"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["processing", "completed"]);
+    let (_, _, list) = send(&f.router, get("/v1/jobs?state=completed&limit=1")).await;
+    assert_eq!(list["jobs"].as_array().unwrap().len(), 1);
+    assert!(list["next_cursor"].is_string());
+    let (s, _, p) = send(&f.router, get("/v1/jobs/nope")).await;
+    assert_eq!(
+        (s.as_u16(), p["code"].as_str()),
+        (404, Some("job_not_found"))
+    );
+    // Bad documents are refused before anything is stored.
+    let (s, _, p) = send(
+        &f.router,
+        post("/v1/jobs", "image/png", None, b"nope".to_vec()),
+    )
+    .await;
+    assert_eq!(
+        (s.as_u16(), p["code"].as_str()),
+        (415, Some("unsupported_format"))
+    );
+    assert_eq!(f.scheduler.stats().failed_batches, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_drops_queued_pages_before_the_model() {
+    let gate = Gate::new();
+    let mut sc = fake_config();
+    sc.det.policy.max_items = 1;
+    let factory = FakeFactory {
+        gate: Some(gate.clone()),
+        ..FakeFactory::default()
+    };
+    let f = fixture(Arc::new(factory), sc, Some(&gate));
+    let docs: Vec<(String, Vec<u8>)> = (0..4).map(|i| (format!("p{i}.png"), png(1))).collect();
+    let refs: Vec<(&str, Vec<u8>)> = docs.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
+    let (ctype, body) = multipart(&refs, &[]);
+    let (s, _, job) = send(&f.router, post("/v1/jobs", &ctype, None, body)).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let id = job["id"].as_str().unwrap().to_string();
+    // The first page is in the detector; the others wait in the scheduler.
+    tokio::task::spawn_blocking({
+        let g = gate.clone();
+        move || g.entered.recv_timeout(Duration::from_secs(30)).unwrap()
+    })
+    .await
+    .unwrap();
+    let (s, _, cancelled) = send(
+        &f.router,
+        Request::delete(format!("/v1/jobs/{id}"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s, cancelled["state"].as_str()),
+        (StatusCode::OK, Some("cancelled"))
+    );
+    // Every page's runner task has let go of its reply channel before the detector goes on.
+    for _ in 0..500 {
+        if f.runner.in_flight() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(f.runner.in_flight(), 0);
+    gate.open();
+    for _ in 0..500 {
+        let st = f.scheduler.stats();
+        if f.scheduler.queue_report().bulk.depth == 0 && st.det_batches >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let st = f.scheduler.stats();
+    assert!(
+        st.det_pages <= 1,
+        "only the page already in the detector ran: {st:?}"
+    );
+    assert!(st.dropped_gone >= 1, "{st:?}");
+    let (_, _, job) = send(&f.router, get(&format!("/v1/jobs/{id}"))).await;
+    assert_eq!(job["state"], "cancelled");
+    let (s, _, p) = send(
+        &f.router,
+        Request::delete(format!("/v1/jobs/{id}"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s.as_u16(), p["code"].as_str()),
+        (409, Some("job_finished"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_failures_retry_then_dead_letter_and_can_be_retried() {
+    let factory = FakeFactory {
+        failing_rec: true,
+        ..FakeFactory::default()
+    };
+    let f = fixture(Arc::new(factory), fake_config(), None);
+    let (s, _, job) = send(&f.router, post("/v1/jobs", "image/png", None, png(1))).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let id = job["id"].as_str().unwrap().to_string();
+    let failed = wait_state(&f.router, &id, &["failed"]).await;
+    let page = &failed["documents"][0]["pages"][0];
+    assert_eq!(
+        (page["state"].as_str(), page["attempts"].as_u64()),
+        (Some("failed"), Some(2))
+    );
+    assert!(page["error"].as_str().unwrap().contains("injected failure"));
+    let (_, _, events) = send(&f.router, get(&format!("/v1/jobs/{id}/events"))).await;
+    let kinds: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"page_retry") && kinds.contains(&"page_failed"),
+        "{kinds:?}"
+    );
+    // A manual retry runs it again (and it fails again: attempts keep counting).
+    let (s, _, _) = send(
+        &f.router,
+        post(
+            &format!("/v1/jobs/{id}/retry"),
+            "application/json",
+            None,
+            vec![],
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    for _ in 0..1000 {
+        let (_, _, j) = send(&f.router, get(&format!("/v1/jobs/{id}"))).await;
+        if j["documents"][0]["pages"][0]["attempts"].as_u64() == Some(3) && j["state"] == "failed" {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the retried page never ran");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_models_job_lifecycle_through_review() {
+    let factory = OrtFactory::new(EngineConfig {
+        kind: ModelKind::V6,
+        models_dir: resolve_models_dir(None),
+        ort_lib: resolve_ort_lib(None),
+        session: SessionConfig { intra_threads: 1 },
+        with_classifier: false,
+    })
+    .unwrap();
+    let f = fixture(
+        Arc::new(factory),
+        SchedulerConfig::for_model(ModelKind::V6),
+        None,
+    );
+    let dev = common::eval_dir().join("dev");
+    let a = std::fs::read(dev.join("tess_phototest.png")).unwrap();
+    let b = std::fs::read(dev.join("ic15_img_1.jpg")).unwrap();
+    let (ctype, body) = multipart(
+        &[("phototest.png", a), ("scene.jpg", b)],
+        &[("review_threshold", "0.999")],
+    );
+    let (s, _, job) = send(&f.router, post("/v1/jobs", &ctype, None, body)).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    let job = wait_state(&f.router, &id, &["needs_review", "completed"]).await;
+    assert_eq!(
+        job["state"], "needs_review",
+        "real lines are below 0.999 confidence"
+    );
+    let (_, _, queue) = send(&f.router, get("/v1/jobs?state=needs_review")).await;
+    assert!(
+        queue["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["id"] == id.as_str())
+    );
+    let (_, _, result) = send(&f.router, get(&format!("/v1/jobs/{id}/result"))).await;
+    let text = result["documents"][0]["text"].as_str().unwrap();
+    assert!(text.contains("quick brown dog"), "{text}");
+    let review = serde_json::json!({"corrections": [{"document": 1, "page": 0, "text": "corrected"}], "reviewer": "t"});
+    let (s, _, done) = send(
+        &f.router,
+        post(
+            &format!("/v1/jobs/{id}/review"),
+            "application/json",
+            None,
+            review.to_string().into_bytes(),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (s, done["state"].as_str()),
+        (StatusCode::OK, Some("completed")),
+        "{done}"
+    );
+    let (_, _, result) = send(&f.router, get(&format!("/v1/jobs/{id}/result"))).await;
+    assert_eq!(result["documents"][1]["text"], "corrected");
+    assert!(
+        result["documents"][1]["pages"][0]["lines"].is_array(),
+        "the machine result is kept"
+    );
+    let (s, _, p) = send(
+        &f.router,
+        post(
+            &format!("/v1/jobs/{id}/review"),
+            "application/json",
+            None,
+            br#"{"approve":true}"#.to_vec(),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (s.as_u16(), p["code"].as_str()),
+        (409, Some("not_in_review"))
+    );
+}

@@ -450,3 +450,52 @@ async fn real_models_job_lifecycle_through_review() {
         (409, Some("not_in_review"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hybrid_answers_sync_when_fast_and_async_when_not_and_runs_once() {
+    let f = fixture(Arc::new(FakeFactory::default()), fake_config(), None);
+    let hybrid = |prefer: &str| {
+        Request::post("/v1/ocr?output=text")
+            .header(header::CONTENT_TYPE, "image/png")
+            .header("prefer", prefer)
+            .body(Body::from(png(2)))
+            .unwrap()
+    };
+    // Done within the wait: the sync answer, with the job it ran as.
+    let (s, h, body) = send(&f.router, hybrid("respond-async, wait=30")).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body, Value::String("#\n#".into()));
+    assert_eq!(h[header::VARY], "Prefer");
+    assert!(
+        h[header::CONTENT_LOCATION]
+            .to_str()
+            .unwrap()
+            .starts_with("/v1/jobs/")
+    );
+    // wait=0: 202 and the job's Location; the same work finishes as the job, once.
+    let before = f.scheduler.stats().pages_done;
+    let (s, h, job) = send(&f.router, hybrid("respond-async, wait=0")).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+    assert_eq!(h["preference-applied"], "respond-async");
+    assert_eq!(h[header::VARY], "Prefer");
+    let location = h[header::LOCATION].to_str().unwrap().to_string();
+    let id = location.trim_start_matches("/v1/jobs/").to_string();
+    wait_state(&f.router, &id, &["completed"]).await;
+    let (_, _, text) = send(&f.router, get(&format!("{location}/result?format=text"))).await;
+    assert_eq!(text, Value::String("#\n#".into()));
+    assert_eq!(
+        f.scheduler.stats().pages_done,
+        before + 1,
+        "the page ran exactly once"
+    );
+    // Without Prefer the endpoint stays synchronous and says the answer varies with Prefer.
+    let (s, h, _) = send(&f.router, post("/v1/ocr", "image/png", None, png(1))).await;
+    assert_eq!(
+        (s, &h[header::VARY]),
+        (
+            StatusCode::OK,
+            &"Prefer".parse::<axum::http::HeaderValue>().unwrap()
+        )
+    );
+    assert!(h.get(header::CONTENT_LOCATION).is_none());
+}

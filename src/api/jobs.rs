@@ -126,7 +126,12 @@ fn not_found(id: &str) -> Response {
     .into_response()
 }
 
-fn job_response(st: &AppState, status: StatusCode, job: JobRecord, replayed: bool) -> Response {
+pub(super) fn job_response(
+    st: &AppState,
+    status: StatusCode,
+    job: JobRecord,
+    replayed: bool,
+) -> Response {
     let location = format!("/v1/jobs/{}", job.id);
     let v = view(st, job);
     let retry = v.eta_s;
@@ -145,9 +150,9 @@ fn job_response(st: &AppState, status: StatusCode, job: JobRecord, replayed: boo
 }
 
 /// A document received: its name and bytes.
-struct Doc {
-    name: String,
-    bytes: bytes::Bytes,
+pub(super) struct Doc {
+    pub(super) name: String,
+    pub(super) bytes: bytes::Bytes,
 }
 
 async fn split_job_body(
@@ -254,15 +259,37 @@ pub(super) async fn create_job(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let runner = runner(&st)?.clone();
+    runner(&st)?;
     if st.shutting_down.load(std::sync::atomic::Ordering::Acquire) {
         return Err(Error::ShuttingDown.into());
     }
     let Query(query) =
         query.map_err(|e| Error::InvalidOption(format!("query string: {}", e.body_text())))?;
     let bytes = read_body(&headers, body, st.cfg.max_body_bytes).await?;
-    let (mut docs, body_opts) = split_job_body(&headers, bytes).await?;
+    let (docs, body_opts) = split_job_body(&headers, bytes).await?;
     let opts = query.overlay(body_opts);
+    let key = headers
+        .get("idempotency-key")
+        .map(|v| {
+            v.to_str()
+                .map(str::to_string)
+                .map_err(|_| Error::InvalidOption("Idempotency-Key must be ASCII".into()))
+        })
+        .transpose()?;
+    let (job, replayed) = create_from(&st, docs, opts, key, false).await?;
+    Ok(job_response(&st, StatusCode::ACCEPTED, job, replayed))
+}
+
+/// Validates, stores and enqueues a job; `(job, replayed)`. `interactive` jobs run in the
+/// scheduler's interactive class (the hybrid `/v1/ocr`).
+pub(super) async fn create_from(
+    st: &Arc<AppState>,
+    mut docs: Vec<Doc>,
+    opts: JobRequestOptions,
+    key: Option<String>,
+    interactive: bool,
+) -> Result<(JobRecord, bool), Error> {
+    let runner = runner(st)?.clone();
     if docs.is_empty() {
         return Err(Error::EmptyInput.into());
     }
@@ -295,6 +322,7 @@ pub(super) async fn create_job(
         det_limit_side: opts.det_limit_side,
         classify: opts.classify,
         min_confidence: opts.min_confidence,
+        interactive: interactive.then_some(true),
     };
     let options_json = serde_json::to_string(&job_opts)
         .map_err(|e| Error::Runtime(format!("serialising options: {e}")))?;
@@ -318,14 +346,6 @@ pub(super) async fn create_job(
     .await
     .map_err(|e| Error::Runtime(format!("decode task: {e}")))??;
 
-    let key = headers
-        .get("idempotency-key")
-        .map(|v| {
-            v.to_str()
-                .map(str::to_string)
-                .map_err(|_| Error::InvalidOption("Idempotency-Key must be ASCII".into()))
-        })
-        .transpose()?;
     let payload_hash = {
         let mut h = Sha256::new();
         h.update(options_json.as_bytes());
@@ -412,11 +432,11 @@ pub(super) async fn create_job(
                 })
             });
             runner.enqueue(pages.collect::<Vec<_>>(), job.priority);
-            job_response(&st, StatusCode::ACCEPTED, job, false)
+            (job, false)
         }
         Created::Existing(job) => {
             let _ = std::fs::remove_dir_all(&dir);
-            job_response(&st, StatusCode::ACCEPTED, job, true)
+            (job, true)
         }
     })
 }
@@ -705,4 +725,101 @@ pub(super) async fn job_result(
         corrections,
     })
     .into_response())
+}
+
+/// The hybrid `/v1/ocr` (`Prefer: respond-async, wait=N`): the request becomes an interactive
+/// job; if it finishes within `wait`, the answer is the sync result (200), else 202 with the
+/// job's `Location`, and the job continues the same work.
+pub(super) async fn hybrid(
+    st: &Arc<AppState>,
+    image: bytes::Bytes,
+    options: &RequestOptions,
+    key: Option<String>,
+    wait: std::time::Duration,
+    arrived: std::time::Instant,
+) -> Result<Response, Error> {
+    let opts = JobRequestOptions {
+        model: options.model,
+        det_limit_side: options.det_limit_side,
+        classify: options.classify,
+        min_confidence: options.min_confidence,
+        ..JobRequestOptions::default()
+    };
+    let doc = Doc {
+        name: "document".into(),
+        bytes: image,
+    };
+    let (job, _) = create_from(st, vec![doc], opts, key, true).await?;
+    let r = runner(st)?.clone();
+    let job = r.wait_final(&job.id, wait).await?.unwrap_or(job);
+    let location = format!("/v1/jobs/{}", job.id);
+    let mut resp = if matches!(job.state, JobState::Completed | JobState::NeedsReview) {
+        let mut pages = Vec::new();
+        if let Some(d) = job.documents.first() {
+            for p in &d.pages {
+                let json = r.store().page_result(&PageRef {
+                    job_id: job.id.clone(),
+                    doc: 0,
+                    page: p.page,
+                })?;
+                if let Some(page) = json.and_then(|s| serde_json::from_str::<Page>(&s).ok()) {
+                    pages.push(page);
+                }
+            }
+        }
+        let mut resp = match options.output.unwrap_or_default() {
+            Output::Json => Json(super::OcrResponse {
+                model: st.scheduler.kind(),
+                text: document_text(&pages),
+                pages,
+                timings: Default::default(),
+            })
+            .into_response(),
+            Output::Text => (
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                document_text(&pages),
+            )
+                .into_response(),
+        };
+        let h = resp.headers_mut();
+        if let Ok(l) = HeaderValue::from_str(&location) {
+            h.insert(header::CONTENT_LOCATION, l);
+        }
+        let total = arrived.elapsed().as_secs_f64() * 1000.0;
+        if let Ok(v) = HeaderValue::from_str(&format!("{total:.1}")) {
+            h.insert(super::X_TOTAL_TIME, v);
+        }
+        resp
+    } else {
+        let mut resp = job_response(st, StatusCode::ACCEPTED, job, false);
+        resp.headers_mut().insert(
+            "preference-applied",
+            HeaderValue::from_static("respond-async"),
+        );
+        resp
+    };
+    resp.headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("Prefer"));
+    Ok(resp)
+}
+
+/// `Prefer` (RFC 7240): whether `respond-async` is asked, and `wait` in seconds.
+pub(super) fn parse_prefer(headers: &HeaderMap) -> (bool, Option<u64>) {
+    let mut async_ = false;
+    let mut wait = None;
+    for v in headers.get_all("prefer") {
+        let Ok(v) = v.to_str() else { continue };
+        for token in v.split(',') {
+            let token = token.split(';').next().unwrap_or("").trim();
+            let (name, value) = token.split_once('=').map_or((token, None), |(n, v)| {
+                (n.trim(), Some(v.trim().trim_matches('"')))
+            });
+            match name.to_ascii_lowercase().as_str() {
+                "respond-async" => async_ = true,
+                "wait" => wait = value.and_then(|v| v.parse().ok()),
+                _ => {}
+            }
+        }
+    }
+    (async_, wait)
 }

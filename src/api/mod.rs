@@ -297,7 +297,10 @@ pub struct OcrResponse {
 #[utoipa::path(
     post,
     path = "/v1/ocr",
-    params(RequestOptions, ("x-request-timeout" = Option<u64>, Header, description = "Deadline in milliseconds (default: the server's)")),
+    params(RequestOptions,
+        ("x-request-timeout" = Option<u64>, Header, description = "Deadline in milliseconds (default: the server's)"),
+        ("prefer" = Option<String>, Header, description = "`respond-async, wait=N` (RFC 7240): the result if done within N s (200), else 202 with the Location of a job continuing the same work"),
+    ),
     request_body(
         description = "The image bytes (`image/*`), multipart/form-data with a `file` part (other parts: options), or JSON with base64 `image`.",
         content(
@@ -308,6 +311,7 @@ pub struct OcrResponse {
     ),
     responses(
         (status = 200, description = "The text; headers x-queue-time, x-detect-time, x-classify-time, x-recognize-time and x-total-time (ms) split where the time went", body = OcrResponse, content_type = "application/json"),
+        (status = 202, description = "`Prefer: respond-async` and not done within `wait`: Location names the job", body = jobs::JobView),
         (status = 400, description = "Empty or malformed body", body = Problem, content_type = PROBLEM_JSON),
         (status = 413, description = "Body over the limit", body = Problem, content_type = PROBLEM_JSON),
         (status = 415, description = "Unsupported content type or image format", body = Problem, content_type = PROBLEM_JSON),
@@ -334,6 +338,15 @@ async fn ocr(
     let (image, body_opts) = split_body(&headers, bytes).await?;
     let options = query.overlay(body_opts);
     let opts = options.apply(st.scheduler.kind(), st.scheduler.base_options())?;
+    let (respond_async, wait_s) = jobs::parse_prefer(&headers);
+    if respond_async && st.jobs.is_some() {
+        let key = headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let wait = Duration::from_secs(wait_s.unwrap_or(0)).min(st.cfg.max_timeout);
+        return Ok(jobs::hybrid(&st, image, &options, key, wait, arrived).await?);
+    }
     let pages = {
         let _permit = st
             .decode_permits
@@ -383,6 +396,7 @@ async fn ocr(
         }
     }
     h.insert(HeaderName::from_static(X_REQUEST_ID), HeaderValue::from(id));
+    h.insert(header::VARY, HeaderValue::from_static("Prefer"));
     Ok(resp)
 }
 

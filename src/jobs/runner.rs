@@ -68,6 +68,9 @@ pub struct JobOptions {
     pub det_limit_side: Option<u32>,
     pub classify: Option<bool>,
     pub min_confidence: Option<f32>,
+    /// Run in the interactive class (a hybrid `/v1/ocr` request whose caller may be waiting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interactive: Option<bool>,
 }
 
 impl JobOptions {
@@ -102,6 +105,8 @@ pub struct Runner {
     permits: Arc<Semaphore>,
     /// Pages between `start_page` and their outcome.
     in_flight: AtomicUsize,
+    /// Bumped whenever a job reaches a final state; waiters re-read the store.
+    finished: watch::Sender<u64>,
     /// Per job with pages in flight: a cancel signal.
     cancels: Mutex<HashMap<String, watch::Sender<bool>>>,
     /// Where job documents are stored (`<docs_dir>/<job id>/<index>.bin`).
@@ -124,6 +129,7 @@ impl Runner {
             wake: Notify::new(),
             cancels: Mutex::new(HashMap::new()),
             in_flight: AtomicUsize::new(0),
+            finished: watch::channel(0).0,
             docs_dir,
         })
     }
@@ -155,6 +161,28 @@ impl Runner {
             .unwrap_or_else(|p| p.into_inner())
             .queue
             .len()
+    }
+
+    /// Waits until the job is final or `timeout` passes; the job as it is then.
+    pub async fn wait_final(
+        &self,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<Option<super::store::JobRecord>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut rx = self.finished.subscribe();
+        loop {
+            let job = self.store.get_job(id)?;
+            if job.as_ref().is_none_or(|j| j.state.is_final()) {
+                return Ok(job);
+            }
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                return self.store.get_job(id);
+            }
+        }
     }
 
     /// Pages running now (started and not yet recorded or abandoned).
@@ -291,6 +319,7 @@ impl Runner {
         };
         match state {
             Ok(s) if s.is_final() => {
+                self.finished.send_modify(|n| *n += 1);
                 self.cancels
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -337,10 +366,15 @@ impl Runner {
         })
         .await
         .map_err(|e| Error::Runtime(format!("decode task: {e}")))??;
+        let class = if opts.interactive == Some(true) {
+            Class::Interactive
+        } else {
+            Class::Bulk
+        };
         let ticket = self.scheduler.submit(
             vec![image],
             opts.apply(self.scheduler.base_options()),
-            Class::Bulk,
+            class,
             None,
         )?;
         let outcome = ticket.rx.await.map_err(|_| Error::ShuttingDown)??;

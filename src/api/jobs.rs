@@ -291,7 +291,7 @@ pub(super) async fn create_from(
 ) -> Result<(JobRecord, bool), Error> {
     let runner = runner(st)?.clone();
     if docs.is_empty() {
-        return Err(Error::EmptyInput.into());
+        return Err(Error::EmptyInput);
     }
     if docs.len() == 1 && docs[0].name.is_empty() {
         docs[0].name = opts.name.clone().unwrap_or_else(|| "document".into());
@@ -308,15 +308,14 @@ pub(super) async fn create_from(
     if opts.classify == Some(true) && !st.scheduler.has_classifier() {
         return Err(Error::InvalidOption(
             "orientation classification is not enabled on this server".into(),
-        )
-        .into());
+        ));
     }
     if let Some(t) = opts.review_threshold
         && !(0.0..=1.0).contains(&t)
     {
-        return Err(
-            Error::InvalidOption(format!("review_threshold must be in 0..=1, got {t}")).into(),
-        );
+        return Err(Error::InvalidOption(format!(
+            "review_threshold must be in 0..=1, got {t}"
+        )));
     }
     let job_opts = JobOptions {
         det_limit_side: opts.det_limit_side,
@@ -419,7 +418,7 @@ pub(super) async fn create_from(
         Ok(c) => c,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&dir);
-            return Err(e.into());
+            return Err(e);
         }
     };
     Ok(match created {

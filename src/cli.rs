@@ -1,5 +1,5 @@
 //! The command line: `ocr-server ocr [--model v4|v5|v6] [--format text|json|jsonl] FILE...` and
-//! `ocr-server serve [--host H] [--port P] ...` (the HTTP server, [`crate::api`]).
+//! `ocr-server serve [--host H] [--port P] ...` (the HTTP server, [`crate::api`], with jobs).
 //!
 //! `--format jsonl` prints one object per input file on its own line:
 //! `{"file": <path as given>, "text": <lines joined by \n, pages by \n\n>, "pages": [...]}`, or
@@ -46,7 +46,7 @@ pub struct Cli {
 pub enum Command {
     /// OCR image files (PNG, JPEG, TIFF incl. multi-page, WebP, BMP) and print the result.
     Ocr(OcrArgs),
-    /// Run the HTTP server (POST /v1/ocr, /v1/queue, /health/*, /metrics, /openapi.json).
+    /// Run the HTTP server (POST /v1/ocr, /v1/jobs..., /v1/queue, /health/*, /metrics, /openapi.json).
     Serve(ServeArgs),
 }
 

@@ -3,7 +3,9 @@
 //!
 //! Layout: [`pipeline`] holds the pure pixel and tensor maths; [`engine`] the synchronous model
 //! seam ([`engine::Model`]), its ONNX Runtime implementation and test fakes, and the page pipeline
-//! ([`engine::OcrEngine`]); [`error`] the one error type; [`cli`] the command line.
+//! ([`engine::OcrEngine`]); [`scheduler`] dynamic batching across requests on worker threads;
+//! [`api`] the HTTP API; [`jobs`] the durable job store and runner; [`error`] the one error type;
+//! [`cli`] the command line.
 
 pub mod api;
 pub mod cli;

@@ -26,6 +26,7 @@ use crate::engine::{ModelKind, OcrEngine, OcrOptions};
 use crate::error::{Error, Result};
 use crate::jobs::runner::{Runner, RunnerConfig, now_ms};
 use crate::jobs::store::{JobStore, SqliteStore};
+use crate::jobs::webhook::{WebhookConfig, parse_secret};
 use crate::pipeline::decode::{DecodeLimits, decode_pages};
 use crate::pipeline::preprocess::{LimitType, Normalize};
 use crate::pipeline::{Page, document_text};
@@ -47,7 +48,7 @@ pub enum Command {
     /// OCR image files (PNG, JPEG, TIFF incl. multi-page, WebP, BMP) and print the result.
     Ocr(OcrArgs),
     /// Run the HTTP server (POST /v1/ocr, /v1/jobs..., /v1/queue, /health/*, /metrics, /openapi.json).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
 }
 
 /// `ocr-server serve`: every flag also reads an `OCR_*` environment variable.
@@ -142,6 +143,25 @@ pub struct ServeArgs {
     /// How long an Idempotency-Key names its job.
     #[arg(long, env = "OCR_IDEMPOTENCY_TTL_S", default_value_t = 24 * 3600)]
     pub idempotency_ttl_s: u64,
+    /// Webhook signing secrets, `whsec_<base64>` or raw text; the first signs, all sign during
+    /// rotation (comma-separated in the env var). Without one, jobs with `webhook_url` get 422.
+    #[arg(
+        long = "webhook-secret",
+        env = "OCR_WEBHOOK_SECRETS",
+        value_delimiter = ','
+    )]
+    pub webhook_secrets: Vec<String>,
+    /// Webhook hosts allowed even though they resolve to loopback, private or link-local
+    /// addresses (comma-separated in the env var).
+    #[arg(
+        long = "webhook-allow",
+        env = "OCR_WEBHOOK_ALLOW",
+        value_delimiter = ','
+    )]
+    pub webhook_allow: Vec<String>,
+    /// Delivery attempts per webhook event before it is kept as failed (re-sendable).
+    #[arg(long, env = "OCR_WEBHOOK_MAX_ATTEMPTS", default_value_t = 8)]
+    pub webhook_max_attempts: u32,
 }
 
 impl ServeArgs {
@@ -208,6 +228,14 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
         source: e,
     })?;
     let store: Arc<dyn JobStore> = Arc::new(SqliteStore::open(&args.data_dir.join("jobs.db"))?);
+    let mut webhooks = WebhookConfig::new(
+        args.webhook_secrets
+            .iter()
+            .map(|s| parse_secret(s))
+            .collect::<Result<Vec<_>>>()?,
+        args.webhook_allow.clone(),
+    );
+    webhooks.max_attempts = args.webhook_max_attempts.max(1);
     let runner = Runner::new(
         store.clone(),
         scheduler.clone(),
@@ -215,6 +243,7 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
             max_in_flight: args.job_concurrency.max(1),
             max_attempts: args.job_max_attempts.max(1),
             decode: args.api_config().decode,
+            webhooks,
             ..RunnerConfig::default()
         },
         docs_dir,

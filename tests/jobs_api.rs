@@ -56,6 +56,15 @@ impl Drop for TempDir {
 }
 
 fn fixture(factory: Arc<dyn ModelFactory>, sc: SchedulerConfig, gate: Option<&Gate>) -> Fixture {
+    fixture_with(factory, sc, gate, RunnerConfig::default())
+}
+
+fn fixture_with(
+    factory: Arc<dyn ModelFactory>,
+    sc: SchedulerConfig,
+    gate: Option<&Gate>,
+    rc: RunnerConfig,
+) -> Fixture {
     let dir = std::env::temp_dir().join(format!("ocr-jobs-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let scheduler = Arc::new(Scheduler::start(sc, factory).unwrap());
@@ -71,7 +80,7 @@ fn fixture(factory: Arc<dyn ModelFactory>, sc: SchedulerConfig, gate: Option<&Ga
         RunnerConfig {
             max_attempts: 2,
             backoff_base: Duration::from_millis(10),
-            ..RunnerConfig::default()
+            ..rc
         },
         dir.join("documents"),
     );
@@ -498,4 +507,145 @@ async fn hybrid_answers_sync_when_fast_and_async_when_not_and_runs_once() {
         )
     );
     assert!(h.get(header::CONTENT_LOCATION).is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_are_signed_retried_and_private_targets_refused() {
+    use hmac::Mac;
+    use std::sync::Mutex;
+    let secret = b"test-secret-0123456789".to_vec();
+    // The receiver: verifies the signature independently, answers 500 twice, then 200.
+    let seen: Arc<Mutex<Vec<(bool, String)>>> = Arc::new(Mutex::new(Vec::new()));
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post({
+            let seen = seen.clone();
+            let secret = secret.clone();
+            move |headers: axum::http::HeaderMap, body: String| {
+                let seen = seen.clone();
+                let secret = secret.clone();
+                async move {
+                    let h = |k: &str| {
+                        headers
+                            .get(k)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_string()
+                    };
+                    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&secret).unwrap();
+                    mac.update(
+                        format!("{}.{}.{}", h("webhook-id"), h("webhook-timestamp"), body)
+                            .as_bytes(),
+                    );
+                    use base64::Engine as _;
+                    let want = format!(
+                        "v1,{}",
+                        base64::engine::general_purpose::STANDARD
+                            .encode(mac.finalize().into_bytes())
+                    );
+                    let valid = h("webhook-signature").split(' ').any(|s| s == want);
+                    let mut seen = seen.lock().unwrap();
+                    seen.push((valid, body));
+                    if seen.len() <= 2 {
+                        StatusCode::INTERNAL_SERVER_ERROR
+                    } else {
+                        StatusCode::OK
+                    }
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let mut hooks = ocr_server::jobs::webhook::WebhookConfig::new(
+        vec![secret.clone()],
+        vec!["127.0.0.1".into()],
+    );
+    hooks.backoff_base = Duration::from_millis(20);
+    hooks.backoff_cap = Duration::from_millis(100);
+    let f = fixture_with(
+        Arc::new(FakeFactory::default()),
+        fake_config(),
+        None,
+        RunnerConfig {
+            webhooks: hooks,
+            ..RunnerConfig::default()
+        },
+    );
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let (s, _, job) = send(
+        &f.router,
+        post(
+            &format!("/v1/jobs?webhook_url={url}&tag=w"),
+            "image/png",
+            None,
+            png(1),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    wait_state(&f.router, &id, &["completed"]).await;
+    let mut job = Value::Null;
+    for _ in 0..500 {
+        let (_, j) = {
+            let (a, _, c) = send(&f.router, get(&format!("/v1/jobs/{id}"))).await;
+            (a, c)
+        };
+        if j["webhook_deliveries"][0]["state"] == "delivered" {
+            job = j;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let d = &job["webhook_deliveries"][0];
+    assert_eq!(
+        (
+            d["state"].as_str(),
+            d["attempts"].as_u64(),
+            d["last_status"].as_u64()
+        ),
+        (Some("delivered"), Some(3), Some(200)),
+        "{job}"
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3);
+    assert!(
+        seen.iter().all(|(valid, _)| *valid),
+        "every attempt carries a valid signature"
+    );
+    let event: Value = serde_json::from_str(&seen[2].1).unwrap();
+    assert_eq!(
+        (
+            event["type"].as_str(),
+            event["data"]["id"].as_str(),
+            event["data"]["tag"].as_str()
+        ),
+        (Some("job.completed"), Some(id.as_str()), Some("w"))
+    );
+
+    // A private target that is not allowed is refused when the job is created.
+    for target in [
+        "http://10.0.0.7/hook",
+        "http://169.254.169.254/latest",
+        "http://[::1]:9/x",
+    ] {
+        let (s, _, p) = send(
+            &f.router,
+            post(
+                &format!("/v1/jobs?webhook_url={target}"),
+                "image/png",
+                None,
+                png(1),
+            ),
+        )
+        .await;
+        assert_eq!(
+            (s.as_u16(), p["code"].as_str()),
+            (422, Some("invalid_option")),
+            "{target}: {p}"
+        );
+    }
 }

@@ -47,6 +47,8 @@ pub struct JobRequestOptions {
     pub tag: Option<String>,
     /// Order within the bulk class (higher first); default 0.
     pub priority: Option<i32>,
+    /// POSTed a signed event when the job ends or needs review (Standard Webhooks v1).
+    pub webhook_url: Option<String>,
     /// Name of a raw-body document (default `document`).
     pub name: Option<String>,
 }
@@ -61,6 +63,7 @@ impl JobRequestOptions {
             review_threshold: o.review_threshold.or(self.review_threshold),
             tag: o.tag.or(self.tag),
             priority: o.priority.or(self.priority),
+            webhook_url: o.webhook_url.or(self.webhook_url),
             name: o.name.or(self.name),
         }
     }
@@ -90,6 +93,8 @@ pub struct JobView {
     pub progress: f64,
     /// Seconds until the job is likely finished (null when final).
     pub eta_s: Option<u64>,
+    /// Webhook events of the job and their delivery attempts.
+    pub webhook_deliveries: Vec<crate::jobs::store::Delivery>,
 }
 
 fn view(st: &AppState, job: JobRecord) -> JobView {
@@ -103,10 +108,16 @@ fn view(st: &AppState, job: JobRecord) -> JobView {
         let ahead = st.jobs.as_ref().map_or(0, |r| r.pending());
         st.scheduler.retry_after(job.pages_total - finished + ahead)
     });
+    let webhook_deliveries = st
+        .jobs
+        .as_ref()
+        .and_then(|r| r.store().deliveries(&job.id).ok())
+        .unwrap_or_default();
     JobView {
         job,
         progress,
         eta_s,
+        webhook_deliveries,
     }
 }
 
@@ -317,6 +328,14 @@ pub(super) async fn create_from(
             "review_threshold must be in 0..=1, got {t}"
         )));
     }
+    if let Some(url) = &opts.webhook_url {
+        if runner.webhooks().secrets.is_empty() {
+            return Err(Error::InvalidOption(
+                "webhook_url given but the server has no --webhook-secret".into(),
+            ));
+        }
+        crate::jobs::webhook::check_target(url, &runner.webhooks().allow).await?;
+    }
     let job_opts = JobOptions {
         det_limit_side: opts.det_limit_side,
         classify: opts.classify,
@@ -349,8 +368,13 @@ pub(super) async fn create_from(
         let mut h = Sha256::new();
         h.update(options_json.as_bytes());
         h.update(
-            serde_json::to_vec(&(&opts.tag, opts.priority, opts.review_threshold))
-                .unwrap_or_default(),
+            serde_json::to_vec(&(
+                &opts.tag,
+                opts.priority,
+                opts.review_threshold,
+                &opts.webhook_url,
+            ))
+            .unwrap_or_default(),
         );
         for (d, _, sha) in &docs {
             h.update(d.name.as_bytes());
@@ -394,7 +418,7 @@ pub(super) async fn create_from(
         id: id.clone(),
         options: options_json,
         tag: opts.tag.clone(),
-        webhook_url: None,
+        webhook_url: opts.webhook_url.clone(),
         priority: opts.priority.unwrap_or(0),
         review_threshold: opts.review_threshold,
         idempotency: key.map(|k| (k, payload_hash)),
@@ -614,15 +638,30 @@ pub(super) async fn review_job(
             .into());
         }
     }
-    runner(&st)?.store().set_job_state(
+    let r = runner(&st)?;
+    r.store().set_job_state(
         &id,
         JobState::Completed,
         serde_json::json!({"review": {"approve": req.approve, "corrections": req.corrections,
                                       "reviewer": req.reviewer}}),
         now_ms(),
     )?;
+    r.notify_job(&id, JobState::Completed);
     let job = load(&st, &id)?.ok_or_else(|| Error::Store(format!("job {id} vanished")))?;
     Ok(job_response(&st, StatusCode::OK, job, false))
+}
+
+/// Makes the job's failed webhook deliveries pending again.
+#[utoipa::path(post, path = "/v1/jobs/{id}/webhook/resend", params(("id" = String, Path)), responses((status = 202, body = JobView)))]
+pub(super) async fn resend_webhooks(
+    State(st): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let Some(job) = load(&st, &id)? else {
+        return Ok(not_found(&id));
+    };
+    runner(&st)?.resend(&id)?;
+    Ok(job_response(&st, StatusCode::ACCEPTED, job, false))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

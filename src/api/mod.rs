@@ -141,6 +141,7 @@ impl Api {
             .route("/v1/jobs/{id}/events", get(jobs::job_events))
             .route("/v1/jobs/{id}/retry", post(jobs::retry_job))
             .route("/v1/jobs/{id}/review", post(jobs::review_job))
+            .route("/v1/jobs/{id}/webhook/resend", post(jobs::resend_webhooks))
             .route("/health/live", get(live))
             .route("/health/ready", get(ready))
             .route("/metrics", get(metrics_text))

@@ -28,7 +28,8 @@ use crate::error::{Error, Result};
 use crate::pipeline::decode::{DecodeLimits, decode_pages};
 use crate::scheduler::{Class, Scheduler};
 
-use super::store::{JobState, JobStore, PageRef};
+use super::store::{Delivery, JobState, JobStore, PageRef};
+use super::webhook::{WebhookConfig, sign};
 
 /// Unix time in milliseconds.
 pub fn now_ms() -> i64 {
@@ -47,6 +48,7 @@ pub struct RunnerConfig {
     pub backoff_base: Duration,
     pub backoff_cap: Duration,
     pub decode: DecodeLimits,
+    pub webhooks: WebhookConfig,
 }
 
 impl Default for RunnerConfig {
@@ -57,6 +59,7 @@ impl Default for RunnerConfig {
             backoff_base: Duration::from_millis(500),
             backoff_cap: Duration::from_secs(30),
             decode: DecodeLimits::default(),
+            webhooks: WebhookConfig::new(Vec::new(), Vec::new()),
         }
     }
 }
@@ -107,6 +110,9 @@ pub struct Runner {
     in_flight: AtomicUsize,
     /// Bumped whenever a job reaches a final state; waiters re-read the store.
     finished: watch::Sender<u64>,
+    /// Wakes the webhook deliverer.
+    deliver: Notify,
+    http: reqwest::Client,
     /// Per job with pages in flight: a cancel signal.
     cancels: Mutex<HashMap<String, watch::Sender<bool>>>,
     /// Where job documents are stored (`<docs_dir>/<job id>/<index>.bin`).
@@ -124,14 +130,136 @@ impl Runner {
             store,
             scheduler,
             permits: Arc::new(Semaphore::new(cfg.max_in_flight.max(1))),
-            cfg,
             pending: Mutex::new(Pending::default()),
             wake: Notify::new(),
             cancels: Mutex::new(HashMap::new()),
             in_flight: AtomicUsize::new(0),
             finished: watch::channel(0).0,
+            deliver: Notify::new(),
+            http: reqwest::Client::builder()
+                .timeout(cfg.webhooks.timeout)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap_or_default(),
             docs_dir,
+            cfg,
         })
+    }
+
+    pub fn webhooks(&self) -> &WebhookConfig {
+        &self.cfg.webhooks
+    }
+
+    /// Queues a webhook event for a job that has a webhook URL.
+    pub fn notify_job(&self, job_id: &str, state: JobState) {
+        let Ok(Some(job)) = self.store.get_job(job_id) else {
+            return;
+        };
+        let Some(url) = job.webhook_url.clone() else {
+            return;
+        };
+        let now = now_ms();
+        let event = format!("job.{}", state.as_str());
+        let payload = serde_json::json!({
+            "type": event,
+            "timestamp": now / 1000,
+            "data": {"id": job.id, "state": state.as_str(), "tag": job.tag,
+                     "pages_total": job.pages_total, "pages_done": job.pages_done,
+                     "pages_failed": job.pages_failed},
+        })
+        .to_string();
+        let d = Delivery {
+            id: format!("msg_{}", uuid::Uuid::new_v4().simple()),
+            job_id: job.id,
+            url,
+            event,
+            payload,
+            state: "pending".into(),
+            attempts: 0,
+            last_status: None,
+            last_error: None,
+            next_at_ms: now,
+            updated_at_ms: now,
+        };
+        match self.store.add_delivery(&d, now) {
+            Ok(()) => self.deliver.notify_one(),
+            Err(e) => tracing::error!(error = %e, job = %job_id, "store: add_delivery"),
+        }
+    }
+
+    /// Makes failed deliveries of a job pending again.
+    pub fn resend(&self, job_id: &str) -> Result<usize> {
+        let n = self.store.resend_deliveries(job_id, now_ms())?;
+        self.deliver.notify_one();
+        Ok(n)
+    }
+
+    /// Delivers due webhook events forever: POST with Standard Webhooks headers; 2xx is
+    /// delivered, anything else is retried with exponential backoff and full jitter.
+    async fn deliver_forever(self: Arc<Self>) {
+        loop {
+            let due = {
+                let store = self.store.clone();
+                tokio::task::spawn_blocking(move || store.due_deliveries(now_ms(), 32))
+                    .await
+                    .unwrap_or_else(|e| Err(Error::Runtime(e.to_string())))
+            };
+            let due = due.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "store: due_deliveries");
+                Vec::new()
+            });
+            for d in due {
+                self.deliver_once(d).await;
+            }
+            tokio::select! {
+                _ = self.deliver.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+    }
+
+    async fn deliver_once(&self, d: Delivery) {
+        let cfg = &self.cfg.webhooks;
+        let ts = now_ms() / 1000;
+        let sig = sign(&cfg.secrets, &d.id, ts, &d.payload);
+        let sent = self
+            .http
+            .post(&d.url)
+            .header("content-type", "application/json")
+            .header("webhook-id", &d.id)
+            .header("webhook-timestamp", ts.to_string())
+            .header("webhook-signature", sig)
+            .body(d.payload.clone())
+            .send()
+            .await;
+        let (ok, status, error) = match sent {
+            Ok(r) if r.status().is_success() => (true, Some(r.status().as_u16()), None),
+            Ok(r) => (
+                false,
+                Some(r.status().as_u16()),
+                Some(format!("HTTP {}", r.status())),
+            ),
+            Err(e) => (false, None, Some(e.to_string())),
+        };
+        let attempts = d.attempts + 1;
+        let next = (!ok && attempts < cfg.max_attempts).then(|| {
+            let cap = cfg
+                .backoff_base
+                .saturating_mul(1 << (attempts - 1).min(20))
+                .min(cfg.backoff_cap);
+            // Full jitter: uniform in [0, cap], from the random bits of a v4 UUID.
+            let r = (uuid::Uuid::new_v4().as_u128() % 10_000) as f64 / 10_000.0;
+            now_ms() + (cap.as_millis() as f64 * r) as i64
+        });
+        if let Err(e) =
+            self.store
+                .record_delivery(&d.id, ok, status, error.as_deref(), next, now_ms())
+        {
+            tracing::error!(error = %e, "store: record_delivery");
+        }
+        if !ok {
+            tracing::warn!(job = %d.job_id, attempts, ?status, error = ?error, "webhook delivery failed");
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn JobStore> {
@@ -193,6 +321,9 @@ impl Runner {
     /// Cancels a job: the store first (no new page starts), then the in-flight pages.
     pub fn cancel(&self, id: &str) -> Result<bool> {
         let done = self.store.cancel_job(id, now_ms())?;
+        if done {
+            self.notify_job(id, JobState::Cancelled);
+        }
         if let Some(tx) = self
             .cancels
             .lock()
@@ -204,8 +335,10 @@ impl Runner {
         Ok(done)
     }
 
-    /// Requeues what the store says is unfinished (after a restart), then runs forever.
+    /// Requeues what the store says is unfinished (after a restart), starts the webhook
+    /// deliverer, then runs pages forever.
     pub async fn run(self: Arc<Self>) {
+        tokio::spawn(self.clone().deliver_forever());
         match self.store.recover(now_ms()) {
             Ok(pages) => {
                 if !pages.is_empty() {
@@ -320,6 +453,7 @@ impl Runner {
         match state {
             Ok(s) if s.is_final() => {
                 self.finished.send_modify(|n| *n += 1);
+                self.notify_job(&page.job_id, s);
                 self.cancels
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())

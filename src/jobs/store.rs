@@ -186,6 +186,27 @@ pub struct Event {
     pub detail: serde_json::Value,
 }
 
+/// One webhook event for one job and its delivery attempts.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Delivery {
+    /// The `webhook-id` (stable across retries, so receivers can deduplicate).
+    pub id: String,
+    #[serde(skip)]
+    pub job_id: String,
+    #[serde(skip)]
+    pub url: String,
+    pub event: String,
+    #[serde(skip)]
+    pub payload: String,
+    /// `pending`, `delivered` or `failed` (kept; re-sendable).
+    pub state: String,
+    pub attempts: u32,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub next_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
 /// What `create_job` did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Created {
@@ -244,6 +265,23 @@ pub trait JobStore: Send + Sync {
     fn recover(&self, now_ms: i64) -> Result<Vec<PageRef>>;
     /// Deletes final jobs last updated before `before_ms`; returns their document paths.
     fn sweep(&self, before_ms: i64) -> Result<Vec<String>>;
+    /// Queues a webhook event for delivery now.
+    fn add_delivery(&self, d: &Delivery, now_ms: i64) -> Result<()>;
+    /// Pending deliveries due at `now_ms`.
+    fn due_deliveries(&self, now_ms: i64, limit: usize) -> Result<Vec<Delivery>>;
+    /// Records an attempt: delivered, retry at `next_at_ms`, or failed for good (`None`).
+    fn record_delivery(
+        &self,
+        id: &str,
+        delivered: bool,
+        status: Option<u16>,
+        error: Option<&str>,
+        next_at_ms: Option<i64>,
+        now_ms: i64,
+    ) -> Result<()>;
+    fn deliveries(&self, job_id: &str) -> Result<Vec<Delivery>>;
+    /// Makes a job's failed deliveries pending again; returns how many.
+    fn resend_deliveries(&self, job_id: &str, now_ms: i64) -> Result<usize>;
 }
 
 /// The embedded SQLite store (WAL, one connection behind a mutex; SQLite serialises writers
@@ -303,6 +341,21 @@ CREATE TABLE IF NOT EXISTS events (
     detail TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_job ON events(job_id, seq);
+CREATE TABLE IF NOT EXISTS deliveries (
+    id TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    url TEXT NOT NULL,
+    event TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_status INTEGER,
+    last_error TEXT,
+    next_at INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(state, next_at);
 ";
 
 impl SqliteStore {
@@ -853,6 +906,85 @@ impl JobStore for SqliteStore {
         })
     }
 
+    fn add_delivery(&self, d: &Delivery, now: i64) -> Result<()> {
+        self.add_delivery_impl(d, now)
+    }
+
+    fn due_deliveries(&self, now: i64, limit: usize) -> Result<Vec<Delivery>> {
+        self.query_deliveries(
+            &format!(
+                "SELECT {DELIVERY_COLS} FROM deliveries WHERE state = 'pending' AND next_at <= ?1
+                 ORDER BY next_at LIMIT ?2"
+            ),
+            params![now, limit as i64],
+        )
+    }
+
+    fn record_delivery(
+        &self,
+        id: &str,
+        delivered: bool,
+        status: Option<u16>,
+        error: Option<&str>,
+        next_at: Option<i64>,
+        now: i64,
+    ) -> Result<()> {
+        let state = match (delivered, next_at) {
+            (true, _) => "delivered",
+            (false, Some(_)) => "pending",
+            (false, None) => "failed",
+        };
+        self.with_tx(|tx| {
+            tx.execute(
+                "UPDATE deliveries SET state = ?2, attempts = attempts + 1, last_status = ?3,
+                        last_error = ?4, next_at = ?5, updated_at = ?6 WHERE id = ?1",
+                params![
+                    id,
+                    state,
+                    status.map(i64::from),
+                    error,
+                    next_at.unwrap_or(now),
+                    now
+                ],
+            )
+            .map_err(db_err)?;
+            let job: String = tx
+                .query_row("SELECT job_id FROM deliveries WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })
+                .map_err(db_err)?;
+            event(
+                tx,
+                &job,
+                "webhook_attempt",
+                &serde_json::json!({"id": id, "state": state, "status": status, "error": error}),
+                now,
+            )
+        })
+    }
+
+    fn deliveries(&self, job_id: &str) -> Result<Vec<Delivery>> {
+        self.query_deliveries(
+            &format!(
+                "SELECT {DELIVERY_COLS} FROM deliveries WHERE job_id = ?1 ORDER BY created_at"
+            ),
+            [job_id],
+        )
+    }
+
+    fn resend_deliveries(&self, job_id: &str, now: i64) -> Result<usize> {
+        self.with_tx(|tx| {
+            let n = tx
+                .execute(
+                    "UPDATE deliveries SET state = 'pending', next_at = ?2, updated_at = ?2
+                     WHERE job_id = ?1 AND state = 'failed'",
+                    params![job_id, now],
+                )
+                .map_err(db_err)?;
+            Ok(n)
+        })
+    }
+
     fn sweep(&self, before: i64) -> Result<Vec<String>> {
         self.with_tx(|tx| {
             let mut stmt = tx
@@ -873,6 +1005,57 @@ impl JobStore for SqliteStore {
             )
             .map_err(db_err)?;
             Ok(paths)
+        })
+    }
+}
+
+fn delivery_row(r: &rusqlite::Row) -> rusqlite::Result<Delivery> {
+    Ok(Delivery {
+        id: r.get(0)?,
+        job_id: r.get(1)?,
+        url: r.get(2)?,
+        event: r.get(3)?,
+        payload: r.get(4)?,
+        state: r.get(5)?,
+        attempts: r.get::<_, i64>(6)? as u32,
+        last_status: r.get::<_, Option<i64>>(7)?.map(|s| s as u16),
+        last_error: r.get(8)?,
+        next_at_ms: r.get(9)?,
+        updated_at_ms: r.get(10)?,
+    })
+}
+
+const DELIVERY_COLS: &str = "id, job_id, url, event, payload, state, attempts, last_status, last_error, next_at, updated_at";
+
+impl SqliteStore {
+    fn query_deliveries(&self, sql: &str, p: impl rusqlite::Params) -> Result<Vec<Delivery>> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stmt = conn.prepare(sql).map_err(db_err)?;
+        stmt.query_map(p, delivery_row)
+            .map_err(db_err)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(db_err)
+    }
+}
+
+/// The webhook half of [`JobStore`] for SQLite (kept apart for readability).
+impl SqliteStore {
+    fn add_delivery_impl(&self, d: &Delivery, now: i64) -> Result<()> {
+        self.with_tx(|tx| {
+            tx.execute(
+                "INSERT INTO deliveries (id, job_id, url, event, payload, state, attempts,
+                                         next_at, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?6, ?6)",
+                params![d.id, d.job_id, d.url, d.event, d.payload, now],
+            )
+            .map_err(db_err)?;
+            event(
+                tx,
+                &d.job_id,
+                "webhook_queued",
+                &serde_json::json!({"id": d.id, "event": d.event}),
+                now,
+            )
         })
     }
 }

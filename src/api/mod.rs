@@ -462,12 +462,9 @@ async fn split_body(
     if mime == "application/json" {
         let req: JsonRequest = serde_json::from_slice(&bytes)
             .map_err(|e| Error::BadRequest(format!("JSON body: {e}")))?;
-        let image = base64::engine::general_purpose::STANDARD
+        // Padding is optional: strip it and decode without.
+        let image = base64::engine::general_purpose::STANDARD_NO_PAD
             .decode(req.image.trim().trim_end_matches('='))
-            .or_else(|_| {
-                base64::engine::general_purpose::STANDARD_NO_PAD
-                    .decode(req.image.trim().trim_end_matches('='))
-            })
             .map_err(|e| Error::BadRequest(format!("`image` is not base64: {e}")))?;
         return Ok((image.into(), req.options));
     }

@@ -49,6 +49,9 @@ pub enum Command {
     Ocr(OcrArgs),
     /// Run the HTTP server (POST /v1/ocr, /v1/jobs..., /v1/queue, /health/*, /metrics, /openapi.json).
     Serve(Box<ServeArgs>),
+    /// Submit files or directories to a server as jobs, wait, and write each result
+    /// (idempotent: a rerun resumes instead of duplicating).
+    Submit(Box<crate::client::SubmitArgs>),
 }
 
 /// `ocr-server serve`: every flag also reads an `OCR_*` environment variable.

@@ -17,6 +17,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Ocr(args) => run_ocr(args, &mut std::io::stdout().lock()),
         Command::Serve(args) => run_serve(args).map(|()| true),
+        Command::Submit(args) => ocr_server::client::run_submit(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

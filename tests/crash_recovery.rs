@@ -4,88 +4,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use common::{http, start_server};
 
-fn http(
-    addr: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> (u16, Value) {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
-    let mut resp = Vec::new();
-    s.read_to_end(&mut resp).unwrap();
-    let resp = String::from_utf8_lossy(&resp).to_string();
-    let status = resp
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = resp.split("\r\n\r\n").nth(1).unwrap_or("");
-    (
-        status,
-        serde_json::from_str(body).unwrap_or(Value::String(body.into())),
-    )
-}
-
-/// Starts the server on a free port over `data`; returns it and its address once ready. The
-/// caller waits for the child; a panic here ends the test process anyway.
-#[allow(clippy::zombie_processes)]
-fn start(data: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ocr-server"))
-        .args([
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--cls-workers",
-            "0",
-        ])
-        .args(["--job-concurrency", "2", "--data-dir"])
-        .arg(data)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    let addr = loop {
-        line.clear();
-        assert!(err.read_line(&mut line).unwrap() > 0, "server exited early");
-        if let Some(rest) = line.trim().strip_prefix("ocr-server: listening on http://") {
-            break rest.split(' ').next().unwrap().to_string();
-        }
-    };
-    // Keep draining stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || {
-        let mut sink = String::new();
-        let _ = err.read_to_string(&mut sink);
-    });
-    for _ in 0..600 {
-        if http(&addr, "GET", "/health/ready", &[], b"").0 == 200 {
-            return (child, addr);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("server never ready");
-}
+use std::process::Command;
 
 #[test]
 fn kill_9_mid_work_loses_nothing_and_duplicates_nothing() {
@@ -101,7 +24,7 @@ fn kill_9_mid_work_loses_nothing_and_duplicates_nothing() {
         "sroie_264.jpg",
         "sroie_313.jpg",
     ];
-    let (mut server, addr) = start(&data);
+    let (mut server, addr) = start_server(&data, &[]);
     let mut ids = Vec::new();
     for f in &files {
         let bytes = std::fs::read(dev.join(f)).unwrap();
@@ -134,7 +57,7 @@ fn kill_9_mid_work_loses_nothing_and_duplicates_nothing() {
     server.kill().unwrap(); // SIGKILL
     server.wait().unwrap();
 
-    let (mut server, addr) = start(&data);
+    let (mut server, addr) = start_server(&data, &[]);
     let t0 = Instant::now();
     let mut completed = 0;
     for id in &ids {

@@ -2,7 +2,12 @@
 
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
 
 /// The shared eval set (`../shared/eval` beside the checkout, or `OCR_EVAL_DIR`).
 pub fn eval_dir() -> PathBuf {
@@ -35,4 +40,84 @@ pub fn score_python() -> PathBuf {
     } else {
         PathBuf::from("python3")
     }
+}
+
+/// One raw HTTP/1.1 request (Connection: close); the status and the body as JSON (or a JSON
+/// string when it is not JSON).
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Value) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    let resp = String::from_utf8_lossy(&resp).to_string();
+    let status = resp
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp.split("\r\n\r\n").nth(1).unwrap_or("");
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(Value::String(body.into())),
+    )
+}
+
+/// Starts the server on a free port over `data`; returns it and its address once ready. The
+/// caller waits for the child; a panic here ends the test process anyway.
+#[allow(clippy::zombie_processes)]
+pub fn start_server(data: &std::path::Path, extra: &[&str]) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ocr-server"))
+        .args([
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--cls-workers",
+            "0",
+        ])
+        .args(["--job-concurrency", "2", "--data-dir"])
+        .arg(data)
+        .args(extra)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap() > 0, "server exited early");
+        if let Some(rest) = line.trim().strip_prefix("ocr-server: listening on http://") {
+            break rest.split(' ').next().unwrap().to_string();
+        }
+    };
+    // Keep draining stderr so the server never blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        let _ = err.read_to_string(&mut sink);
+    });
+    for _ in 0..600 {
+        if http(&addr, "GET", "/health/ready", &[], b"").0 == 200 {
+            return (child, addr);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("server never ready");
 }

@@ -27,7 +27,9 @@ use crate::error::{Error, Result};
 use crate::jobs::runner::{Runner, RunnerConfig, now_ms};
 use crate::jobs::store::{JobStore, SqliteStore};
 use crate::jobs::webhook::{WebhookConfig, parse_secret};
-use crate::pipeline::decode::{DecodeLimits, decode_pages};
+use crate::document::{Document, select_pages};
+use crate::output;
+use crate::pipeline::decode::DecodeLimits;
 use crate::pipeline::preprocess::{LimitType, Normalize};
 use crate::pipeline::{Page, document_text};
 use crate::scheduler::{Scheduler, SchedulerConfig};
@@ -201,6 +203,7 @@ impl ServeArgs {
                 max_side_px: self.max_side,
                 max_pixels: self.max_pixels,
                 max_pages: self.max_pages,
+                pdf_dpi: self.pipeline.pdf_dpi,
             },
             default_timeout: Duration::from_millis(self.request_timeout_ms.max(1)),
             idempotency_ttl: Duration::from_secs(self.idempotency_ttl_s.max(1)),
@@ -426,6 +429,10 @@ pub struct PipelineArgs {
     /// Lines per recognition batch (`ocr`; the server batches by --rec-max-batch).
     #[arg(long, default_value_t = 6)]
     pub rec_batch: usize,
+    /// Resolution PDF pages are rendered at (lowered for pages that would exceed the pixel
+    /// limits).
+    #[arg(long, env = "OCR_PDF_DPI", default_value_t = crate::pipeline::decode::DEFAULT_PDF_DPI)]
+    pub pdf_dpi: f32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -481,6 +488,11 @@ pub enum OutputFormat {
     Json,
     /// One JSON object per file per line.
     Jsonl,
+    /// hOCR 1.2 (one FILE).
+    Hocr,
+    /// A searchable PDF (one FILE): the page images, or the original PDF's own pages, under an
+    /// invisible text layer.
+    Pdf,
 }
 
 #[derive(Debug, Args)]
@@ -498,9 +510,23 @@ pub struct OcrArgs {
     /// Print pages, seconds and pages/s to standard error at the end.
     #[arg(long)]
     pub stats: bool,
-    /// Image files.
+    /// Pages of each document to OCR, 1-based: `1-3,7`, `5-` (default: all).
+    #[arg(long)]
+    pub pages: Option<String>,
+    /// Write the output to this file instead of standard output.
+    #[arg(long, short = 'o')]
+    pub output: Option<PathBuf>,
+    /// Documents: PDF, PNG, JPEG, TIFF (every page), WebP, BMP.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
+}
+
+/// What one file produced: its pages (failed pages carry their error) and, for `hocr` and
+/// `pdf`, the rendered output.
+#[derive(Debug)]
+pub struct FileOutput {
+    pub pages: Vec<Page>,
+    pub rendered: Option<Vec<u8>>,
 }
 
 /// The per-file output object of `--format json|jsonl`.
@@ -534,31 +560,65 @@ pub fn engine_from_args(rt: &RuntimeArgs, p: &PipelineArgs) -> Result<OcrEngine>
     })
 }
 
-/// OCR of one file's bytes: every page.
+/// OCR of one document's bytes: every page, one decoded page in memory at a time.
 pub fn ocr_bytes(
     engine: &mut OcrEngine,
     bytes: &[u8],
     opts: &OcrOptions,
     limits: &DecodeLimits,
 ) -> Result<Vec<Page>> {
-    decode_pages(bytes, limits)?
+    let doc = Document::open(Arc::new(bytes.to_vec()), limits)?;
+    let selected = select_pages(None, doc.page_count(), limits.max_pages)?;
+    ocr_document(engine, &doc, &selected, opts)
+}
+
+/// OCR of the `selected` pages of a document. A page that cannot be decoded or rendered becomes
+/// a [`Page::failed`]; a model failure fails the whole call.
+pub fn ocr_document(
+    engine: &mut OcrEngine,
+    doc: &Document,
+    selected: &[usize],
+    opts: &OcrOptions,
+) -> Result<Vec<Page>> {
+    selected
         .iter()
-        .map(|page| engine.ocr_page(page, opts))
+        .map(|&i| match doc.page(i) {
+            Ok(img) => engine.ocr_page(&img, opts),
+            Err(e) => Ok(Page::failed(&e)),
+        })
         .collect()
 }
 
-/// Reads one file and OCRs every page of it.
+/// Reads one file and OCRs the selected pages of it; renders `hocr`/`pdf` output.
 fn ocr_file(
     engine: &mut OcrEngine,
     path: &std::path::Path,
     opts: &OcrOptions,
     limits: &DecodeLimits,
-) -> Result<Vec<Page>> {
+    args: &OcrArgs,
+) -> Result<FileOutput> {
     let bytes = std::fs::read(path).map_err(|e| Error::Io {
         path: path.display().to_string(),
         source: e,
     })?;
-    ocr_bytes(engine, &bytes, opts, limits)
+    let doc = Document::open(Arc::new(bytes), limits)?;
+    let selected = select_pages(args.pages.as_deref(), doc.page_count(), limits.max_pages)?;
+    let pages = ocr_document(engine, &doc, &selected, opts)?;
+    let format = match args.format {
+        OutputFormat::Hocr => Some(output::Format::Hocr),
+        OutputFormat::Pdf => Some(output::Format::Pdf),
+        _ => None,
+    };
+    let rendered = format
+        .map(|f| {
+            let name = path.file_name().map_or_else(
+                || path.display().to_string(),
+                |n| n.to_string_lossy().into(),
+            );
+            output::render(f, &doc, &name, &selected, &pages)
+        })
+        .transpose()?;
+    Ok(FileOutput { pages, rendered })
 }
 
 /// Number of parallel workers: `--jobs`, or cores / threads per session; never more than files.
@@ -583,12 +643,37 @@ fn worker_count(args: &OcrArgs) -> usize {
 /// is written, so at most [`WINDOW_PER_WORKER`] × workers results exist at once (bounded memory
 /// however slow one file is), and no worker idles while files remain.
 pub fn run_ocr(args: &OcrArgs, out: &mut dyn Write) -> Result<bool> {
+    if matches!(args.format, OutputFormat::Hocr | OutputFormat::Pdf) && args.files.len() != 1 {
+        return Err(Error::InvalidOption(
+            "--format hocr and --format pdf take exactly one FILE".into(),
+        ));
+    }
+    if let Some(path) = &args.output {
+        let file = std::fs::File::create(path).map_err(|e| Error::Io {
+            path: path.display().to_string(),
+            source: e,
+        })?;
+        let mut w = std::io::BufWriter::new(file);
+        let ok = run_ocr_to(args, &mut w)?;
+        w.flush().map_err(|e| Error::Io {
+            path: path.display().to_string(),
+            source: e,
+        })?;
+        return Ok(ok);
+    }
+    run_ocr_to(args, out)
+}
+
+fn run_ocr_to(args: &OcrArgs, out: &mut dyn Write) -> Result<bool> {
     let jobs = worker_count(args);
     let engines = (0..jobs)
         .map(|_| engine_from_args(&args.runtime, &args.pipeline))
         .collect::<Result<Vec<_>>>()?;
     let opts = args.pipeline.options();
-    let limits = DecodeLimits::default();
+    let limits = DecodeLimits {
+        pdf_dpi: args.pipeline.pdf_dpi,
+        ..DecodeLimits::default()
+    };
     let started = Instant::now();
     let mut report = Report {
         format: args.format,
@@ -604,7 +689,7 @@ pub fn run_ocr(args: &OcrArgs, out: &mut dyn Write) -> Result<bool> {
             .send(())
             .expect("the permit channel has room for the window. This is a bug.");
     }
-    let (result_tx, result_rx) = crossbeam_channel::bounded::<(usize, Result<Vec<Page>>)>(window);
+    let (result_tx, result_rx) = crossbeam_channel::bounded::<(usize, Result<FileOutput>)>(window);
     let next = AtomicUsize::new(0);
     let files = &args.files;
     std::thread::scope(|s| -> Result<()> {
@@ -621,7 +706,7 @@ pub fn run_ocr(args: &OcrArgs, out: &mut dyn Write) -> Result<bool> {
                         let k = next.fetch_add(1, Ordering::Relaxed);
                         let Some(path) = files.get(k) else { break };
                         if result_tx
-                            .send((k, ocr_file(&mut engine, path, opts, limits)))
+                            .send((k, ocr_file(&mut engine, path, opts, limits, args)))
                             .is_err()
                         {
                             break;
@@ -631,7 +716,7 @@ pub fn run_ocr(args: &OcrArgs, out: &mut dyn Write) -> Result<bool> {
                 .expect("spawning a CLI worker thread");
         }
         drop(result_tx);
-        let mut pending: BTreeMap<usize, Result<Vec<Page>>> = BTreeMap::new();
+        let mut pending: BTreeMap<usize, Result<FileOutput>> = BTreeMap::new();
         let mut written = 0;
         for (k, r) in result_rx.iter() {
             pending.insert(k, r);
@@ -683,10 +768,30 @@ fn stdout_error(e: impl Into<std::io::Error>) -> Error {
 }
 
 impl Report {
-    fn emit(&mut self, shown: &str, result: Result<Vec<Page>>, out: &mut dyn Write) -> Result<()> {
+    fn emit(
+        &mut self,
+        shown: &str,
+        result: Result<FileOutput>,
+        out: &mut dyn Write,
+    ) -> Result<()> {
+        let mut rendered = None;
         let item = match result {
-            Ok(pages) => {
+            Ok(FileOutput {
+                pages,
+                rendered: r,
+            }) => {
                 self.pages += pages.len();
+                rendered = r;
+                for (i, p) in pages.iter().enumerate() {
+                    if let Some(e) = &p.error {
+                        self.all_ok = false;
+                        eprintln!(
+                            "ocr-server: {shown}: page {} of the selection: {}",
+                            i + 1,
+                            e.message
+                        );
+                    }
+                }
                 FileResult {
                     file: shown.to_string(),
                     text: Some(document_text(&pages)),
@@ -715,11 +820,16 @@ impl Report {
             }
             OutputFormat::Json => self.json_items.push(item),
             OutputFormat::Text => {
-                if let Some(text) = &item.text {
+                if let Some(pages) = &item.pages {
                     if self.multi {
                         writeln!(out, "==> {shown} <==").map_err(stdout_error)?;
                     }
-                    writeln!(out, "{text}").map_err(stdout_error)?;
+                    writeln!(out, "{}", output::text(pages)).map_err(stdout_error)?;
+                }
+            }
+            OutputFormat::Hocr | OutputFormat::Pdf => {
+                if let Some(bytes) = rendered {
+                    out.write_all(&bytes).map_err(stdout_error)?;
                 }
             }
         }

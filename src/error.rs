@@ -8,10 +8,19 @@ use thiserror::Error;
 pub enum Error {
     #[error("the input is empty")]
     EmptyInput,
-    #[error("unsupported or unrecognised image format (expected PNG, JPEG, TIFF, WebP or BMP)")]
+    #[error("unsupported or unrecognised format (expected PDF, PNG, JPEG, TIFF, WebP or BMP)")]
     UnsupportedFormat,
     #[error("corrupt or truncated image: {0}")]
     CorruptImage(String),
+    #[error("corrupt or damaged document: {0}")]
+    CorruptDocument(String),
+    #[error("the PDF is encrypted with a password; send it decrypted")]
+    EncryptedDocument,
+    #[error(
+        "the document has {pages} pages; synchronous requests take at most {limit}: submit it to \
+         /v1/jobs, or send `Prefer: respond-async`"
+    )]
+    TooManyPagesForSync { pages: usize, limit: usize },
     #[error("image too large: {0}")]
     ImageTooLarge(String),
     #[error("document has more than {limit} pages")]
@@ -61,6 +70,9 @@ impl Error {
             Error::EmptyInput => "empty_input",
             Error::UnsupportedFormat => "unsupported_format",
             Error::CorruptImage(_) => "corrupt_image",
+            Error::CorruptDocument(_) => "corrupt_document",
+            Error::EncryptedDocument => "encrypted_document",
+            Error::TooManyPagesForSync { .. } => "too_many_pages_for_sync",
             Error::ImageTooLarge(_) => "image_too_large",
             Error::TooManyPages { .. } => "too_many_pages",
             Error::InvalidOption(_) => "invalid_option",
@@ -89,6 +101,9 @@ impl Error {
                 | Error::UnsupportedFormat
                 | Error::CorruptImage(_)
                 | Error::ImageTooLarge(_)
+                | Error::CorruptDocument(_)
+                | Error::EncryptedDocument
+                | Error::TooManyPagesForSync { .. }
                 | Error::TooManyPages { .. }
                 | Error::InvalidOption(_)
                 | Error::PayloadTooLarge { .. }

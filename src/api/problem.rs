@@ -39,6 +39,11 @@ fn status_of(e: &Error) -> (StatusCode, &'static str) {
         Error::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "Payload too large"),
         Error::CorruptImage(_) => (StatusCode::UNPROCESSABLE_ENTITY, "Corrupt image"),
         Error::ImageTooLarge(_) => (StatusCode::UNPROCESSABLE_ENTITY, "Image too large"),
+        Error::CorruptDocument(_) => (StatusCode::UNPROCESSABLE_ENTITY, "Corrupt document"),
+        Error::EncryptedDocument => (StatusCode::UNPROCESSABLE_ENTITY, "Encrypted document"),
+        Error::TooManyPagesForSync { .. } => {
+            (StatusCode::PAYLOAD_TOO_LARGE, "Too many pages for a synchronous request")
+        }
         Error::TooManyPages { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "Too many pages"),
         Error::InvalidOption(_) => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid option"),
         Error::IdempotencyConflict(_) => {
@@ -138,6 +143,9 @@ mod tests {
             Error::UnsupportedFormat,
             Error::CorruptImage("x".into()),
             Error::ImageTooLarge("x".into()),
+            Error::CorruptDocument("x".into()),
+            Error::EncryptedDocument,
+            Error::TooManyPagesForSync { pages: 2, limit: 1 },
             Error::TooManyPages { limit: 1 },
             Error::InvalidOption("x".into()),
             Error::PayloadTooLarge { limit: 1 },

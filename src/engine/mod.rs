@@ -400,6 +400,7 @@ pub fn finish_page(
             .into_iter()
             .filter(|l| !l.text.is_empty() && l.confidence >= min_confidence)
             .collect(),
+        error: None,
     }
 }
 

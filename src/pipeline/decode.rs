@@ -18,9 +18,15 @@ pub struct DecodeLimits {
     pub max_side_px: u32,
     /// Most pixels accepted for one page (width × height).
     pub max_pixels: u64,
-    /// Most pages accepted in one document.
+    /// Most pages processed from one document (after any `pages` selection).
     pub max_pages: usize,
+    /// Resolution PDF pages are rendered at (lowered for a page that would exceed the pixel or
+    /// side limits).
+    pub pdf_dpi: f32,
 }
+
+/// Default PDF rendering resolution (README, "Documents": chosen by measurement on the dev PDF).
+pub const DEFAULT_PDF_DPI: f32 = 200.0;
 
 impl Default for DecodeLimits {
     fn default() -> Self {
@@ -30,12 +36,13 @@ impl Default for DecodeLimits {
             max_side_px: 16_384,
             max_pixels: 64_000_000,
             max_pages: 200,
+            pdf_dpi: DEFAULT_PDF_DPI,
         }
     }
 }
 
 impl DecodeLimits {
-    fn check(&self, width: u64, height: u64) -> Result<()> {
+    pub fn check(&self, width: u64, height: u64) -> Result<()> {
         if width == 0 || height == 0 {
             return Err(Error::CorruptImage(format!(
                 "image has a zero dimension ({width}×{height})"
@@ -82,12 +89,25 @@ pub fn decode_pages(bytes: &[u8], limits: &DecodeLimits) -> Result<Vec<RgbImage>
     }
     let format = sniff_format(bytes).ok_or(Error::UnsupportedFormat)?;
     if format == ImageFormat::Tiff {
-        return decode_tiff_pages(bytes, limits);
+        let count = tiff_page_count(bytes, limits, limits.max_pages)?;
+        return (0..count)
+            .map(|i| decode_tiff_page(bytes, i, limits))
+            .collect();
     }
     Ok(vec![decode_single(bytes, format, limits)?])
 }
 
-fn decode_single(bytes: &[u8], format: ImageFormat, limits: &DecodeLimits) -> Result<RgbImage> {
+/// Reads an image's header and checks its size against the limits, decoding no pixels.
+pub fn check_header(bytes: &[u8], format: ImageFormat, limits: &DecodeLimits) -> Result<()> {
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    reader.limits(image::Limits::no_limits());
+    let decoder = reader.into_decoder().map_err(image_error)?;
+    let (w, h) = decoder.dimensions();
+    limits.check(w as u64, h as u64)
+}
+
+/// Decodes a single-image file (not TIFF) into RGB, applying EXIF orientation.
+pub fn decode_single(bytes: &[u8], format: ImageFormat, limits: &DecodeLimits) -> Result<RgbImage> {
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     let mut lim = image::Limits::default();
     lim.max_image_width = Some(limits.max_side_px);
@@ -124,35 +144,50 @@ fn tiff_error(e: tiff::TiffError) -> Error {
     }
 }
 
-/// Decodes each page (IFD) of a TIFF. Pages in a colour model we cannot convert are an error
-/// naming the page.
-fn decode_tiff_pages(bytes: &[u8], limits: &DecodeLimits) -> Result<Vec<RgbImage>> {
+fn tiff_decoder<'a>(
+    bytes: &'a [u8],
+    limits: &DecodeLimits,
+) -> Result<tiff::decoder::Decoder<Cursor<&'a [u8]>>> {
     let mut tl = tiff::decoder::Limits::default();
     tl.decoding_buffer_size = limits.max_alloc_bytes() as usize;
     tl.intermediate_buffer_size = limits.max_alloc_bytes() as usize;
-    let mut dec = tiff::decoder::Decoder::new(Cursor::new(bytes))
+    Ok(tiff::decoder::Decoder::new(Cursor::new(bytes))
         .map_err(tiff_error)?
-        .with_limits(tl);
-    let mut pages = Vec::new();
-    loop {
-        if pages.len() >= limits.max_pages {
-            return Err(Error::TooManyPages {
-                limit: limits.max_pages,
-            });
+        .with_limits(tl))
+}
+
+/// Number of pages (IFDs) of a TIFF, reading only the directories. A chain longer than `cap` is
+/// `TooManyPages`; a directory that cannot be read is an error naming the page.
+pub fn tiff_page_count(bytes: &[u8], limits: &DecodeLimits, cap: usize) -> Result<usize> {
+    let mut dec = tiff_decoder(bytes, limits)?;
+    let mut count = 1;
+    while dec.more_images() {
+        if count >= cap {
+            return Err(Error::TooManyPages { limit: cap });
         }
-        let (w, h) = dec.dimensions().map_err(tiff_error)?;
-        limits.check(w as u64, h as u64)?;
-        let page = tiff_page_rgb(&mut dec, w, h).map_err(|e| match e {
-            Error::CorruptImage(m) => Error::CorruptImage(format!("page {}: {m}", pages.len() + 1)),
+        dec.next_image().map_err(|e| match tiff_error(e) {
+            Error::CorruptImage(m) => Error::CorruptImage(format!("page {}: {m}", count + 1)),
             other => other,
         })?;
-        pages.push(page);
-        if !dec.more_images() {
-            break;
-        }
-        dec.next_image().map_err(tiff_error)?;
+        count += 1;
     }
-    Ok(pages)
+    Ok(count)
+}
+
+/// Decodes page `index` (0-based) of a TIFF, seeking to its directory; nothing else is decoded.
+/// Pages in a colour model we cannot convert are an error naming the page.
+pub fn decode_tiff_page(bytes: &[u8], index: usize, limits: &DecodeLimits) -> Result<RgbImage> {
+    let named = |e: Error| match e {
+        Error::CorruptImage(m) => Error::CorruptImage(format!("page {}: {m}", index + 1)),
+        other => other,
+    };
+    let mut dec = tiff_decoder(bytes, limits)?;
+    if index > 0 {
+        dec.seek_to_image(index).map_err(|e| named(tiff_error(e)))?;
+    }
+    let (w, h) = dec.dimensions().map_err(|e| named(tiff_error(e)))?;
+    limits.check(w as u64, h as u64)?;
+    tiff_page_rgb(&mut dec, w, h).map_err(named)
 }
 
 fn tiff_page_rgb(

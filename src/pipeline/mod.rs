@@ -50,11 +50,36 @@ pub struct Line {
 }
 
 /// The OCR result of one page, lines in reading order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Page {
     pub width: u32,
     pub height: u32,
     pub lines: Vec<Line>,
+    /// Set when this page could not be decoded or rendered (the document's other pages still
+    /// went through); the page then has no lines and a zero size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<PageError>,
+}
+
+/// Why one page of a document has no result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PageError {
+    /// The stable error code (as in problem bodies).
+    pub code: String,
+    pub message: String,
+}
+
+impl Page {
+    /// The placeholder of a page that failed.
+    pub fn failed(e: &crate::error::Error) -> Self {
+        Page {
+            error: Some(PageError {
+                code: e.code().into(),
+                message: e.to_string(),
+            }),
+            ..Page::default()
+        }
+    }
 }
 
 impl Page {
@@ -101,11 +126,13 @@ mod tests {
             width: 1,
             height: 1,
             lines: vec![line("a"), line("b")],
+            error: None,
         };
         let p2 = Page {
             width: 1,
             height: 1,
             lines: vec![line("c")],
+            error: None,
         };
         assert_eq!(document_text(&[p1, p2]), "a\nb\n\nc");
         assert_eq!(document_text(&[]), "");
@@ -117,6 +144,7 @@ mod tests {
             width: 3,
             height: 4,
             lines: vec![line("x")],
+            error: None,
         };
         let v = serde_json::to_value(&p).unwrap();
         assert_eq!(v["lines"][0]["box"].as_array().unwrap().len(), 4);

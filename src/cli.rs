@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::api::{Api, ApiConfig};
+use crate::document::{Document, select_pages};
 use crate::engine::ort::{
     EngineConfig, OrtFactory, SessionConfig, load_engine, resolve_models_dir, resolve_ort_lib,
 };
@@ -27,7 +28,6 @@ use crate::error::{Error, Result};
 use crate::jobs::runner::{Runner, RunnerConfig, now_ms};
 use crate::jobs::store::{JobStore, SqliteStore};
 use crate::jobs::webhook::{WebhookConfig, parse_secret};
-use crate::document::{Document, select_pages};
 use crate::output;
 use crate::pipeline::decode::DecodeLimits;
 use crate::pipeline::preprocess::{LimitType, Normalize};
@@ -129,6 +129,10 @@ pub struct ServeArgs {
     /// Most pages in one document (422 above).
     #[arg(long, env = "OCR_MAX_PAGES", default_value_t = 200)]
     pub max_pages: usize,
+    /// Most pages one synchronous `/v1/ocr` request may OCR (413 above: larger documents go to
+    /// /v1/jobs or `Prefer: respond-async`).
+    #[arg(long, env = "OCR_SYNC_MAX_PAGES", default_value_t = 10)]
+    pub sync_max_pages: usize,
     /// Deadline of a request without X-Request-Timeout, in ms (504 after it).
     #[arg(long, env = "OCR_REQUEST_TIMEOUT_MS", default_value_t = 60_000)]
     pub request_timeout_ms: u64,
@@ -207,6 +211,7 @@ impl ServeArgs {
             },
             default_timeout: Duration::from_millis(self.request_timeout_ms.max(1)),
             idempotency_ttl: Duration::from_secs(self.idempotency_ttl_s.max(1)),
+            sync_max_pages: self.sync_max_pages.max(1),
             ..ApiConfig::default()
         }
     }
@@ -573,20 +578,29 @@ pub fn ocr_bytes(
 }
 
 /// OCR of the `selected` pages of a document. A page that cannot be decoded or rendered becomes
-/// a [`Page::failed`]; a model failure fails the whole call.
+/// a [`Page::failed`] (when every page fails, the first page's error is the result, as for
+/// `/v1/ocr`); a model failure fails the whole call.
 pub fn ocr_document(
     engine: &mut OcrEngine,
     doc: &Document,
     selected: &[usize],
     opts: &OcrOptions,
 ) -> Result<Vec<Page>> {
-    selected
-        .iter()
-        .map(|&i| match doc.page(i) {
-            Ok(img) => engine.ocr_page(&img, opts),
-            Err(e) => Ok(Page::failed(&e)),
-        })
-        .collect()
+    let mut pages = Vec::with_capacity(selected.len());
+    let mut first_error = None;
+    for &i in selected {
+        match doc.page(i) {
+            Ok(img) => pages.push(engine.ocr_page(&img, opts)?),
+            Err(e) => {
+                pages.push(Page::failed(&e));
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) if pages.iter().all(|p| p.error.is_some()) => Err(e),
+        _ => Ok(pages),
+    }
 }
 
 /// Reads one file and OCRs the selected pages of it; renders `hocr`/`pdf` output.
@@ -768,18 +782,10 @@ fn stdout_error(e: impl Into<std::io::Error>) -> Error {
 }
 
 impl Report {
-    fn emit(
-        &mut self,
-        shown: &str,
-        result: Result<FileOutput>,
-        out: &mut dyn Write,
-    ) -> Result<()> {
+    fn emit(&mut self, shown: &str, result: Result<FileOutput>, out: &mut dyn Write) -> Result<()> {
         let mut rendered = None;
         let item = match result {
-            Ok(FileOutput {
-                pages,
-                rendered: r,
-            }) => {
+            Ok(FileOutput { pages, rendered: r }) => {
                 self.pages += pages.len();
                 rendered = r;
                 for (i, p) in pages.iter().enumerate() {

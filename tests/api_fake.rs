@@ -252,6 +252,7 @@ async fn bad_input_gets_its_code() {
             max_side_px: 2000,
             max_pixels: 1_000_000,
             max_pages: 2,
+            pdf_dpi: 200.0,
         },
         ..ApiConfig::default()
     };

@@ -222,7 +222,8 @@ async fn lifecycle_idempotency_and_listing_with_fakes() {
     assert_eq!(result["documents"][0]["text"], "#\n#");
     assert_eq!(result["documents"][1]["text"], "#");
     let (_, _, text) = send(&f.router, get(&format!("/v1/jobs/{id}/result?format=text"))).await;
-    assert_eq!(text, Value::String("#\n#\n\n#".into()));
+    // Pages (and documents) are separated by a form feed in the text format.
+    assert_eq!(text, Value::String("#\n#\n\u{c}#".into()));
     let (_, _, events) = send(&f.router, get(&format!("/v1/jobs/{id}/events"))).await;
     let kinds: Vec<&str> = events
         .as_array()

@@ -20,17 +20,17 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::document::{Document, select_pages};
 use crate::engine::ModelKind;
 use crate::error::Error;
 use crate::jobs::runner::{JobOptions, now_ms};
 use crate::jobs::store::{
     Created, Event, JobRecord, JobState, JobStore, NewDocument, NewJob, PageRef, PageState,
 };
-use crate::pipeline::decode::decode_pages;
 use crate::pipeline::{Page, document_text};
 
 use super::problem::{ApiError, Problem};
-use super::{AppState, Output, RequestOptions, read_body};
+use super::{AppState, Format, RequestOptions, read_body};
 
 /// Options of a job: those of `/v1/ocr` plus the job's own.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, utoipa::ToSchema, utoipa::IntoParams)]
@@ -51,6 +51,8 @@ pub struct JobRequestOptions {
     pub webhook_url: Option<String>,
     /// Name of a raw-body document (default `document`).
     pub name: Option<String>,
+    /// Pages of each PDF or TIFF, 1-based: `1-3,7`, `5-` (default: all).
+    pub pages: Option<String>,
 }
 
 impl JobRequestOptions {
@@ -65,6 +67,7 @@ impl JobRequestOptions {
             priority: o.priority.or(self.priority),
             webhook_url: o.webhook_url.or(self.webhook_url),
             name: o.name.or(self.name),
+            pages: o.pages.or(self.pages),
         }
     }
 }
@@ -181,7 +184,8 @@ async fn split_job_body(
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    if mime.starts_with("image/") || mime == "application/octet-stream" {
+    if mime.starts_with("image/") || mime == "application/octet-stream" || mime == "application/pdf"
+    {
         return Ok((
             vec![Doc {
                 name: String::new(),
@@ -313,7 +317,8 @@ pub(super) async fn create_from(
         det_limit_side: opts.det_limit_side,
         classify: opts.classify,
         min_confidence: opts.min_confidence,
-        output: Some(Output::Json),
+        format: None,
+        pages: None,
     }
     .apply(st.scheduler.kind(), st.scheduler.base_options())?;
     if opts.classify == Some(true) && !st.scheduler.has_classifier() {
@@ -341,20 +346,25 @@ pub(super) async fn create_from(
         classify: opts.classify,
         min_confidence: opts.min_confidence,
         interactive: interactive.then_some(true),
+        pages: opts.pages.clone(),
     };
     let options_json = serde_json::to_string(&job_opts)
         .map_err(|e| Error::Runtime(format!("serialising options: {e}")))?;
 
     // Count pages (and reject what cannot be decoded) before anything is stored.
     let limits = st.cfg.decode.clone();
+    let spec = opts.pages.clone();
     let docs = tokio::task::spawn_blocking(move || {
         docs.into_iter()
             .map(|d| {
-                let pages = decode_pages(&d.bytes, &limits)
-                    .map_err(|e| match e {
-                        Error::CorruptImage(m) => Error::CorruptImage(format!("{}: {m}", d.name)),
-                        other => other,
-                    })?
+                let named = |e: Error| match e {
+                    Error::CorruptImage(m) => Error::CorruptImage(format!("{}: {m}", d.name)),
+                    Error::CorruptDocument(m) => Error::CorruptDocument(format!("{}: {m}", d.name)),
+                    other => other,
+                };
+                let doc = Document::open(Arc::new(d.bytes.to_vec()), &limits).map_err(named)?;
+                let pages = select_pages(spec.as_deref(), doc.page_count(), limits.max_pages)
+                    .map_err(named)?
                     .len();
                 let sha = hex(&Sha256::digest(&d.bytes));
                 Ok((d, pages, sha))
@@ -667,8 +677,11 @@ pub(super) async fn resend_webhooks(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ResultQuery {
-    /// `json` (default) or `text`.
-    pub format: Option<Output>,
+    /// `json` (default); `text` (pages and documents separated by form feeds, with review
+    /// corrections); `hocr` or `pdf` (a searchable PDF) of one document, chosen by `document`.
+    pub format: Option<Format>,
+    /// The document (0-based) for `hocr` and `pdf`; default 0.
+    pub document: Option<usize>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -703,7 +716,21 @@ pub(super) async fn job_result(
     let Some(job) = load(&st, &id)? else {
         return Ok(not_found(&id));
     };
+    if let Some(format @ (Format::Hocr | Format::Pdf)) = q.format {
+        let r = runner(&st)?;
+        let (doc, selected, pages) = document_pages(r, &job, q.document.unwrap_or(0)).await?;
+        return Ok(super::respond(
+            format,
+            st.scheduler.kind(),
+            doc,
+            selected,
+            pages,
+            Default::default(),
+        )
+        .await?);
+    }
     let store: &Arc<dyn JobStore> = runner(&st)?.store();
+    let mut all_texts: Vec<String> = Vec::new();
     let corrections: Vec<Correction> = store
         .events(&id)?
         .into_iter()
@@ -746,14 +773,11 @@ pub(super) async fn job_result(
             text: texts.join("\n\n"),
             pages,
         });
+        all_texts.extend(texts);
     }
-    if q.format == Some(Output::Text) {
-        let text = documents
-            .iter()
-            .map(|d| d.text.as_str())
-            .collect::<Vec<_>>()
-            .join("\n\n");
-        return Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response());
+    if q.format == Some(Format::Text) {
+        let text = all_texts.join("\n\u{c}");
+        return Ok(([(header::CONTENT_TYPE, Format::Text.content_type())], text).into_response());
     }
     Ok(Json(JobResult {
         id: job.id,
@@ -772,6 +796,7 @@ pub(super) async fn hybrid(
     st: &Arc<AppState>,
     image: bytes::Bytes,
     options: &RequestOptions,
+    format: Format,
     key: Option<String>,
     wait: std::time::Duration,
     arrived: std::time::Instant,
@@ -781,6 +806,7 @@ pub(super) async fn hybrid(
         det_limit_side: options.det_limit_side,
         classify: options.classify,
         min_confidence: options.min_confidence,
+        pages: options.pages.clone(),
         ..JobRequestOptions::default()
     };
     let doc = Doc {
@@ -792,33 +818,16 @@ pub(super) async fn hybrid(
     let job = r.wait_final(&job.id, wait).await?.unwrap_or(job);
     let location = format!("/v1/jobs/{}", job.id);
     let mut resp = if matches!(job.state, JobState::Completed | JobState::NeedsReview) {
-        let mut pages = Vec::new();
-        if let Some(d) = job.documents.first() {
-            for p in &d.pages {
-                let json = r.store().page_result(&PageRef {
-                    job_id: job.id.clone(),
-                    doc: 0,
-                    page: p.page,
-                })?;
-                if let Some(page) = json.and_then(|s| serde_json::from_str::<Page>(&s).ok()) {
-                    pages.push(page);
-                }
-            }
-        }
-        let mut resp = match options.output.unwrap_or_default() {
-            Output::Json => Json(super::OcrResponse {
-                model: st.scheduler.kind(),
-                text: document_text(&pages),
-                pages,
-                timings: Default::default(),
-            })
-            .into_response(),
-            Output::Text => (
-                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-                document_text(&pages),
-            )
-                .into_response(),
-        };
+        let (doc, selected, pages) = document_pages(&r, &job, 0).await?;
+        let mut resp = super::respond(
+            format,
+            st.scheduler.kind(),
+            doc,
+            selected,
+            pages,
+            Default::default(),
+        )
+        .await?;
         let h = resp.headers_mut();
         if let Ok(l) = HeaderValue::from_str(&location) {
             h.insert(header::CONTENT_LOCATION, l);
@@ -839,6 +848,44 @@ pub(super) async fn hybrid(
     resp.headers_mut()
         .insert(header::VARY, HeaderValue::from_static("Prefer"));
     Ok(resp)
+}
+
+/// A job document's source (reopened from the data directory), its selected page indices and
+/// its pages: the completed results, and a page with error `not_completed` for the others.
+async fn document_pages(
+    r: &Arc<crate::jobs::runner::Runner>,
+    job: &JobRecord,
+    index: usize,
+) -> Result<(Arc<Document>, Vec<usize>, Vec<Page>), Error> {
+    let d = job
+        .documents
+        .get(index)
+        .ok_or_else(|| Error::InvalidOption(format!("the job has no document {index}")))?;
+    let opts: JobOptions = serde_json::from_str(&job.options)
+        .map_err(|e| Error::Store(format!("job options: {e}")))?;
+    let (doc, selected) = r.open_document(&d.path, opts.pages.as_deref()).await?;
+    let mut pages = Vec::new();
+    for p in &d.pages {
+        let page = if p.state == PageState::Completed {
+            r.store()
+                .page_result(&PageRef {
+                    job_id: job.id.clone(),
+                    doc: index,
+                    page: p.page,
+                })?
+                .and_then(|s| serde_json::from_str::<Page>(&s).ok())
+        } else {
+            None
+        };
+        pages.push(page.unwrap_or_else(|| Page {
+            error: Some(crate::pipeline::PageError {
+                code: "not_completed".into(),
+                message: format!("page is {}", p.state.as_str()),
+            }),
+            ..Page::default()
+        }));
+    }
+    Ok((doc, selected, pages))
 }
 
 /// `Prefer` (RFC 7240): whether `respond-async` is asked, and `wait` in seconds.

@@ -28,9 +28,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use utoipa::OpenApi;
 
+use crate::document::{Document, select_pages};
 use crate::engine::{ModelKind, OcrOptions};
 use crate::error::Error;
-use crate::pipeline::decode::{DecodeLimits, decode_pages};
+use crate::pipeline::decode::DecodeLimits;
 use crate::pipeline::{Page, document_text};
 use crate::scheduler::service::QueueReport;
 use crate::scheduler::{Class, Scheduler, Timings};
@@ -60,6 +61,9 @@ pub struct ApiConfig {
     pub max_timeout: Duration,
     /// Requests decoding at once (each holds its decoded pages in memory until admitted).
     pub decode_concurrency: usize,
+    /// Most pages a synchronous request may OCR (413 above: use `/v1/jobs` or
+    /// `Prefer: respond-async`).
+    pub sync_max_pages: usize,
     /// How long an `Idempotency-Key` names its job.
     pub idempotency_ttl: Duration,
 }
@@ -72,6 +76,7 @@ impl Default for ApiConfig {
             default_timeout: Duration::from_secs(60),
             max_timeout: Duration::from_secs(600),
             decode_concurrency: 4,
+            sync_max_pages: 10,
             idempotency_ttl: Duration::from_secs(24 * 3600),
         }
     }
@@ -201,16 +206,7 @@ async fn count_requests(req: Request, next: Next) -> Response {
     resp
 }
 
-/// Output format of `POST /v1/ocr`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Output {
-    /// `application/json`: text, pages, lines, words and boxes.
-    #[default]
-    Json,
-    /// `text/plain`: lines joined by `\n`, pages by a blank line.
-    Text,
-}
+pub use crate::output::Format;
 
 /// Options of one OCR request: query parameters, multipart fields, or JSON body fields (a body
 /// field overrides the query parameter of the same name).
@@ -225,8 +221,12 @@ pub struct RequestOptions {
     pub classify: Option<bool>,
     /// Drop lines whose confidence is below this (0–1).
     pub min_confidence: Option<f32>,
-    /// `json` (default) or `text`.
-    pub output: Option<Output>,
+    /// `json` (default), `text`, `hocr` or `pdf` (`output` is accepted as an alias); without
+    /// it the `Accept` header chooses.
+    #[serde(alias = "output")]
+    pub format: Option<Format>,
+    /// Pages of a PDF or TIFF, 1-based: `1-3,7`, `5-` (default: all).
+    pub pages: Option<String>,
 }
 
 impl RequestOptions {
@@ -236,8 +236,21 @@ impl RequestOptions {
             det_limit_side: over.det_limit_side.or(self.det_limit_side),
             classify: over.classify.or(self.classify),
             min_confidence: over.min_confidence.or(self.min_confidence),
-            output: over.output.or(self.output),
+            format: over.format.or(self.format),
+            pages: over.pages.or(self.pages),
         }
+    }
+
+    /// The response format: `format`, else the `Accept` header, else JSON.
+    fn response_format(&self, headers: &HeaderMap) -> Format {
+        self.format
+            .or_else(|| {
+                headers
+                    .get(header::ACCEPT)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(Format::from_accept)
+            })
+            .unwrap_or_default()
     }
 
     /// The pipeline options: the server's with this request's overrides, validated.
@@ -339,6 +352,7 @@ async fn ocr(
     let (image, body_opts) = split_body(&headers, bytes).await?;
     let options = query.overlay(body_opts);
     let opts = options.apply(st.scheduler.kind(), st.scheduler.base_options())?;
+    let format = options.response_format(&headers);
     let (respond_async, wait_s) = jobs::parse_prefer(&headers);
     if respond_async && st.jobs.is_some() {
         let key = headers
@@ -346,44 +360,82 @@ async fn ocr(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let wait = Duration::from_secs(wait_s.unwrap_or(0)).min(st.cfg.max_timeout);
-        return Ok(jobs::hybrid(&st, image, &options, key, wait, arrived).await?);
+        return Ok(jobs::hybrid(&st, image, &options, format, key, wait, arrived).await?);
     }
-    let pages = {
+    let (doc, selected, decoded) = {
         let _permit = st
             .decode_permits
             .acquire()
             .await
             .map_err(|_| Error::ShuttingDown)?;
         let limits = st.cfg.decode.clone();
-        tokio::task::spawn_blocking(move || decode_pages(&image, &limits))
-            .await
-            .map_err(|e| Error::Runtime(format!("decode task: {e}")))??
+        let sync_max = st.cfg.sync_max_pages;
+        let spec = options.pages.clone();
+        tokio::task::spawn_blocking(move || -> Result<_, Error> {
+            let doc = Document::open(Arc::new(image.to_vec()), &limits)?;
+            let selected = select_pages(spec.as_deref(), doc.page_count(), limits.max_pages)?;
+            if selected.len() > sync_max {
+                return Err(Error::TooManyPagesForSync {
+                    pages: selected.len(),
+                    limit: sync_max,
+                });
+            }
+            let decoded: Vec<Result<image::RgbImage, Error>> =
+                selected.iter().map(|&i| doc.page(i)).collect();
+            Ok((doc, selected, decoded))
+        })
+        .await
+        .map_err(|e| Error::Runtime(format!("decode task: {e}")))??
     };
+    // Pages that failed to decode stay in place as failed pages; when every page failed, the
+    // request fails with the first page's error.
+    let mut failed: Vec<Option<Error>> = Vec::with_capacity(decoded.len());
+    let mut images = Vec::with_capacity(decoded.len());
+    for d in decoded {
+        match d {
+            Ok(img) => {
+                images.push(img);
+                failed.push(None);
+            }
+            Err(e) => failed.push(Some(e)),
+        }
+    }
+    if images.is_empty() {
+        return Err(failed
+            .into_iter()
+            .flatten()
+            .next()
+            .unwrap_or(Error::EmptyInput)
+            .into());
+    }
     let ticket = st
         .scheduler
-        .submit(pages, opts, Class::Interactive, Some(deadline))?;
+        .submit(images, opts, Class::Interactive, Some(deadline))?;
     let id = ticket.id;
     let outcome = match tokio::time::timeout_at(deadline.into(), ticket.rx).await {
         Err(_) => return Err(Error::DeadlineExceeded.into()),
         Ok(Err(_)) => return Err(Error::ShuttingDown.into()),
         Ok(Ok(r)) => r?,
     };
-    let total_ms = arrived.elapsed().as_secs_f64() * 1000.0;
-    let mut resp = match options.output.unwrap_or_default() {
-        Output::Json => Json(OcrResponse {
-            model: st.scheduler.kind(),
-            text: document_text(&outcome.pages),
-            pages: outcome.pages,
-            timings: outcome.timings,
-        })
-        .into_response(),
-        Output::Text => (
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            document_text(&outcome.pages),
-        )
-            .into_response(),
-    };
     let t = outcome.timings;
+    let mut done = outcome.pages.into_iter();
+    let pages: Vec<Page> = failed
+        .iter()
+        .map(|f| match f {
+            Some(e) => Page::failed(e),
+            None => done.next().unwrap_or_default(),
+        })
+        .collect();
+    let mut resp = respond(
+        format,
+        st.scheduler.kind(),
+        Arc::new(doc),
+        selected,
+        pages,
+        t,
+    )
+    .await?;
+    let total_ms = arrived.elapsed().as_secs_f64() * 1000.0;
     let h = resp.headers_mut();
     for (name, v) in [
         (X_QUEUE_TIME, t.queue_ms),
@@ -399,6 +451,40 @@ async fn ocr(
     h.insert(HeaderName::from_static(X_REQUEST_ID), HeaderValue::from(id));
     h.insert(header::VARY, HeaderValue::from_static("Prefer"));
     Ok(resp)
+}
+
+/// The response body of an OCR result in the asked format (`hocr` and `pdf` are written on the
+/// blocking pool).
+pub(crate) async fn respond(
+    format: Format,
+    model: ModelKind,
+    doc: Arc<Document>,
+    selected: Vec<usize>,
+    pages: Vec<Page>,
+    timings: Timings,
+) -> Result<Response, Error> {
+    Ok(match format {
+        Format::Json => Json(OcrResponse {
+            model,
+            text: document_text(&pages),
+            pages,
+            timings,
+        })
+        .into_response(),
+        Format::Text => (
+            [(header::CONTENT_TYPE, format.content_type())],
+            crate::output::text(&pages),
+        )
+            .into_response(),
+        Format::Hocr | Format::Pdf => {
+            let bytes = tokio::task::spawn_blocking(move || {
+                crate::output::render(format, &doc, "document", &selected, &pages)
+            })
+            .await
+            .map_err(|e| Error::Runtime(format!("output task: {e}")))??;
+            ([(header::CONTENT_TYPE, format.content_type())], bytes).into_response()
+        }
+    })
 }
 
 fn request_timeout(headers: &HeaderMap, cfg: &ApiConfig) -> Result<Duration, Error> {
@@ -456,7 +542,8 @@ async fn split_body(
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    if mime.starts_with("image/") || mime == "application/octet-stream" {
+    if mime.starts_with("image/") || mime == "application/octet-stream" || mime == "application/pdf"
+    {
         return Ok((bytes, RequestOptions::default()));
     }
     if mime == "application/json" {

@@ -41,9 +41,10 @@ fn status_of(e: &Error) -> (StatusCode, &'static str) {
         Error::ImageTooLarge(_) => (StatusCode::UNPROCESSABLE_ENTITY, "Image too large"),
         Error::CorruptDocument(_) => (StatusCode::UNPROCESSABLE_ENTITY, "Corrupt document"),
         Error::EncryptedDocument => (StatusCode::UNPROCESSABLE_ENTITY, "Encrypted document"),
-        Error::TooManyPagesForSync { .. } => {
-            (StatusCode::PAYLOAD_TOO_LARGE, "Too many pages for a synchronous request")
-        }
+        Error::TooManyPagesForSync { .. } => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Too many pages for a synchronous request",
+        ),
         Error::TooManyPages { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "Too many pages"),
         Error::InvalidOption(_) => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid option"),
         Error::IdempotencyConflict(_) => {

@@ -33,8 +33,16 @@ pub enum PdfError {
     Malformed(String),
     #[error("page index {index} out of range (document has {count} pages)")]
     PageOutOfRange { index: usize, count: usize },
-    #[error("page {index} at {dpi} dpi would be {width}x{height} px, over the limit of {max_pixels} px")]
-    TooLarge { index: usize, dpi: f32, width: u64, height: u64, max_pixels: u64 },
+    #[error(
+        "page {index} at {dpi} dpi would be {width}x{height} px, over the limit of {max_pixels} px"
+    )]
+    TooLarge {
+        index: usize,
+        dpi: f32,
+        width: u64,
+        height: u64,
+        max_pixels: u64,
+    },
     #[error("render failed: {0}")]
     Render(String),
 }
@@ -66,13 +74,15 @@ impl PdfSource {
             .map_err(|p| PdfError::Malformed(format!("parser panicked: {}", panic_msg(p))))?;
         match res {
             Ok(pdf) => Ok(Self { pdf }),
-            Err(LoadPdfError::Decryption(DecryptionError::PasswordProtected)) => Err(PdfError::Encrypted),
-            Err(LoadPdfError::Decryption(e)) => {
-                Err(PdfError::Malformed(format!("unsupported or invalid encryption: {e:?}")))
+            Err(LoadPdfError::Decryption(DecryptionError::PasswordProtected)) => {
+                Err(PdfError::Encrypted)
             }
-            Err(LoadPdfError::Invalid) => {
-                Err(PdfError::Malformed("not a PDF or damaged beyond repair".into()))
-            }
+            Err(LoadPdfError::Decryption(e)) => Err(PdfError::Malformed(format!(
+                "unsupported or invalid encryption: {e:?}"
+            ))),
+            Err(LoadPdfError::Invalid) => Err(PdfError::Malformed(
+                "not a PDF or damaged beyond repair".into(),
+            )),
         }
     }
 
@@ -85,9 +95,10 @@ impl PdfSource {
     /// Zero-area boxes fall back to A4, as hayro renders them.
     pub fn page_size_pt(&self, index: usize) -> Result<(f32, f32), PdfError> {
         let pages = self.pdf.pages();
-        let page = pages
-            .get(index)
-            .ok_or(PdfError::PageOutOfRange { index, count: pages.len() })?;
+        let page = pages.get(index).ok_or(PdfError::PageOutOfRange {
+            index,
+            count: pages.len(),
+        })?;
         Ok(page.render_dimensions())
     }
 
@@ -104,10 +115,21 @@ impl PdfSource {
 
     /// Render one page at `dpi` to 8-bit RGB on a white background.
     /// Refuses (before allocating anything) if `w*h > max_pixels` or a side exceeds 65535 px.
-    pub fn render(&self, index: usize, dpi: f32, max_pixels: u64) -> Result<image::RgbImage, PdfError> {
+    pub fn render(
+        &self,
+        index: usize,
+        dpi: f32,
+        max_pixels: u64,
+    ) -> Result<image::RgbImage, PdfError> {
         let (w, h) = self.render_size(index, dpi)?;
         if w.saturating_mul(h) > max_pixels || w > MAX_SIDE || h > MAX_SIDE {
-            return Err(PdfError::TooLarge { index, dpi, width: w, height: h, max_pixels });
+            return Err(PdfError::TooLarge {
+                index,
+                dpi,
+                width: w,
+                height: h,
+                max_pixels,
+            });
         }
         let page = &self.pdf.pages()[index];
         let (w16, h16) = (w as u16, h as u16);
@@ -118,23 +140,42 @@ impl PdfSource {
             let settings = InterpreterSettings::default();
             let mut ctx = RenderContext::new(w16, h16);
             let transform = Affine::scale(scale) * page.initial_transform(true).to_kurbo();
-            hayro::render_into(page, &cache, &settings, &RenderSettings::default(), &mut ctx, transform);
+            hayro::render_into(
+                page,
+                &cache,
+                &settings,
+                &RenderSettings::default(),
+                &mut ctx,
+                transform,
+            );
             ctx.flush();
             let mut pixmap = Pixmap::new(w16, h16);
             ctx.render_with(
                 &mut pixmap,
                 &mut Resources::default(),
-                RasterizerSettings { target_init: TargetInit::Clear(WHITE), ..Default::default() },
+                RasterizerSettings {
+                    target_init: TargetInit::Clear(WHITE),
+                    ..Default::default()
+                },
             );
             pixmap
         }))
-        .map_err(|p| PdfError::Render(format!("renderer panicked on page {index}: {}", panic_msg(p))))?;
+        .map_err(|p| {
+            PdfError::Render(format!(
+                "renderer panicked on page {index}: {}",
+                panic_msg(p)
+            ))
+        })?;
 
         // Premultiplied RGBA over opaque white -> RGB (c + (255 - a) composites onto white).
         let mut out = Vec::with_capacity((w * h * 3) as usize);
         for px in rgba.data() {
             let k = 255 - px.a;
-            out.extend_from_slice(&[px.r.saturating_add(k), px.g.saturating_add(k), px.b.saturating_add(k)]);
+            out.extend_from_slice(&[
+                px.r.saturating_add(k),
+                px.g.saturating_add(k),
+                px.b.saturating_add(k),
+            ]);
         }
         drop(rgba);
         image::RgbImage::from_raw(w as u32, h as u32, out)
@@ -156,8 +197,13 @@ mod tests {
         let objs = [
             "<< /Type /Catalog /Pages 2 0 R >>".to_string(),
             "<< /Type /Pages /Count 1 /Kids [3 0 R] >>".to_string(),
-            format!("<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] {page_extra} /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>"),
-            format!("<< /Length {} >>\nstream\n{content}\nendstream", content.len()),
+            format!(
+                "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] {page_extra} /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>"
+            ),
+            format!(
+                "<< /Length {} >>\nstream\n{content}\nendstream",
+                content.len()
+            ),
             "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_string(),
         ];
         let mut out = b"%PDF-1.4\n".to_vec();
@@ -171,7 +217,13 @@ mod tests {
         for o in offs {
             out.extend(format!("{o:010} 00000 n \n").bytes());
         }
-        out.extend(format!("trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n", objs.len() + 1).bytes());
+        out.extend(
+            format!(
+                "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+                objs.len() + 1
+            )
+            .bytes(),
+        );
         out
     }
 
@@ -189,23 +241,39 @@ mod tests {
 
     #[test]
     fn crop_box_and_rotate_are_honoured() {
-        let src = PdfSource::open(Arc::new(tiny_pdf("/CropBox [50 100 350 500] /Rotate 90"))).unwrap();
+        let src =
+            PdfSource::open(Arc::new(tiny_pdf("/CropBox [50 100 350 500] /Rotate 90"))).unwrap();
         assert_eq!(src.page_size_pt(0).unwrap(), (400.0, 300.0));
-        assert_eq!(src.render(0, 72.0, u64::MAX).unwrap().dimensions(), (400, 300));
+        assert_eq!(
+            src.render(0, 72.0, u64::MAX).unwrap().dimensions(),
+            (400, 300)
+        );
     }
 
     #[test]
     fn pixel_cap_is_checked_before_rendering() {
         let src = PdfSource::open(Arc::new(tiny_pdf("/MediaBox [0 0 14400000 14400000]"))).unwrap();
-        assert!(matches!(src.render(0, 200.0, 50_000_000), Err(PdfError::TooLarge { .. })));
+        assert!(matches!(
+            src.render(0, 200.0, 50_000_000),
+            Err(PdfError::TooLarge { .. })
+        ));
         let src = PdfSource::open(Arc::new(tiny_pdf(""))).unwrap();
-        assert!(matches!(src.render(0, 200.0, 1_000), Err(PdfError::TooLarge { .. })));
-        assert!(matches!(src.render(1, 200.0, 1_000), Err(PdfError::PageOutOfRange { .. })));
+        assert!(matches!(
+            src.render(0, 200.0, 1_000),
+            Err(PdfError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            src.render(1, 200.0, 1_000),
+            Err(PdfError::PageOutOfRange { .. })
+        ));
     }
 
     #[test]
     fn garbage_and_empty_are_errors() {
-        assert!(matches!(PdfSource::open(Arc::new(vec![])), Err(PdfError::Malformed(_))));
+        assert!(matches!(
+            PdfSource::open(Arc::new(vec![])),
+            Err(PdfError::Malformed(_))
+        ));
         let mut g = b"%PDF-1.7\n".to_vec();
         g.extend((0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8));
         assert!(PdfSource::open(Arc::new(g)).is_err());

@@ -23,9 +23,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Notify, Semaphore, watch};
 
+use crate::document::{Document, select_pages};
 use crate::engine::OcrOptions;
 use crate::error::{Error, Result};
-use crate::pipeline::decode::{DecodeLimits, decode_pages};
+use crate::pipeline::decode::DecodeLimits;
 use crate::scheduler::{Class, Scheduler};
 
 use super::store::{Delivery, JobState, JobStore, PageRef};
@@ -74,6 +75,9 @@ pub struct JobOptions {
     /// Run in the interactive class (a hybrid `/v1/ocr` request whose caller may be waiting).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interactive: Option<bool>,
+    /// The page selection (`1-3,7`) applied to each document; job page k is the k-th selected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pages: Option<String>,
 }
 
 impl JobOptions {
@@ -117,7 +121,13 @@ pub struct Runner {
     cancels: Mutex<HashMap<String, watch::Sender<bool>>>,
     /// Where job documents are stored (`<docs_dir>/<job id>/<index>.bin`).
     docs_dir: PathBuf,
+    /// The last few documents opened, by path: the pages of one PDF are rendered one by one
+    /// without re-parsing it for each (a parsed PDF holds its cross-reference table, not pages).
+    open_docs: Mutex<Vec<(String, Arc<Document>)>>,
 }
+
+/// Documents kept open by [`Runner::open_document`].
+const OPEN_DOCUMENTS: usize = 4;
 
 impl Runner {
     pub fn new(
@@ -142,8 +152,45 @@ impl Runner {
                 .build()
                 .unwrap_or_default(),
             docs_dir,
+            open_docs: Mutex::new(Vec::new()),
             cfg,
         })
+    }
+
+    /// Opens a stored document (or finds it open) and applies a page selection: the document and
+    /// the 0-based source index of each job page.
+    pub async fn open_document(
+        &self,
+        path: &str,
+        pages: Option<&str>,
+    ) -> Result<(Arc<Document>, Vec<usize>)> {
+        let cached = {
+            let docs = self.open_docs.lock().expect("open_docs lock");
+            docs.iter().find(|(p, _)| p == path).map(|(_, d)| d.clone())
+        };
+        let doc = match cached {
+            Some(d) => d,
+            None => {
+                let (p, limits) = (PathBuf::from(path), self.cfg.decode.clone());
+                let doc = tokio::task::spawn_blocking(move || {
+                    let bytes = std::fs::read(&p).map_err(|e| Error::Io {
+                        path: p.display().to_string(),
+                        source: e,
+                    })?;
+                    Document::open(Arc::new(bytes), &limits)
+                })
+                .await
+                .map_err(|e| Error::Runtime(format!("open task: {e}")))??;
+                let doc = Arc::new(doc);
+                let mut docs = self.open_docs.lock().expect("open_docs lock");
+                docs.retain(|(p, _)| p != path);
+                docs.insert(0, (path.to_string(), doc.clone()));
+                docs.truncate(OPEN_DOCUMENTS);
+                doc
+            }
+        };
+        let selected = select_pages(pages, doc.page_count(), usize::MAX)?;
+        Ok((doc, selected))
     }
 
     pub fn webhooks(&self) -> &WebhookConfig {
@@ -481,25 +528,17 @@ impl Runner {
             .ok_or_else(|| Error::Store(format!("no document {} in job {}", page.doc, job.id)))?;
         let opts: JobOptions = serde_json::from_str(&job.options)
             .map_err(|e| Error::Store(format!("job options: {e}")))?;
-        let path = PathBuf::from(&doc.path);
-        let limits = self.cfg.decode.clone();
-        let index = page.page;
-        let image = tokio::task::spawn_blocking(move || {
-            let bytes = std::fs::read(&path).map_err(|e| Error::Io {
-                path: path.display().to_string(),
-                source: e,
-            })?;
-            let mut pages = decode_pages(&bytes, &limits)?;
-            if index >= pages.len() {
-                return Err(Error::CorruptImage(format!(
-                    "page {index} missing: the document has {} pages",
-                    pages.len()
-                )));
-            }
-            Ok(pages.swap_remove(index))
-        })
-        .await
-        .map_err(|e| Error::Runtime(format!("decode task: {e}")))??;
+        let (source, selected) = self.open_document(&doc.path, opts.pages.as_deref()).await?;
+        let index = *selected.get(page.page).ok_or_else(|| {
+            Error::Store(format!(
+                "job page {} is beyond the document's {} selected pages",
+                page.page,
+                selected.len()
+            ))
+        })?;
+        let image = tokio::task::spawn_blocking(move || source.page(index))
+            .await
+            .map_err(|e| Error::Runtime(format!("decode task: {e}")))??;
         let class = if opts.interactive == Some(true) {
             Class::Interactive
         } else {

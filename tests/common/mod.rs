@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+pub mod pdf_tools;
+
 /// The shared eval set (`../shared/eval` beside the checkout, or `OCR_EVAL_DIR`).
 pub fn eval_dir() -> PathBuf {
     std::env::var_os("OCR_EVAL_DIR")

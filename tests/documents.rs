@@ -360,13 +360,7 @@ fn broken_documents_give_clear_errors_without_panics() {
     let src = tmp("plain.pdf");
     let enc = tmp("encrypted.pdf");
     std::fs::write(&src, &pdf).unwrap();
-    let s = tool("qpdf")
-        .args(["--encrypt", "secret", "owner", "256", "--"])
-        .arg(&src)
-        .arg(&enc)
-        .status()
-        .unwrap();
-    assert!(s.success());
+    encrypt(&src, &enc, "secret");
     // Encrypted with a user password: one page (the page tree is encrypted too), which is an
     // error that says so.
     let doc = open(std::fs::read(&enc).unwrap()).unwrap();
@@ -376,13 +370,7 @@ fn broken_documents_give_clear_errors_without_panics() {
     let user_pw = tmp("user-password.pdf");
     std::fs::copy(&enc, &user_pw).unwrap();
     // Owner password only (an empty user password): it opens and renders.
-    let s = tool("qpdf")
-        .args(["--encrypt", "", "owner", "256", "--"])
-        .arg(&src)
-        .arg(&enc)
-        .status()
-        .unwrap();
-    assert!(s.success());
+    encrypt(&src, &enc, "");
     let doc = open(std::fs::read(&enc).unwrap()).unwrap();
     assert_eq!(doc.page_count(), 4);
     assert_eq!(doc.page(0).unwrap().dimensions(), (1654, 2339));
@@ -460,16 +448,8 @@ fn over_http_pdfs_have_a_sync_page_limit_and_every_format() {
     assert_eq!(s, 202, "{job}");
     assert_eq!(job["pages_total"], 2);
     let id = job["id"].as_str().unwrap().to_string();
-    let mut state = String::new();
-    for _ in 0..600 {
-        let (_, j) = http(&addr, "GET", &format!("/v1/jobs/{id}"), &[], b"");
-        state = j["state"].as_str().unwrap().to_string();
-        if state == "completed" {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    assert_eq!(state, "completed");
+    let j = wait_final(&addr, &id);
+    assert_eq!(j["state"], "completed", "{j}");
     let out = tmp("job.pdf");
     let raw = raw_get(&addr, &format!("/v1/jobs/{id}/result?format=pdf"));
     assert!(raw.starts_with(b"%PDF-"));
@@ -481,15 +461,7 @@ fn over_http_pdfs_have_a_sync_page_limit_and_every_format() {
     let src = tmp("plain-for-job.pdf");
     let enc = tmp("encrypted-for-job.pdf");
     std::fs::write(&src, &pdf).unwrap();
-    assert!(
-        tool("qpdf")
-            .args(["--encrypt", "secret", "owner", "256", "--"])
-            .arg(&src)
-            .arg(&enc)
-            .status()
-            .unwrap()
-            .success()
-    );
+    encrypt(&src, &enc, "secret");
     use base64::Engine as _;
     let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
     let body = serde_json::json!({"documents": [
@@ -505,14 +477,7 @@ fn over_http_pdfs_have_a_sync_page_limit_and_every_format() {
     );
     assert_eq!(s, 202, "{job}");
     let id = job["id"].as_str().unwrap().to_string();
-    let mut j = Value::Null;
-    for _ in 0..600 {
-        j = http(&addr, "GET", &format!("/v1/jobs/{id}"), &[], b"").1;
-        if j["state"] != "queued" && j["state"] != "processing" {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    let j = wait_final(&addr, &id);
     assert_eq!(j["state"], "partially_completed", "{j}");
     assert_eq!(
         (j["pages_done"].as_u64(), j["pages_failed"].as_u64()),
@@ -538,6 +503,31 @@ fn over_http_pdfs_have_a_sync_page_limit_and_every_format() {
 
     server.kill().unwrap();
     server.wait().unwrap();
+}
+
+/// Encrypts `src` into `dst` with qpdf (AES-256): user password `user` (empty: anyone may open
+/// it), owner password `owner`.
+fn encrypt(src: &Path, dst: &Path, user: &str) {
+    let s = tool("qpdf")
+        .args(["--encrypt", user, "owner", "256", "--"])
+        .arg(src)
+        .arg(dst)
+        .status()
+        .unwrap();
+    assert!(s.success());
+}
+
+/// Polls a job until it leaves `queued`/`processing` (at most 2 minutes); the last view.
+fn wait_final(addr: &str, id: &str) -> Value {
+    let mut j = Value::Null;
+    for _ in 0..600 {
+        j = http(addr, "GET", &format!("/v1/jobs/{id}"), &[], b"").1;
+        if j["state"] != "queued" && j["state"] != "processing" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    j
 }
 
 /// The raw body of a GET (binary-safe).

@@ -741,21 +741,7 @@ pub(super) async fn job_result(
         .unwrap_or_default();
     let mut documents = Vec::new();
     for d in &job.documents {
-        let mut pages = Vec::new();
-        for p in &d.pages {
-            let page = if p.state == PageState::Completed {
-                store
-                    .page_result(&PageRef {
-                        job_id: id.clone(),
-                        doc: d.index,
-                        page: p.page,
-                    })?
-                    .and_then(|s| serde_json::from_str::<Page>(&s).ok())
-            } else {
-                None
-            };
-            pages.push(page);
-        }
+        let pages = stored_pages(store, &job, d.index)?;
         let texts: Vec<String> = pages
             .iter()
             .enumerate()
@@ -864,28 +850,46 @@ async fn document_pages(
     let opts: JobOptions = serde_json::from_str(&job.options)
         .map_err(|e| Error::Store(format!("job options: {e}")))?;
     let (doc, selected) = r.open_document(&d.path, opts.pages.as_deref()).await?;
-    let mut pages = Vec::new();
-    for p in &d.pages {
-        let page = if p.state == PageState::Completed {
-            r.store()
+    let pages = stored_pages(r.store(), job, index)?
+        .into_iter()
+        .zip(&d.pages)
+        .map(|(page, p)| {
+            page.unwrap_or_else(|| Page {
+                error: Some(crate::pipeline::PageError {
+                    code: "not_completed".into(),
+                    message: format!("page is {}", p.state.as_str()),
+                }),
+                ..Page::default()
+            })
+        })
+        .collect();
+    Ok((doc, selected, pages))
+}
+
+/// The stored results of a job document's pages, in order: `None` for pages not completed.
+fn stored_pages(
+    store: &Arc<dyn JobStore>,
+    job: &JobRecord,
+    index: usize,
+) -> Result<Vec<Option<Page>>, Error> {
+    let Some(d) = job.documents.get(index) else {
+        return Ok(Vec::new());
+    };
+    d.pages
+        .iter()
+        .map(|p| {
+            if p.state != PageState::Completed {
+                return Ok(None);
+            }
+            Ok(store
                 .page_result(&PageRef {
                     job_id: job.id.clone(),
                     doc: index,
                     page: p.page,
                 })?
-                .and_then(|s| serde_json::from_str::<Page>(&s).ok())
-        } else {
-            None
-        };
-        pages.push(page.unwrap_or_else(|| Page {
-            error: Some(crate::pipeline::PageError {
-                code: "not_completed".into(),
-                message: format!("page is {}", p.state.as_str()),
-            }),
-            ..Page::default()
-        }));
-    }
-    Ok((doc, selected, pages))
+                .and_then(|s| serde_json::from_str::<Page>(&s).ok()))
+        })
+        .collect()
 }
 
 /// `Prefer` (RFC 7240): whether `respond-async` is asked, and `wait` in seconds.

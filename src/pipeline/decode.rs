@@ -99,26 +99,33 @@ pub fn decode_pages(bytes: &[u8], limits: &DecodeLimits) -> Result<Vec<RgbImage>
 
 /// Reads an image's header and checks its size against the limits, decoding no pixels.
 pub fn check_header(bytes: &[u8], format: ImageFormat, limits: &DecodeLimits) -> Result<()> {
-    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
-    let mut lim = image::Limits::default();
-    lim.max_image_width = Some(limits.max_side_px);
-    lim.max_image_height = Some(limits.max_side_px);
-    lim.max_alloc = Some(limits.max_alloc_bytes());
-    reader.limits(lim);
-    let decoder = reader.into_decoder().map_err(image_error)?;
+    let decoder = limited_reader(bytes, format, limits)
+        .into_decoder()
+        .map_err(image_error)?;
     let (w, h) = decoder.dimensions();
     limits.check(w as u64, h as u64)
 }
 
-/// Decodes a single-image file (not TIFF) into RGB, applying EXIF orientation.
-pub fn decode_single(bytes: &[u8], format: ImageFormat, limits: &DecodeLimits) -> Result<RgbImage> {
+/// A reader whose decoder refuses sizes and allocations over the limits.
+fn limited_reader<'a>(
+    bytes: &'a [u8],
+    format: ImageFormat,
+    limits: &DecodeLimits,
+) -> ImageReader<Cursor<&'a [u8]>> {
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     let mut lim = image::Limits::default();
     lim.max_image_width = Some(limits.max_side_px);
     lim.max_image_height = Some(limits.max_side_px);
     lim.max_alloc = Some(limits.max_alloc_bytes());
     reader.limits(lim);
-    let mut decoder = reader.into_decoder().map_err(image_error)?;
+    reader
+}
+
+/// Decodes a single-image file (not TIFF) into RGB, applying EXIF orientation.
+pub fn decode_single(bytes: &[u8], format: ImageFormat, limits: &DecodeLimits) -> Result<RgbImage> {
+    let mut decoder = limited_reader(bytes, format, limits)
+        .into_decoder()
+        .map_err(image_error)?;
     let (w, h) = decoder.dimensions();
     limits.check(w as u64, h as u64)?;
     let orientation = decoder

@@ -54,6 +54,9 @@ pub enum Command {
     /// Submit files or directories to a server as jobs, wait, and write each result
     /// (idempotent: a rerun resumes instead of duplicating).
     Submit(Box<crate::client::SubmitArgs>),
+    /// Benchmark a server: sync sweep, bulk jobs, mixed load (CSV, plots), and the raw-model
+    /// limit (`--raw`).
+    Bench(Box<crate::bench::BenchArgs>),
 }
 
 /// `ocr-server serve`: every flag also reads an `OCR_*` environment variable.

@@ -5,9 +5,10 @@
 //! seam ([`engine::Model`]), its ONNX Runtime implementation and test fakes, and the page pipeline
 //! ([`engine::OcrEngine`]); [`scheduler`] dynamic batching across requests on worker threads;
 //! [`api`] the HTTP API; [`jobs`] the durable job store and runner; [`error`] the one error type;
-//! [`output`] the text, hOCR and searchable-PDF writers; [`cli`] the command line; [`client`] the batch-ingestion client (`ocr-server submit`).
+//! [`output`] the text, hOCR and searchable-PDF writers; [`cli`] the command line; [`client`] the batch-ingestion client (`ocr-server submit`); [`bench`] the benchmark harness (`ocr-server bench`).
 
 pub mod api;
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod document;

@@ -18,6 +18,7 @@ fn main() -> ExitCode {
         Command::Ocr(args) => run_ocr(args, &mut std::io::stdout().lock()),
         Command::Serve(args) => run_serve(args).map(|()| true),
         Command::Submit(args) => ocr_server::client::run_submit(args),
+        Command::Bench(args) => ocr_server::bench::run_bench(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -21,7 +21,8 @@ use std::time::Duration;
 use crate::api::{Api, ApiConfig};
 use crate::document::{Document, select_pages};
 use crate::engine::ort::{
-    EngineConfig, OrtFactory, SessionConfig, load_engine, resolve_models_dir, resolve_ort_lib,
+    Device, EngineConfig, OrtFactory, SessionConfig, load_engine, resolve_models_dir,
+    resolve_ort_lib,
 };
 use crate::engine::{ModelKind, OcrEngine, OcrOptions};
 use crate::error::{Error, Result};
@@ -189,7 +190,11 @@ impl ServeArgs {
         c.cls.workers = self.cls_workers;
         if self.rec_workers > 0 {
             c.rec.workers = self.rec_workers;
+        } else if self.runtime.device == Device::Cuda {
+            // One GPU: more sessions only add memory arenas and contend for the same device.
+            c.rec.workers = 2;
         }
+        c.warm_all_shapes = self.runtime.device == Device::Cuda;
         c.rec.policy.max_items = self.rec_max_batch.max(1);
         c.rec.policy.max_cost = self.rec_max_pixels.max(1);
         c.rec_buckets = self.rec_buckets.clone();
@@ -229,6 +234,7 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
         ort_lib: resolve_ort_lib(args.runtime.ort_lib.as_deref()),
         session: SessionConfig {
             intra_threads: args.runtime.threads,
+            device: args.runtime.device,
         },
         with_classifier: args.cls_workers > 0,
     })?;
@@ -396,6 +402,12 @@ pub struct RuntimeArgs {
     /// On CPU, one single-threaded session per core beats one session using every core.
     #[arg(long, env = "OCR_THREADS", default_value_t = 1)]
     pub threads: usize,
+    /// Where the models run. `cuda` needs a binary built with `--features cuda` and the
+    /// onnxruntime-gpu wheel's library; without either it falls back to CPU with an error in the
+    /// log (never silently). On CUDA the workers warm up on every recognition width bucket and the
+    /// common page shapes, and recognition defaults to 2 workers.
+    #[arg(long, value_enum, env = "OCR_DEVICE", default_value_t = Device::Cpu, global = true)]
+    pub device: Device,
 }
 
 /// Options of the OCR pipeline; the defaults are the measured best (README).
@@ -563,6 +575,7 @@ pub fn engine_from_args(rt: &RuntimeArgs, p: &PipelineArgs) -> Result<OcrEngine>
         ort_lib: resolve_ort_lib(rt.ort_lib.as_deref()),
         session: SessionConfig {
             intra_threads: rt.threads,
+            device: rt.device,
         },
         with_classifier: p.classify,
     })

@@ -57,7 +57,7 @@ fn dev_scores(kind: ModelKind) -> (f64, f64) {
         kind,
         models_dir: resolve_models_dir(None),
         ort_lib: resolve_ort_lib(None),
-        session: SessionConfig { intra_threads: 1 },
+        session: SessionConfig::cpu(1),
         with_classifier: false,
     })
     .unwrap_or_else(|e| panic!("loading {kind:?}: {e} (run scripts/setup.sh)"));

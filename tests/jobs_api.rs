@@ -388,7 +388,7 @@ async fn real_models_job_lifecycle_through_review() {
         kind: ModelKind::V6,
         models_dir: resolve_models_dir(None),
         ort_lib: resolve_ort_lib(None),
-        session: SessionConfig { intra_threads: 1 },
+        session: SessionConfig::cpu(1),
         with_classifier: false,
     })
     .unwrap();

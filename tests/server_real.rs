@@ -29,7 +29,7 @@ fn engine_config() -> EngineConfig {
         kind: ModelKind::V6,
         models_dir: resolve_models_dir(None),
         ort_lib: resolve_ort_lib(None),
-        session: SessionConfig { intra_threads: 1 },
+        session: SessionConfig::cpu(1),
         with_classifier: false,
     }
 }

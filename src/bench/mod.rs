@@ -390,7 +390,7 @@ pub fn run_bench(args: &BenchArgs) -> Result<bool> {
                 kind: args.model.unwrap_or(ModelKind::V6),
                 models_dir: resolve_models_dir(args.runtime.models_dir.as_deref()),
                 ort_lib: resolve_ort_lib(args.runtime.ort_lib.as_deref()),
-                session: SessionConfig { intra_threads: 1 },
+                session: SessionConfig::cpu(1),
                 with_classifier: false,
             },
             workers,

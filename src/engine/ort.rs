@@ -76,11 +76,101 @@ pub fn init_runtime(lib: &Path) -> Result<&'static Environment> {
     Ok(ENVIRONMENT.get_or_init(|| env))
 }
 
+/// Where sessions run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    #[default]
+    Cpu,
+    /// ONNX Runtime's CUDA execution provider (binary built with `--features cuda`, runtime
+    /// library from the `onnxruntime-gpu` wheel). Falls back to CPU, loudly, when unavailable.
+    Cuda,
+}
+
 /// Session settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionConfig {
     /// ONNX Runtime intra-op threads for this session (0 = ONNX Runtime's default: all cores).
     pub intra_threads: usize,
+    pub device: Device,
+}
+
+impl SessionConfig {
+    /// CPU sessions with `intra_threads` threads each.
+    pub fn cpu(intra_threads: usize) -> Self {
+        Self {
+            intra_threads,
+            device: Device::Cpu,
+        }
+    }
+}
+
+/// Which device sessions really got (`ocr_execution_provider` gauge, logs): set by the first
+/// session loaded with `Device::Cuda`.
+static CUDA_FALLBACK_LOGGED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Registers the CUDA execution provider on `b`, or says loudly why not and returns `b` as a
+/// CPU builder. cuDNN's convolution search is `HEURISTIC`: the default `EXHAUSTIVE` benchmarks
+/// every algorithm for every new input shape, and OCR inputs change shape with every page and
+/// line width (it made RapidOCR slower on GPU than on CPU).
+fn with_device(
+    b: ort::session::builder::SessionBuilder,
+    device: Device,
+    path: &Path,
+) -> ort::session::builder::SessionBuilder {
+    if device == Device::Cpu {
+        metrics::gauge!("ocr_execution_provider", "provider" => "cpu").set(1.0);
+        return b;
+    }
+    #[cfg(feature = "cuda")]
+    {
+        use ort::ep::{ExecutionProvider, cuda::ConvAlgorithmSearch};
+        let ep = ort::ep::CUDA::default()
+            .with_conv_algorithm_search(ConvAlgorithmSearch::Heuristic)
+            .build()
+            .error_on_failure();
+        let available = ort::ep::CUDA::is_available().unwrap_or(false);
+        match b.with_execution_providers([ep]) {
+            Ok(b) if available => {
+                metrics::gauge!("ocr_execution_provider", "provider" => "cuda").set(1.0);
+                tracing::info!(model = %path.display(), "CUDA execution provider registered");
+                b
+            }
+            Ok(b) => {
+                cuda_fallback(
+                    path,
+                    "this ONNX Runtime library has no CUDA execution provider (use the onnxruntime-gpu wheel's)",
+                );
+                b
+            }
+            Err(e) => {
+                let why = e.to_string();
+                cuda_fallback(path, &why);
+                e.recover()
+            }
+        }
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        cuda_fallback(
+            path,
+            "this binary was built without the `cuda` feature (cargo build --release --features cuda)",
+        );
+        b
+    }
+}
+
+fn cuda_fallback(path: &Path, why: &str) {
+    metrics::gauge!("ocr_execution_provider", "provider" => "cpu").set(1.0);
+    metrics::counter!("ocr_cuda_fallbacks_total").increment(1);
+    if !CUDA_FALLBACK_LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::error!(
+            model = %path.display(),
+            "--device cuda requested but CUDA is unavailable: {}. RUNNING ON CPU.",
+            why.trim_end_matches('.')
+        );
+    }
 }
 
 /// One ONNX Runtime session; runs its model's first input → first output.
@@ -104,6 +194,7 @@ impl OrtModel {
         if cfg.intra_threads > 0 {
             b = b.with_intra_threads(cfg.intra_threads).map_err(rt)?;
         }
+        b = with_device(b, cfg.device, path);
         // Sessions are driven from our own worker threads; ONNX Runtime's spinning inter-op pool
         // would only compete with them for cores.
         b = b.with_inter_threads(1).map_err(rt)?;

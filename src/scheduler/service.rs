@@ -85,6 +85,10 @@ pub struct SchedulerConfig {
     pub rec_buckets: Vec<u32>,
     /// The server's pipeline options; requests change only what `RequestOptions` allows.
     pub base: OcrOptions,
+    /// Warm up on every recognition width bucket (batch of one and a full batch) and the detector
+    /// shapes of common page sizes, not just one of each: on CUDA each new input shape costs a
+    /// cuDNN algorithm choice and allocations on first use.
+    pub warm_all_shapes: bool,
 }
 
 impl SchedulerConfig {
@@ -110,6 +114,7 @@ impl SchedulerConfig {
                 64, 96, 128, 160, 192, 256, 320, 384, 480, 640, 800, 960, 1280, 1600, 2400,
             ],
             base: OcrOptions::for_model(kind),
+            warm_all_shapes: false,
         }
     }
 }
@@ -711,23 +716,54 @@ fn worker_main(shared: Arc<Shared>, factory: Arc<dyn ModelFactory>, role: Role) 
 /// line of a few words), so the first caller does not pay for allocation and kernel selection.
 fn warm_up(shared: &Shared, role: Role, model: &mut dyn Model) -> Result<()> {
     let opts = &shared.cfg.base;
+    let all = shared.cfg.warm_all_shapes;
     match role {
         Role::Detector => {
-            let page = RgbImage::from_pixel(1240, 1754, image::Rgb([255, 255, 255]));
-            let size = det_input_size(page.width(), page.height(), &opts.det_resize);
-            detect_batch(model, &[(&page, opts)], size)?;
+            // A4 at 150 dpi; with `warm_all_shapes` also A4 landscape, US Letter and A4 at 300 dpi.
+            let pages: &[(u32, u32)] = if all {
+                &[(1240, 1754), (1754, 1240), (1275, 1650), (2480, 3508)]
+            } else {
+                &[(1240, 1754)]
+            };
+            let mut seen = Vec::new();
+            for &(w, h) in pages {
+                let size = det_input_size(w, h, &opts.det_resize);
+                if seen.contains(&size) {
+                    continue;
+                }
+                seen.push(size);
+                let page = RgbImage::from_pixel(w, h, image::Rgb([255, 255, 255]));
+                detect_batch(model, &[(&page, opts)], size)?;
+            }
         }
         Role::Classifier => {
             let crop = RgbImage::from_pixel(320, 48, image::Rgb([255, 255, 255]));
             classify_batch(model, &[&crop])?;
         }
         Role::Recognizer => {
-            let page = RgbImage::from_pixel(320, 48, image::Rgb([255, 255, 255]));
-            let quad = [(0.0, 0.0), (320.0, 0.0), (320.0, 48.0), (0.0, 48.0)]
-                .map(|(x, y)| crate::pipeline::geometry::Point::new(x, y));
-            let cands = candidates(&page, &[quad], opts);
-            let refs: Vec<&Candidate> = cands.iter().collect();
-            recognize_batch(model, &shared.charset, &refs, opts)?;
+            let widths = if all {
+                shared.cfg.rec_buckets.clone()
+            } else {
+                vec![320]
+            };
+            for w in widths {
+                let page = RgbImage::from_pixel(w, 48, image::Rgb([255, 255, 255]));
+                let quad = [(0.0, 0.0), (w as f32, 0.0), (w as f32, 48.0), (0.0, 48.0)]
+                    .map(|(x, y)| crate::pipeline::geometry::Point::new(x, y));
+                let cands = candidates(&page, &[quad], opts);
+                let full = if all {
+                    let by_cost = shared.cfg.rec.policy.max_cost / (REC_HEIGHT * w as u64).max(1);
+                    (shared.cfg.rec.policy.max_items as u64).min(by_cost).max(1) as usize
+                } else {
+                    1
+                };
+                let one: Vec<&Candidate> = cands.iter().collect();
+                recognize_batch(model, &shared.charset, &one, opts)?;
+                if full > 1 {
+                    let batch: Vec<&Candidate> = std::iter::repeat_n(&cands[0], full).collect();
+                    recognize_batch(model, &shared.charset, &batch, opts)?;
+                }
+            }
         }
     }
     Ok(())

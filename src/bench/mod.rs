@@ -329,8 +329,9 @@ fn spawn_server(args: &BenchArgs) -> Result<(Spawned, String)> {
     Ok((spawned, addr))
 }
 
-async fn wait_ready(http: &reqwest::Client, base: &str) -> Result<()> {
-    for _ in 0..1200 {
+async fn wait_ready(http: &reqwest::Client, base: &str, timeout: Duration) -> Result<()> {
+    let until = Instant::now() + timeout;
+    while Instant::now() < until {
         if let Ok(r) = http.get(format!("{base}/health/ready")).send().await
             && r.status().is_success()
         {
@@ -338,7 +339,10 @@ async fn wait_ready(http: &reqwest::Client, base: &str) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Err(Error::Runtime(format!("{base} not ready after 120 s")))
+    Err(Error::Runtime(format!(
+        "{base} not ready after {} s",
+        timeout.as_secs()
+    )))
 }
 
 fn bar(quiet: bool, len: u64) -> ProgressBar {
@@ -425,7 +429,9 @@ pub fn run_bench(args: &BenchArgs) -> Result<bool> {
                 .unwrap_or_default(),
         };
         rt.block_on(async {
-            wait_ready(&target.http, &target.base).await?;
+            // A started server loads and warms its models; a given one should already be up.
+            let timeout = Duration::from_secs(if spawned.is_some() { 300 } else { 10 });
+            wait_ready(&target.http, &target.base, timeout).await?;
             run_modes(args, &modes, &target, &mut summary, &mut healthy).await
         })?;
         drop(spawned);

@@ -29,6 +29,19 @@ use crate::pipeline::{Line, Page, Tensor, Word, quad_out};
 /// runtime session and are used from one thread at a time.
 pub trait Model: Send {
     fn run(&mut self, input: &Tensor) -> Result<Tensor>;
+
+    /// Runs the model and hands the first output (shape, data) to `f` without copying it where
+    /// the runtime allows (ONNX Runtime: its own output buffer). The recogniser's output is
+    /// `[N, T, classes]` floats, tens of MB per batch with PP-OCR's 18k-class dictionaries;
+    /// copying it out cost fresh pages on every batch (NOTES.md, row 16).
+    fn run_with(
+        &mut self,
+        input: &Tensor,
+        f: &mut dyn FnMut(&[usize], &[f32]) -> Result<()>,
+    ) -> Result<()> {
+        let out = self.run(input)?;
+        f(&out.shape, &out.data)
+    }
 }
 
 /// The PP-OCR model sets this server ships.
@@ -246,37 +259,41 @@ pub fn detect_batch(
     if n == 0 {
         return Ok(Vec::new());
     }
-    let mut input = Tensor {
-        shape: vec![n, 3, size.1 as usize, size.0 as usize],
-        data: Vec::with_capacity(n * 3 * (size.0 * size.1) as usize),
-    };
-    for (page, opts) in pages {
-        input
-            .data
-            .extend_from_slice(&det_tensor(page, size, &opts.det_norm).data);
-    }
-    let out = det.run(&input)?;
-    let (mh, mw) = match out.shape.as_slice() {
-        [bn, 1, mh, mw] if *bn == n && bn * mh * mw == out.data.len() => (*mh, *mw),
-        s => {
-            return Err(Error::ModelOutput(format!(
-                "detector returned shape {s:?}, expected [{n}, 1, H, W]"
-            )));
+    // One page (the common case) is its own input; a batch is the pages' tensors back to back.
+    let mut input = det_tensor(pages[0].0, size, &pages[0].1.det_norm);
+    if n > 1 {
+        input.data.reserve_exact((n - 1) * input.data.len());
+        for (page, opts) in &pages[1..] {
+            input
+                .data
+                .extend_from_slice(&det_tensor(page, size, &opts.det_norm).data);
         }
-    };
-    Ok(pages
-        .iter()
-        .zip(out.data.chunks_exact(mh * mw))
-        .map(|((page, opts), prob)| {
+    }
+    input.shape = vec![n, 3, size.1 as usize, size.0 as usize];
+    let mut result = Vec::with_capacity(n);
+    det.run_with(&input, &mut |shape, data| {
+        let (mh, mw) = match shape {
+            [bn, 1, mh, mw] if *bn == n && bn * mh * mw == data.len() => (*mh, *mw),
+            s => {
+                return Err(Error::ModelOutput(format!(
+                    "detector returned shape {s:?}, expected [{n}, 1, H, W]"
+                )));
+            }
+        };
+        for ((page, opts), prob) in pages.iter().zip(data.chunks_exact(mh * mw)) {
             let (w, h) = page.dimensions();
             let boxes = boxes_from_prob_map(prob, mw, mh, w, h, &opts.db);
             let quads: Vec<Quad> = boxes.into_iter().map(|b| b.quad).collect();
-            reading_order(&quads)
-                .into_iter()
-                .map(|i| quads[i])
-                .collect()
-        })
-        .collect())
+            result.push(
+                reading_order(&quads)
+                    .into_iter()
+                    .map(|i| quads[i])
+                    .collect(),
+            );
+        }
+        Ok(())
+    })?;
+    Ok(result)
 }
 
 /// Crops every detected line upright out of the page.
@@ -327,28 +344,38 @@ pub fn recognize_batch(
         .unwrap_or(1);
     let padded = widest.max(opts.rec_min_width).min(opts.rec_max_width);
     let (input, widths) = rec_tensor(&crops, padded);
-    let out = rec.run(&input)?;
-    let (n, t, c) = match out.shape.as_slice() {
-        [n, t, c] if n * t * c == out.data.len() => (*n, *t, *c),
-        s => {
+    // Greedy CTC straight from the runtime's output buffer; only the chosen classes leave it.
+    let mut decoded = Vec::with_capacity(cands.len());
+    let mut t = 0;
+    rec.run_with(&input, &mut |shape, data| {
+        let (n, steps, c) = match shape {
+            [n, t, c] if n * t * c == data.len() => (*n, *t, *c),
+            s => {
+                return Err(Error::ModelOutput(format!(
+                    "recogniser returned shape {s:?}, expected [N, T, C]"
+                )));
+            }
+        };
+        if n != cands.len() || c != charset.len() || steps == 0 {
             return Err(Error::ModelOutput(format!(
-                "recogniser returned shape {s:?}, expected [N, T, C]"
+                "recogniser returned [{n}, {steps}, {c}] for {} lines and {} classes",
+                cands.len(),
+                charset.len()
             )));
         }
-    };
-    if n != cands.len() || c != charset.len() || t == 0 {
-        return Err(Error::ModelOutput(format!(
-            "recogniser returned [{n}, {t}, {c}] for {} lines and {} classes",
-            cands.len(),
-            charset.len()
-        )));
-    }
+        t = steps;
+        decoded.extend(
+            data.chunks_exact(steps * c)
+                .map(|p| ctc_greedy(p, steps, c)),
+        );
+        Ok(())
+    })?;
     let step_px = padded as f32 / t as f32;
     let lines = cands
         .iter()
+        .zip(decoded)
         .enumerate()
-        .map(|(k, cand)| {
-            let chars = ctc_greedy(&out.data[k * t * c..(k + 1) * t * c], t, c);
+        .map(|(k, (cand, chars))| {
             let (text, confidence) = text_and_confidence(&chars, charset);
             let geom = &cand.geom;
             let (ow, oh) = geom.oriented_size();

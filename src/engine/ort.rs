@@ -214,6 +214,21 @@ impl OrtModel {
 }
 
 impl Model for OrtModel {
+    fn run_with(
+        &mut self,
+        input: &Tensor,
+        f: &mut dyn FnMut(&[usize], &[f32]) -> Result<()>,
+    ) -> Result<()> {
+        let shape: Vec<i64> = input.shape.iter().map(|&d| d as i64).collect();
+        let value = TensorRef::from_array_view((shape, input.data.as_slice()))?;
+        let outputs = self.session.run(ort::inputs![value])?;
+        let (shape, data) = outputs[0]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| Error::ModelOutput(format!("{}: {e}", self.path.display())))?;
+        let shape: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
+        f(&shape, data)
+    }
+
     fn run(&mut self, input: &Tensor) -> Result<Tensor> {
         let shape: Vec<i64> = input.shape.iter().map(|&d| d as i64).collect();
         let value = TensorRef::from_array_view((shape, input.data.as_slice()))?;

@@ -25,6 +25,9 @@ use crate::pipeline::preprocess::{
 };
 use crate::pipeline::{Line, Page, Tensor, Word, quad_out};
 
+/// What [`Model::run_with`] hands the output to: `(shape, data)`.
+pub type OutputFn<'a> = dyn FnMut(&[usize], &[f32]) -> Result<()> + 'a;
+
 /// A model: one f32 tensor in, one f32 tensor out (the first output). Implementations own their
 /// runtime session and are used from one thread at a time.
 pub trait Model: Send {
@@ -37,7 +40,7 @@ pub trait Model: Send {
     fn run_with(
         &mut self,
         input: &Tensor,
-        f: &mut dyn FnMut(&[usize], &[f32]) -> Result<()>,
+        f: &mut OutputFn<'_>,
     ) -> Result<()> {
         let out = self.run(input)?;
         f(&out.shape, &out.data)

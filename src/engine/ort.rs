@@ -14,7 +14,7 @@ use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::TensorRef;
 
-use super::{Model, ModelKind, OcrEngine};
+use super::{Model, ModelKind, OcrEngine, OutputFn};
 use crate::error::{Error, Result};
 use crate::pipeline::Tensor;
 use crate::pipeline::ctc::Charset;
@@ -217,7 +217,7 @@ impl Model for OrtModel {
     fn run_with(
         &mut self,
         input: &Tensor,
-        f: &mut dyn FnMut(&[usize], &[f32]) -> Result<()>,
+        f: &mut OutputFn<'_>,
     ) -> Result<()> {
         let shape: Vec<i64> = input.shape.iter().map(|&d| d as i64).collect();
         let value = TensorRef::from_array_view((shape, input.data.as_slice()))?;

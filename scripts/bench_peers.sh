@@ -16,7 +16,7 @@
 #      processes at a time (OMP_THREAD_LIMIT=1, xargs -P THREADS) -> pages/s; latency = one
 #      process at a time over the pages (process start and model load included: that is what a
 #      Tesseract CLI call costs);
-#   3. ours: `ocr-server bench --mode bulk --mode sync --concurrency 1` with
+#   3. ours: `ocr-server bench --mode bulk --mode sync --concurrency 1` (bulk: each page once) with
 #      --rec-workers=THREADS (the bench spawns its own server) -> $OUT/ours/summary.json.
 # Prints a Markdown table (ratios: ours/peer for throughput, peer/ours for latency, so > 1
 # means ours is better) and writes it to $OUT/peers.md; raw JSON lands in $OUT.
@@ -124,7 +124,9 @@ if [ "${SKIP_OURS:-0}" = 1 ]; then
   echo "bench_peers: SKIP_OURS=1, not measuring ocr-server" >&2
 else
   echo "bench_peers: ocr-server bench, --rec-workers=$THREADS" >&2
+  # --bulk-pages: the same pages as the peers' one pass, each once.
   "${PIN[@]}" "$BIN" bench --mode bulk --mode sync --concurrency 1 --pages "$OUT/pages" \
+    --bulk-pages "${#IMAGES[@]}" \
     --out "$OUT/ours" --model "$MODEL" --serve-arg=--rec-workers="$THREADS" >&2 || ours_status=$?
   if [ ! -s "$OUT/ours/summary.json" ]; then
     echo "bench_peers: ocr-server bench exited with status $ours_status and wrote no" \

@@ -85,6 +85,12 @@ pub struct ServeArgs {
     /// `classify` then get 422).
     #[arg(long, env = "OCR_CLS_WORKERS", default_value_t = 1)]
     pub cls_workers: usize,
+    /// Most model runs at once across all stages, interactive batches first (0 = one per core).
+    /// Every CPU session is single-threaded and the stages have more workers than cores, so
+    /// without this bound a sync caller's batch time-shares a core with bulk batches. Not used
+    /// with `--device cuda`.
+    #[arg(long, env = "OCR_CORE_SLOTS", default_value_t = 0)]
+    pub core_slots: usize,
     /// Most pages in one detection batch (pages batch only with pages of the same input shape).
     #[arg(long, env = "OCR_DET_MAX_BATCH", default_value_t = 4)]
     pub det_max_batch: usize,
@@ -195,6 +201,11 @@ impl ServeArgs {
             c.rec.workers = 2;
         }
         c.warm_all_shapes = self.runtime.device == Device::Cuda;
+        c.core_slots = match (self.runtime.device, self.core_slots) {
+            (Device::Cuda, _) => None,
+            (Device::Cpu, 0) => c.core_slots,
+            (Device::Cpu, n) => Some(n),
+        };
         c.rec.policy.max_items = self.rec_max_batch.max(1);
         c.rec.policy.max_cost = self.rec_max_pixels.max(1);
         c.rec_buckets = self.rec_buckets.clone();

@@ -100,3 +100,31 @@ fn missing_runtime_says_which_script_installs_it() {
         "{err}"
     );
 }
+
+/// `--device cuda` where CUDA cannot run (this binary without the `cuda` feature, or the CPU
+/// runtime library) still answers, on CPU, and says so loudly on standard error: never a silent
+/// fallback.
+#[test]
+fn cuda_unavailable_falls_back_to_cpu_loudly() {
+    let good = common::eval_dir().join("dev/tess_phototest.png");
+    let out = bin()
+        .args(["ocr", "--device", "cuda", "--threads", "1"])
+        .arg(&good)
+        .env_remove("OCR_LOG")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("--device cuda requested but CUDA is unavailable")
+            && err.contains("RUNNING ON CPU"),
+        "the fallback must be logged: {err}"
+    );
+    assert_eq!(
+        err.matches("RUNNING ON CPU").count(),
+        1,
+        "said once per process, not once per session: {err}"
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("quick brown dog"), "{text}");
+}

@@ -37,11 +37,7 @@ pub trait Model: Send {
     /// the runtime allows (ONNX Runtime: its own output buffer). The recogniser's output is
     /// `[N, T, classes]` floats, tens of MB per batch with PP-OCR's 18k-class dictionaries;
     /// copying it out cost fresh pages on every batch (NOTES.md, row 16).
-    fn run_with(
-        &mut self,
-        input: &Tensor,
-        f: &mut OutputFn<'_>,
-    ) -> Result<()> {
+    fn run_with(&mut self, input: &Tensor, f: &mut OutputFn<'_>) -> Result<()> {
         let out = self.run(input)?;
         f(&out.shape, &out.data)
     }

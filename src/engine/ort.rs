@@ -214,11 +214,7 @@ impl OrtModel {
 }
 
 impl Model for OrtModel {
-    fn run_with(
-        &mut self,
-        input: &Tensor,
-        f: &mut OutputFn<'_>,
-    ) -> Result<()> {
+    fn run_with(&mut self, input: &Tensor, f: &mut OutputFn<'_>) -> Result<()> {
         let shape: Vec<i64> = input.shape.iter().map(|&d| d as i64).collect();
         let value = TensorRef::from_array_view((shape, input.data.as_slice()))?;
         let outputs = self.session.run(ort::inputs![value])?;

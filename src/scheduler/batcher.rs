@@ -8,9 +8,12 @@
 //! - **Bounded**: at most `capacity` items queued over both classes; a push beyond is
 //!   [`QueueFull`], which the API turns into 429.
 //! - **Two classes**: interactive (sync callers) first; bulk fills the rest of a batch.
-//! - **Aging**: a bulk item that has waited `bulk_aging` counts as interactive, so bulk is never
-//!   starved by a steady interactive stream. Preemption happens only at batch boundaries: a batch
-//!   once taken is not changed.
+//! - **Aging**: when the stage has taken no bulk item for `bulk_aging` while bulk items waited,
+//!   the bulk items that have waited `bulk_aging` go first, so bulk is never starved by a steady
+//!   interactive stream. The clock is the stage's, not the item's: under bulk saturation every
+//!   queued bulk item is old, but bulk is being served, so nothing is starved and interactive
+//!   items still go first (an item clock made a saturated job queue overtake every sync caller).
+//!   Preemption happens only at batch boundaries: a batch once taken is not changed.
 //! - **Keys**: only items of one key share a batch (the detector input shape of a page, the
 //!   width bucket of a recognition line). The batch's key is that of the first item, in the
 //!   priority order below, whose key group is ready.
@@ -41,7 +44,8 @@ pub struct BatchPolicy {
     pub max_cost: u64,
     /// A batch closes when its oldest item has waited this long.
     pub max_delay: Duration,
-    /// A bulk item that has waited this long is served like an interactive one.
+    /// When no bulk item has been taken for this long while bulk waited, the bulk items that
+    /// have waited this long go before interactive ones.
     pub bulk_aging: Duration,
     /// Most items queued, both classes together.
     pub capacity: usize,
@@ -87,6 +91,8 @@ pub struct Batcher<T> {
     policy: BatchPolicy,
     interactive: VecDeque<Queued<T>>,
     bulk: VecDeque<Queued<T>>,
+    /// When the last batch holding a bulk item was taken (the starvation clock of aging).
+    last_bulk_taken: Option<Instant>,
 }
 
 impl<T> Batcher<T> {
@@ -95,6 +101,7 @@ impl<T> Batcher<T> {
             policy,
             interactive: VecDeque::new(),
             bulk: VecDeque::new(),
+            last_bulk_taken: None,
         }
     }
 
@@ -182,7 +189,8 @@ impl<T> Batcher<T> {
 
     /// Takes the next batch. First drops gone and expired items. Then picks the batch's key: the
     /// key of the first item, in priority order (aged bulk, interactive, other bulk, each oldest
-    /// first), whose group is ready; if none is (a forced take at shutdown), the first item's.
+    /// first; bulk items are aged only while the stage starves bulk, see the module docs), whose
+    /// group is ready; if none is (a forced take at shutdown), the first item's.
     /// Then fills up to `max_items` and `max_cost` with items of that key in the same priority
     /// order. A bulk item that fits the room an interactive item could not use is taken (the
     /// interactive item leads the next batch). `is_gone` says whether an item's caller has gone.
@@ -201,11 +209,18 @@ impl<T> Batcher<T> {
             }
             *queue = kept;
         }
-        let aged = self
-            .bulk
-            .iter()
-            .take_while(|q| now.saturating_duration_since(q.enqueued) >= self.policy.bulk_aging)
-            .count();
+        let aging = self.policy.bulk_aging;
+        let starved = self
+            .last_bulk_taken
+            .is_none_or(|t| now.saturating_duration_since(t) >= aging);
+        let aged = if starved {
+            self.bulk
+                .iter()
+                .take_while(|q| now.saturating_duration_since(q.enqueued) >= aging)
+                .count()
+        } else {
+            0
+        };
         let groups = self.groups();
         let in_order = || {
             self.bulk
@@ -257,6 +272,9 @@ impl<T> Batcher<T> {
         batch.append(&mut taken_aged);
         fill(&mut self.interactive, usize::MAX, &mut batch);
         fill(&mut self.bulk, usize::MAX, &mut batch);
+        if batch.iter().any(|q| q.class == Class::Bulk) {
+            self.last_bulk_taken = Some(now);
+        }
         Taken { batch, dropped }
     }
 }
@@ -543,5 +561,80 @@ mod tests {
             }
         }
         assert_eq!(bulk_ran_at, Some(500));
+    }
+
+    #[test]
+    fn old_bulk_items_do_not_overtake_interactive_while_bulk_is_being_served() {
+        // A saturated job queue: every bulk item is older than the aging limit, but the stage
+        // took a bulk batch 100 ms ago, so bulk is not starved and the sync caller goes first.
+        let t0 = Instant::now();
+        let ms = |m: u64| t0 + Duration::from_millis(m);
+        let mut b = batcher(
+            t0,
+            &[
+                ("b1", Bulk, 0, 1, None),
+                ("b2", Bulk, 1, 1, None),
+                ("b3", Bulk, 2, 1, None),
+                ("b4", Bulk, 3, 1, None),
+                ("b5", Bulk, 4, 1, None),
+            ],
+        );
+        let first: Vec<&str> = b
+            .take(ms(600), |_| false)
+            .batch
+            .iter()
+            .map(|q| q.item)
+            .collect();
+        assert_eq!(
+            first,
+            vec!["b1", "b2", "b3", "b4"],
+            "starved at first: aged bulk runs"
+        );
+        for (name, at) in [("i1", 650), ("b6", 660)] {
+            let class = if name.starts_with('i') { Int } else { Bulk };
+            b.push(Queued {
+                item: name,
+                class,
+                enqueued: ms(at),
+                deadline: None,
+                cost: 1,
+                key: 0,
+            })
+            .unwrap();
+        }
+        let got: Vec<&str> = b
+            .take(ms(700), |_| false)
+            .batch
+            .iter()
+            .map(|q| q.item)
+            .collect();
+        assert_eq!(
+            got,
+            vec!["i1", "b5", "b6"],
+            "b5 waited 696 ms, but bulk ran 100 ms ago"
+        );
+        // Once the stage has served no bulk for the aging limit, waiting bulk leads again.
+        for (name, class, at) in [("b7", Bulk, 710), ("i2", Int, 1250)] {
+            b.push(Queued {
+                item: name,
+                class,
+                enqueued: ms(at),
+                deadline: None,
+                cost: 1,
+                key: 0,
+            })
+            .unwrap();
+        }
+        let got: Vec<&str> = b
+            .take(ms(1300), |_| false)
+            .batch
+            .iter()
+            .map(|q| q.item)
+            .collect();
+        assert_eq!(
+            got,
+            vec!["b7", "i2"],
+            "no bulk taken for 600 ms: b7 (590 ms old) leads"
+        );
     }
 }

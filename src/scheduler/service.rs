@@ -21,6 +21,9 @@
 //! its queued items dropped before any model sees them, counted by stage and reason. A model
 //! error fails every request with an item in that batch; the other requests are untouched.
 //!
+//! Model runs pass the [`CoreGate`] first (on CPU): at most one run per core across all stages,
+//! interactive batches before bulk ones; the slot is held only while the model runs.
+//!
 //! Time accounting per request (the API's `x-*-time` headers): `queue` is, per page, the wait in
 //! the detection queue plus the longest wait of its lines in the later queues, summed over
 //! pages; `detect`, `classify` and `recognize` are the wall times of the batches that held the
@@ -46,6 +49,7 @@ use crate::pipeline::preprocess::det_input_size;
 use crate::pipeline::{Line, Page};
 
 use super::batcher::{BatchPolicy, Class, DropReason, Queued};
+use super::gate::{CoreGate, Slot};
 use super::stage::{Admit, ClassDepth, Stage};
 
 /// Recognition input height: every crop is resized to it.
@@ -89,6 +93,10 @@ pub struct SchedulerConfig {
     /// shapes of common page sizes, not just one of each: on CUDA each new input shape costs a
     /// cuDNN algorithm choice and allocations on first use.
     pub warm_all_shapes: bool,
+    /// Most model runs at once across all stages, interactive batches first ([`CoreGate`]);
+    /// `None` runs every worker freely (GPU). Default: the number of cores, since every CPU
+    /// session is single-threaded.
+    pub core_slots: Option<usize>,
 }
 
 impl SchedulerConfig {
@@ -115,6 +123,7 @@ impl SchedulerConfig {
             ],
             base: OcrOptions::for_model(kind),
             warm_all_shapes: false,
+            core_slots: Some(cores),
         }
     }
 }
@@ -341,6 +350,7 @@ struct Shared {
     throughput: Throughput,
     readiness: Readiness,
     next_id: AtomicU64,
+    gate: Option<CoreGate>,
 }
 
 /// Queue state of the whole scheduler, for `/v1/queue`.
@@ -416,6 +426,7 @@ impl Scheduler {
                 cv: Condvar::new(),
             },
             next_id: AtomicU64::new(1),
+            gate: cfg.core_slots.map(CoreGate::new),
             cfg,
         });
         // Zero-valued series, so dashboards and alerts see them before the first event.
@@ -849,12 +860,26 @@ fn distinct<'a>(reqs: impl Iterator<Item = &'a Arc<Request>>) -> Vec<&'a Arc<Req
     reqs.filter(|r| seen.insert(r.id)).collect()
 }
 
+impl Shared {
+    /// Waits for a core slot for a batch (interactive when it holds any interactive item);
+    /// `None` when the gate is off. Held while the batch's model runs.
+    fn slot<T>(&self, batch: &[Queued<T>]) -> Option<Slot<'_>> {
+        let class = if batch.iter().any(|q| q.class == Class::Interactive) {
+            Class::Interactive
+        } else {
+            Class::Bulk
+        };
+        self.gate.as_ref().map(|g| g.acquire(class))
+    }
+}
+
 fn det_loop(shared: &Shared, model: &mut dyn Model) {
     while let Some(taken) = shared.det.next_batch(|p| p.req.is_gone()) {
         record_dropped(shared, "det", taken.dropped, |p| &p.req);
         let batch = taken.batch;
         let Some(first) = batch.first() else { continue };
         let size = first.item.size;
+        let slot = shared.slot(&batch);
         let started = Instant::now();
         let pages: Vec<(&RgbImage, &OcrOptions)> = batch
             .iter()
@@ -862,6 +887,9 @@ fn det_loop(shared: &Shared, model: &mut dyn Model) {
             .collect();
         let result = detect_batch(model, &pages, size);
         let model_time = started.elapsed();
+        // Freed before any hand-off that may wait for room downstream: a worker waiting on a
+        // full queue must not hold a core slot the downstream workers need to drain it.
+        drop(slot);
         let reqs = distinct(batch.iter().map(|q| &q.item.req));
         observe_batch(
             "det",
@@ -968,10 +996,14 @@ fn cls_loop(shared: &Shared, model: &mut dyn Model) {
         if batch.is_empty() {
             continue;
         }
+        let slot = shared.slot(&batch);
         let started = Instant::now();
         let crops: Vec<&RgbImage> = batch.iter().map(|q| &q.item.cand.crop).collect();
         let result = classify_batch(model, &crops);
         let model_time = started.elapsed();
+        // Freed before any hand-off that may wait for room downstream: a worker waiting on a
+        // full queue must not hold a core slot the downstream workers need to drain it.
+        drop(slot);
         let reqs = distinct(batch.iter().map(|q| &q.item.page.req));
         observe_batch(
             "cls",
@@ -1022,10 +1054,14 @@ fn rec_loop(shared: &Shared, model: &mut dyn Model) {
         if batch.is_empty() {
             continue;
         }
+        let slot = shared.slot(&batch);
         let started = Instant::now();
         let cands: Vec<&Candidate> = batch.iter().map(|q| &q.item.cand).collect();
         let result = recognize_batch(model, &shared.charset, &cands, opts);
         let model_time = started.elapsed();
+        // Freed before any hand-off that may wait for room downstream: a worker waiting on a
+        // full queue must not hold a core slot the downstream workers need to drain it.
+        drop(slot);
         let reqs = distinct(batch.iter().map(|q| &q.item.page.req));
         observe_batch(
             "rec",

@@ -118,7 +118,8 @@ pub struct ServeArgs {
     /// An orientation or recognition batch closes when its oldest line has waited this long (ms).
     #[arg(long, env = "OCR_MAX_DELAY_MS", default_value_t = 5)]
     pub max_delay_ms: u64,
-    /// A bulk item that has waited this long (ms) is served like an interactive one.
+    /// Starvation guard (ms): when a stage has served no bulk item for this long while bulk
+    /// waited, its bulk items that have waited this long go before interactive ones.
     #[arg(long, env = "OCR_BULK_AGING_MS", default_value_t = 5000)]
     pub bulk_aging_ms: u64,
     /// Pages the detection queue holds; a request that does not fit gets 429.

@@ -84,7 +84,7 @@ impl CoreGate {
         Slot(self)
     }
 
-    /// Slots free now (for tests and `/v1/queue`).
+    /// Slots free now.
     pub fn free(&self) -> usize {
         self.lock().free
     }

@@ -563,6 +563,34 @@ mod tests {
         assert_eq!(bulk_ran_at, Some(500));
     }
 
+    /// Names of the next batch taken at `now`.
+    fn take_names(b: &mut Batcher<&'static str>, now: Instant) -> Vec<&'static str> {
+        b.take(now, |_| false)
+            .batch
+            .iter()
+            .map(|q| q.item)
+            .collect()
+    }
+
+    /// Pushes (name, class, enqueued) items of cost 1, key 0, no deadline.
+    fn push_all(
+        b: &mut Batcher<&'static str>,
+        at: impl Fn(u64) -> Instant,
+        items: &[(&'static str, Class, u64)],
+    ) {
+        for &(item, class, ms) in items {
+            b.push(Queued {
+                item,
+                class,
+                enqueued: at(ms),
+                deadline: None,
+                cost: 1,
+                key: 0,
+            })
+            .unwrap();
+        }
+    }
+
     #[test]
     fn old_bulk_items_do_not_overtake_interactive_while_bulk_is_being_served() {
         // A saturated job queue: every bulk item is older than the aging limit, but the stage
@@ -579,60 +607,21 @@ mod tests {
                 ("b5", Bulk, 4, 1, None),
             ],
         );
-        let first: Vec<&str> = b
-            .take(ms(600), |_| false)
-            .batch
-            .iter()
-            .map(|q| q.item)
-            .collect();
         assert_eq!(
-            first,
+            take_names(&mut b, ms(600)),
             vec!["b1", "b2", "b3", "b4"],
             "starved at first: aged bulk runs"
         );
-        for (name, at) in [("i1", 650), ("b6", 660)] {
-            let class = if name.starts_with('i') { Int } else { Bulk };
-            b.push(Queued {
-                item: name,
-                class,
-                enqueued: ms(at),
-                deadline: None,
-                cost: 1,
-                key: 0,
-            })
-            .unwrap();
-        }
-        let got: Vec<&str> = b
-            .take(ms(700), |_| false)
-            .batch
-            .iter()
-            .map(|q| q.item)
-            .collect();
+        push_all(&mut b, ms, &[("i1", Int, 650), ("b6", Bulk, 660)]);
         assert_eq!(
-            got,
+            take_names(&mut b, ms(700)),
             vec!["i1", "b5", "b6"],
             "b5 waited 696 ms, but bulk ran 100 ms ago"
         );
         // Once the stage has served no bulk for the aging limit, waiting bulk leads again.
-        for (name, class, at) in [("b7", Bulk, 710), ("i2", Int, 1250)] {
-            b.push(Queued {
-                item: name,
-                class,
-                enqueued: ms(at),
-                deadline: None,
-                cost: 1,
-                key: 0,
-            })
-            .unwrap();
-        }
-        let got: Vec<&str> = b
-            .take(ms(1300), |_| false)
-            .batch
-            .iter()
-            .map(|q| q.item)
-            .collect();
+        push_all(&mut b, ms, &[("b7", Bulk, 710), ("i2", Int, 1250)]);
         assert_eq!(
-            got,
+            take_names(&mut b, ms(1300)),
             vec!["b7", "i2"],
             "no bulk taken for 600 ms: b7 (590 ms old) leads"
         );

@@ -4,8 +4,11 @@
 #   2. a private venv (.venv-eval) with rapidfuzz + numpy, which make ../shared/eval/score.py fast
 #      (the golden tests call it; without them it falls back to slow pure Python);
 #   3. poppler-utils and qpdf (Debian) for the document tests;
-#   4. cargo test: unit tests, fake-model pipeline tests, CLI tests, golden tests on the real
-#      models over ../shared/eval/dev, and one pass of each benchmark.
+#   4. scripts/services.sh: a throwaway PostgreSQL cluster and an S3 server (SeaweedFS) on
+#      loopback, installed when missing, stopped again when this script exits (however it exits);
+#   5. cargo test: unit tests, fake-model pipeline tests, CLI tests, the job store's contract on
+#      SQLite and PostgreSQL, multi-replica tests, golden tests on the real models over
+#      ../shared/eval/dev, and one pass of each benchmark.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -19,4 +22,8 @@ if ! .venv-eval/bin/python -c 'import rapidfuzz, numpy' >/dev/null 2>&1; then
   python3 -m venv .venv-eval
   .venv-eval/bin/python -m pip install -q --disable-pip-version-check rapidfuzz==3.14.6 numpy==2.4.6
 fi
+trap 'scripts/services.sh stop' EXIT
+scripts/services.sh start
+# shellcheck disable=SC1091
+. target/services/env
 cargo test --all-targets "$@"

@@ -26,8 +26,11 @@ use crate::engine::ort::{
 };
 use crate::engine::{ModelKind, OcrEngine, OcrOptions};
 use crate::error::{Error, Result};
-use crate::jobs::runner::{Runner, RunnerConfig, now_ms};
-use crate::jobs::store::{JobStore, SqliteStore};
+use crate::jobs::documents::DocumentStore;
+use crate::jobs::now_ms;
+use crate::jobs::runner::{Runner, RunnerConfig};
+use crate::jobs::service::{JobService, ServiceConfig};
+use crate::jobs::store::JobStore;
 use crate::jobs::webhook::{WebhookConfig, parse_secret};
 use crate::output;
 use crate::pipeline::decode::DecodeLimits;
@@ -147,9 +150,23 @@ pub struct ServeArgs {
     /// Deadline of a request without X-Request-Timeout, in ms (504 after it).
     #[arg(long, env = "OCR_REQUEST_TIMEOUT_MS", default_value_t = 60_000)]
     pub request_timeout_ms: u64,
-    /// Where jobs live: `jobs.db` (SQLite, WAL) and `documents/`. Created if missing.
+    /// Where jobs live by default: `jobs.db` (SQLite, WAL) and `documents/`. Created if missing.
     #[arg(long, env = "OCR_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
+    /// The job store: `sqlite://PATH` (default `sqlite://<data-dir>/jobs.db`) or
+    /// `postgres://USER@HOST:PORT/DB` (one database shared by many replicas).
+    #[arg(long, env = "OCR_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// `POST /v1/jobs` answers 429 when the queued bulk pages (all replicas) would exceed this.
+    #[arg(long, env = "OCR_MAX_QUEUED_PAGES", default_value_t = 100_000)]
+    pub max_queued_pages: u64,
+    /// How long a replica holds a claimed page without renewing its lease (a replica that dies
+    /// delays its pages this long at most), in ms.
+    #[arg(long, env = "OCR_JOB_LEASE_MS", default_value_t = 30_000)]
+    pub job_lease_ms: u64,
+    /// Interactive (hybrid) job pages in the scheduler at once, beside the bulk ones.
+    #[arg(long, env = "OCR_INTERACTIVE_JOB_CONCURRENCY", default_value_t = 4)]
+    pub interactive_job_concurrency: usize,
     /// Job pages in the scheduler at once (bulk class); the rest wait in the job runner so
     /// interactive requests always find room.
     #[arg(long, env = "OCR_JOB_CONCURRENCY", default_value_t = 8)]
@@ -254,12 +271,11 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
         args.scheduler_config(),
         Arc::new(factory),
     )?);
-    let docs_dir = args.data_dir.join("documents");
-    std::fs::create_dir_all(&docs_dir).map_err(|e| Error::Io {
-        path: docs_dir.display().to_string(),
-        source: e,
-    })?;
-    let store: Arc<dyn JobStore> = Arc::new(SqliteStore::open(&args.data_dir.join("jobs.db"))?);
+    let documents = Arc::new(DocumentStore::local(args.data_dir.join("documents"))?);
+    let database_url = args
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", args.data_dir.join("jobs.db").display()));
     let mut webhooks = WebhookConfig::new(
         args.webhook_secrets
             .iter()
@@ -268,24 +284,35 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
         args.webhook_allow.clone(),
     );
     webhooks.max_attempts = args.webhook_max_attempts.max(1);
-    let runner = Runner::new(
-        store.clone(),
-        scheduler.clone(),
-        RunnerConfig {
-            max_in_flight: args.job_concurrency.max(1),
-            max_attempts: args.job_max_attempts.max(1),
-            decode: args.api_config().decode,
-            webhooks,
-            ..RunnerConfig::default()
-        },
-        docs_dir,
-    );
-    let api = Api::with_jobs(scheduler.clone(), args.api_config(), runner.clone());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("ocr-http")
         .build()
         .map_err(|e| Error::Runtime(format!("starting the async runtime: {e}")))?;
+    let store: Arc<dyn JobStore> = rt.block_on(crate::jobs::store::open(&database_url))?;
+    let runner = Runner::new(
+        store.clone(),
+        scheduler.clone(),
+        documents.clone(),
+        RunnerConfig {
+            max_in_flight: args.job_concurrency.max(1),
+            interactive_in_flight: args.interactive_job_concurrency.max(1),
+            max_attempts: args.job_max_attempts.max(1),
+            lease: Duration::from_millis(args.job_lease_ms.max(300)),
+            decode: args.api_config().decode,
+            webhooks,
+            ..RunnerConfig::default()
+        },
+    );
+    let jobs = JobService::new(
+        runner.clone(),
+        ServiceConfig {
+            decode: args.api_config().decode,
+            idempotency_ttl: Duration::from_secs(args.idempotency_ttl_s.max(1)),
+            max_queued_pages: args.max_queued_pages,
+        },
+    );
+    let api = Api::with_jobs(scheduler.clone(), args.api_config(), jobs);
     let addr = format!("{}:{}", args.host, args.port);
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(&addr)
@@ -302,9 +329,10 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
             "ocr-server: listening on http://{bound} (model {})",
             args.pipeline.model.name()
         );
-        tokio::spawn(runner.clone().run());
+        runner.start();
         tokio::spawn(sweep_forever(
             store.clone(),
+            documents.clone(),
             Duration::from_secs(args.retention_s),
         ));
         let warm = scheduler.clone();
@@ -319,6 +347,7 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
             }
         });
         let stop_api = api.clone();
+        let stop_runner = runner.clone();
         let startup_error = Arc::new(std::sync::Mutex::new(None));
         let startup_error2 = startup_error.clone();
         axum::serve(listener, api.router())
@@ -332,12 +361,14 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
                     }
                 }
                 stop_api.begin_shutdown();
+                stop_runner.stop_claiming();
             })
             .await
             .map_err(|e| Error::Io {
                 path: addr.clone(),
                 source: e,
             })?;
+        runner.shutdown().await;
         if let Some(e) = startup_error
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -352,29 +383,24 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
     Ok(())
 }
 
-/// Deletes finished jobs older than `retention`, with their documents, once a minute.
-async fn sweep_forever(store: Arc<dyn JobStore>, retention: Duration) {
+/// Deletes finished jobs older than `retention`, with their documents, once a minute
+/// (`needs_review` jobs wait for their reviewer whatever their age).
+async fn sweep_forever(
+    store: Arc<dyn JobStore>,
+    documents: Arc<DocumentStore>,
+    retention: Duration,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tick.tick().await;
         let cutoff = now_ms() - retention.as_millis() as i64;
-        let store = store.clone();
-        let swept = tokio::task::spawn_blocking(move || store.sweep(cutoff)).await;
-        match swept {
-            Ok(Ok(paths)) => {
-                let dirs: std::collections::BTreeSet<_> = paths
-                    .iter()
-                    .filter_map(|p| std::path::Path::new(p).parent().map(|d| d.to_path_buf()))
-                    .collect();
-                for d in &dirs {
-                    let _ = std::fs::remove_dir_all(d);
-                }
-                if !dirs.is_empty() {
-                    tracing::info!(jobs = dirs.len(), "swept expired jobs");
-                }
+        match store.sweep(cutoff).await {
+            Ok(locations) if !locations.is_empty() => {
+                tracing::info!(documents = locations.len(), "swept expired jobs");
+                documents.delete(locations).await;
             }
-            Ok(Err(e)) => tracing::error!(error = %e, "sweep failed"),
-            Err(e) => tracing::error!(error = %e, "sweep task failed"),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "sweep failed"),
         }
     }
 }

@@ -54,6 +54,14 @@ pub enum Error {
     BadRequest(String),
     #[error("the Idempotency-Key {0:?} was used with a different payload")]
     IdempotencyConflict(String),
+    #[error("no job {0}")]
+    JobNotFound(String),
+    #[error("job {0} already finished; nothing to cancel")]
+    JobFinished(String),
+    #[error("job {id} is {state}, not needs_review")]
+    NotInReview { id: String, state: &'static str },
+    #[error("jobs are not enabled on this server")]
+    JobsDisabled,
     #[error("job store error: {0}")]
     Store(String),
     #[error("I/O error on {path}: {source}")]
@@ -88,8 +96,22 @@ impl Error {
             Error::UnsupportedMediaType(_) => "unsupported_media_type",
             Error::BadRequest(_) => "bad_request",
             Error::IdempotencyConflict(_) => "idempotency_conflict",
+            Error::JobNotFound(_) => "job_not_found",
+            Error::JobFinished(_) => "job_finished",
+            Error::NotInReview { .. } => "not_in_review",
+            Error::JobsDisabled => "jobs_disabled",
             Error::Store(_) => "store_error",
             Error::Io { .. } => "io_error",
+        }
+    }
+
+    /// How work that failed with this error is retried: never (the input is at fault), after
+    /// the server has room again (back-pressure: no attempt is counted), or with backoff.
+    pub fn retry(&self) -> Retry {
+        match self {
+            e if e.is_client_error() => Retry::Never,
+            Error::Overloaded { .. } | Error::NotReady | Error::ShuttingDown => Retry::After,
+            _ => Retry::Backoff,
         }
     }
 
@@ -110,8 +132,19 @@ impl Error {
                 | Error::UnsupportedMediaType(_)
                 | Error::BadRequest(_)
                 | Error::IdempotencyConflict(_)
+                | Error::JobNotFound(_)
+                | Error::JobFinished(_)
+                | Error::NotInReview { .. }
         )
     }
+}
+
+/// The retry rule of an error (see [`Error::retry`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    Never,
+    After,
+    Backoff,
 }
 
 impl From<ort::Error> for Error {

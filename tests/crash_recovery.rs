@@ -24,7 +24,7 @@ fn kill_9_mid_work_loses_nothing_and_duplicates_nothing() {
         "sroie_264.jpg",
         "sroie_313.jpg",
     ];
-    let (mut server, addr) = start_server(&data, &[]);
+    let (mut server, addr) = start_server(&data, &["--job-lease-ms", "2000"]);
     let mut ids = Vec::new();
     for f in &files {
         let bytes = std::fs::read(dev.join(f)).unwrap();
@@ -57,7 +57,7 @@ fn kill_9_mid_work_loses_nothing_and_duplicates_nothing() {
     server.kill().unwrap(); // SIGKILL
     server.wait().unwrap();
 
-    let (mut server, addr) = start_server(&data, &[]);
+    let (mut server, addr) = start_server(&data, &["--job-lease-ms", "2000"]);
     let t0 = Instant::now();
     let mut completed = 0;
     for id in &ids {

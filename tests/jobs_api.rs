@@ -20,8 +20,10 @@ use ocr_server::engine::fake::{FakeFactory, Gate};
 use ocr_server::engine::ort::{
     EngineConfig, OrtFactory, SessionConfig, resolve_models_dir, resolve_ort_lib,
 };
+use ocr_server::jobs::documents::DocumentStore;
 use ocr_server::jobs::runner::{Runner, RunnerConfig};
-use ocr_server::jobs::store::SqliteStore;
+use ocr_server::jobs::service::{JobService, ServiceConfig};
+use ocr_server::jobs::sqlite::SqliteStore;
 use ocr_server::scheduler::{ModelFactory, Scheduler, SchedulerConfig};
 use serde_json::Value;
 use tower::ServiceExt;
@@ -74,18 +76,21 @@ fn fixture_with(
     }
     scheduler.wait_ready(Duration::from_secs(120)).unwrap();
     let store = Arc::new(SqliteStore::open(&dir.join("jobs.db")).unwrap());
+    let documents = Arc::new(DocumentStore::local(dir.join("documents")).unwrap());
     let runner = Runner::new(
         store,
         scheduler.clone(),
+        documents,
         RunnerConfig {
             max_attempts: 2,
             backoff_base: Duration::from_millis(10),
+            poll: Duration::from_millis(50),
             ..rc
         },
-        dir.join("documents"),
     );
-    tokio::spawn(runner.clone().run());
-    let router = Api::with_jobs(scheduler.clone(), ApiConfig::default(), runner.clone()).router();
+    runner.start();
+    let jobs = JobService::new(runner.clone(), ServiceConfig::default());
+    let router = Api::with_jobs(scheduler.clone(), ApiConfig::default(), jobs).router();
     Fixture {
         router,
         runner,

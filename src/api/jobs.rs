@@ -2,13 +2,12 @@
 //! `GET /v1/jobs/{id}/result`, `GET /v1/jobs/{id}/events`, `POST /v1/jobs/{id}/retry`,
 //! `POST /v1/jobs/{id}/review`.
 //!
-//! A job is acknowledged (202) only after its documents are on disk (fsynced) and its rows are
-//! committed; the runner then feeds its pages to the scheduler's bulk class. An
+//! Handlers extract, call [`JobService`] and map; the service owns the transitions. A job is
+//! acknowledged (202) only after its documents are stored and its rows are committed. An
 //! `Idempotency-Key` names the job for 24 h (`--idempotency-ttl-s`): the same key and payload
 //! answer with the same job (`Idempotent-Replayed: true`), the same key with another payload is
 //! 422 `idempotency_conflict`.
 
-use std::io::Write;
 use std::sync::Arc;
 
 use axum::Json;
@@ -18,17 +17,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use crate::document::{Document, select_pages};
 use crate::engine::ModelKind;
 use crate::error::Error;
-use crate::jobs::runner::{JobOptions, now_ms};
-use crate::jobs::store::{
-    Created, Event, JobRecord, JobState, JobStore, NewDocument, NewJob, PageRef, PageState,
-};
-use crate::pipeline::{Page, document_text};
+use crate::jobs::model::{JobClass, JobOptions, JobRecord, JobState};
+use crate::jobs::service::{Correction, JobService, JobSpec, Review, Upload};
+use crate::pipeline::Page;
 
+pub use super::dto::{EventView, JobView};
 use super::problem::{ApiError, Problem};
 use super::{AppState, Format, RequestOptions, read_body};
 
@@ -87,67 +83,25 @@ pub struct JsonJobRequest {
     pub options: JobRequestOptions,
 }
 
-/// A job as the API shows it.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct JobView {
-    #[serde(flatten)]
-    pub job: JobRecord,
-    /// Pages finished (completed or failed for good) over pages in all.
-    pub progress: f64,
-    /// Seconds until the job is likely finished (null when final).
-    pub eta_s: Option<u64>,
-    /// Webhook events of the job and their delivery attempts.
-    pub webhook_deliveries: Vec<crate::jobs::store::Delivery>,
+fn service(st: &AppState) -> Result<&Arc<JobService>, Error> {
+    st.jobs.as_ref().ok_or(Error::JobsDisabled)
 }
 
-fn view(st: &AppState, job: JobRecord) -> JobView {
-    let finished = job.pages_done + job.pages_failed;
-    let progress = if job.pages_total == 0 {
-        1.0
-    } else {
-        finished as f64 / job.pages_total as f64
-    };
-    let eta_s = (!job.state.is_final()).then(|| {
-        let ahead = st.jobs.as_ref().map_or(0, |r| r.pending());
-        st.scheduler.retry_after(job.pages_total - finished + ahead)
-    });
-    let webhook_deliveries = st
-        .jobs
-        .as_ref()
-        .and_then(|r| r.store().deliveries(&job.id).ok())
-        .unwrap_or_default();
-    JobView {
-        job,
-        progress,
-        eta_s,
-        webhook_deliveries,
-    }
+/// The API view of a job: the record with its ETA and webhook deliveries.
+async fn view(svc: &JobService, job: &JobRecord) -> Result<JobView, Error> {
+    let eta = svc.eta_s(job).await?;
+    let deliveries = svc.store().deliveries(&job.id).await?;
+    Ok(JobView::new(job, eta, &deliveries))
 }
 
-fn runner(st: &AppState) -> Result<&Arc<crate::jobs::runner::Runner>, Error> {
-    st.jobs
-        .as_ref()
-        .ok_or_else(|| Error::InvalidOption("jobs are not enabled on this server".into()))
-}
-
-fn not_found(id: &str) -> Response {
-    Problem::new(
-        StatusCode::NOT_FOUND,
-        "Not found",
-        "job_not_found",
-        format!("no job {id}"),
-    )
-    .into_response()
-}
-
-pub(super) fn job_response(
-    st: &AppState,
+pub(super) async fn job_response(
+    svc: &JobService,
     status: StatusCode,
-    job: JobRecord,
+    job: &JobRecord,
     replayed: bool,
-) -> Response {
+) -> Result<Response, Error> {
     let location = format!("/v1/jobs/{}", job.id);
-    let v = view(st, job);
+    let v = view(svc, job).await?;
     let retry = v.eta_s;
     let mut resp = (status, Json(v)).into_response();
     let h = resp.headers_mut();
@@ -160,19 +114,13 @@ pub(super) fn job_response(
     if replayed {
         h.insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
-    resp
-}
-
-/// A document received: its name and bytes.
-pub(super) struct Doc {
-    pub(super) name: String,
-    pub(super) bytes: bytes::Bytes,
+    Ok(resp)
 }
 
 async fn split_job_body(
     headers: &HeaderMap,
     body: bytes::Bytes,
-) -> Result<(Vec<Doc>, JobRequestOptions), Error> {
+) -> Result<(Vec<Upload>, JobRequestOptions), Error> {
     let ctype = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -187,7 +135,7 @@ async fn split_job_body(
     if mime.starts_with("image/") || mime == "application/octet-stream" || mime == "application/pdf"
     {
         return Ok((
-            vec![Doc {
+            vec![Upload {
                 name: String::new(),
                 bytes: body,
             }],
@@ -204,7 +152,7 @@ async fn split_job_body(
                 .map_err(|e| {
                     Error::BadRequest(format!("documents[{i}].data is not base64: {e}"))
                 })?;
-            docs.push(Doc {
+            docs.push(Upload {
                 name: d.name.unwrap_or_else(|| format!("document-{i}")),
                 bytes: bytes.into(),
             });
@@ -225,7 +173,7 @@ async fn split_job_body(
                 let file_name = field
                     .file_name()
                     .map_or_else(|| format!("document-{}", docs.len()), str::to_string);
-                docs.push(Doc {
+                docs.push(Upload {
                     name: file_name,
                     bytes: field.bytes().await.map_err(bad)?,
                 });
@@ -244,10 +192,6 @@ async fn split_job_body(
          application/json with base64 `documents`",
         if mime.is_empty() { "(none)" } else { &mime }
     )))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Creates a job.
@@ -274,44 +218,37 @@ pub(super) async fn create_job(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    runner(&st)?;
+    let svc = service(&st)?;
     if st.shutting_down.load(std::sync::atomic::Ordering::Acquire) {
         return Err(Error::ShuttingDown.into());
     }
     let Query(query) =
         query.map_err(|e| Error::InvalidOption(format!("query string: {}", e.body_text())))?;
     let bytes = read_body(&headers, body, st.cfg.max_body_bytes).await?;
-    let (docs, body_opts) = split_job_body(&headers, bytes).await?;
+    let (mut docs, body_opts) = split_job_body(&headers, bytes).await?;
     let opts = query.overlay(body_opts);
-    let key = headers
+    if docs.len() == 1 && docs[0].name.is_empty() {
+        docs[0].name = opts.name.clone().unwrap_or_else(|| "document".into());
+    }
+    let key = idempotency_key(&headers)?;
+    let spec = job_spec(&st, &opts, JobClass::Bulk)?;
+    let (job, replayed) = svc.create(docs, spec, key).await?;
+    Ok(job_response(svc, StatusCode::ACCEPTED, &job, replayed).await?)
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Error> {
+    headers
         .get("idempotency-key")
         .map(|v| {
             v.to_str()
                 .map(str::to_string)
                 .map_err(|_| Error::InvalidOption("Idempotency-Key must be ASCII".into()))
         })
-        .transpose()?;
-    let (job, replayed) = create_from(&st, docs, opts, key, false).await?;
-    Ok(job_response(&st, StatusCode::ACCEPTED, job, replayed))
+        .transpose()
 }
 
-/// Validates, stores and enqueues a job; `(job, replayed)`. `interactive` jobs run in the
-/// scheduler's interactive class (the hybrid `/v1/ocr`).
-pub(super) async fn create_from(
-    st: &Arc<AppState>,
-    mut docs: Vec<Doc>,
-    opts: JobRequestOptions,
-    key: Option<String>,
-    interactive: bool,
-) -> Result<(JobRecord, bool), Error> {
-    let runner = runner(st)?.clone();
-    if docs.is_empty() {
-        return Err(Error::EmptyInput);
-    }
-    if docs.len() == 1 && docs[0].name.is_empty() {
-        docs[0].name = opts.name.clone().unwrap_or_else(|| "document".into());
-    }
-    // Validate the OCR options exactly as /v1/ocr does.
+/// The job a request asks for, its OCR options validated exactly as `/v1/ocr` validates them.
+fn job_spec(st: &AppState, opts: &JobRequestOptions, class: JobClass) -> Result<JobSpec, Error> {
     RequestOptions {
         model: opts.model,
         det_limit_side: opts.det_limit_side,
@@ -326,156 +263,19 @@ pub(super) async fn create_from(
             "orientation classification is not enabled on this server".into(),
         ));
     }
-    if let Some(t) = opts.review_threshold
-        && !(0.0..=1.0).contains(&t)
-    {
-        return Err(Error::InvalidOption(format!(
-            "review_threshold must be in 0..=1, got {t}"
-        )));
-    }
-    if let Some(url) = &opts.webhook_url {
-        if runner.webhooks().secrets.is_empty() {
-            return Err(Error::InvalidOption(
-                "webhook_url given but the server has no --webhook-secret".into(),
-            ));
-        }
-        crate::jobs::webhook::check_target(url, &runner.webhooks().allow).await?;
-    }
-    let job_opts = JobOptions {
-        det_limit_side: opts.det_limit_side,
-        classify: opts.classify,
-        min_confidence: opts.min_confidence,
-        interactive: interactive.then_some(true),
-        pages: opts.pages.clone(),
-    };
-    let options_json = serde_json::to_string(&job_opts)
-        .map_err(|e| Error::Runtime(format!("serialising options: {e}")))?;
-
-    // Count pages (and reject what cannot be decoded) before anything is stored.
-    let limits = st.cfg.decode.clone();
-    let spec = opts.pages.clone();
-    let docs = tokio::task::spawn_blocking(move || {
-        docs.into_iter()
-            .map(|d| {
-                let named = |e: Error| match e {
-                    Error::CorruptImage(m) => Error::CorruptImage(format!("{}: {m}", d.name)),
-                    Error::CorruptDocument(m) => Error::CorruptDocument(format!("{}: {m}", d.name)),
-                    other => other,
-                };
-                let doc = Document::open(Arc::new(d.bytes.to_vec()), &limits).map_err(named)?;
-                let pages = select_pages(spec.as_deref(), doc.page_count(), limits.max_pages)
-                    .map_err(named)?
-                    .len();
-                let sha = hex(&Sha256::digest(&d.bytes));
-                Ok((d, pages, sha))
-            })
-            .collect::<Result<Vec<_>, Error>>()
-    })
-    .await
-    .map_err(|e| Error::Runtime(format!("decode task: {e}")))??;
-
-    let payload_hash = {
-        let mut h = Sha256::new();
-        h.update(options_json.as_bytes());
-        h.update(
-            serde_json::to_vec(&(
-                &opts.tag,
-                opts.priority,
-                opts.review_threshold,
-                &opts.webhook_url,
-            ))
-            .unwrap_or_default(),
-        );
-        for (d, _, sha) in &docs {
-            h.update(d.name.as_bytes());
-            h.update(sha.as_bytes());
-        }
-        hex(&h.finalize())
-    };
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let dir = runner.docs_dir().join(&id);
-    let written = {
-        let dir = dir.clone();
-        let files: Vec<(usize, bytes::Bytes)> = docs
-            .iter()
-            .enumerate()
-            .map(|(i, (d, _, _))| (i, d.bytes.clone()))
-            .collect();
-        tokio::task::spawn_blocking(move || -> Result<Vec<String>, Error> {
-            std::fs::create_dir_all(&dir).map_err(|e| Error::Io {
-                path: dir.display().to_string(),
-                source: e,
-            })?;
-            files
-                .into_iter()
-                .map(|(i, bytes)| {
-                    let path = dir.join(format!("{i}.bin"));
-                    let io = |e| Error::Io {
-                        path: path.display().to_string(),
-                        source: e,
-                    };
-                    let mut f = std::fs::File::create(&path).map_err(io)?;
-                    f.write_all(&bytes).map_err(io)?;
-                    f.sync_all().map_err(io)?;
-                    Ok(path.display().to_string())
-                })
-                .collect()
-        })
-        .await
-        .map_err(|e| Error::Runtime(format!("write task: {e}")))??
-    };
-    let new = NewJob {
-        id: id.clone(),
-        options: options_json,
+    Ok(JobSpec {
+        options: JobOptions {
+            det_limit_side: opts.det_limit_side,
+            classify: opts.classify,
+            min_confidence: opts.min_confidence,
+            pages: opts.pages.clone(),
+        },
+        class: Some(class),
         tag: opts.tag.clone(),
-        webhook_url: opts.webhook_url.clone(),
         priority: opts.priority.unwrap_or(0),
         review_threshold: opts.review_threshold,
-        idempotency: key.map(|k| (k, payload_hash)),
-        documents: docs
-            .iter()
-            .zip(&written)
-            .map(|((d, pages, sha), path)| NewDocument {
-                name: d.name.clone(),
-                path: path.clone(),
-                sha256: sha.clone(),
-                pages: *pages,
-            })
-            .collect(),
-    };
-    let store = runner.store().clone();
-    let ttl = st.cfg.idempotency_ttl.as_millis() as i64;
-    let created = tokio::task::spawn_blocking(move || store.create_job(&new, now_ms(), ttl))
-        .await
-        .map_err(|e| Error::Runtime(format!("store task: {e}")))?;
-    let created = match created {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&dir);
-            return Err(e);
-        }
-    };
-    Ok(match created {
-        Created::New(job) => {
-            let pages = job.documents.iter().flat_map(|d| {
-                d.pages.iter().map(|p| PageRef {
-                    job_id: job.id.clone(),
-                    doc: d.index,
-                    page: p.page,
-                })
-            });
-            runner.enqueue(pages.collect::<Vec<_>>(), job.priority);
-            (job, false)
-        }
-        Created::Existing(job) => {
-            let _ = std::fs::remove_dir_all(&dir);
-            (job, true)
-        }
+        webhook_url: opts.webhook_url.clone(),
     })
-}
-
-fn load(st: &AppState, id: &str) -> Result<Option<JobRecord>, Error> {
-    runner(st)?.store().get_job(id)
 }
 
 /// A job's state, per-document and per-page states, progress and ETA.
@@ -485,13 +285,12 @@ pub(super) async fn get_job(
     State(st): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    Ok(match load(&st, &id)? {
-        Some(job) => job_response(&st, StatusCode::OK, job, false),
-        None => not_found(&id),
-    })
+    let svc = service(&st)?;
+    let job = svc.get(&id).await?;
+    Ok(job_response(svc, StatusCode::OK, &job, false).await?)
 }
 
-/// Cancels a job: queued pages are dropped, nothing more is computed.
+/// Cancels a job: queued pages are dropped, running ones abandoned on every replica.
 #[utoipa::path(delete, path = "/v1/jobs/{id}", params(("id" = String, Path)), responses(
     (status = 200, body = JobView),
     (status = 404, body = Problem, content_type = "application/problem+json"),
@@ -500,21 +299,9 @@ pub(super) async fn cancel_job(
     State(st): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let r = runner(&st)?;
-    if load(&st, &id)?.is_none() {
-        return Ok(not_found(&id));
-    }
-    if !r.cancel(&id)? {
-        return Ok(Problem::new(
-            StatusCode::CONFLICT,
-            "Job finished",
-            "job_finished",
-            format!("job {id} already finished; nothing to cancel"),
-        )
-        .into_response());
-    }
-    let job = load(&st, &id)?.ok_or_else(|| Error::Store(format!("job {id} vanished")))?;
-    Ok(job_response(&st, StatusCode::OK, job, false))
+    let svc = service(&st)?;
+    let job = svc.cancel(&id).await?;
+    Ok(job_response(svc, StatusCode::OK, &job, false).await?)
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -540,6 +327,7 @@ pub(super) async fn list_jobs(
     State(st): State<Arc<AppState>>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let svc = service(&st)?;
     let Query(q) =
         query.map_err(|e| Error::InvalidOption(format!("query string: {}", e.body_text())))?;
     let state = q
@@ -550,29 +338,29 @@ pub(super) async fn list_jobs(
         })
         .transpose()?;
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
-    let jobs = runner(&st)?
-        .store()
-        .list_jobs(state, q.cursor.as_deref(), limit)?;
+    let jobs = svc.list(state, q.cursor.as_deref(), limit).await?;
     let next_cursor = (jobs.len() == limit)
         .then(|| jobs.last().map(|j| j.id.clone()))
         .flatten();
+    let mut views = Vec::with_capacity(jobs.len());
+    for j in &jobs {
+        views.push(view(svc, j).await?);
+    }
     Ok(Json(JobList {
-        jobs: jobs.into_iter().map(|j| view(&st, j)).collect(),
+        jobs: views,
         next_cursor,
     })
     .into_response())
 }
 
 /// The audit trail: every transition and action, with timestamps.
-#[utoipa::path(get, path = "/v1/jobs/{id}/events", params(("id" = String, Path)), responses((status = 200, body = Vec<Event>)))]
+#[utoipa::path(get, path = "/v1/jobs/{id}/events", params(("id" = String, Path)), responses((status = 200, body = Vec<EventView>)))]
 pub(super) async fn job_events(
     State(st): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    if load(&st, &id)?.is_none() {
-        return Ok(not_found(&id));
-    }
-    Ok(Json(runner(&st)?.store().events(&id)?).into_response())
+    let events = service(&st)?.events(&id).await?;
+    Ok(Json(events.into_iter().map(EventView::from).collect::<Vec<_>>()).into_response())
 }
 
 /// Requeues the job's failed (dead-lettered) pages; completed pages are kept.
@@ -581,22 +369,9 @@ pub(super) async fn retry_job(
     State(st): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let r = runner(&st)?;
-    let Some(job) = load(&st, &id)? else {
-        return Ok(not_found(&id));
-    };
-    let pages = r.store().retry_failed(&id, now_ms())?;
-    r.enqueue(pages, job.priority);
-    let job = load(&st, &id)?.ok_or_else(|| Error::Store(format!("job {id} vanished")))?;
-    Ok(job_response(&st, StatusCode::ACCEPTED, job, false))
-}
-
-/// A correction of one page's text.
-#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
-pub struct Correction {
-    pub document: usize,
-    pub page: usize,
-    pub text: String,
+    let svc = service(&st)?;
+    let job = svc.retry(&id).await?;
+    Ok(job_response(svc, StatusCode::ACCEPTED, &job, false).await?)
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -618,47 +393,16 @@ pub(super) async fn review_job(
     Path(id): Path<String>,
     body: Result<Json<ReviewRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
+    let svc = service(&st)?;
     let Json(req) =
         body.map_err(|e| Error::BadRequest(format!("review body: {}", e.body_text())))?;
-    let Some(job) = load(&st, &id)? else {
-        return Ok(not_found(&id));
+    let review = Review {
+        approve: req.approve,
+        corrections: req.corrections,
+        reviewer: req.reviewer,
     };
-    if job.state != JobState::NeedsReview {
-        return Ok(Problem::new(
-            StatusCode::CONFLICT,
-            "Not in review",
-            "not_in_review",
-            format!("job {id} is {}, not needs_review", job.state.as_str()),
-        )
-        .into_response());
-    }
-    if !req.approve && req.corrections.is_empty() {
-        return Err(Error::InvalidOption("send `approve: true` or `corrections`".into()).into());
-    }
-    for c in &req.corrections {
-        let ok = job
-            .documents
-            .get(c.document)
-            .is_some_and(|d| d.pages.iter().any(|p| p.page == c.page));
-        if !ok {
-            return Err(Error::InvalidOption(format!(
-                "no page {} in document {}",
-                c.page, c.document
-            ))
-            .into());
-        }
-    }
-    let r = runner(&st)?;
-    r.store().set_job_state(
-        &id,
-        JobState::Completed,
-        serde_json::json!({"review": {"approve": req.approve, "corrections": req.corrections,
-                                      "reviewer": req.reviewer}}),
-        now_ms(),
-    )?;
-    r.notify_job(&id, JobState::Completed);
-    let job = load(&st, &id)?.ok_or_else(|| Error::Store(format!("job {id} vanished")))?;
-    Ok(job_response(&st, StatusCode::OK, job, false))
+    let job = svc.review(&id, review).await?;
+    Ok(job_response(svc, StatusCode::OK, &job, false).await?)
 }
 
 /// Makes the job's failed webhook deliveries pending again.
@@ -667,11 +411,9 @@ pub(super) async fn resend_webhooks(
     State(st): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let Some(job) = load(&st, &id)? else {
-        return Ok(not_found(&id));
-    };
-    runner(&st)?.resend(&id)?;
-    Ok(job_response(&st, StatusCode::ACCEPTED, job, false))
+    let svc = service(&st)?;
+    let job = svc.resend_webhooks(&id).await?;
+    Ok(job_response(svc, StatusCode::ACCEPTED, &job, false).await?)
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -711,14 +453,12 @@ pub(super) async fn job_result(
     Path(id): Path<String>,
     query: Result<Query<ResultQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let svc = service(&st)?;
     let Query(q) =
         query.map_err(|e| Error::InvalidOption(format!("query string: {}", e.body_text())))?;
-    let Some(job) = load(&st, &id)? else {
-        return Ok(not_found(&id));
-    };
     if let Some(format @ (Format::Hocr | Format::Pdf)) = q.format {
-        let r = runner(&st)?;
-        let (doc, selected, pages) = document_pages(r, &job, q.document.unwrap_or(0)).await?;
+        let job = svc.get(&id).await?;
+        let (doc, selected, pages) = svc.document_pages(&job, q.document.unwrap_or(0)).await?;
         return Ok(super::respond(
             format,
             st.scheduler.kind(),
@@ -729,55 +469,86 @@ pub(super) async fn job_result(
         )
         .await?);
     }
-    let store: &Arc<dyn JobStore> = runner(&st)?.store();
-    let mut all_texts: Vec<String> = Vec::new();
-    let corrections: Vec<Correction> = store
-        .events(&id)?
-        .into_iter()
-        .rev()
-        .find_map(|e| {
-            serde_json::from_value(e.detail["detail"]["review"]["corrections"].clone()).ok()
-        })
-        .unwrap_or_default();
-    let mut documents = Vec::new();
-    for d in &job.documents {
-        let pages = stored_pages(store, &job, d.index)?;
-        let texts: Vec<String> = pages
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                corrections
-                    .iter()
-                    .find(|c| c.document == d.index && c.page == i)
-                    .map(|c| c.text.clone())
-                    .or_else(|| p.as_ref().map(|p| document_text(std::slice::from_ref(p))))
-                    .unwrap_or_default()
-            })
-            .collect();
-        documents.push(DocumentResult {
-            name: d.name.clone(),
-            text: texts.join("\n\n"),
-            pages,
-        });
-        all_texts.extend(texts);
-    }
+    let r = svc.results(&id).await?;
     if q.format == Some(Format::Text) {
-        let text = all_texts.join("\n\u{c}");
+        let text = r
+            .documents
+            .iter()
+            .flat_map(|d| d.texts.iter().cloned())
+            .collect::<Vec<_>>()
+            .join("\n\u{c}");
         return Ok(([(header::CONTENT_TYPE, Format::Text.content_type())], text).into_response());
     }
     Ok(Json(JobResult {
-        id: job.id,
-        state: job.state,
-        tag: job.tag,
-        documents,
-        corrections,
+        id: r.job.id,
+        state: r.job.state,
+        tag: r.job.tag,
+        documents: r
+            .documents
+            .into_iter()
+            .map(|d| DocumentResult {
+                name: d.name,
+                text: d.texts.join("\n\n"),
+                pages: d.pages,
+            })
+            .collect(),
+        corrections: r.corrections,
     })
     .into_response())
 }
 
+#[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
+pub struct PauseRequest {
+    /// Pause or resume only the bulk jobs with this tag (default: all bulk work).
+    pub tag: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Pauses {
+    /// Paused scopes: `*` for all bulk work, else tags.
+    pub paused: Vec<String>,
+}
+
+async fn set_paused(
+    st: &AppState,
+    body: Option<Json<PauseRequest>>,
+    paused: bool,
+) -> Result<Response, ApiError> {
+    let req = body.map(|Json(b)| b).unwrap_or_default();
+    let paused = service(st)?.set_paused(req.tag.as_deref(), paused).await?;
+    Ok(Json(Pauses { paused }).into_response())
+}
+
+/// Pauses bulk work (all, or one tag): its pages stay queued and are not claimed by any
+/// replica; interactive work is unaffected.
+#[utoipa::path(post, path = "/v1/admin/pause", request_body(content = PauseRequest, description = "Optional: `{\"tag\": \"...\"}`"), responses((status = 200, body = Pauses)))]
+pub(super) async fn pause(
+    State(st): State<Arc<AppState>>,
+    body: Option<Json<PauseRequest>>,
+) -> Result<Response, ApiError> {
+    set_paused(&st, body, true).await
+}
+
+/// Resumes paused bulk work (all, or one tag).
+#[utoipa::path(post, path = "/v1/admin/resume", request_body(content = PauseRequest, description = "Optional: `{\"tag\": \"...\"}`"), responses((status = 200, body = Pauses)))]
+pub(super) async fn resume(
+    State(st): State<Arc<AppState>>,
+    body: Option<Json<PauseRequest>>,
+) -> Result<Response, ApiError> {
+    set_paused(&st, body, false).await
+}
+
+/// The paused scopes.
+#[utoipa::path(get, path = "/v1/admin/pauses", responses((status = 200, body = Pauses)))]
+pub(super) async fn pauses(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let paused = service(&st)?.store().paused().await?;
+    Ok(Json(Pauses { paused }).into_response())
+}
+
 /// The hybrid `/v1/ocr` (`Prefer: respond-async, wait=N`): the request becomes an interactive
-/// job; if it finishes within `wait`, the answer is the sync result (200), else 202 with the
-/// job's `Location`, and the job continues the same work.
+/// job (claimed before any bulk page, run in the interactive class); if it finishes within
+/// `wait`, the answer is the sync result (200), else 202 with the job's `Location`, and the job
+/// continues the same work.
 pub(super) async fn hybrid(
     st: &Arc<AppState>,
     image: bytes::Bytes,
@@ -787,6 +558,7 @@ pub(super) async fn hybrid(
     wait: std::time::Duration,
     arrived: std::time::Instant,
 ) -> Result<Response, Error> {
+    let svc = service(st)?;
     let opts = JobRequestOptions {
         model: options.model,
         det_limit_side: options.det_limit_side,
@@ -795,16 +567,16 @@ pub(super) async fn hybrid(
         pages: options.pages.clone(),
         ..JobRequestOptions::default()
     };
-    let doc = Doc {
+    let doc = Upload {
         name: "document".into(),
         bytes: image,
     };
-    let (job, _) = create_from(st, vec![doc], opts, key, true).await?;
-    let r = runner(st)?.clone();
-    let job = r.wait_final(&job.id, wait).await?.unwrap_or(job);
+    let spec = job_spec(st, &opts, JobClass::Interactive)?;
+    let (job, _) = svc.create(vec![doc], spec, key).await?;
+    let job = svc.wait_final(&job.id, wait).await?;
     let location = format!("/v1/jobs/{}", job.id);
     let mut resp = if matches!(job.state, JobState::Completed | JobState::NeedsReview) {
-        let (doc, selected, pages) = document_pages(&r, &job, 0).await?;
+        let (doc, selected, pages) = svc.document_pages(&job, 0).await?;
         let mut resp = super::respond(
             format,
             st.scheduler.kind(),
@@ -824,7 +596,7 @@ pub(super) async fn hybrid(
         }
         resp
     } else {
-        let mut resp = job_response(st, StatusCode::ACCEPTED, job, false);
+        let mut resp = job_response(svc, StatusCode::ACCEPTED, &job, false).await?;
         resp.headers_mut().insert(
             "preference-applied",
             HeaderValue::from_static("respond-async"),
@@ -834,62 +606,6 @@ pub(super) async fn hybrid(
     resp.headers_mut()
         .insert(header::VARY, HeaderValue::from_static("Prefer"));
     Ok(resp)
-}
-
-/// A job document's source (reopened from the data directory), its selected page indices and
-/// its pages: the completed results, and a page with error `not_completed` for the others.
-async fn document_pages(
-    r: &Arc<crate::jobs::runner::Runner>,
-    job: &JobRecord,
-    index: usize,
-) -> Result<(Arc<Document>, Vec<usize>, Vec<Page>), Error> {
-    let d = job
-        .documents
-        .get(index)
-        .ok_or_else(|| Error::InvalidOption(format!("the job has no document {index}")))?;
-    let opts: JobOptions = serde_json::from_str(&job.options)
-        .map_err(|e| Error::Store(format!("job options: {e}")))?;
-    let (doc, selected) = r.open_document(&d.path, opts.pages.as_deref()).await?;
-    let pages = stored_pages(r.store(), job, index)?
-        .into_iter()
-        .zip(&d.pages)
-        .map(|(page, p)| {
-            page.unwrap_or_else(|| Page {
-                error: Some(crate::pipeline::PageError {
-                    code: "not_completed".into(),
-                    message: format!("page is {}", p.state.as_str()),
-                }),
-                ..Page::default()
-            })
-        })
-        .collect();
-    Ok((doc, selected, pages))
-}
-
-/// The stored results of a job document's pages, in order: `None` for pages not completed.
-fn stored_pages(
-    store: &Arc<dyn JobStore>,
-    job: &JobRecord,
-    index: usize,
-) -> Result<Vec<Option<Page>>, Error> {
-    let Some(d) = job.documents.get(index) else {
-        return Ok(Vec::new());
-    };
-    d.pages
-        .iter()
-        .map(|p| {
-            if p.state != PageState::Completed {
-                return Ok(None);
-            }
-            Ok(store
-                .page_result(&PageRef {
-                    job_id: job.id.clone(),
-                    doc: index,
-                    page: p.page,
-                })?
-                .and_then(|s| serde_json::from_str::<Page>(&s).ok()))
-        })
-        .collect()
 }
 
 /// `Prefer` (RFC 7240): whether `respond-async` is asked, and `wait` in seconds.

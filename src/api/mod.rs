@@ -7,6 +7,7 @@
 //! `code` ([`problem`]). The OpenAPI 3.1 document is generated from the handler annotations and
 //! types below (utoipa), so it cannot drift from the code.
 
+pub mod dto;
 pub mod jobs;
 pub mod problem;
 
@@ -88,8 +89,8 @@ struct AppState {
     shutting_down: AtomicBool,
     metrics: PrometheusHandle,
     decode_permits: Semaphore,
-    /// The job runner, when jobs are enabled (`serve` always enables them).
-    jobs: Option<Arc<crate::jobs::runner::Runner>>,
+    /// The job service, when jobs are enabled (`serve` always enables them).
+    jobs: Option<Arc<crate::jobs::service::JobService>>,
 }
 
 /// What the server embedding the router holds: the router and a switch for shutdown.
@@ -103,19 +104,19 @@ impl Api {
         Self::build(scheduler, cfg, None)
     }
 
-    /// The API with the jobs routes backed by `runner`.
+    /// The API with the jobs routes backed by `jobs`.
     pub fn with_jobs(
         scheduler: Arc<Scheduler>,
         cfg: ApiConfig,
-        runner: Arc<crate::jobs::runner::Runner>,
+        jobs: Arc<crate::jobs::service::JobService>,
     ) -> Self {
-        Self::build(scheduler, cfg, Some(runner))
+        Self::build(scheduler, cfg, Some(jobs))
     }
 
     fn build(
         scheduler: Arc<Scheduler>,
         cfg: ApiConfig,
-        jobs: Option<Arc<crate::jobs::runner::Runner>>,
+        jobs: Option<Arc<crate::jobs::service::JobService>>,
     ) -> Self {
         let permits = cfg.decode_concurrency.max(1);
         Self {
@@ -147,6 +148,9 @@ impl Api {
             .route("/v1/jobs/{id}/retry", post(jobs::retry_job))
             .route("/v1/jobs/{id}/review", post(jobs::review_job))
             .route("/v1/jobs/{id}/webhook/resend", post(jobs::resend_webhooks))
+            .route("/v1/admin/pause", post(jobs::pause))
+            .route("/v1/admin/resume", post(jobs::resume))
+            .route("/v1/admin/pauses", get(jobs::pauses))
             .route("/health/live", get(live))
             .route("/health/ready", get(ready))
             .route("/metrics", get(metrics_text))
@@ -683,7 +687,26 @@ async fn method_not_allowed() -> Problem {
         title = "ocr-server",
         description = "OCR with PP-OCR models on ONNX Runtime, dynamically batched across requests."
     ),
-    paths(ocr, queue, live, ready, metrics_text, openapi),
+    paths(
+        ocr,
+        queue,
+        live,
+        ready,
+        metrics_text,
+        openapi,
+        jobs::create_job,
+        jobs::list_jobs,
+        jobs::get_job,
+        jobs::cancel_job,
+        jobs::job_result,
+        jobs::job_events,
+        jobs::retry_job,
+        jobs::review_job,
+        jobs::resend_webhooks,
+        jobs::pause,
+        jobs::resume,
+        jobs::pauses
+    ),
     components(schemas(
         OcrResponse,
         Problem,

@@ -50,6 +50,10 @@ fn status_of(e: &Error) -> (StatusCode, &'static str) {
         Error::IdempotencyConflict(_) => {
             (StatusCode::UNPROCESSABLE_ENTITY, "Idempotency key reused")
         }
+        Error::JobNotFound(_) => (StatusCode::NOT_FOUND, "Not found"),
+        Error::JobFinished(_) => (StatusCode::CONFLICT, "Job finished"),
+        Error::NotInReview { .. } => (StatusCode::CONFLICT, "Not in review"),
+        Error::JobsDisabled => (StatusCode::NOT_FOUND, "Jobs not enabled"),
         Error::Overloaded { .. } => (StatusCode::TOO_MANY_REQUESTS, "Server overloaded"),
         Error::DeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, "Deadline exceeded"),
         Error::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "Shutting down"),

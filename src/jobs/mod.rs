@@ -1,8 +1,22 @@
-//! Asynchronous jobs (issue 4, in progress): the durable job store ([`store`]: the
-//! [`store::JobStore`] trait and its embedded SQLite implementation) and the runner that feeds
-//! job pages to the scheduler's bulk class ([`runner`]). The HTTP side is [`crate::api::jobs`].
-//! The hybrid endpoint, webhooks and the batch client come next.
+//! Asynchronous jobs. The store is the queue: [`store::JobStore`] (SQLite embedded, PostgreSQL
+//! for many replicas) holds jobs, leased pages, events and the webhook outbox; [`documents`]
+//! holds the uploaded documents; [`service::JobService`] owns every transition a client asks
+//! for (create, cancel, retry, review, results), so HTTP handlers only extract, call and map;
+//! [`runner::Runner`] claims pages and runs them through the scheduler; [`webhook`] signs and
+//! sends the outbox. Records crossing the store boundary are typed ([`model`]).
 
+pub mod documents;
+pub mod model;
+pub mod postgres;
 pub mod runner;
+pub mod service;
+pub mod sqlite;
 pub mod store;
 pub mod webhook;
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -6,16 +6,25 @@
 //! Deliveries are rows in the job store, so they survive restarts, show on the job, and are
 //! re-sendable; the deliverer retries with exponential backoff and full jitter up to
 //! `max_attempts`, then marks the delivery `failed` (kept). Targets are checked when a job is
-//! created: loopback, private, link-local, unique-local, unspecified and broadcast addresses
-//! (after DNS resolution) are refused unless the host is on the allow-list.
+//! created and again at send time on the resolved addresses, and the connection goes to the
+//! checked addresses: loopback, private, link-local, unique-local, unspecified and broadcast
+//! addresses are refused unless the host is on the allow-list.
 
-use std::net::IpAddr;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore};
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use super::model::{Delivery, DeliveryAttempt};
+use super::now_ms;
+use super::store::JobStore;
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -28,6 +37,8 @@ pub struct WebhookConfig {
     pub backoff_base: Duration,
     pub backoff_cap: Duration,
     pub timeout: Duration,
+    /// Deliveries in flight at once (per replica).
+    pub concurrency: usize,
 }
 
 impl WebhookConfig {
@@ -39,6 +50,7 @@ impl WebhookConfig {
             backoff_base: Duration::from_secs(1),
             backoff_cap: Duration::from_secs(600),
             timeout: Duration::from_secs(10),
+            concurrency: 16,
         }
     }
 }
@@ -94,9 +106,36 @@ fn is_private(ip: IpAddr) -> bool {
     }
 }
 
+/// Looks up a host's addresses (the seam that tests replace to play DNS rebinding).
+pub type Resolver = Arc<
+    dyn Fn(String, u16) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<IpAddr>>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// The system resolver.
+pub fn system_resolver() -> Resolver {
+    Arc::new(|host: String, port: u16| {
+        Box::pin(async move {
+            Ok(tokio::net::lookup_host((host.as_str(), port))
+                .await?
+                .map(|a| a.ip())
+                .collect())
+        })
+    })
+}
+
+/// A checked webhook target: its host and the addresses the connection must go to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub host: String,
+    pub addrs: Vec<SocketAddr>,
+}
+
 /// Checks a webhook target: http(s), and every address it resolves to is public unless its host
-/// is allowed.
-pub async fn check_target(url: &str, allow: &[String]) -> Result<()> {
+/// is allowed. The answer names the checked addresses, so the request can be sent to exactly
+/// those (no second lookup that a rebinding DNS server could answer differently).
+pub async fn check_target(url: &str, allow: &[String], resolve: &Resolver) -> Result<Target> {
     let parsed =
         reqwest::Url::parse(url).map_err(|e| Error::InvalidOption(format!("webhook_url: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
@@ -110,30 +149,192 @@ pub async fn check_target(url: &str, allow: &[String]) -> Result<()> {
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
-    if allow.iter().any(|a| a.eq_ignore_ascii_case(&host)) {
-        return Ok(());
-    }
     let port = parsed.port_or_known_default().unwrap_or(443);
     let addrs: Vec<IpAddr> = match host.parse::<IpAddr>() {
         Ok(ip) => vec![ip],
-        Err(_) => tokio::net::lookup_host((host.as_str(), port))
+        Err(_) => resolve(host.clone(), port)
             .await
-            .map_err(|e| Error::InvalidOption(format!("webhook_url host {host}: {e}")))?
-            .map(|a| a.ip())
-            .collect(),
+            .map_err(|e| Error::InvalidOption(format!("webhook_url host {host}: {e}")))?,
     };
     if addrs.is_empty() {
         return Err(Error::InvalidOption(format!(
             "webhook_url host {host} has no address"
         )));
     }
-    if let Some(ip) = addrs.into_iter().find(|ip| is_private(*ip)) {
+    let allowed = allow.iter().any(|a| a.eq_ignore_ascii_case(&host));
+    if !allowed && let Some(ip) = addrs.iter().find(|ip| is_private(**ip)) {
         return Err(Error::InvalidOption(format!(
             "webhook_url {host} resolves to {ip}, a loopback, private or link-local address; \
              add the host to --webhook-allow to permit it"
         )));
     }
-    Ok(())
+    Ok(Target {
+        host,
+        addrs: addrs
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, port))
+            .collect(),
+    })
+}
+
+/// Sends the outbox: claims due deliveries with a lease (so two replicas never send the same
+/// attempt), sends up to `concurrency` at once (a slow receiver holds one slot, not the
+/// queue), checks each target again at send time and connects to the checked addresses only.
+pub struct Deliverer {
+    store: Arc<dyn JobStore>,
+    cfg: WebhookConfig,
+    owner: String,
+    wake: Notify,
+    permits: Arc<Semaphore>,
+    resolve: Resolver,
+}
+
+impl Deliverer {
+    pub fn new(store: Arc<dyn JobStore>, cfg: WebhookConfig, owner: String) -> Arc<Self> {
+        Self::with_resolver(store, cfg, owner, system_resolver())
+    }
+
+    pub fn with_resolver(
+        store: Arc<dyn JobStore>,
+        cfg: WebhookConfig,
+        owner: String,
+        resolve: Resolver,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            permits: Arc::new(Semaphore::new(cfg.concurrency.max(1))),
+            store,
+            cfg,
+            owner,
+            wake: Notify::new(),
+            resolve,
+        })
+    }
+
+    /// A delivery may be due now.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Claims and sends due deliveries forever.
+    pub async fn run(self: Arc<Self>) {
+        loop {
+            let free = self.permits.available_permits();
+            if free > 0 {
+                let now = now_ms();
+                let lease = now + (self.cfg.timeout + Duration::from_secs(30)).as_millis() as i64;
+                match self
+                    .store
+                    .claim_deliveries(&self.owner, free, now, lease)
+                    .await
+                {
+                    Ok(due) => {
+                        for d in due {
+                            let Ok(permit) = self.permits.clone().acquire_owned().await else {
+                                return;
+                            };
+                            let me = self.clone();
+                            tokio::spawn(async move {
+                                me.deliver(d).await;
+                                drop(permit);
+                            });
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "store: claim deliveries"),
+                }
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+    }
+
+    /// One attempt of one delivery, recorded under the claim.
+    pub async fn deliver(&self, d: Delivery) {
+        let sent = match check_target(&d.url, &self.cfg.allow, &self.resolve).await {
+            Ok(target) => self.post(&d, &target).await,
+            Err(e) => Err((None, format!("refused at send time: {e}"), false)),
+        };
+        let attempts = d.attempts + 1;
+        let attempt = match sent {
+            Ok(status) => DeliveryAttempt {
+                delivered: true,
+                status: Some(status),
+                error: None,
+                retry_at_ms: None,
+            },
+            Err((status, error, retryable)) => {
+                tracing::warn!(job = %d.job_id, attempts, ?status, %error, "webhook delivery failed");
+                DeliveryAttempt {
+                    delivered: false,
+                    status,
+                    error: Some(error),
+                    retry_at_ms: (retryable && attempts < self.cfg.max_attempts)
+                        .then(|| now_ms() + self.backoff(attempts)),
+                }
+            }
+        };
+        metrics::counter!("ocr_webhook_attempts_total",
+            "outcome" => if attempt.delivered { "delivered" } else if attempt.retry_at_ms.is_some() { "retry" } else { "failed" })
+        .increment(1);
+        match self
+            .store
+            .record_delivery(&d.id, &self.owner, &attempt, now_ms())
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(id = %d.id, "delivery claim lost before its attempt was recorded")
+            }
+            Err(e) => tracing::error!(error = %e, "store: record_delivery"),
+        }
+    }
+
+    /// Exponential backoff with full jitter: uniform in [0, min(cap, base · 2^(k−1))].
+    fn backoff(&self, attempts: u32) -> i64 {
+        let cap = self
+            .cfg
+            .backoff_base
+            .saturating_mul(1 << (attempts.saturating_sub(1)).min(20))
+            .min(self.cfg.backoff_cap);
+        let r = (uuid::Uuid::new_v4().as_u128() % 10_000) as f64 / 10_000.0;
+        (cap.as_millis() as f64 * r) as i64
+    }
+
+    /// POSTs the stored body with Standard Webhooks headers to the checked addresses. 2xx is
+    /// success; else `(status, error, retryable)`.
+    async fn post(
+        &self,
+        d: &Delivery,
+        target: &Target,
+    ) -> std::result::Result<u16, (Option<u16>, String, bool)> {
+        let client = reqwest::Client::builder()
+            .timeout(self.cfg.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .resolve_to_addrs(&target.host, &target.addrs)
+            .build()
+            .map_err(|e| (None, format!("HTTP client: {e}"), true))?;
+        let ts = now_ms() / 1000;
+        let sig = sign(&self.cfg.secrets, &d.id, ts, &d.payload);
+        let sent = client
+            .post(&d.url)
+            .header("content-type", "application/json")
+            .header("webhook-id", &d.id)
+            .header("webhook-timestamp", ts.to_string())
+            .header("webhook-signature", sig)
+            .body(d.payload.clone())
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() => Ok(r.status().as_u16()),
+            Ok(r) => Err((
+                Some(r.status().as_u16()),
+                format!("HTTP {}", r.status()),
+                true,
+            )),
+            Err(e) => Err((None, e.to_string(), true)),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -167,12 +368,51 @@ mod tests {
             ("http://8.8.8.8/hook", true),
             ("https://[2001:4860:4860::8888]/hook", true),
         ];
+        let dns = system_resolver();
         for (url, ok) in cases {
-            assert_eq!(rt.block_on(check_target(url, &[])).is_ok(), ok, "{url}");
+            assert_eq!(
+                rt.block_on(check_target(url, &[], &dns)).is_ok(),
+                ok,
+                "{url}"
+            );
         }
         assert!(
-            rt.block_on(check_target("http://127.0.0.1:9/x", &["127.0.0.1".into()]))
-                .is_ok()
+            rt.block_on(check_target(
+                "http://127.0.0.1:9/x",
+                &["127.0.0.1".into()],
+                &dns
+            ))
+            .is_ok()
         );
+    }
+
+    #[test]
+    fn a_name_that_resolves_to_loopback_is_refused_and_a_public_one_is_pinned() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // A rebinding resolver: the same name answers a public address, then loopback.
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let c = calls.clone();
+        let rebinding: Resolver = Arc::new(move |_host, _port| {
+            let n = c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Box::pin(async move {
+                Ok(vec![if n == 0 {
+                    "93.184.215.14".parse().unwrap()
+                } else {
+                    "127.0.0.1".parse().unwrap()
+                }])
+            })
+        });
+        let first = rt
+            .block_on(check_target("https://hooks.example/x", &[], &rebinding))
+            .unwrap();
+        assert_eq!(first.host, "hooks.example");
+        assert_eq!(first.addrs, vec!["93.184.215.14:443".parse().unwrap()]);
+        let err = rt
+            .block_on(check_target("https://hooks.example/x", &[], &rebinding))
+            .unwrap_err();
+        assert!(err.to_string().contains("127.0.0.1"), "{err}");
     }
 }

@@ -584,12 +584,16 @@ impl Scheduler {
     /// Seconds until `pages` queued pages are likely done, from measured throughput (one page
     /// per second per detection worker until two pages have completed); at least 1.
     pub fn retry_after(&self, pages: usize) -> u64 {
-        let rate = self
-            .shared
+        ((pages as f64 / self.pages_per_second()).ceil() as u64).clamp(1, 600)
+    }
+
+    /// Measured pages per second (one per detection worker until two pages have completed).
+    pub fn pages_per_second(&self) -> f64 {
+        self.shared
             .throughput
             .rate()
-            .unwrap_or(self.shared.cfg.det.workers as f64);
-        ((pages as f64 / rate).ceil() as u64).clamp(1, 600)
+            .unwrap_or(self.shared.cfg.det.workers as f64)
+            .max(1e-3)
     }
 
     pub fn stats(&self) -> Stats {

@@ -123,3 +123,32 @@ pub fn start_server(data: &std::path::Path, extra: &[&str]) -> (Child, String) {
     }
     panic!("server never ready");
 }
+
+/// A fresh, empty PostgreSQL database in the test cluster that `scripts/test.sh` starts
+/// (`OCR_TEST_DATABASE_URL`, see `scripts/services.sh`); its URL. Without the variable this
+/// fails loudly, unless `OCR_TEST_SKIP_SERVICES=1` says on purpose that the PostgreSQL tests
+/// are not wanted (then None, and the caller returns).
+#[allow(dead_code)]
+pub async fn test_database_url() -> Option<String> {
+    let Ok(base) = std::env::var("OCR_TEST_DATABASE_URL") else {
+        if std::env::var("OCR_TEST_SKIP_SERVICES").as_deref() == Ok("1") {
+            eprintln!("OCR_TEST_SKIP_SERVICES=1: PostgreSQL test not run");
+            return None;
+        }
+        panic!(
+            "OCR_TEST_DATABASE_URL is not set: run the tests through scripts/test.sh, which \
+             starts PostgreSQL and S3 (scripts/services.sh), or set OCR_TEST_SKIP_SERVICES=1"
+        );
+    };
+    use sqlx::Connection;
+    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&base).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let (head, _) = base
+        .rsplit_once('/')
+        .expect("a database URL ends with /DBNAME");
+    Some(format!("{head}/{name}"))
+}

@@ -1,0 +1,483 @@
+//! The job store's typed records: what crosses the [`super::store::JobStore`] boundary. These
+//! are storage records, not API response types (`api/dto.rs` maps one to the other), and they
+//! hold no JSON strings: options, page results and delivery outcomes are typed here and
+//! serialised only inside a store implementation.
+//!
+//! Pure rules shared by every backend also live here: [`derive_state`] (a job's state from its
+//! page counts) and [`webhook_event`] (the outbox payload of a job state change), so SQLite and
+//! PostgreSQL cannot disagree on them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::OcrOptions;
+use crate::pipeline::Page;
+
+/// State of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Processing,
+    Completed,
+    PartiallyCompleted,
+    Failed,
+    NeedsReview,
+    Cancelled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 7] = [
+        JobState::Queued,
+        JobState::Processing,
+        JobState::Completed,
+        JobState::PartiallyCompleted,
+        JobState::Failed,
+        JobState::NeedsReview,
+        JobState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Processing => "processing",
+            JobState::Completed => "completed",
+            JobState::PartiallyCompleted => "partially_completed",
+            JobState::Failed => "failed",
+            JobState::NeedsReview => "needs_review",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|j| j.as_str() == s)
+    }
+
+    /// No more work will run for the job (review may still complete a `needs_review` job).
+    pub fn is_final(self) -> bool {
+        !matches!(self, JobState::Queued | JobState::Processing)
+    }
+}
+
+/// State of a page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PageState {
+    Queued,
+    /// Claimed by a worker under a lease.
+    Processing,
+    Completed,
+    /// Failed for good (retries exhausted or a permanent error): dead-lettered, retryable by
+    /// hand.
+    Failed,
+    /// Its job was cancelled before the page finished.
+    Cancelled,
+}
+
+impl PageState {
+    pub const ALL: [PageState; 5] = [
+        PageState::Queued,
+        PageState::Processing,
+        PageState::Completed,
+        PageState::Failed,
+        PageState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PageState::Queued => "queued",
+            PageState::Processing => "processing",
+            PageState::Completed => "completed",
+            PageState::Failed => "failed",
+            PageState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+/// Which scheduler class a job's pages run in, and the order in which pages are claimed:
+/// interactive (hybrid `/v1/ocr`, a caller may be waiting) before bulk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobClass {
+    Interactive,
+    Bulk,
+}
+
+impl JobClass {
+    pub const ALL: [JobClass; 2] = [JobClass::Interactive, JobClass::Bulk];
+
+    /// The value stored (and sorted on): interactive first.
+    pub fn rank(self) -> i64 {
+        match self {
+            JobClass::Interactive => 0,
+            JobClass::Bulk => 1,
+        }
+    }
+
+    pub fn from_rank(r: i64) -> Self {
+        if r == 0 {
+            JobClass::Interactive
+        } else {
+            JobClass::Bulk
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobClass::Interactive => "interactive",
+            JobClass::Bulk => "bulk",
+        }
+    }
+}
+
+/// What a job's pages run with: the overrides of the server's options that the job asked for.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobOptions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub det_limit_side: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classify: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_confidence: Option<f32>,
+    /// The page selection (`1-3,7`) applied to each document; job page k is the k-th selected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pages: Option<String>,
+}
+
+impl JobOptions {
+    pub fn apply(&self, base: &OcrOptions) -> OcrOptions {
+        let mut o = base.clone();
+        if let Some(s) = self.det_limit_side {
+            o.det_resize.limit_side_px = s;
+        }
+        if let Some(c) = self.classify {
+            o.classify = c;
+        }
+        if let Some(m) = self.min_confidence {
+            o.min_confidence = m;
+        }
+        o
+    }
+}
+
+/// A document of a new job: where its bytes are and which of its pages the job runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDocument {
+    pub name: String,
+    /// Where the bytes are (a path or an object-store location; opaque to the store).
+    pub location: String,
+    pub sha256: String,
+    /// The 0-based source page index of each job page, in order.
+    pub source_pages: Vec<usize>,
+}
+
+/// A job to create.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    pub id: String,
+    pub options: JobOptions,
+    pub class: JobClass,
+    pub tag: Option<String>,
+    pub webhook_url: Option<String>,
+    pub priority: i32,
+    pub review_threshold: Option<f32>,
+    /// `(Idempotency-Key, hash of the payload)`.
+    pub idempotency: Option<(String, String)>,
+    pub documents: Vec<NewDocument>,
+}
+
+impl NewJob {
+    pub fn page_count(&self) -> usize {
+        self.documents.iter().map(|d| d.source_pages.len()).sum()
+    }
+}
+
+/// Page identity: job page `page` of document `doc`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PageRef {
+    pub job_id: String,
+    pub doc: usize,
+    pub page: usize,
+}
+
+/// A claimed page and the token that fences its writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageLease {
+    pub page: PageRef,
+    pub token: String,
+}
+
+/// What [`super::store::JobStore::claim`] hands a worker: the lease and everything needed to
+/// compute the page, so the hot path never loads the whole job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedPage {
+    pub lease: PageLease,
+    /// Attempts including this one.
+    pub attempts: u32,
+    pub source_index: usize,
+    pub location: String,
+    pub options: JobOptions,
+    pub class: JobClass,
+    pub tag: Option<String>,
+    /// When the page was queued (its job's creation, or its last requeue), Unix ms.
+    pub queued_at_ms: i64,
+}
+
+/// A claim request: up to `limit` runnable pages of `class` for `owner`, leased until
+/// `lease_until_ms`. Pages whose lease expired are rescued first (requeued, or failed once
+/// `max_attempts` were spent).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claim {
+    pub owner: String,
+    pub class: JobClass,
+    pub limit: usize,
+    pub now_ms: i64,
+    pub lease_until_ms: i64,
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PageRecord {
+    pub page: usize,
+    pub source_index: usize,
+    pub state: PageState,
+    pub attempts: u32,
+    pub error: Option<String>,
+    /// Lowest line confidence on the page (None until completed or without lines).
+    pub min_confidence: Option<f32>,
+    pub updated_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DocumentRecord {
+    pub index: usize,
+    pub name: String,
+    pub location: String,
+    pub sha256: String,
+    pub pages: Vec<PageRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
+    pub id: String,
+    pub state: JobState,
+    pub class: JobClass,
+    pub tag: Option<String>,
+    pub priority: i32,
+    pub review_threshold: Option<f32>,
+    pub webhook_url: Option<String>,
+    pub options: JobOptions,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub documents: Vec<DocumentRecord>,
+}
+
+impl JobRecord {
+    pub fn pages(&self) -> impl Iterator<Item = &PageRecord> {
+        self.documents.iter().flat_map(|d| d.pages.iter())
+    }
+    pub fn pages_total(&self) -> usize {
+        self.pages().count()
+    }
+    pub fn pages_in(&self, state: PageState) -> usize {
+        self.pages().filter(|p| p.state == state).count()
+    }
+}
+
+/// One transition or action on a job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub seq: i64,
+    pub at_ms: i64,
+    pub kind: String,
+    pub detail: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    Pending,
+    Delivered,
+    /// Attempts exhausted; kept and re-sendable.
+    Failed,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Failed => "failed",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            DeliveryState::Pending,
+            DeliveryState::Delivered,
+            DeliveryState::Failed,
+        ]
+        .into_iter()
+        .find(|d| d.as_str() == s)
+    }
+}
+
+/// One webhook event for one job and its delivery attempts (an outbox row).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    /// The `webhook-id` (stable across retries, so receivers can deduplicate).
+    pub id: String,
+    pub job_id: String,
+    pub url: String,
+    pub event: String,
+    /// The exact body sent on every attempt (so one id never has two bodies).
+    pub payload: String,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub next_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// The outcome of one delivery attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryAttempt {
+    pub delivered: bool,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    /// When to try again; None with `delivered == false` fails the delivery for good.
+    pub retry_at_ms: Option<i64>,
+}
+
+/// What `create_job` did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Created {
+    New(JobRecord),
+    /// The idempotency key was seen with the same payload: the earlier job.
+    Existing(JobRecord),
+}
+
+/// Queued and running pages of one class (the backlog), for admission and `/v1/queue`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Backlog {
+    pub queued: u64,
+    pub processing: u64,
+    /// Unix ms of the oldest queued page, if any.
+    pub oldest_queued_ms: Option<i64>,
+}
+
+/// Page counts of one job: `(queued, processing, completed, failed, below review threshold)`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PageCounts {
+    pub queued: usize,
+    pub processing: usize,
+    pub completed: usize,
+    pub failed: usize,
+    pub low_confidence: usize,
+}
+
+/// A job's state from its pages: all completed → completed (needs_review when a page's lowest
+/// line confidence is under the threshold); nothing pending and some failed → partially
+/// completed (failed if none completed); anything started → processing; else queued.
+pub fn derive_state(c: PageCounts) -> JobState {
+    if c.queued + c.processing > 0 {
+        if c.processing + c.completed + c.failed > 0 {
+            JobState::Processing
+        } else {
+            JobState::Queued
+        }
+    } else if c.failed > 0 {
+        if c.completed > 0 {
+            JobState::PartiallyCompleted
+        } else {
+            JobState::Failed
+        }
+    } else if c.low_confidence > 0 {
+        JobState::NeedsReview
+    } else {
+        JobState::Completed
+    }
+}
+
+/// The lowest line confidence of a page (None without lines).
+pub fn min_confidence(page: &Page) -> Option<f32> {
+    page.lines
+        .iter()
+        .map(|l| l.confidence)
+        .min_by(|a, b| a.total_cmp(b))
+}
+
+/// The webhook event (`job.<state>`) and its body for a job that reached `state`, or None for
+/// states that send nothing. The body is built once, stored in the outbox row and sent as is on
+/// every attempt.
+pub fn webhook_event(
+    job_id: &str,
+    tag: Option<&str>,
+    state: JobState,
+    counts: PageCounts,
+    now_ms: i64,
+) -> Option<(String, String)> {
+    if !state.is_final() {
+        return None;
+    }
+    let event = format!("job.{}", state.as_str());
+    let total = counts.queued + counts.processing + counts.completed + counts.failed;
+    let body = serde_json::json!({
+        "type": event,
+        "timestamp": now_ms / 1000,
+        "data": {"id": job_id, "state": state.as_str(), "tag": tag,
+                 "pages_total": total, "pages_done": counts.completed,
+                 "pages_failed": counts.failed},
+    })
+    .to_string();
+    Some((event, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derive_state_table() {
+        use JobState::*;
+        let c = |queued, processing, completed, failed, low_confidence| PageCounts {
+            queued,
+            processing,
+            completed,
+            failed,
+            low_confidence,
+        };
+        let cases = [
+            (c(2, 0, 0, 0, 0), Queued),
+            (c(1, 1, 0, 0, 0), Processing),
+            (c(1, 0, 1, 0, 0), Processing),
+            (c(0, 0, 2, 0, 0), Completed),
+            (c(0, 0, 2, 0, 1), NeedsReview),
+            (c(0, 0, 1, 1, 0), PartiallyCompleted),
+            (c(0, 0, 0, 2, 0), Failed),
+        ];
+        for (counts, want) in cases {
+            assert_eq!(derive_state(counts), want, "{counts:?}");
+        }
+    }
+
+    #[test]
+    fn webhook_events_only_for_final_states() {
+        let counts = PageCounts {
+            completed: 2,
+            failed: 1,
+            ..PageCounts::default()
+        };
+        assert!(webhook_event("j", None, JobState::Processing, counts, 5000).is_none());
+        let (event, body) =
+            webhook_event("j", Some("t"), JobState::PartiallyCompleted, counts, 5000).unwrap();
+        assert_eq!(event, "job.partially_completed");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["data"]["pages_total"], 3);
+        assert_eq!(v["data"]["tag"], "t");
+        assert_eq!(v["timestamp"], 5);
+    }
+}

@@ -1,0 +1,470 @@
+//! The job service: every transition a client asks for (create, cancel, retry, review,
+//! pause/resume) and the assembly of results, between the HTTP handlers (which only extract,
+//! call and map) and the store (which only stores).
+//!
+//! Creating a job: documents are opened once to count and select their pages (bad input is a
+//! 4xx before anything is stored), admission checks the bulk backlog (`max_queued_pages`), the
+//! documents are written durably, then the job is committed with its pages in one
+//! transaction; only then is it acknowledged and the claim loop woken. A failed commit deletes
+//! the documents it wrote.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::documents::DocumentStore;
+use super::model::{
+    Created, Event, JobClass, JobOptions, JobRecord, JobState, NewDocument, NewJob, PageState,
+};
+use super::now_ms;
+use super::runner::Runner;
+use super::store::JobStore;
+use crate::document::{Document, select_pages};
+use crate::error::{Error, Result};
+use crate::pipeline::decode::DecodeLimits;
+use crate::pipeline::{Page, PageError, document_text};
+
+/// Limits of the service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceConfig {
+    pub decode: DecodeLimits,
+    /// How long an `Idempotency-Key` names its job.
+    pub idempotency_ttl: Duration,
+    /// `POST /v1/jobs` answers 429 when the queued bulk pages would exceed this.
+    pub max_queued_pages: u64,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            decode: DecodeLimits::default(),
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+            max_queued_pages: 100_000,
+        }
+    }
+}
+
+/// A document received: its name and bytes.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub name: String,
+    pub bytes: bytes::Bytes,
+}
+
+/// What a new job asks for (validated OCR options included).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobSpec {
+    pub options: JobOptions,
+    pub class: Option<JobClass>,
+    pub tag: Option<String>,
+    pub priority: i32,
+    pub review_threshold: Option<f32>,
+    pub webhook_url: Option<String>,
+}
+
+/// A correction of one page's text made in review.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
+pub struct Correction {
+    pub document: usize,
+    pub page: usize,
+    pub text: String,
+}
+
+/// A review: approve as is, or correct pages' text.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+pub struct Review {
+    pub approve: bool,
+    pub corrections: Vec<Correction>,
+    pub reviewer: Option<String>,
+}
+
+/// One document's results: per job page its result (None: not completed) and its text
+/// (corrected where a review corrected it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DocumentResults {
+    pub name: String,
+    pub pages: Vec<Option<Page>>,
+    pub texts: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobResults {
+    pub job: JobRecord,
+    pub documents: Vec<DocumentResults>,
+    pub corrections: Vec<Correction>,
+}
+
+pub struct JobService {
+    store: Arc<dyn JobStore>,
+    runner: Arc<Runner>,
+    cfg: ServiceConfig,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl JobService {
+    pub fn new(runner: Arc<Runner>, cfg: ServiceConfig) -> Arc<Self> {
+        Arc::new(Self {
+            store: runner.store().clone(),
+            runner,
+            cfg,
+        })
+    }
+
+    pub fn store(&self) -> &Arc<dyn JobStore> {
+        &self.store
+    }
+
+    pub fn runner(&self) -> &Arc<Runner> {
+        &self.runner
+    }
+
+    fn documents(&self) -> &Arc<DocumentStore> {
+        self.runner.documents()
+    }
+
+    /// Validates, stores and announces a job; `(job, replayed)`.
+    pub async fn create(
+        &self,
+        mut docs: Vec<Upload>,
+        spec: JobSpec,
+        key: Option<String>,
+    ) -> Result<(JobRecord, bool)> {
+        if docs.is_empty() {
+            return Err(Error::EmptyInput);
+        }
+        if let Some(t) = spec.review_threshold
+            && !(0.0..=1.0).contains(&t)
+        {
+            return Err(Error::InvalidOption(format!(
+                "review_threshold must be in 0..=1, got {t}"
+            )));
+        }
+        if let Some(url) = &spec.webhook_url {
+            let hooks = self.runner.webhooks();
+            if hooks.secrets.is_empty() {
+                return Err(Error::InvalidOption(
+                    "webhook_url given but the server has no --webhook-secret".into(),
+                ));
+            }
+            super::webhook::check_target(url, &hooks.allow, &super::webhook::system_resolver())
+                .await?;
+        }
+        for (i, d) in docs.iter_mut().enumerate() {
+            if d.name.is_empty() {
+                d.name = format!("document-{i}");
+            }
+        }
+        let class = spec.class.unwrap_or(JobClass::Bulk);
+
+        // Count and select pages (and reject what cannot be decoded) before anything is stored.
+        let limits = self.cfg.decode.clone();
+        let selection = spec.options.pages.clone();
+        let counted = tokio::task::spawn_blocking(move || {
+            docs.into_iter()
+                .map(|d| {
+                    let named = |e: Error| match e {
+                        Error::CorruptImage(m) => Error::CorruptImage(format!("{}: {m}", d.name)),
+                        Error::CorruptDocument(m) => {
+                            Error::CorruptDocument(format!("{}: {m}", d.name))
+                        }
+                        other => other,
+                    };
+                    let doc = Document::open(Arc::new(d.bytes.to_vec()), &limits).map_err(named)?;
+                    let pages =
+                        select_pages(selection.as_deref(), doc.page_count(), limits.max_pages)
+                            .map_err(named)?;
+                    let sha = hex(&Sha256::digest(&d.bytes));
+                    Ok((d, pages, sha))
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .await
+        .map_err(|e| Error::Runtime(format!("decode task: {e}")))??;
+
+        let new_pages: u64 = counted.iter().map(|(_, p, _)| p.len() as u64).sum();
+        if class == JobClass::Bulk {
+            let backlog = self.store.backlog(JobClass::Bulk).await?;
+            if backlog.queued + new_pages > self.cfg.max_queued_pages {
+                metrics::counter!("ocr_jobs_refused_total", "reason" => "backlog").increment(1);
+                return Err(Error::Overloaded {
+                    depth: backlog.queued as usize,
+                    retry_after_s: self.runner.scheduler().retry_after(backlog.queued as usize),
+                });
+            }
+        }
+
+        let payload_hash = {
+            let mut h = Sha256::new();
+            h.update(serde_json::to_vec(&spec.options).unwrap_or_default());
+            h.update(
+                serde_json::to_vec(&(
+                    &spec.tag,
+                    spec.priority,
+                    spec.review_threshold,
+                    &spec.webhook_url,
+                    class.as_str(),
+                ))
+                .unwrap_or_default(),
+            );
+            for (d, _, sha) in &counted {
+                h.update(d.name.as_bytes());
+                h.update(sha.as_bytes());
+            }
+            hex(&h.finalize())
+        };
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let locations = self
+            .documents()
+            .put_job(
+                &id,
+                counted.iter().map(|(d, _, _)| d.bytes.clone()).collect(),
+            )
+            .await?;
+        let new = NewJob {
+            id,
+            options: spec.options,
+            class,
+            tag: spec.tag,
+            webhook_url: spec.webhook_url,
+            priority: spec.priority,
+            review_threshold: spec.review_threshold,
+            idempotency: key.map(|k| (k, payload_hash)),
+            documents: counted
+                .into_iter()
+                .zip(&locations)
+                .map(|((d, pages, sha), location)| NewDocument {
+                    name: d.name,
+                    location: location.clone(),
+                    sha256: sha,
+                    source_pages: pages,
+                })
+                .collect(),
+        };
+        let ttl = self.cfg.idempotency_ttl.as_millis() as i64;
+        let created = match self.store.create_job(new, now_ms(), ttl).await {
+            Ok(c) => c,
+            Err(e) => {
+                self.documents().delete(locations).await;
+                return Err(e);
+            }
+        };
+        Ok(match created {
+            Created::New(job) => {
+                metrics::counter!("ocr_jobs_created_total", "class" => class.as_str()).increment(1);
+                metrics::counter!("ocr_job_pages_created_total", "class" => class.as_str())
+                    .increment(new_pages);
+                self.runner.announce(class);
+                (job, false)
+            }
+            Created::Existing(job) => {
+                self.documents().delete(locations).await;
+                (job, true)
+            }
+        })
+    }
+
+    pub async fn get(&self, id: &str) -> Result<JobRecord> {
+        self.store
+            .get_job(id)
+            .await?
+            .ok_or_else(|| Error::JobNotFound(id.to_string()))
+    }
+
+    pub async fn list(
+        &self,
+        state: Option<JobState>,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>> {
+        self.store.list_jobs(state, cursor, limit).await
+    }
+
+    pub async fn events(&self, id: &str) -> Result<Vec<Event>> {
+        self.get(id).await?;
+        self.store.events(id).await
+    }
+
+    /// Cancels a job: the store first (its unfinished pages are dropped and leases revoked, on
+    /// every replica), then this process's running pages of it.
+    pub async fn cancel(&self, id: &str) -> Result<JobRecord> {
+        self.get(id).await?;
+        if !self.store.cancel_job(id, now_ms()).await? {
+            return Err(Error::JobFinished(id.to_string()));
+        }
+        self.runner.abandon_job(id);
+        self.runner.announce_delivery();
+        self.get(id).await
+    }
+
+    /// Requeues the job's failed pages.
+    pub async fn retry(&self, id: &str) -> Result<JobRecord> {
+        let job = self.get(id).await?;
+        if self.store.retry_failed(id, now_ms()).await? > 0 {
+            self.runner.announce(job.class);
+        }
+        self.get(id).await
+    }
+
+    /// Approves or corrects a `needs_review` job and completes it.
+    pub async fn review(&self, id: &str, review: Review) -> Result<JobRecord> {
+        let job = self.get(id).await?;
+        if job.state != JobState::NeedsReview {
+            return Err(Error::NotInReview {
+                id: id.to_string(),
+                state: job.state.as_str(),
+            });
+        }
+        if !review.approve && review.corrections.is_empty() {
+            return Err(Error::InvalidOption(
+                "send `approve: true` or `corrections`".into(),
+            ));
+        }
+        for c in &review.corrections {
+            let ok = job
+                .documents
+                .get(c.document)
+                .is_some_and(|d| d.pages.iter().any(|p| p.page == c.page));
+            if !ok {
+                return Err(Error::InvalidOption(format!(
+                    "no page {} in document {}",
+                    c.page, c.document
+                )));
+            }
+        }
+        let detail = serde_json::to_value(&review)
+            .map_err(|e| Error::Runtime(format!("serialising a review: {e}")))?;
+        if !self.store.complete_review(id, detail, now_ms()).await? {
+            // Reviewed meanwhile (by another reviewer or replica).
+            let now = self.get(id).await?;
+            return Err(Error::NotInReview {
+                id: id.to_string(),
+                state: now.state.as_str(),
+            });
+        }
+        self.runner.announce_delivery();
+        self.get(id).await
+    }
+
+    pub async fn resend_webhooks(&self, id: &str) -> Result<JobRecord> {
+        let job = self.get(id).await?;
+        self.store.resend_deliveries(id, now_ms()).await?;
+        self.runner.announce_delivery();
+        Ok(job)
+    }
+
+    /// Pauses or resumes bulk work (everything, or one tag).
+    pub async fn set_paused(&self, tag: Option<&str>, paused: bool) -> Result<Vec<String>> {
+        self.store.set_paused(tag, paused, now_ms()).await?;
+        if !paused {
+            self.runner.announce(JobClass::Bulk);
+        }
+        self.store.paused().await
+    }
+
+    /// The corrections of the job's last review.
+    async fn corrections(&self, id: &str) -> Result<Vec<Correction>> {
+        Ok(self
+            .store
+            .events(id)
+            .await?
+            .into_iter()
+            .rev()
+            .find_map(|e| {
+                serde_json::from_value(e.detail["detail"]["review"]["corrections"].clone()).ok()
+            })
+            .unwrap_or_default())
+    }
+
+    /// The job's results so far: completed pages (others None), texts with review corrections.
+    pub async fn results(&self, id: &str) -> Result<JobResults> {
+        let job = self.get(id).await?;
+        let corrections = self.corrections(id).await?;
+        let mut documents = Vec::with_capacity(job.documents.len());
+        for d in &job.documents {
+            let pages = self.store.page_results(id, d.index).await?;
+            let texts = pages
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    corrections
+                        .iter()
+                        .find(|c| c.document == d.index && c.page == i)
+                        .map(|c| c.text.clone())
+                        .or_else(|| p.as_ref().map(|p| document_text(std::slice::from_ref(p))))
+                        .unwrap_or_default()
+                })
+                .collect();
+            documents.push(DocumentResults {
+                name: d.name.clone(),
+                pages,
+                texts,
+            });
+        }
+        Ok(JobResults {
+            job,
+            documents,
+            corrections,
+        })
+    }
+
+    /// A job document's source, its selected source page indices and its pages: the
+    /// completed results, and a page with error `not_completed` for the others (for hOCR and
+    /// searchable-PDF output).
+    pub async fn document_pages(
+        &self,
+        job: &JobRecord,
+        index: usize,
+    ) -> Result<(Arc<Document>, Vec<usize>, Vec<Page>)> {
+        let d = job
+            .documents
+            .get(index)
+            .ok_or_else(|| Error::InvalidOption(format!("the job has no document {index}")))?;
+        let doc = self.runner.open_document(&d.location).await?;
+        let selected = d.pages.iter().map(|p| p.source_index).collect();
+        let pages = self
+            .store
+            .page_results(&job.id, index)
+            .await?
+            .into_iter()
+            .zip(&d.pages)
+            .map(|(page, p)| {
+                page.unwrap_or_else(|| Page {
+                    error: Some(PageError {
+                        code: "not_completed".into(),
+                        message: format!("page is {}", p.state.as_str()),
+                    }),
+                    ..Page::default()
+                })
+            })
+            .collect();
+        Ok((doc, selected, pages))
+    }
+
+    /// Waits until the job is final or `wait` passes.
+    pub async fn wait_final(&self, id: &str, wait: Duration) -> Result<JobRecord> {
+        self.runner
+            .wait_final(id, wait)
+            .await?
+            .ok_or_else(|| Error::JobNotFound(id.to_string()))
+    }
+
+    /// Seconds until a job with these unfinished pages is likely done, behind the class's
+    /// queued pages (not capped: a long backlog says so).
+    pub async fn eta_s(&self, job: &JobRecord) -> Result<Option<u64>> {
+        if job.state.is_final() {
+            return Ok(None);
+        }
+        let unfinished = job
+            .pages()
+            .filter(|p| matches!(p.state, PageState::Queued | PageState::Processing))
+            .count();
+        let ahead = self.store.backlog(job.class).await?.queued as usize;
+        let rate = self.runner.scheduler().pages_per_second();
+        Ok(Some((unfinished.max(ahead) as f64 / rate).ceil() as u64))
+    }
+}

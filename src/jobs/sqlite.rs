@@ -1,0 +1,1243 @@
+//! The embedded SQLite job store (the default: `sqlite://<data-dir>/jobs.db`). One connection
+//! behind a mutex, WAL, `synchronous = FULL`; every operation is one short `IMMEDIATE`
+//! transaction run on tokio's blocking pool, so claims from several tasks (or several processes
+//! on one file) are serialised by SQLite's write lock and never hand out a page twice.
+//!
+//! Schema changes are numbered migrations ([`MIGRATIONS`]), recorded in `schema_migrations`;
+//! version 1 is the schema of the first release, so existing data directories are upgraded in
+//! place.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+
+use super::model::{
+    Backlog, Claim, ClaimedPage, Created, Delivery, DeliveryAttempt, DeliveryState, DocumentRecord,
+    Event, JobClass, JobOptions, JobRecord, JobState, NewJob, PageCounts, PageLease, PageRecord,
+    PageState, derive_state, min_confidence, webhook_event,
+};
+use super::store::JobStore;
+use crate::error::{Error, Result};
+use crate::pipeline::Page;
+
+fn db_err(e: rusqlite::Error) -> Error {
+    Error::Store(e.to_string())
+}
+
+/// Numbered schema migrations; each runs once, in order, in its own transaction.
+const MIGRATIONS: [&str; 2] = [
+    // 1: the first release's schema.
+    "
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    options TEXT NOT NULL,
+    tag TEXT,
+    webhook_url TEXT,
+    priority INTEGER NOT NULL,
+    review_threshold REAL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, created_at);
+CREATE TABLE IF NOT EXISTS documents (
+    job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    idx INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    path TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    PRIMARY KEY (job_id, idx)
+);
+CREATE TABLE IF NOT EXISTS pages (
+    job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    doc INTEGER NOT NULL,
+    page INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    result TEXT,
+    min_confidence REAL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (job_id, doc, page)
+);
+CREATE TABLE IF NOT EXISTS idempotency (
+    key TEXT PRIMARY KEY,
+    payload_hash TEXT NOT NULL,
+    job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    expires_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    at INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_job ON events(job_id, seq);
+CREATE TABLE IF NOT EXISTS deliveries (
+    id TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    url TEXT NOT NULL,
+    event TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_status INTEGER,
+    last_error TEXT,
+    next_at INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(state, next_at);
+",
+    // 2: the store is the queue (leases, classes, run-at times, pauses, source page indices,
+    // delivery leases). Pages that were `processing` under the old in-process runner had no
+    // lease: they go back to `queued` (what the old start-up recovery did). `src_index` and
+    // `class` of existing rows are filled by `fill_v2` from each job's options.
+    "
+ALTER TABLE jobs ADD COLUMN class INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE pages ADD COLUMN src_index INTEGER;
+ALTER TABLE pages ADD COLUMN class INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE pages ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE pages ADD COLUMN tag TEXT;
+ALTER TABLE pages ADD COLUMN queued_at INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE pages ADD COLUMN run_at INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE pages ADD COLUMN lease_owner TEXT;
+ALTER TABLE pages ADD COLUMN lease_token TEXT;
+ALTER TABLE pages ADD COLUMN lease_until INTEGER;
+UPDATE pages SET priority = (SELECT priority FROM jobs WHERE id = pages.job_id),
+                 tag = (SELECT tag FROM jobs WHERE id = pages.job_id),
+                 queued_at = (SELECT created_at FROM jobs WHERE id = pages.job_id);
+UPDATE pages SET state = 'queued' WHERE state = 'processing';
+CREATE INDEX pages_claim ON pages(state, class, priority DESC, queued_at);
+CREATE INDEX pages_lease ON pages(state, lease_until);
+ALTER TABLE deliveries ADD COLUMN lease_owner TEXT;
+ALTER TABLE deliveries ADD COLUMN lease_until INTEGER;
+CREATE TABLE pauses (scope TEXT PRIMARY KEY, at INTEGER NOT NULL);
+",
+];
+
+/// Migration 2's data step: the class and source page index of pages created before it.
+fn fill_v2(tx: &Transaction) -> Result<()> {
+    let jobs: Vec<(String, String)> = tx
+        .prepare("SELECT DISTINCT j.id, j.options FROM jobs j JOIN pages p ON p.job_id = j.id WHERE p.src_index IS NULL")
+        .and_then(|mut s| {
+            s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(db_err)?;
+    for (id, options) in jobs {
+        let v: serde_json::Value = serde_json::from_str(&options).unwrap_or_default();
+        let class = if v["interactive"] == serde_json::Value::Bool(true) {
+            JobClass::Interactive
+        } else {
+            JobClass::Bulk
+        };
+        let spec = v["pages"].as_str().map(str::to_string);
+        let pages: Vec<(i64, i64)> = tx
+            .prepare("SELECT doc, page FROM pages WHERE job_id = ?1")
+            .and_then(|mut s| {
+                s.query_map([&id], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(db_err)?;
+        // The k-th job page is the k-th selected source page; an open range (`5-`) selects the
+        // same first pages whatever the document's length, so a generous length is exact.
+        let count = pages.iter().map(|p| p.1 as usize + 1).max().unwrap_or(0);
+        let selected = match &spec {
+            Some(s) => crate::document::select_pages(Some(s), count.max(1) * 64 + 4096, usize::MAX)
+                .unwrap_or_else(|_| (0..count).collect()),
+            None => (0..count).collect(),
+        };
+        for (doc, page) in pages {
+            let src = selected
+                .get(page as usize)
+                .copied()
+                .unwrap_or(page as usize);
+            tx.execute(
+                "UPDATE pages SET src_index = ?4, class = ?5 WHERE job_id = ?1 AND doc = ?2 AND page = ?3",
+                params![id, doc, page, src as i64, class.rank()],
+            )
+            .map_err(db_err)?;
+        }
+        tx.execute(
+            "UPDATE jobs SET class = ?2 WHERE id = ?1",
+            params![id, class.rank()],
+        )
+        .map_err(db_err)?;
+    }
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+    )
+    .map_err(db_err)?;
+    for (i, sql) in MIGRATIONS.iter().enumerate() {
+        let version = i as i64 + 1;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db_err)?;
+        let done: bool = tx
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = ?1)",
+                [version],
+                |r| r.get(0),
+            )
+            .map_err(db_err)?;
+        if done {
+            continue;
+        }
+        tx.execute_batch(sql).map_err(db_err)?;
+        if version == 2 {
+            fill_v2(&tx)?;
+        }
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+            params![version, crate::jobs::now_ms()],
+        )
+        .map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+    }
+    Ok(())
+}
+
+/// The embedded SQLite store.
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and migrates it. Blocking.
+    pub fn open(path: &Path) -> Result<Self> {
+        Self::init(Connection::open(path).map_err(db_err)?)
+    }
+
+    /// A private in-memory database (tests).
+    pub fn in_memory() -> Result<Self> {
+        Self::init(Connection::open_in_memory().map_err(db_err)?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Self> {
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;
+             PRAGMA busy_timeout = 10000;",
+        )
+        .map_err(db_err)?;
+        migrate(&mut conn)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `f` in one IMMEDIATE transaction on the blocking pool.
+    async fn tx<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Transaction) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            let out = f(&tx)?;
+            tx.commit().map_err(db_err)?;
+            Ok(out)
+        })
+        .await
+        .map_err(|e| Error::Runtime(format!("store task: {e}")))?
+    }
+
+    /// Runs a read on the blocking pool.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&conn)
+        })
+        .await
+        .map_err(|e| Error::Runtime(format!("store task: {e}")))?
+    }
+}
+
+fn event(
+    tx: &Connection,
+    id: &str,
+    kind: &str,
+    detail: &serde_json::Value,
+    now: i64,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO events (job_id, at, kind, detail) VALUES (?1, ?2, ?3, ?4)",
+        params![id, now, kind, detail.to_string()],
+    )
+    .map_err(db_err)?;
+    Ok(())
+}
+
+fn counts(tx: &Connection, id: &str, threshold: Option<f64>) -> Result<PageCounts> {
+    tx.query_row(
+        "SELECT
+            COALESCE(SUM(state = 'queued'), 0),
+            COALESCE(SUM(state = 'processing'), 0),
+            COALESCE(SUM(state = 'completed'), 0),
+            COALESCE(SUM(state = 'failed'), 0),
+            COALESCE(SUM(state = 'completed' AND min_confidence IS NOT NULL
+                         AND ?2 IS NOT NULL AND min_confidence < ?2), 0)
+         FROM pages WHERE job_id = ?1",
+        params![id, threshold],
+        |r| {
+            Ok(PageCounts {
+                queued: r.get::<_, i64>(0)? as usize,
+                processing: r.get::<_, i64>(1)? as usize,
+                completed: r.get::<_, i64>(2)? as usize,
+                failed: r.get::<_, i64>(3)? as usize,
+                low_confidence: r.get::<_, i64>(4)? as usize,
+            })
+        },
+    )
+    .map_err(db_err)
+}
+
+/// Moves a job to `next` (recording the `state` event) and, when `next` is final and the job
+/// has a webhook URL, writes the outbox row in the same transaction.
+fn transition(
+    tx: &Connection,
+    id: &str,
+    from: JobState,
+    next: JobState,
+    detail: Option<serde_json::Value>,
+    now: i64,
+) -> Result<()> {
+    tx.execute(
+        "UPDATE jobs SET state = ?2, updated_at = ?3 WHERE id = ?1",
+        params![id, next.as_str(), now],
+    )
+    .map_err(db_err)?;
+    if next == from {
+        return Ok(());
+    }
+    let mut ev = serde_json::json!({"from": from.as_str(), "to": next.as_str()});
+    if let Some(d) = detail {
+        ev["detail"] = d;
+    }
+    event(tx, id, "state", &ev, now)?;
+    let (url, tag, threshold): (Option<String>, Option<String>, Option<f64>) = tx
+        .query_row(
+            "SELECT webhook_url, tag, review_threshold FROM jobs WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .map_err(db_err)?;
+    let Some(url) = url else { return Ok(()) };
+    let c = counts(tx, id, threshold)?;
+    if let Some((event_name, payload)) = webhook_event(id, tag.as_deref(), next, c, now) {
+        let did = format!("msg_{}", uuid::Uuid::new_v4().simple());
+        tx.execute(
+            "INSERT INTO deliveries (id, job_id, url, event, payload, state, attempts,
+                                     next_at, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?6, ?6)",
+            params![did, id, url, event_name, payload, now],
+        )
+        .map_err(db_err)?;
+        event(
+            tx,
+            id,
+            "webhook_queued",
+            &serde_json::json!({"id": did, "event": event_name}),
+            now,
+        )?;
+    }
+    Ok(())
+}
+
+/// Recomputes a job's state from its pages (unless cancelled) and applies it.
+fn refresh_state(tx: &Connection, id: &str, now: i64) -> Result<JobState> {
+    let (current, threshold): (String, Option<f64>) = tx
+        .query_row(
+            "SELECT state, review_threshold FROM jobs WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(db_err)?;
+    let current = JobState::parse(&current).unwrap_or(JobState::Queued);
+    if current == JobState::Cancelled {
+        return Ok(current);
+    }
+    let next = derive_state(counts(tx, id, threshold)?);
+    transition(tx, id, current, next, None, now)?;
+    Ok(next)
+}
+
+fn load_job(conn: &Connection, id: &str) -> Result<Option<JobRecord>> {
+    let row = conn
+        .query_row(
+            "SELECT id, state, tag, priority, review_threshold, webhook_url, options, created_at,
+                    updated_at, class FROM jobs WHERE id = ?1",
+            [id],
+            |r| {
+                Ok(JobRecord {
+                    id: r.get(0)?,
+                    state: JobState::parse(&r.get::<_, String>(1)?).unwrap_or(JobState::Queued),
+                    tag: r.get(2)?,
+                    priority: r.get(3)?,
+                    review_threshold: r.get::<_, Option<f64>>(4)?.map(|v| v as f32),
+                    webhook_url: r.get(5)?,
+                    options: serde_json::from_str(&r.get::<_, String>(6)?).unwrap_or_default(),
+                    created_at_ms: r.get(7)?,
+                    updated_at_ms: r.get(8)?,
+                    class: JobClass::from_rank(r.get(9)?),
+                    documents: Vec::new(),
+                })
+            },
+        )
+        .optional()
+        .map_err(db_err)?;
+    let Some(mut job) = row else { return Ok(None) };
+    let mut docs = conn
+        .prepare_cached(
+            "SELECT idx, name, path, sha256 FROM documents WHERE job_id = ?1 ORDER BY idx",
+        )
+        .map_err(db_err)?;
+    job.documents = docs
+        .query_map([id], |r| {
+            Ok(DocumentRecord {
+                index: r.get::<_, i64>(0)? as usize,
+                name: r.get(1)?,
+                location: r.get(2)?,
+                sha256: r.get(3)?,
+                pages: Vec::new(),
+            })
+        })
+        .map_err(db_err)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(db_err)?;
+    let mut pages = conn
+        .prepare_cached(
+            "SELECT doc, page, state, attempts, error, min_confidence, updated_at,
+                    COALESCE(src_index, page)
+             FROM pages WHERE job_id = ?1 ORDER BY doc, page",
+        )
+        .map_err(db_err)?;
+    let rows = pages
+        .query_map([id], |r| {
+            Ok((
+                r.get::<_, i64>(0)? as usize,
+                PageRecord {
+                    page: r.get::<_, i64>(1)? as usize,
+                    state: PageState::parse(&r.get::<_, String>(2)?).unwrap_or(PageState::Queued),
+                    attempts: r.get::<_, i64>(3)? as u32,
+                    error: r.get(4)?,
+                    min_confidence: r.get::<_, Option<f64>>(5)?.map(|v| v as f32),
+                    updated_at_ms: r.get(6)?,
+                    source_index: r.get::<_, i64>(7)? as usize,
+                },
+            ))
+        })
+        .map_err(db_err)?;
+    for row in rows {
+        let (doc, page) = row.map_err(db_err)?;
+        if let Some(d) = job.documents.get_mut(doc) {
+            d.pages.push(page);
+        }
+    }
+    Ok(Some(job))
+}
+
+/// Rescues pages whose lease expired: requeued, or failed once their attempts are spent.
+fn rescue_expired(tx: &Connection, now: i64, max_attempts: u32) -> Result<()> {
+    let expired: Vec<(String, i64, i64, i64)> = tx
+        .prepare_cached(
+            "SELECT job_id, doc, page, attempts FROM pages
+             WHERE state = 'processing' AND lease_until < ?1",
+        )
+        .and_then(|mut s| {
+            s.query_map([now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(db_err)?;
+    let mut jobs = std::collections::BTreeSet::new();
+    for (job, doc, page, attempts) in expired {
+        let spent = attempts >= i64::from(max_attempts);
+        let reason = format!("lease expired (worker lost) after attempt {attempts}");
+        tx.execute(
+            "UPDATE pages SET state = ?4, error = ?5, lease_owner = NULL, lease_token = NULL,
+                    lease_until = NULL, run_at = ?6, updated_at = ?6
+             WHERE job_id = ?1 AND doc = ?2 AND page = ?3",
+            params![
+                job,
+                doc,
+                page,
+                if spent { "failed" } else { "queued" },
+                reason,
+                now
+            ],
+        )
+        .map_err(db_err)?;
+        event(
+            tx,
+            &job,
+            if spent {
+                "page_failed"
+            } else {
+                "lease_expired"
+            },
+            &serde_json::json!({"document": doc, "page": page, "reason": reason}),
+            now,
+        )?;
+        jobs.insert(job);
+    }
+    for job in jobs {
+        refresh_state(tx, &job, now)?;
+    }
+    Ok(())
+}
+
+const DELIVERY_COLS: &str = "id, job_id, url, event, payload, state, attempts, last_status, last_error, next_at, updated_at";
+
+fn delivery_row(r: &rusqlite::Row) -> rusqlite::Result<Delivery> {
+    Ok(Delivery {
+        id: r.get(0)?,
+        job_id: r.get(1)?,
+        url: r.get(2)?,
+        event: r.get(3)?,
+        payload: r.get(4)?,
+        state: DeliveryState::parse(&r.get::<_, String>(5)?).unwrap_or(DeliveryState::Pending),
+        attempts: r.get::<_, i64>(6)? as u32,
+        last_status: r.get::<_, Option<i64>>(7)?.map(|s| s as u16),
+        last_error: r.get(8)?,
+        next_at_ms: r.get(9)?,
+        updated_at_ms: r.get(10)?,
+    })
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| Error::Runtime(format!("serialising: {e}")))
+}
+
+#[async_trait]
+impl JobStore for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn create_job(&self, job: NewJob, now: i64, key_ttl_ms: i64) -> Result<Created> {
+        let options = to_json(&job.options)?;
+        self.tx(move |tx| {
+            if let Some((key, hash)) = &job.idempotency {
+                tx.execute("DELETE FROM idempotency WHERE expires_at <= ?1", [now])
+                    .map_err(db_err)?;
+                let seen: Option<(String, String)> = tx
+                    .query_row(
+                        "SELECT payload_hash, job_id FROM idempotency WHERE key = ?1",
+                        [key],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()
+                    .map_err(db_err)?;
+                if let Some((seen_hash, job_id)) = seen {
+                    if &seen_hash != hash {
+                        return Err(Error::IdempotencyConflict(key.clone()));
+                    }
+                    let existing = load_job(tx, &job_id)?
+                        .ok_or_else(|| Error::Store(format!("job {job_id} vanished")))?;
+                    return Ok(Created::Existing(existing));
+                }
+            }
+            tx.execute(
+                "INSERT INTO jobs (id, state, options, tag, webhook_url, priority,
+                                   review_threshold, created_at, updated_at, class)
+                 VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)",
+                params![
+                    job.id,
+                    options,
+                    job.tag,
+                    job.webhook_url,
+                    job.priority,
+                    job.review_threshold.map(f64::from),
+                    now,
+                    job.class.rank()
+                ],
+            )
+            .map_err(db_err)?;
+            let mut page_stmt = tx
+                .prepare_cached(
+                    "INSERT INTO pages (job_id, doc, page, state, updated_at, src_index, class,
+                                        priority, tag, queued_at, run_at)
+                     VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?4, 0)",
+                )
+                .map_err(db_err)?;
+            for (i, d) in job.documents.iter().enumerate() {
+                tx.execute(
+                    "INSERT INTO documents (job_id, idx, name, path, sha256)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![job.id, i as i64, d.name, d.location, d.sha256],
+                )
+                .map_err(db_err)?;
+                for (p, src) in d.source_pages.iter().enumerate() {
+                    page_stmt
+                        .execute(params![
+                            job.id,
+                            i as i64,
+                            p as i64,
+                            now,
+                            *src as i64,
+                            job.class.rank(),
+                            job.priority,
+                            job.tag
+                        ])
+                        .map_err(db_err)?;
+                }
+            }
+            if let Some((key, hash)) = &job.idempotency {
+                tx.execute(
+                    "INSERT INTO idempotency (key, payload_hash, job_id, expires_at)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![key, hash, job.id, now + key_ttl_ms],
+                )
+                .map_err(db_err)?;
+            }
+            event(
+                tx,
+                &job.id,
+                "created",
+                &serde_json::json!({"documents": job.documents.len(), "pages": job.page_count(),
+                                    "class": job.class.as_str()}),
+                now,
+            )?;
+            let record = load_job(tx, &job.id)?
+                .ok_or_else(|| Error::Store(format!("job {} vanished", job.id)))?;
+            Ok(Created::New(record))
+        })
+        .await
+    }
+
+    async fn get_job(&self, id: &str) -> Result<Option<JobRecord>> {
+        let id = id.to_string();
+        self.read(move |c| load_job(c, &id)).await
+    }
+
+    async fn list_jobs(
+        &self,
+        state: Option<JobState>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>> {
+        let after = after.map(str::to_string);
+        self.read(move |conn| {
+            let cursor: Option<(i64, String)> = match &after {
+                Some(a) => conn
+                    .query_row("SELECT created_at, id FROM jobs WHERE id = ?1", [a], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
+                    .optional()
+                    .map_err(db_err)?,
+                None => None,
+            };
+            let (c_at, c_id) = cursor.unwrap_or((i64::MAX, String::new()));
+            let ids = conn
+                .prepare(
+                    "SELECT id FROM jobs
+                     WHERE (?1 IS NULL OR state = ?1)
+                       AND (created_at < ?2 OR (created_at = ?2 AND id < ?3) OR ?4)
+                     ORDER BY created_at DESC, id DESC LIMIT ?5",
+                )
+                .and_then(|mut s| {
+                    s.query_map(
+                        params![
+                            state.map(JobState::as_str),
+                            c_at,
+                            c_id,
+                            after.is_none(),
+                            limit as i64
+                        ],
+                        |r| r.get::<_, String>(0),
+                    )?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(db_err)?;
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                if let Some(j) = load_job(conn, &id)? {
+                    out.push(j);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn claim(&self, claim: &Claim) -> Result<Vec<ClaimedPage>> {
+        let c = claim.clone();
+        self.tx(move |tx| {
+            rescue_expired(tx, c.now_ms, c.max_attempts)?;
+            let rows: Vec<(
+                String,
+                i64,
+                i64,
+                i64,
+                i64,
+                Option<String>,
+                i64,
+                String,
+                String,
+            )> = tx
+                .prepare_cached(
+                    "SELECT p.job_id, p.doc, p.page, COALESCE(p.src_index, p.page), p.attempts,
+                            p.tag, p.queued_at, d.path, j.options
+                     FROM pages p
+                     JOIN jobs j ON j.id = p.job_id
+                     JOIN documents d ON d.job_id = p.job_id AND d.idx = p.doc
+                     WHERE p.state = 'queued' AND p.class = ?1 AND p.run_at <= ?2
+                       AND (p.class = 0 OR NOT EXISTS (
+                            SELECT 1 FROM pauses WHERE scope = '*' OR scope = p.tag))
+                     ORDER BY p.priority DESC, p.queued_at, p.job_id, p.doc, p.page
+                     LIMIT ?3",
+                )
+                .and_then(|mut s| {
+                    s.query_map(params![c.class.rank(), c.now_ms, c.limit as i64], |r| {
+                        Ok((
+                            r.get(0)?,
+                            r.get(1)?,
+                            r.get(2)?,
+                            r.get(3)?,
+                            r.get(4)?,
+                            r.get(5)?,
+                            r.get(6)?,
+                            r.get(7)?,
+                            r.get(8)?,
+                        ))
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(db_err)?;
+            let mut out = Vec::with_capacity(rows.len());
+            for (job, doc, page, src, attempts, tag, queued_at, location, options) in rows {
+                let token = uuid::Uuid::new_v4().simple().to_string();
+                tx.execute(
+                    "UPDATE pages SET state = 'processing', attempts = attempts + 1,
+                            lease_owner = ?4, lease_token = ?5, lease_until = ?6, updated_at = ?7
+                     WHERE job_id = ?1 AND doc = ?2 AND page = ?3",
+                    params![job, doc, page, c.owner, token, c.lease_until_ms, c.now_ms],
+                )
+                .map_err(db_err)?;
+                let started = tx
+                    .execute(
+                        "UPDATE jobs SET state = 'processing', updated_at = ?2
+                         WHERE id = ?1 AND state = 'queued'",
+                        params![job, c.now_ms],
+                    )
+                    .map_err(db_err)?;
+                if started == 1 {
+                    event(
+                        tx,
+                        &job,
+                        "state",
+                        &serde_json::json!({"from": "queued", "to": "processing"}),
+                        c.now_ms,
+                    )?;
+                }
+                out.push(ClaimedPage {
+                    lease: PageLease {
+                        page: super::model::PageRef {
+                            job_id: job,
+                            doc: doc as usize,
+                            page: page as usize,
+                        },
+                        token,
+                    },
+                    attempts: attempts as u32 + 1,
+                    source_index: src as usize,
+                    location,
+                    options: serde_json::from_str::<JobOptions>(&options).unwrap_or_default(),
+                    class: c.class,
+                    tag,
+                    queued_at_ms: queued_at,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn renew(&self, owner: &str, tokens: &[String], until: i64) -> Result<Vec<String>> {
+        let (owner, tokens) = (owner.to_string(), tokens.to_vec());
+        self.tx(move |tx| {
+            let mut held = Vec::new();
+            for t in tokens {
+                let n = tx
+                    .execute(
+                        "UPDATE pages SET lease_until = ?3
+                         WHERE lease_token = ?1 AND lease_owner = ?2 AND state = 'processing'",
+                        params![t, owner, until],
+                    )
+                    .map_err(db_err)?;
+                if n == 1 {
+                    held.push(t);
+                }
+            }
+            Ok(held)
+        })
+        .await
+    }
+
+    async fn complete_page(
+        &self,
+        lease: &PageLease,
+        result: &Page,
+        now: i64,
+    ) -> Result<Option<JobState>> {
+        let json = to_json(result)?;
+        let min_conf = min_confidence(result).map(f64::from);
+        let l = lease.clone();
+        self.tx(move |tx| {
+            let owner: Option<String> = tx
+                .query_row(
+                    "SELECT lease_owner FROM pages
+                     WHERE job_id = ?1 AND doc = ?2 AND page = ?3 AND lease_token = ?4
+                       AND state = 'processing'",
+                    params![
+                        l.page.job_id,
+                        l.page.doc as i64,
+                        l.page.page as i64,
+                        l.token
+                    ],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db_err)?
+                .flatten();
+            let n = tx
+                .execute(
+                    "UPDATE pages SET state = 'completed', result = ?5, min_confidence = ?6,
+                            error = NULL, lease_owner = NULL, lease_token = NULL,
+                            lease_until = NULL, updated_at = ?7
+                     WHERE job_id = ?1 AND doc = ?2 AND page = ?3 AND lease_token = ?4
+                       AND state = 'processing'",
+                    params![
+                        l.page.job_id,
+                        l.page.doc as i64,
+                        l.page.page as i64,
+                        l.token,
+                        json,
+                        min_conf,
+                        now
+                    ],
+                )
+                .map_err(db_err)?;
+            if n == 0 {
+                return Ok(None);
+            }
+            event(
+                tx,
+                &l.page.job_id,
+                "page_completed",
+                &serde_json::json!({"document": l.page.doc, "page": l.page.page,
+                                    "worker": owner}),
+                now,
+            )?;
+            refresh_state(tx, &l.page.job_id, now).map(Some)
+        })
+        .await
+    }
+
+    async fn fail_page(
+        &self,
+        lease: &PageLease,
+        reason: &str,
+        retry_at: Option<i64>,
+        now: i64,
+    ) -> Result<Option<JobState>> {
+        let (l, reason) = (lease.clone(), reason.to_string());
+        self.tx(move |tx| {
+            let n = tx
+                .execute(
+                    "UPDATE pages SET state = ?5, error = ?6, run_at = ?7, lease_owner = NULL,
+                            lease_token = NULL, lease_until = NULL, updated_at = ?8
+                     WHERE job_id = ?1 AND doc = ?2 AND page = ?3 AND lease_token = ?4
+                       AND state = 'processing'",
+                    params![
+                        l.page.job_id,
+                        l.page.doc as i64,
+                        l.page.page as i64,
+                        l.token,
+                        if retry_at.is_some() {
+                            "queued"
+                        } else {
+                            "failed"
+                        },
+                        reason,
+                        retry_at.unwrap_or(now),
+                        now
+                    ],
+                )
+                .map_err(db_err)?;
+            if n == 0 {
+                return Ok(None);
+            }
+            event(
+                tx,
+                &l.page.job_id,
+                if retry_at.is_some() {
+                    "page_retry"
+                } else {
+                    "page_failed"
+                },
+                &serde_json::json!({"document": l.page.doc, "page": l.page.page,
+                                    "reason": reason, "retry_at_ms": retry_at}),
+                now,
+            )?;
+            refresh_state(tx, &l.page.job_id, now).map(Some)
+        })
+        .await
+    }
+
+    async fn release_page(&self, lease: &PageLease, run_at: i64, now: i64) -> Result<bool> {
+        let l = lease.clone();
+        self.tx(move |tx| {
+            let n = tx
+                .execute(
+                    "UPDATE pages SET state = 'queued', attempts = MAX(attempts - 1, 0),
+                            run_at = ?5, lease_owner = NULL, lease_token = NULL,
+                            lease_until = NULL, updated_at = ?6
+                     WHERE job_id = ?1 AND doc = ?2 AND page = ?3 AND lease_token = ?4
+                       AND state = 'processing'",
+                    params![
+                        l.page.job_id,
+                        l.page.doc as i64,
+                        l.page.page as i64,
+                        l.token,
+                        run_at,
+                        now
+                    ],
+                )
+                .map_err(db_err)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn page_results(&self, job_id: &str, doc: usize) -> Result<Vec<Option<Page>>> {
+        let job_id = job_id.to_string();
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT state, result FROM pages WHERE job_id = ?1 AND doc = ?2 ORDER BY page",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![job_id, doc as i64], |r| {
+                    let state: String = r.get(0)?;
+                    let result: Option<String> = r.get(1)?;
+                    Ok((state == "completed")
+                        .then_some(result)
+                        .flatten()
+                        .and_then(|s| serde_json::from_str::<Page>(&s).ok()))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn cancel_job(&self, id: &str, now: i64) -> Result<bool> {
+        let id = id.to_string();
+        self.tx(move |tx| {
+            let current: Option<String> = tx
+                .query_row(
+                    "SELECT state FROM jobs WHERE id = ?1 AND state IN ('queued', 'processing')",
+                    [&id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db_err)?;
+            let Some(current) = current.and_then(|s| JobState::parse(&s)) else {
+                return Ok(false);
+            };
+            tx.execute(
+                "UPDATE pages SET state = 'cancelled', lease_owner = NULL, lease_token = NULL,
+                        lease_until = NULL, updated_at = ?2
+                 WHERE job_id = ?1 AND state IN ('queued', 'processing')",
+                params![id, now],
+            )
+            .map_err(db_err)?;
+            event(tx, &id, "cancelled", &serde_json::json!({}), now)?;
+            transition(tx, &id, current, JobState::Cancelled, None, now)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn retry_failed(&self, id: &str, now: i64) -> Result<usize> {
+        let id = id.to_string();
+        self.tx(move |tx| {
+            let n = tx
+                .execute(
+                    "UPDATE pages SET state = 'queued', run_at = ?2, updated_at = ?2
+                     WHERE job_id = ?1 AND state = 'failed'
+                       AND (SELECT state FROM jobs WHERE id = ?1) != 'cancelled'",
+                    params![id, now],
+                )
+                .map_err(db_err)?;
+            if n > 0 {
+                event(tx, &id, "retry", &serde_json::json!({"pages": n}), now)?;
+                refresh_state(tx, &id, now)?;
+            }
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn complete_review(&self, id: &str, review: serde_json::Value, now: i64) -> Result<bool> {
+        let id = id.to_string();
+        self.tx(move |tx| {
+            let current: Option<String> = tx
+                .query_row("SELECT state FROM jobs WHERE id = ?1", [&id], |r| r.get(0))
+                .optional()
+                .map_err(db_err)?;
+            if current.as_deref() != Some(JobState::NeedsReview.as_str()) {
+                return Ok(false);
+            }
+            transition(
+                tx,
+                &id,
+                JobState::NeedsReview,
+                JobState::Completed,
+                Some(serde_json::json!({"review": review})),
+                now,
+            )?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn add_event(
+        &self,
+        id: &str,
+        kind: &str,
+        detail: serde_json::Value,
+        now: i64,
+    ) -> Result<()> {
+        let (id, kind) = (id.to_string(), kind.to_string());
+        self.tx(move |tx| event(tx, &id, &kind, &detail, now)).await
+    }
+
+    async fn events(&self, id: &str) -> Result<Vec<Event>> {
+        let id = id.to_string();
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT seq, at, kind, detail FROM events WHERE job_id = ?1 ORDER BY seq",
+            )
+            .and_then(|mut s| {
+                s.query_map([id], |r| {
+                    Ok(Event {
+                        seq: r.get(0)?,
+                        at_ms: r.get(1)?,
+                        kind: r.get(2)?,
+                        detail: serde_json::from_str(&r.get::<_, String>(3)?)
+                            .unwrap_or(serde_json::Value::Null),
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn sweep(&self, before: i64) -> Result<Vec<String>> {
+        self.tx(move |tx| {
+            const SWEPT: &str =
+                "j.state IN ('completed', 'partially_completed', 'failed', 'cancelled')";
+            let paths = tx
+                .prepare(&format!(
+                    "SELECT d.path FROM documents d JOIN jobs j ON j.id = d.job_id
+                     WHERE {SWEPT} AND j.updated_at < ?1"
+                ))
+                .and_then(|mut s| {
+                    s.query_map([before], |r| r.get::<_, String>(0))?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(db_err)?;
+            tx.execute(
+                &format!(
+                    "DELETE FROM jobs WHERE id IN (SELECT j.id FROM jobs j
+                     WHERE {SWEPT} AND j.updated_at < ?1)"
+                ),
+                [before],
+            )
+            .map_err(db_err)?;
+            Ok(paths)
+        })
+        .await
+    }
+
+    async fn set_paused(&self, tag: Option<&str>, paused: bool, now: i64) -> Result<()> {
+        let scope = tag.unwrap_or("*").to_string();
+        self.tx(move |tx| {
+            if paused {
+                tx.execute(
+                    "INSERT OR IGNORE INTO pauses (scope, at) VALUES (?1, ?2)",
+                    params![scope, now],
+                )
+            } else {
+                tx.execute("DELETE FROM pauses WHERE scope = ?1", [scope])
+            }
+            .map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn paused(&self) -> Result<Vec<String>> {
+        self.read(|c| {
+            c.prepare("SELECT scope FROM pauses ORDER BY scope")
+                .and_then(|mut s| {
+                    s.query_map([], |r| r.get(0))?
+                        .collect::<rusqlite::Result<Vec<String>>>()
+                })
+                .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn backlog(&self, class: JobClass) -> Result<Backlog> {
+        self.read(move |c| {
+            c.query_row(
+                "SELECT COALESCE(SUM(state = 'queued'), 0), COALESCE(SUM(state = 'processing'), 0),
+                        MIN(CASE WHEN state = 'queued' THEN queued_at END)
+                 FROM pages WHERE class = ?1 AND state IN ('queued', 'processing')",
+                [class.rank()],
+                |r| {
+                    Ok(Backlog {
+                        queued: r.get::<_, i64>(0)? as u64,
+                        processing: r.get::<_, i64>(1)? as u64,
+                        oldest_queued_ms: r.get(2)?,
+                    })
+                },
+            )
+            .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        owner: &str,
+        limit: usize,
+        now: i64,
+        lease_until: i64,
+    ) -> Result<Vec<Delivery>> {
+        let owner = owner.to_string();
+        self.tx(move |tx| {
+            let due = tx
+                .prepare_cached(&format!(
+                    "SELECT {DELIVERY_COLS} FROM deliveries
+                     WHERE state = 'pending' AND next_at <= ?1
+                       AND (lease_until IS NULL OR lease_until < ?1)
+                     ORDER BY next_at LIMIT ?2"
+                ))
+                .and_then(|mut s| {
+                    s.query_map(params![now, limit as i64], delivery_row)?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(db_err)?;
+            for d in &due {
+                tx.execute(
+                    "UPDATE deliveries SET lease_owner = ?2, lease_until = ?3 WHERE id = ?1",
+                    params![d.id, owner, lease_until],
+                )
+                .map_err(db_err)?;
+            }
+            Ok(due)
+        })
+        .await
+    }
+
+    async fn record_delivery(
+        &self,
+        id: &str,
+        owner: &str,
+        a: &DeliveryAttempt,
+        now: i64,
+    ) -> Result<bool> {
+        let (id, owner, a) = (id.to_string(), owner.to_string(), a.clone());
+        let state = match (a.delivered, a.retry_at_ms) {
+            (true, _) => DeliveryState::Delivered,
+            (false, Some(_)) => DeliveryState::Pending,
+            (false, None) => DeliveryState::Failed,
+        };
+        self.tx(move |tx| {
+            let n = tx
+                .execute(
+                    "UPDATE deliveries SET state = ?3, attempts = attempts + 1, last_status = ?4,
+                            last_error = ?5, next_at = ?6, updated_at = ?7, lease_owner = NULL,
+                            lease_until = NULL
+                     WHERE id = ?1 AND lease_owner = ?2",
+                    params![
+                        id,
+                        owner,
+                        state.as_str(),
+                        a.status.map(i64::from),
+                        a.error,
+                        a.retry_at_ms.unwrap_or(now),
+                        now
+                    ],
+                )
+                .map_err(db_err)?;
+            if n == 0 {
+                return Ok(false);
+            }
+            let job: String = tx
+                .query_row("SELECT job_id FROM deliveries WHERE id = ?1", [&id], |r| {
+                    r.get(0)
+                })
+                .map_err(db_err)?;
+            event(
+                tx,
+                &job,
+                "webhook_attempt",
+                &serde_json::json!({"id": id, "state": state.as_str(), "status": a.status,
+                                    "error": a.error}),
+                now,
+            )?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn deliveries(&self, job_id: &str) -> Result<Vec<Delivery>> {
+        let job_id = job_id.to_string();
+        self.read(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {DELIVERY_COLS} FROM deliveries WHERE job_id = ?1 ORDER BY created_at, id"
+            ))
+            .and_then(|mut s| {
+                s.query_map([job_id], delivery_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn resend_deliveries(&self, job_id: &str, now: i64) -> Result<usize> {
+        let job_id = job_id.to_string();
+        self.tx(move |tx| {
+            tx.execute(
+                "UPDATE deliveries SET state = 'pending', next_at = ?2, updated_at = ?2,
+                        lease_owner = NULL, lease_until = NULL
+                 WHERE job_id = ?1 AND state = 'failed'",
+                params![job_id, now],
+            )
+            .map_err(db_err)
+        })
+        .await
+    }
+}

@@ -1,0 +1,259 @@
+//! Two replicas, one store: two `serve` processes with the real models share one PostgreSQL
+//! database (and one document directory). Jobs are submitted alternately to both; one replica
+//! is killed with SIGKILL mid-work; the other finishes every job; every page's result is written
+//! exactly once (the killed worker's leases expire and its pages are claimed again, never
+//! completed twice); every webhook event reaches the receiver with one body; the killed replica
+//! restarts and takes work again.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{http, start_server};
+use serde_json::Value;
+
+/// Every (webhook-id, body) a receiver was sent.
+type Received = Arc<Mutex<Vec<(String, String)>>>;
+
+/// A webhook receiver on loopback.
+fn receiver() -> (String, Received) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let seen = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(stream.try_clone().unwrap());
+                let (mut id, mut len) = (String::new(), 0usize);
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let line = line.trim_end();
+                    if line.is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = line.split_once(':') {
+                        match k.trim().to_ascii_lowercase().as_str() {
+                            "webhook-id" => id = v.trim().to_string(),
+                            "content-length" => len = v.trim().parse().unwrap_or(0),
+                            _ => {}
+                        }
+                    }
+                }
+                let mut body = vec![0; len];
+                if r.read_exact(&mut body).is_ok() {
+                    seen.lock()
+                        .unwrap()
+                        .push((id, String::from_utf8_lossy(&body).into()));
+                }
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            });
+        }
+    });
+    (addr, got)
+}
+
+fn job_state(addr: &str, id: &str) -> Value {
+    let (s, job) = http(addr, "GET", &format!("/v1/jobs/{id}"), &[], b"");
+    assert_eq!(s, 200, "job {id}: {job}");
+    job
+}
+
+/// Waits until every job is final on `addr`; panics on a job that did not complete.
+fn wait_completed(addr: &str, ids: &[String], limit: Duration) {
+    let t0 = Instant::now();
+    for id in ids {
+        loop {
+            let job = job_state(addr, id);
+            match job["state"].as_str().unwrap() {
+                "completed" => break,
+                "queued" | "processing" => {}
+                other => panic!("job {id} ended {other}: {job}"),
+            }
+            assert!(t0.elapsed() < limit, "job {id} never finished: {job}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// `page_completed` events per (job, document, page), with the worker that wrote each.
+fn completions(addr: &str, ids: &[String]) -> BTreeMap<(String, u64, u64), Vec<String>> {
+    let mut out: BTreeMap<(String, u64, u64), Vec<String>> = BTreeMap::new();
+    for id in ids {
+        let (_, events) = http(addr, "GET", &format!("/v1/jobs/{id}/events"), &[], b"");
+        for e in events.as_array().unwrap() {
+            if e["kind"] == "page_completed" {
+                let d = &e["detail"];
+                out.entry((
+                    id.clone(),
+                    d["document"].as_u64().unwrap(),
+                    d["page"].as_u64().unwrap(),
+                ))
+                .or_default()
+                .push(d["worker"].as_str().unwrap_or("").to_string());
+            }
+        }
+    }
+    out
+}
+
+fn submit(addr: &str, hook: &str, n: usize, bytes: &[u8]) -> String {
+    let key = format!("replicas-{}-{n}", std::process::id());
+    let (s, job) = http(
+        addr,
+        "POST",
+        &format!("/v1/jobs?name=page-{n}.png&webhook_url=http://{hook}/hook"),
+        &[("Content-Type", "image/png"), ("Idempotency-Key", &key)],
+        bytes,
+    );
+    assert_eq!(s, 202, "{job}");
+    job["id"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn two_replicas_share_one_queue_and_survive_a_kill() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(db) = rt.block_on(common::test_database_url()) else {
+        return;
+    };
+    let data = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("replicas-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let (hook, received) = receiver();
+    let flags = [
+        "--database-url",
+        db.as_str(),
+        "--job-lease-ms",
+        "2000",
+        "--webhook-secret",
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "--webhook-allow",
+        "127.0.0.1",
+    ];
+    let (mut a, addr_a) = start_server(&data, &flags);
+    let (mut b, addr_b) = start_server(&data, &flags);
+    let bytes = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/samples/phototest.png"
+    ))
+    .unwrap();
+
+    const JOBS: usize = 40;
+    let ids: Vec<String> = (0..JOBS)
+        .map(|n| submit(if n % 2 == 0 { &addr_a } else { &addr_b }, &hook, n, &bytes))
+        .collect();
+
+    // Kill B once it has completed pages and work remains.
+    let b_worker = format!("{}-", b.id());
+    let t0 = Instant::now();
+    let done_at_kill = loop {
+        let done: Vec<&String> = ids
+            .iter()
+            .filter(|id| job_state(&addr_a, id)["state"] == "completed")
+            .collect();
+        let by_b = completions(&addr_a, &ids)
+            .values()
+            .flatten()
+            .filter(|w| w.starts_with(&b_worker))
+            .count();
+        if by_b >= 2 && done.len() >= 4 {
+            assert!(done.len() < JOBS, "everything finished before the kill");
+            break done.len();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "B completed nothing"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    b.kill().unwrap(); // SIGKILL, leases held
+    b.wait().unwrap();
+
+    wait_completed(&addr_a, &ids, Duration::from_secs(600));
+    let writes = completions(&addr_a, &ids);
+    let twice = writes.values().filter(|w| w.len() > 1).count();
+    assert_eq!(writes.len(), JOBS, "one completed page per job");
+    assert_eq!(twice, 0, "pages written more than once: {writes:?}");
+    let lost = ids
+        .iter()
+        .filter(|id| job_state(&addr_a, id)["state"] != "completed")
+        .count();
+
+    // Every job's webhook event reached the receiver, and no id came with two bodies.
+    let t0 = Instant::now();
+    let expected: BTreeSet<String> = loop {
+        let ids_sent: BTreeSet<String> = ids
+            .iter()
+            .flat_map(|id| {
+                job_state(&addr_a, id)["webhook_deliveries"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|d| d["state"] == "delivered")
+                    .map(|d| d["id"].as_str().unwrap().to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        if ids_sent.len() == JOBS {
+            break ids_sent;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "webhooks not all delivered"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let got = received.lock().unwrap().clone();
+    let mut bodies: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (id, body) in &got {
+        bodies.entry(id.clone()).or_default().insert(body.clone());
+    }
+    for id in &expected {
+        assert_eq!(
+            bodies.get(id).map(BTreeSet::len),
+            Some(1),
+            "webhook {id}: {bodies:?}"
+        );
+    }
+
+    // B restarts and takes work again (A stops first, so the work can only be B's).
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &a.id().to_string()])
+        .status();
+    let _ = a.wait();
+    let (mut b2, addr_b2) = start_server(&data, &flags);
+    let more: Vec<String> = (JOBS..JOBS + 4)
+        .map(|n| submit(&addr_b2, &hook, n, &bytes))
+        .collect();
+    wait_completed(&addr_b2, &more, Duration::from_secs(300));
+    let b2_worker = format!("{}-", b2.id());
+    assert!(
+        completions(&addr_b2, &more)
+            .values()
+            .flatten()
+            .all(|w| w.starts_with(&b2_worker))
+    );
+    eprintln!(
+        "replicas: {JOBS} jobs submitted, {done_at_kill} completed before B's kill -9, \
+         {} completed, {lost} lost, {twice} pages written twice, {} webhook events delivered \
+         ({} requests received)",
+        JOBS - lost,
+        expected.len(),
+        got.len()
+    );
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &b2.id().to_string()])
+        .status();
+    let _ = b2.wait();
+    let _ = std::fs::remove_dir_all(&data);
+}

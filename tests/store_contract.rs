@@ -1,0 +1,676 @@
+//! The job store's contract, one suite run against both backends: embedded SQLite (a file per
+//! test) and PostgreSQL (a fresh database per test in the cluster `scripts/test.sh` starts,
+//! named by `OCR_TEST_DATABASE_URL`). Without that variable the PostgreSQL half fails, unless
+//! `OCR_TEST_SKIP_SERVICES=1` says on purpose that it is not wanted.
+
+mod common;
+
+use std::sync::Arc;
+
+use ocr_server::jobs::model::{
+    Claim, ClaimedPage, Created, DeliveryAttempt, DeliveryState, JobClass, JobOptions, JobState,
+    NewDocument, NewJob, PageState,
+};
+use ocr_server::jobs::postgres::PgStore;
+use ocr_server::jobs::sqlite::SqliteStore;
+use ocr_server::jobs::store::JobStore;
+use ocr_server::pipeline::{Line, Page};
+
+fn new_job(id: &str, pages: &[usize]) -> NewJob {
+    NewJob {
+        id: id.into(),
+        options: JobOptions::default(),
+        class: JobClass::Bulk,
+        tag: Some("t".into()),
+        webhook_url: None,
+        priority: 0,
+        review_threshold: Some(0.8),
+        idempotency: None,
+        documents: pages
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| NewDocument {
+                name: format!("d{i}.png"),
+                location: format!("/tmp/{id}-{i}"),
+                sha256: "00".into(),
+                source_pages: (0..n).map(|p| p * 2).collect(),
+            })
+            .collect(),
+    }
+}
+
+fn page(conf: f32) -> Page {
+    Page {
+        width: 10,
+        height: 10,
+        lines: vec![Line {
+            text: "x".into(),
+            confidence: conf,
+            bbox: [[0.0; 2]; 4],
+            words: Vec::new(),
+        }],
+        error: None,
+    }
+}
+
+fn claim(owner: &str, class: JobClass, limit: usize, now: i64) -> Claim {
+    Claim {
+        owner: owner.into(),
+        class,
+        limit,
+        now_ms: now,
+        lease_until_ms: now + 1000,
+        max_attempts: 3,
+    }
+}
+
+fn ids(pages: &[ClaimedPage]) -> Vec<(String, usize, usize)> {
+    pages
+        .iter()
+        .map(|p| {
+            (
+                p.lease.page.job_id.clone(),
+                p.lease.page.doc,
+                p.lease.page.page,
+            )
+        })
+        .collect()
+}
+
+/// A fresh store of each backend.
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+async fn open(backend: Backend) -> Option<Arc<dyn JobStore>> {
+    match backend {
+        Backend::Sqlite => {
+            let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+                .join(format!("store-{}", uuid::Uuid::new_v4().simple()));
+            std::fs::create_dir_all(&dir).unwrap();
+            Some(Arc::new(SqliteStore::open(&dir.join("jobs.db")).unwrap()))
+        }
+        Backend::Postgres => {
+            let url = common::test_database_url().await?;
+            Some(Arc::new(PgStore::connect(&url).await.unwrap()))
+        }
+    }
+}
+
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let s = super::open(super::Backend::Sqlite).await.unwrap();
+                super::$name(s).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let Some(s) = super::open(super::Backend::Postgres).await else { return };
+                super::$name(s).await;
+            })*
+        }
+    };
+}
+
+contract!(
+    lifecycle_with_retry_review_and_events,
+    claims_follow_class_priority_and_age,
+    a_lost_lease_is_fenced_out_and_rescued,
+    concurrent_claimers_never_share_a_page,
+    release_counts_no_attempt_and_spent_leases_dead_letter,
+    cancel_revokes_leases,
+    idempotency_same_different_and_expired,
+    pauses_hold_bulk_work_by_tag_or_all,
+    outbox_rows_are_written_with_the_state_and_claimed_once,
+    sweep_keeps_unreviewed_jobs_and_lists_with_a_cursor,
+);
+
+async fn lifecycle_with_retry_review_and_events(s: Arc<dyn JobStore>) {
+    let Created::New(job) = s
+        .create_job(new_job("j1", &[2, 1]), 10, 1000)
+        .await
+        .unwrap()
+    else {
+        panic!("new job expected")
+    };
+    assert_eq!(
+        (job.state, job.pages_total(), job.documents.len()),
+        (JobState::Queued, 3, 2)
+    );
+    assert_eq!(
+        job.documents[0].pages[1].source_index, 2,
+        "source page indices are kept"
+    );
+    let got = s.claim(&claim("a", JobClass::Bulk, 2, 11)).await.unwrap();
+    assert_eq!(ids(&got), [("j1".into(), 0, 0), ("j1".into(), 0, 1)]);
+    assert_eq!(got[1].source_index, 2);
+    assert_eq!(got[0].location, "/tmp/j1-0");
+    assert_eq!(
+        s.get_job("j1").await.unwrap().unwrap().state,
+        JobState::Processing
+    );
+    assert_eq!(
+        s.complete_page(&got[0].lease, &page(0.95), 12)
+            .await
+            .unwrap(),
+        Some(JobState::Processing)
+    );
+    assert_eq!(
+        s.fail_page(&got[1].lease, "boom", Some(14), 13)
+            .await
+            .unwrap(),
+        Some(JobState::Processing)
+    );
+    // The retried page is not runnable before its time.
+    let early = s.claim(&claim("a", JobClass::Bulk, 5, 13)).await.unwrap();
+    assert_eq!(ids(&early), [("j1".into(), 1, 0)]);
+    let late = s.claim(&claim("a", JobClass::Bulk, 5, 15)).await.unwrap();
+    assert_eq!(ids(&late), [("j1".into(), 0, 1)]);
+    assert_eq!(late[0].attempts, 2);
+    s.complete_page(&late[0].lease, &page(0.5), 16)
+        .await
+        .unwrap();
+    // The 0.5 page is under the 0.8 review threshold.
+    assert_eq!(
+        s.complete_page(&early[0].lease, &page(0.9), 18)
+            .await
+            .unwrap(),
+        Some(JobState::NeedsReview)
+    );
+    let job = s.get_job("j1").await.unwrap().unwrap();
+    assert_eq!(job.pages_in(PageState::Completed), 3);
+    assert_eq!(job.documents[0].pages[1].attempts, 2);
+    let results = s.page_results("j1", 0).await.unwrap();
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[0].as_ref().unwrap().lines[0].confidence, 0.95);
+    assert!(
+        !s.complete_review("nope", serde_json::json!({}), 19)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.complete_review("j1", serde_json::json!({"approve": true}), 20)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.complete_review("j1", serde_json::json!({}), 21)
+            .await
+            .unwrap(),
+        "once"
+    );
+    assert_eq!(
+        s.get_job("j1").await.unwrap().unwrap().state,
+        JobState::Completed
+    );
+    let kinds: Vec<String> = s
+        .events("j1")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds.first().map(String::as_str), Some("created"));
+    assert!(kinds.iter().any(|k| k == "page_retry"));
+    // queued→processing, processing→needs_review, needs_review→completed.
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "state").count(),
+        3,
+        "{kinds:?}"
+    );
+}
+
+async fn claims_follow_class_priority_and_age(s: Arc<dyn JobStore>) {
+    s.create_job(new_job("old", &[1]), 1, 10).await.unwrap();
+    let mut high = new_job("high", &[1]);
+    high.priority = 5;
+    s.create_job(high, 2, 10).await.unwrap();
+    s.create_job(new_job("new", &[1]), 3, 10).await.unwrap();
+    let mut hybrid = new_job("hybrid", &[1]);
+    hybrid.class = JobClass::Interactive;
+    s.create_job(hybrid, 4, 10).await.unwrap();
+    let i = s
+        .claim(&claim("a", JobClass::Interactive, 10, 5))
+        .await
+        .unwrap();
+    assert_eq!(ids(&i), [("hybrid".into(), 0, 0)]);
+    assert_eq!(i[0].class, JobClass::Interactive);
+    let b = s.claim(&claim("a", JobClass::Bulk, 10, 5)).await.unwrap();
+    let order: Vec<String> = ids(&b).into_iter().map(|x| x.0).collect();
+    assert_eq!(order, ["high", "old", "new"]);
+    let backlog = s.backlog(JobClass::Bulk).await.unwrap();
+    assert_eq!((backlog.queued, backlog.processing), (0, 3));
+}
+
+async fn a_lost_lease_is_fenced_out_and_rescued(s: Arc<dyn JobStore>) {
+    s.create_job(new_job("j", &[1]), 0, 10).await.unwrap();
+    let a = s.claim(&claim("a", JobClass::Bulk, 1, 1)).await.unwrap();
+    assert_eq!(a.len(), 1);
+    // A renews in time once; then stops (it died), its lease runs out at 2001.
+    assert_eq!(
+        s.renew("a", &[a[0].lease.token.clone()], 2001)
+            .await
+            .unwrap(),
+        vec![a[0].lease.token.clone()]
+    );
+    assert!(
+        s.claim(&claim("b", JobClass::Bulk, 1, 1500))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let b = s.claim(&claim("b", JobClass::Bulk, 1, 2500)).await.unwrap();
+    assert_eq!(ids(&b), ids(&a), "the expired page is claimed again");
+    assert_eq!(b[0].attempts, 2);
+    assert_ne!(a[0].lease.token, b[0].lease.token);
+    // A comes back and tries to write: fenced out, and its renewal says the lease is gone.
+    assert!(
+        s.renew("a", &[a[0].lease.token.clone()], 9999)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.complete_page(&a[0].lease, &page(0.1), 2600)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        s.fail_page(&a[0].lease, "late", None, 2600).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        s.complete_page(&b[0].lease, &page(0.99), 2700)
+            .await
+            .unwrap(),
+        Some(JobState::Completed)
+    );
+    let r = s.page_results("j", 0).await.unwrap();
+    assert_eq!(
+        r[0].as_ref().unwrap().lines[0].confidence,
+        0.99,
+        "B's result, written once"
+    );
+    let kinds: Vec<String> = s
+        .events("j")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert!(kinds.iter().any(|k| k == "lease_expired"), "{kinds:?}");
+}
+
+async fn concurrent_claimers_never_share_a_page(s: Arc<dyn JobStore>) {
+    for j in 0..8 {
+        s.create_job(new_job(&format!("j{j}"), &[5]), j, 10)
+            .await
+            .unwrap();
+    }
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let got = s
+                    .claim(&claim(&format!("w{w}"), JobClass::Bulk, 2, 100))
+                    .await
+                    .unwrap();
+                if got.is_empty() {
+                    return mine;
+                }
+                for p in got {
+                    s.complete_page(&p.lease, &page(0.9), 101)
+                        .await
+                        .unwrap()
+                        .unwrap();
+                    mine.push((p.lease.page.job_id, p.lease.page.page));
+                }
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let n = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!((n, all.len()), (40, 40), "every page claimed exactly once");
+    for j in 0..8 {
+        let job = s.get_job(&format!("j{j}")).await.unwrap().unwrap();
+        assert_eq!(
+            job.state,
+            JobState::Completed,
+            "the last page's writer sees the final state"
+        );
+    }
+}
+
+async fn release_counts_no_attempt_and_spent_leases_dead_letter(s: Arc<dyn JobStore>) {
+    s.create_job(new_job("j", &[1]), 0, 10).await.unwrap();
+    let a = s.claim(&claim("a", JobClass::Bulk, 1, 1)).await.unwrap();
+    assert!(s.release_page(&a[0].lease, 50, 2).await.unwrap());
+    assert!(
+        !s.release_page(&a[0].lease, 50, 2).await.unwrap(),
+        "only once"
+    );
+    assert!(
+        s.claim(&claim("a", JobClass::Bulk, 1, 10))
+            .await
+            .unwrap()
+            .is_empty(),
+        "run_at"
+    );
+    let mut now = 50;
+    for attempt in 1..=3 {
+        let got = s.claim(&claim("a", JobClass::Bulk, 1, now)).await.unwrap();
+        assert_eq!(got[0].attempts, attempt, "the release did not count");
+        now += 2000; // the lease (1 s) expires: the worker died
+    }
+    // The third lease expired with the attempts spent: the page is dead-lettered, not run again.
+    assert!(
+        s.claim(&claim("a", JobClass::Bulk, 1, now))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let job = s.get_job("j").await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Failed);
+    assert!(
+        job.documents[0].pages[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("lease expired")
+    );
+    assert_eq!(s.retry_failed("j", now).await.unwrap(), 1);
+    assert_eq!(
+        s.claim(&claim("a", JobClass::Bulk, 1, now))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+async fn cancel_revokes_leases(s: Arc<dyn JobStore>) {
+    s.create_job(new_job("j", &[3]), 0, 10).await.unwrap();
+    let a = s.claim(&claim("a", JobClass::Bulk, 1, 1)).await.unwrap();
+    assert!(s.cancel_job("j", 2).await.unwrap());
+    assert!(!s.cancel_job("j", 3).await.unwrap(), "already final");
+    assert!(
+        s.renew("a", &[a[0].lease.token.clone()], 999)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.complete_page(&a[0].lease, &page(0.9), 4).await.unwrap(),
+        None
+    );
+    assert!(
+        s.claim(&claim("a", JobClass::Bulk, 5, 5))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let job = s.get_job("j").await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Cancelled);
+    assert_eq!(job.pages_in(PageState::Cancelled), 3);
+    assert_eq!(s.retry_failed("j", 6).await.unwrap(), 0);
+}
+
+async fn idempotency_same_different_and_expired(s: Arc<dyn JobStore>) {
+    let keyed = |id: &str, h: &str| {
+        let mut j = new_job(id, &[1]);
+        j.idempotency = Some(("k".into(), h.into()));
+        j
+    };
+    assert!(matches!(
+        s.create_job(keyed("a", "h1"), 0, 100).await.unwrap(),
+        Created::New(_)
+    ));
+    let again = s.create_job(keyed("b", "h1"), 50, 100).await.unwrap();
+    assert!(matches!(&again, Created::Existing(j) if j.id == "a"));
+    assert!(matches!(
+        s.create_job(keyed("c", "h2"), 60, 100).await,
+        Err(ocr_server::Error::IdempotencyConflict(_))
+    ));
+    let later = s.create_job(keyed("d", "h2"), 200, 100).await.unwrap();
+    assert!(matches!(&later, Created::New(j) if j.id == "d"));
+    assert!(s.get_job("b").await.unwrap().is_none() && s.get_job("c").await.unwrap().is_none());
+    // Two racing creations with one key name one job.
+    let (x, y) = tokio::join!(
+        s.create_job(keyed("x", "h3"), 400, 100),
+        s.create_job(keyed("y", "h3"), 400, 100)
+    );
+    let names: Vec<String> = [x.unwrap(), y.unwrap()]
+        .into_iter()
+        .map(|c| match c {
+            Created::New(j) | Created::Existing(j) => j.id,
+        })
+        .collect();
+    assert_eq!(names[0], names[1], "{names:?}");
+}
+
+async fn pauses_hold_bulk_work_by_tag_or_all(s: Arc<dyn JobStore>) {
+    let tagged = |id: &str, tag: &str, class: JobClass| {
+        let mut j = new_job(id, &[1]);
+        j.tag = Some(tag.into());
+        j.class = class;
+        j
+    };
+    s.create_job(tagged("a", "alpha", JobClass::Bulk), 0, 10)
+        .await
+        .unwrap();
+    s.create_job(tagged("b", "beta", JobClass::Bulk), 1, 10)
+        .await
+        .unwrap();
+    s.create_job(tagged("h", "alpha", JobClass::Interactive), 2, 10)
+        .await
+        .unwrap();
+    s.set_paused(Some("alpha"), true, 3).await.unwrap();
+    let got = s.claim(&claim("w", JobClass::Bulk, 5, 4)).await.unwrap();
+    assert_eq!(ids(&got), [("b".into(), 0, 0)]);
+    assert_eq!(
+        s.claim(&claim("w", JobClass::Interactive, 5, 4))
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "interactive work is never paused"
+    );
+    s.set_paused(None, true, 5).await.unwrap();
+    assert_eq!(s.paused().await.unwrap(), ["*", "alpha"]);
+    s.set_paused(Some("alpha"), false, 6).await.unwrap();
+    assert!(
+        s.claim(&claim("w", JobClass::Bulk, 5, 7))
+            .await
+            .unwrap()
+            .is_empty(),
+        "all paused"
+    );
+    s.set_paused(None, false, 8).await.unwrap();
+    assert_eq!(
+        ids(&s.claim(&claim("w", JobClass::Bulk, 5, 9)).await.unwrap()),
+        [("a".into(), 0, 0)]
+    );
+    assert_eq!(s.backlog(JobClass::Bulk).await.unwrap().queued, 0);
+}
+
+async fn outbox_rows_are_written_with_the_state_and_claimed_once(s: Arc<dyn JobStore>) {
+    let mut j = new_job("w", &[2]);
+    j.webhook_url = Some("http://127.0.0.1:9/hook".into());
+    s.create_job(j, 0, 10).await.unwrap();
+    let got = s.claim(&claim("a", JobClass::Bulk, 2, 1)).await.unwrap();
+    s.complete_page(&got[0].lease, &page(0.9), 2).await.unwrap();
+    assert!(s.deliveries("w").await.unwrap().is_empty(), "not final yet");
+    s.complete_page(&got[1].lease, &page(0.9), 3).await.unwrap();
+    let d = s.deliveries("w").await.unwrap();
+    assert_eq!(d.len(), 1, "written in the completing transaction");
+    assert_eq!(
+        (d[0].event.as_str(), d[0].state),
+        ("job.completed", DeliveryState::Pending)
+    );
+    let body: serde_json::Value = serde_json::from_str(&d[0].payload).unwrap();
+    assert_eq!(body["data"]["pages_done"], 2);
+    let (x, y) = tokio::join!(
+        s.claim_deliveries("r1", 10, 4, 1000),
+        s.claim_deliveries("r2", 10, 4, 1000)
+    );
+    let (x, y) = (x.unwrap(), y.unwrap());
+    assert_eq!(x.len() + y.len(), 1, "one replica sends it");
+    let (winner, loser) = if x.is_empty() {
+        ("r2", "r1")
+    } else {
+        ("r1", "r2")
+    };
+    let retry = DeliveryAttempt {
+        delivered: false,
+        status: Some(500),
+        error: Some("HTTP 500".into()),
+        retry_at_ms: Some(50),
+    };
+    assert!(!s.record_delivery(&d[0].id, loser, &retry, 5).await.unwrap());
+    assert!(
+        s.record_delivery(&d[0].id, winner, &retry, 5)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.claim_deliveries("r1", 10, 10, 1000)
+            .await
+            .unwrap()
+            .is_empty(),
+        "not due"
+    );
+    let again = s.claim_deliveries("r1", 10, 60, 1000).await.unwrap();
+    assert_eq!(
+        (again.len(), again[0].attempts, again[0].payload.as_str()),
+        (1, 1, d[0].payload.as_str())
+    );
+    let fail = DeliveryAttempt {
+        retry_at_ms: None,
+        ..retry
+    };
+    assert!(s.record_delivery(&d[0].id, "r1", &fail, 61).await.unwrap());
+    assert_eq!(
+        s.deliveries("w").await.unwrap()[0].state,
+        DeliveryState::Failed
+    );
+    assert_eq!(s.resend_deliveries("w", 70).await.unwrap(), 1);
+    assert_eq!(
+        s.claim_deliveries("r2", 10, 70, 1000).await.unwrap().len(),
+        1
+    );
+    // Cancel and review send their events too.
+    let mut c = new_job("c", &[1]);
+    c.webhook_url = Some("http://127.0.0.1:9/hook".into());
+    s.create_job(c, 80, 10).await.unwrap();
+    s.cancel_job("c", 81).await.unwrap();
+    assert_eq!(s.deliveries("c").await.unwrap()[0].event, "job.cancelled");
+}
+
+async fn sweep_keeps_unreviewed_jobs_and_lists_with_a_cursor(s: Arc<dyn JobStore>) {
+    for (i, id) in ["a", "b", "c", "d"].iter().enumerate() {
+        s.create_job(new_job(id, &[1]), i as i64, 10).await.unwrap();
+    }
+    s.cancel_job("b", 10).await.unwrap();
+    // d goes to review (0.5 < 0.8) and stays there.
+    let got = s.claim(&claim("w", JobClass::Bulk, 5, 11)).await.unwrap();
+    let d = got.iter().find(|p| p.lease.page.job_id == "d").unwrap();
+    assert_eq!(
+        s.complete_page(&d.lease, &page(0.5), 12).await.unwrap(),
+        Some(JobState::NeedsReview)
+    );
+    let first: Vec<String> = s
+        .list_jobs(None, None, 2)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(first, ["d", "c"]);
+    let next: Vec<String> = s
+        .list_jobs(None, Some("c"), 2)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(next, ["b", "a"]);
+    let review = s
+        .list_jobs(Some(JobState::NeedsReview), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(review.len(), 1);
+    assert_eq!(
+        s.sweep(5).await.unwrap(),
+        Vec::<String>::new(),
+        "b was updated at 10"
+    );
+    assert_eq!(
+        s.sweep(1_000_000).await.unwrap(),
+        vec!["/tmp/b-0".to_string()]
+    );
+    assert!(s.get_job("b").await.unwrap().is_none());
+    assert!(
+        s.get_job("d").await.unwrap().is_some(),
+        "needs_review jobs wait for a reviewer"
+    );
+    assert!(
+        s.get_job("a").await.unwrap().is_some(),
+        "unfinished jobs are never swept"
+    );
+    assert!(
+        s.events("b").await.unwrap().is_empty(),
+        "events go with the job"
+    );
+}
+
+/// A data directory of the first release (schema version 1, no leases) opens, migrates, and
+/// its unfinished pages run with the right source pages.
+#[test]
+fn sqlite_migrates_a_first_release_database() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("store-v1-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("jobs.db");
+    {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch(include_str!("data/jobs_v1.sql")).unwrap();
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let s = SqliteStore::open(&db).unwrap();
+        let job = s.get_job("old").await.unwrap().unwrap();
+        assert_eq!(job.state, JobState::Processing);
+        let srcs: Vec<usize> = job.documents[0]
+            .pages
+            .iter()
+            .map(|p| p.source_index)
+            .collect();
+        assert_eq!(srcs, [1, 2, 4], "pages `2-3,5` of the source");
+        let got = s
+            .claim(&claim("w", JobClass::Bulk, 10, 2_000_000))
+            .await
+            .unwrap();
+        // The page that was `processing` under the old runner is runnable again; the completed
+        // one is kept.
+        assert_eq!(ids(&got), [("old".into(), 0, 1), ("old".into(), 0, 2)]);
+        assert_eq!(got[0].source_index, 2);
+        let hybrid = s
+            .claim(&claim("w", JobClass::Interactive, 10, 2_000_000))
+            .await
+            .unwrap();
+        assert_eq!(ids(&hybrid), [("hyb".into(), 0, 0)]);
+    });
+}

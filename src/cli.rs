@@ -157,6 +157,14 @@ pub struct ServeArgs {
     /// `postgres://USER@HOST:PORT/DB` (one database shared by many replicas).
     #[arg(long, env = "OCR_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// Where job documents are stored: `file:///PATH` (default `<data-dir>/documents`) or
+    /// `s3://BUCKET/PREFIX` with the standard `AWS_*` variables (endpoint, keys, region,
+    /// allow-http); replicas share it.
+    #[arg(long, env = "OCR_OBJECT_STORE_URL")]
+    pub object_store_url: Option<String>,
+    /// Largest job document in bytes (413 above); raw uploads are streamed to the store.
+    #[arg(long, env = "OCR_MAX_DOCUMENT_BYTES", default_value_t = 512 << 20)]
+    pub max_document_bytes: u64,
     /// `POST /v1/jobs` answers 429 when the queued bulk pages (all replicas) would exceed this.
     #[arg(long, env = "OCR_MAX_QUEUED_PAGES", default_value_t = 100_000)]
     pub max_queued_pages: u64,
@@ -271,7 +279,25 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
         args.scheduler_config(),
         Arc::new(factory),
     )?);
-    let documents = Arc::new(DocumentStore::local(args.data_dir.join("documents"))?);
+    let object_store_url = match &args.object_store_url {
+        Some(u) => u.clone(),
+        None => {
+            let dir = args.data_dir.join("documents");
+            std::fs::create_dir_all(&dir).map_err(|e| Error::Io {
+                path: dir.display().to_string(),
+                source: e,
+            })?;
+            let abs = dir.canonicalize().map_err(|e| Error::Io {
+                path: dir.display().to_string(),
+                source: e,
+            })?;
+            format!("file://{}", abs.display())
+        }
+    };
+    let documents = Arc::new(DocumentStore::open(
+        &object_store_url,
+        args.max_document_bytes.max(1),
+    )?);
     let database_url = args
         .database_url
         .clone()

@@ -76,7 +76,9 @@ fn fixture_with(
     }
     scheduler.wait_ready(Duration::from_secs(120)).unwrap();
     let store = Arc::new(SqliteStore::open(&dir.join("jobs.db")).unwrap());
-    let documents = Arc::new(DocumentStore::local(dir.join("documents")).unwrap());
+    let documents = Arc::new(
+        DocumentStore::open(&format!("file://{}/documents", dir.display()), 64 << 20).unwrap(),
+    );
     let runner = Runner::new(
         store,
         scheduler.clone(),

@@ -1,5 +1,5 @@
 //! Two replicas, one store: two `serve` processes with the real models share one PostgreSQL
-//! database (and one document directory). Jobs are submitted alternately to both; one replica
+//! database and one S3 bucket (the SeaweedFS that `scripts/test.sh` starts). Jobs are submitted alternately to both; one replica
 //! is killed with SIGKILL mid-work; the other finishes every job; every page's result is written
 //! exactly once (the killed worker's leases expire and its pages are claimed again, never
 //! completed twice); every webhook event reaches the receiver with one body; the killed replica
@@ -126,6 +126,9 @@ fn two_replicas_share_one_queue_and_survive_a_kill() {
     let Some(db) = rt.block_on(common::test_database_url()) else {
         return;
     };
+    let Some(bucket) = common::test_s3_url("replicas") else {
+        return;
+    };
     let data = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("replicas-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
@@ -133,6 +136,8 @@ fn two_replicas_share_one_queue_and_survive_a_kill() {
     let flags = [
         "--database-url",
         db.as_str(),
+        "--object-store-url",
+        bucket.as_str(),
         "--job-lease-ms",
         "2000",
         "--webhook-secret",
@@ -235,7 +240,77 @@ fn two_replicas_share_one_queue_and_survive_a_kill() {
     let more: Vec<String> = (JOBS..JOBS + 4)
         .map(|n| submit(&addr_b2, &hook, n, &bytes))
         .collect();
+    // A document already in the bucket, by reference: no upload.
+    let key = format!(
+        "{}/inbox/phototest.png",
+        bucket
+            .trim_start_matches("s3://")
+            .split_once('/')
+            .unwrap()
+            .1
+    );
+    let bucket_name = bucket
+        .trim_start_matches("s3://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    rt.block_on(async {
+        use object_store::ObjectStore;
+        let s3 = object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(&bucket_name)
+            .build()
+            .unwrap();
+        s3.put(
+            &object_store::path::Path::from(key.as_str()),
+            bytes.clone().into(),
+        )
+        .await
+        .unwrap();
+    });
+    let body = serde_json::json!({"documents": [
+        {"name": "by-reference.png", "url": format!("{bucket}/inbox/phototest.png")}]});
+    let (s, job) = http(
+        &addr_b2,
+        "POST",
+        "/v1/jobs",
+        &[("Content-Type", "application/json")],
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(s, 202, "{job}");
+    let by_ref = job["id"].as_str().unwrap().to_string();
+    for url in [
+        "s3://another-bucket/x.png".to_string(),
+        format!("{bucket}/../x.png"),
+        "http://127.0.0.1:1/x.png".to_string(),
+    ] {
+        let body = serde_json::json!({"documents": [{"url": url}]});
+        let (s, p) = http(
+            &addr_b2,
+            "POST",
+            "/v1/jobs",
+            &[("Content-Type", "application/json")],
+            body.to_string().as_bytes(),
+        );
+        assert_eq!(
+            (s, p["code"].as_str()),
+            (422, Some("invalid_option")),
+            "{url}: {p}"
+        );
+    }
+    let more: Vec<String> = more.into_iter().chain([by_ref]).collect();
     wait_completed(&addr_b2, &more, Duration::from_secs(300));
+    let (_, result) = http(
+        &addr_b2,
+        "GET",
+        &format!("/v1/jobs/{}/result", more[4]),
+        &[],
+        b"",
+    );
+    assert!(
+        result["documents"][0]["text"].as_str().unwrap().len() > 20,
+        "{result}"
+    );
     let b2_worker = format!("{}-", b2.id());
     assert!(
         completions(&addr_b2, &more)

@@ -34,6 +34,7 @@ fn new_job(id: &str, pages: &[usize]) -> NewJob {
                 location: format!("/tmp/{id}-{i}"),
                 sha256: "00".into(),
                 source_pages: (0..n).map(|p| p * 2).collect(),
+                owned: true,
             })
             .collect(),
     }

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::ModelKind;
 use crate::error::Error;
 use crate::jobs::model::{JobClass, JobOptions, JobRecord, JobState};
-use crate::jobs::service::{Correction, JobService, JobSpec, Review, Upload};
+use crate::jobs::service::{Correction, JobService, JobSpec, Review, Source, Upload};
 use crate::pipeline::Page;
 
 pub use super::dto::{EventView, JobView};
@@ -68,12 +68,16 @@ impl JobRequestOptions {
     }
 }
 
-/// A document in a JSON job request.
+/// A document in a JSON job request: its bytes, or the URL of a document already in the
+/// server's object store (`s3://BUCKET/KEY` under `--object-store-url`; nothing else is
+/// fetched).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct JsonDocument {
     pub name: Option<String>,
     /// The document bytes, base64.
-    pub data: String,
+    pub data: Option<String>,
+    /// A document in the configured bucket.
+    pub url: Option<String>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -117,10 +121,8 @@ pub(super) async fn job_response(
     Ok(resp)
 }
 
-async fn split_job_body(
-    headers: &HeaderMap,
-    body: bytes::Bytes,
-) -> Result<(Vec<Upload>, JobRequestOptions), Error> {
+/// The media type of a request, lower-case, without parameters; and the whole header.
+fn media_type(headers: &HeaderMap) -> (String, String) {
     let ctype = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -132,29 +134,45 @@ async fn split_job_body(
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    if mime.starts_with("image/") || mime == "application/octet-stream" || mime == "application/pdf"
-    {
-        return Ok((
-            vec![Upload {
-                name: String::new(),
-                bytes: body,
-            }],
-            JobRequestOptions::default(),
-        ));
-    }
+    (mime, ctype)
+}
+
+/// A raw document body (one document): streamed to the document store, never held whole.
+fn is_raw_document(mime: &str) -> bool {
+    mime.starts_with("image/") || mime == "application/octet-stream" || mime == "application/pdf"
+}
+
+/// The documents and options of a JSON or multipart job body (held in memory, bounded by the
+/// body limit).
+async fn split_job_body(
+    headers: &HeaderMap,
+    body: bytes::Bytes,
+) -> Result<(Vec<Upload>, JobRequestOptions), Error> {
+    let (mime, ctype) = media_type(headers);
     if mime == "application/json" {
         let req: JsonJobRequest = serde_json::from_slice(&body)
             .map_err(|e| Error::BadRequest(format!("JSON body: {e}")))?;
         let mut docs = Vec::new();
         for (i, d) in req.documents.into_iter().enumerate() {
-            let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
-                .decode(d.data.trim().trim_end_matches('='))
-                .map_err(|e| {
-                    Error::BadRequest(format!("documents[{i}].data is not base64: {e}"))
-                })?;
+            let source = match (d.data, d.url) {
+                (Some(data), None) => Source::Bytes(
+                    base64::engine::general_purpose::STANDARD_NO_PAD
+                        .decode(data.trim().trim_end_matches('='))
+                        .map_err(|e| {
+                            Error::BadRequest(format!("documents[{i}].data is not base64: {e}"))
+                        })?
+                        .into(),
+                ),
+                (None, Some(url)) => Source::Url(url),
+                _ => {
+                    return Err(Error::BadRequest(format!(
+                        "documents[{i}] needs exactly one of `data` (base64) and `url`"
+                    )));
+                }
+            };
             docs.push(Upload {
                 name: d.name.unwrap_or_else(|| format!("document-{i}")),
-                bytes: bytes.into(),
+                source,
             });
         }
         return Ok((docs, req.options));
@@ -175,7 +193,7 @@ async fn split_job_body(
                     .map_or_else(|| format!("document-{}", docs.len()), str::to_string);
                 docs.push(Upload {
                     name: file_name,
-                    bytes: field.bytes().await.map_err(bad)?,
+                    source: Source::Bytes(field.bytes().await.map_err(bad)?),
                 });
             } else {
                 fields.push((name, field.text().await.map_err(bad)?));
@@ -199,7 +217,7 @@ async fn split_job_body(
     post,
     path = "/v1/jobs",
     params(JobRequestOptions, ("idempotency-key" = Option<String>, Header, description = "Names the job for 24 h: a retry with the same payload returns the same job")),
-    request_body(description = "One document as `image/*` bytes, multipart/form-data with `file` parts, or JSON `{\"documents\": [{\"name\", \"data\": base64}], ...options}`", content(
+    request_body(description = "One document as `image/*` or `application/pdf` bytes (streamed to the document store, at most `--max-document-bytes`), multipart/form-data with `file` parts, or JSON `{\"documents\": [{\"name\", \"data\": base64} or {\"name\", \"url\": \"s3://BUCKET/KEY\"}], ...options}`", content(
         (Vec<u8> = "image/*"),
         (JsonJobRequest = "application/json"),
         (Vec<u8> = "multipart/form-data"),
@@ -224,15 +242,36 @@ pub(super) async fn create_job(
     }
     let Query(query) =
         query.map_err(|e| Error::InvalidOption(format!("query string: {}", e.body_text())))?;
-    let bytes = read_body(&headers, body, st.cfg.max_body_bytes).await?;
-    let (mut docs, body_opts) = split_job_body(&headers, bytes).await?;
-    let opts = query.overlay(body_opts);
-    if docs.len() == 1 && docs[0].name.is_empty() {
-        docs[0].name = opts.name.clone().unwrap_or_else(|| "document".into());
-    }
     let key = idempotency_key(&headers)?;
+    let id = JobService::new_job_id();
+    let (mime, _) = media_type(&headers);
+    let (docs, opts) = if is_raw_document(&mime) {
+        let spec = job_spec(&st, &query, JobClass::Bulk)?;
+        let limit = svc.documents().max_bytes();
+        if super::content_length(&headers).is_some_and(|n| n as u64 > limit) {
+            return Err(Error::PayloadTooLarge {
+                limit: limit as usize,
+            }
+            .into());
+        }
+        let stored = svc
+            .documents()
+            .upload(&id, 0, body.into_data_stream())
+            .await?;
+        let name = query.name.clone().unwrap_or_else(|| "document".into());
+        let doc = Upload {
+            name,
+            source: Source::Stored(stored),
+        };
+        let (job, replayed) = svc.create(id, vec![doc], spec, key).await?;
+        return Ok(job_response(svc, StatusCode::ACCEPTED, &job, replayed).await?);
+    } else {
+        let bytes = read_body(&headers, body, st.cfg.max_body_bytes).await?;
+        let (docs, body_opts) = split_job_body(&headers, bytes).await?;
+        (docs, query.overlay(body_opts))
+    };
     let spec = job_spec(&st, &opts, JobClass::Bulk)?;
-    let (job, replayed) = svc.create(docs, spec, key).await?;
+    let (job, replayed) = svc.create(id, docs, spec, key).await?;
     Ok(job_response(svc, StatusCode::ACCEPTED, &job, replayed).await?)
 }
 
@@ -569,10 +608,12 @@ pub(super) async fn hybrid(
     };
     let doc = Upload {
         name: "document".into(),
-        bytes: image,
+        source: Source::Bytes(image),
     };
     let spec = job_spec(st, &opts, JobClass::Interactive)?;
-    let (job, _) = svc.create(vec![doc], spec, key).await?;
+    let (job, _) = svc
+        .create(JobService::new_job_id(), vec![doc], spec, key)
+        .await?;
     let job = svc.wait_final(&job.id, wait).await?;
     let location = format!("/v1/jobs/{}", job.id);
     let mut resp = if matches!(job.state, JobState::Completed | JobState::NeedsReview) {

@@ -510,12 +510,16 @@ fn request_timeout(headers: &HeaderMap, cfg: &ApiConfig) -> Result<Duration, Err
 
 /// Reads the whole body, refusing more than `limit` bytes (by Content-Length before reading,
 /// and while reading for chunked bodies).
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<bytes::Bytes, Error> {
-    let declared = headers
+/// The declared `Content-Length`, if any.
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+        .and_then(|s| s.parse::<u64>().ok())
+}
+
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<bytes::Bytes, Error> {
+    if content_length(headers).is_some_and(|n| n > limit as u64) {
         return Err(Error::PayloadTooLarge { limit });
     }
     axum::body::to_bytes(body, limit).await.map_err(|e| {

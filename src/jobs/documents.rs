@@ -1,80 +1,353 @@
-//! Where job documents live: `DocumentStore` writes a document once when its job is created
-//! and reads it back by location when a page runs (on whichever replica claims it).
+//! Where job documents live: [`DocumentStore`] writes a job's documents once when the job is
+//! created and reads them back by location when a page runs, on whichever replica claims it.
+//! One interface over the `object_store` crate:
+//! - `file:///PATH` (default `<data-dir>/documents`): files on a local or shared disk; each is
+//!   fsynced before the job is acknowledged (`object_store` renames into place but does not
+//!   sync);
+//! - `s3://BUCKET/PREFIX`: an S3-compatible bucket, configured by the standard `AWS_*`
+//!   variables (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
+//!   `AWS_ALLOW_HTTP`); many replicas share it.
 //!
-//! Locations are opaque strings stored with the job. This store keeps documents as files under
-//! one directory (`<root>/<job id>/<index>.bin`, written and fsynced before the job is
-//! acknowledged).
+//! Locations stored with jobs are URLs (`file:///…/JOB/0.bin`, `s3://BUCKET/PREFIX/JOB/0.bin`);
+//! bare absolute paths written by the first release are read as files. Uploads are streamed
+//! to the store in parts while they are hashed ([`DocumentStore::upload`]), so the HTTP layer
+//! never holds a whole job document; `--max-document-bytes` bounds each. A job may also name a
+//! document already in the configured bucket ([`DocumentStore::reference`]): only locations
+//! under the store's own bucket and prefix are accepted, so a reference can never make the
+//! server fetch from anywhere else.
 
-use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, WriteMultipart};
+use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
-pub struct DocumentStore {
-    root: PathBuf,
+/// Bytes per part of a streamed upload (S3's minimum part size is 5 MiB).
+const PART_BYTES: usize = 8 << 20;
+
+/// A stored document: its location, size and SHA-256.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    pub location: String,
+    pub bytes: u64,
+    pub sha256: String,
 }
 
-fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |e| Error::Io {
-        path: path.display().to_string(),
-        source: e,
-    }
+pub struct DocumentStore {
+    store: Arc<dyn ObjectStore>,
+    /// `file:///root` or `s3://bucket/prefix`, without a trailing slash.
+    base: String,
+    /// The key prefix inside the store.
+    prefix: ObjectPath,
+    /// The local root, for `file://` (fsync after writes).
+    local_root: Option<PathBuf>,
+    max_bytes: u64,
+}
+
+fn store_err(e: object_store::Error) -> Error {
+    Error::Store(format!("document store: {e}"))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl DocumentStore {
-    /// Documents as files under `root` (created if missing).
-    pub fn local(root: PathBuf) -> Result<Self> {
-        std::fs::create_dir_all(&root).map_err(io(&root))?;
-        Ok(Self { root })
+    /// The store a URL names (`file:///PATH` or `s3://BUCKET/PREFIX`); documents over
+    /// `max_bytes` are refused.
+    pub fn open(url: &str, max_bytes: u64) -> Result<Self> {
+        let url = url.trim_end_matches('/');
+        if let Some(path) = url.strip_prefix("file://") {
+            let root = PathBuf::from(path);
+            if !root.is_absolute() {
+                return Err(Error::InvalidOption(format!(
+                    "--object-store-url file:// needs an absolute path, got {path:?}"
+                )));
+            }
+            std::fs::create_dir_all(&root).map_err(|e| Error::Io {
+                path: root.display().to_string(),
+                source: e,
+            })?;
+            let fs =
+                object_store::local::LocalFileSystem::new_with_prefix(&root).map_err(store_err)?;
+            return Ok(Self {
+                store: Arc::new(fs),
+                base: format!("file://{}", root.display()),
+                prefix: ObjectPath::default(),
+                local_root: Some(root),
+                max_bytes,
+            });
+        }
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(Error::InvalidOption(
+                    "--object-store-url s3://BUCKET/PREFIX needs a bucket".into(),
+                ));
+            }
+            let s3 = object_store::aws::AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .build()
+                .map_err(store_err)?;
+            return Ok(Self {
+                store: Arc::new(s3),
+                base: url.to_string(),
+                prefix: ObjectPath::from(prefix),
+                local_root: None,
+                max_bytes,
+            });
+        }
+        Err(Error::InvalidOption(format!(
+            "--object-store-url must be file:///PATH or s3://BUCKET/PREFIX, got {url:?}"
+        )))
     }
 
-    /// Stores the documents of a new job durably; their locations, in order.
-    pub async fn put_job(&self, job_id: &str, docs: Vec<bytes::Bytes>) -> Result<Vec<String>> {
-        let dir = self.root.join(job_id);
-        tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-            let paths = docs
-                .into_iter()
-                .enumerate()
-                .map(|(i, bytes)| {
-                    let path = dir.join(format!("{i}.bin"));
-                    let mut f = std::fs::File::create(&path).map_err(io(&path))?;
-                    f.write_all(&bytes).map_err(io(&path))?;
-                    f.sync_all().map_err(io(&path))?;
-                    Ok(path.display().to_string())
-                })
-                .collect::<Result<Vec<_>>>()?;
-            std::fs::File::open(&dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io(&dir))?;
-            Ok(paths)
+    /// The store's own URL (`file:///root` or `s3://bucket/prefix`).
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    fn key(&self, name: &str) -> ObjectPath {
+        self.prefix
+            .parts()
+            .chain(ObjectPath::from(name).parts())
+            .collect()
+    }
+
+    fn location_of(&self, key: &ObjectPath) -> String {
+        let rel = key
+            .as_ref()
+            .strip_prefix(self.prefix.as_ref())
+            .unwrap_or(key.as_ref())
+            .trim_start_matches('/');
+        format!("{}/{rel}", self.base)
+    }
+
+    /// The key of a location in this store, or None when it is elsewhere.
+    fn key_of(&self, location: &str) -> Option<ObjectPath> {
+        let rel = location.strip_prefix(&self.base)?.strip_prefix('/')?;
+        if rel.is_empty()
+            || rel
+                .split('/')
+                .any(|p| p.is_empty() || p == "." || p == "..")
+        {
+            return None;
+        }
+        Some(self.key(rel))
+    }
+
+    /// Streams `body` to `<job>/<index>.bin` in parts while hashing it. Over `max_bytes` the
+    /// upload is aborted and [`Error::PayloadTooLarge`] returned.
+    pub async fn upload<S, E>(&self, job_id: &str, index: usize, mut body: S) -> Result<Stored>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin + Send,
+        E: std::fmt::Display,
+    {
+        let key = self.key(&format!("{job_id}/{index}.bin"));
+        let upload = self.store.put_multipart(&key).await.map_err(store_err)?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+        let mut hash = Sha256::new();
+        let mut total = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = writer.abort().await;
+                    return Err(Error::BadRequest(format!("reading the upload: {e}")));
+                }
+            };
+            total += chunk.len() as u64;
+            if total > self.max_bytes {
+                let _ = writer.abort().await;
+                return Err(Error::PayloadTooLarge {
+                    limit: self.max_bytes as usize,
+                });
+            }
+            hash.update(&chunk);
+            writer.wait_for_capacity(4).await.map_err(store_err)?;
+            writer.put(chunk);
+        }
+        if total == 0 {
+            let _ = writer.abort().await;
+            return Err(Error::EmptyInput);
+        }
+        writer.finish().await.map_err(store_err)?;
+        self.sync(&key).await?;
+        Ok(Stored {
+            location: self.location_of(&key),
+            bytes: total,
+            sha256: hex(&hash.finalize()),
         })
-        .await
-        .map_err(|e| Error::Runtime(format!("write task: {e}")))?
+    }
+
+    /// Stores bytes already in memory (multipart and JSON bodies, bounded by the body limit).
+    pub async fn put(&self, job_id: &str, index: usize, bytes: Bytes) -> Result<Stored> {
+        if bytes.len() as u64 > self.max_bytes {
+            return Err(Error::PayloadTooLarge {
+                limit: self.max_bytes as usize,
+            });
+        }
+        let key = self.key(&format!("{job_id}/{index}.bin"));
+        let sha256 = hex(&Sha256::digest(&bytes));
+        let n = bytes.len() as u64;
+        self.store
+            .put(&key, bytes.into())
+            .await
+            .map_err(store_err)?;
+        self.sync(&key).await?;
+        Ok(Stored {
+            location: self.location_of(&key),
+            bytes: n,
+            sha256,
+        })
+    }
+
+    /// A document already in this store, named by its URL: checked (it must be under this
+    /// store's base; it must exist and fit `max_bytes`) and hashed.
+    pub async fn reference(&self, url: &str) -> Result<Stored> {
+        let key = self.key_of(url).ok_or_else(|| {
+            Error::InvalidOption(format!(
+                "document url {url:?} is not in this server's object store ({}/...)",
+                self.base
+            ))
+        })?;
+        let meta = self.store.head(&key).await.map_err(|e| match e {
+            object_store::Error::NotFound { .. } => {
+                Error::InvalidOption(format!("document url {url:?} does not exist"))
+            }
+            other => store_err(other),
+        })?;
+        if meta.size as u64 > self.max_bytes {
+            return Err(Error::PayloadTooLarge {
+                limit: self.max_bytes as usize,
+            });
+        }
+        let mut stream = self.store.get(&key).await.map_err(store_err)?.into_stream();
+        let mut hash = Sha256::new();
+        while let Some(chunk) = stream.next().await {
+            hash.update(chunk.map_err(store_err)?);
+        }
+        Ok(Stored {
+            location: self.location_of(&key),
+            bytes: meta.size as u64,
+            sha256: hex(&hash.finalize()),
+        })
     }
 
     /// The bytes at a location.
     pub async fn get(&self, location: &str) -> Result<Vec<u8>> {
-        let path = PathBuf::from(location);
-        tokio::task::spawn_blocking(move || std::fs::read(&path).map_err(io(&path)))
+        if location.starts_with('/') {
+            // A first-release row: a bare path.
+            let path = PathBuf::from(location);
+            return tokio::task::spawn_blocking(move || {
+                std::fs::read(&path).map_err(|e| Error::Io {
+                    path: path.display().to_string(),
+                    source: e,
+                })
+            })
             .await
-            .map_err(|e| Error::Runtime(format!("read task: {e}")))?
+            .map_err(|e| Error::Runtime(format!("read task: {e}")))?;
+        }
+        let key = self.key_of(location).ok_or_else(|| {
+            Error::Store(format!(
+                "document {location:?} is not in this server's object store ({})",
+                self.base
+            ))
+        })?;
+        let got = self.store.get(&key).await.map_err(store_err)?;
+        Ok(got.bytes().await.map_err(store_err)?.to_vec())
     }
 
     /// Deletes the documents at these locations (a swept or rolled-back job's); missing ones
-    /// are ignored.
+    /// and locations elsewhere are ignored.
     pub async fn delete(&self, locations: Vec<String>) {
-        let root = self.root.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            let dirs: std::collections::BTreeSet<PathBuf> = locations
-                .iter()
-                .filter_map(|l| std::path::Path::new(l).parent().map(|d| d.to_path_buf()))
-                .filter(|d| d.starts_with(&root))
-                .collect();
-            for d in dirs {
-                let _ = std::fs::remove_dir_all(d);
+        for l in locations {
+            if l.starts_with('/') {
+                let _ = tokio::fs::remove_file(&l).await;
+                if let Some(dir) = std::path::Path::new(&l).parent() {
+                    let _ = tokio::fs::remove_dir(dir).await;
+                }
+                continue;
             }
+            if let Some(key) = self.key_of(&l) {
+                let _ = self.store.delete(&key).await;
+            }
+        }
+    }
+
+    /// fsyncs a file just written under the local root (and its directory).
+    async fn sync(&self, key: &ObjectPath) -> Result<()> {
+        let Some(root) = &self.local_root else {
+            return Ok(());
+        };
+        let path = root.join(key.as_ref());
+        tokio::task::spawn_blocking(move || {
+            let io = |e| Error::Io {
+                path: path.display().to_string(),
+                source: e,
+            };
+            std::fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(io)?;
+            if let Some(dir) = path.parent() {
+                std::fs::File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io)?;
+            }
+            Ok(())
         })
-        .await;
+        .await
+        .map_err(|e| Error::Runtime(format!("sync task: {e}")))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn local_round_trip_references_and_refusals() {
+        let dir = std::env::temp_dir().join(format!("ocr-docs-{}", uuid::Uuid::new_v4()));
+        let s = DocumentStore::open(&format!("file://{}", dir.display()), 10).unwrap();
+        let a = s.put("j", 0, Bytes::from_static(b"hello")).await.unwrap();
+        assert_eq!(a.location, format!("file://{}/j/0.bin", dir.display()));
+        assert_eq!(s.get(&a.location).await.unwrap(), b"hello");
+        let chunks = futures_util::stream::iter(vec![
+            Ok::<_, std::io::Error>(Bytes::from_static(b"hel")),
+            Ok(Bytes::from_static(b"lo")),
+        ]);
+        let b = s.upload("j", 1, chunks).await.unwrap();
+        assert_eq!((b.bytes, b.sha256.clone()), (5, a.sha256.clone()));
+        let big =
+            futures_util::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from(vec![0u8; 11]))]);
+        assert!(matches!(
+            s.upload("j", 2, big).await,
+            Err(Error::PayloadTooLarge { .. })
+        ));
+        let r = s.reference(&a.location).await.unwrap();
+        assert_eq!(r.sha256, a.sha256);
+        for bad in [
+            "s3://other/j/0.bin".to_string(),
+            format!("file://{}/../etc/passwd", dir.display()),
+            "file:///etc/passwd".to_string(),
+            format!("file://{}/j/missing.bin", dir.display()),
+        ] {
+            assert!(
+                matches!(s.reference(&bad).await, Err(Error::InvalidOption(_))),
+                "{bad}"
+            );
+        }
+        s.delete(vec![a.location.clone()]).await;
+        assert!(s.get(&a.location).await.is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

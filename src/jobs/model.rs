@@ -172,6 +172,9 @@ pub struct NewDocument {
     pub sha256: String,
     /// The 0-based source page index of each job page, in order.
     pub source_pages: Vec<usize>,
+    /// Stored for this job (deleted with it), as opposed to a referenced document the job
+    /// only reads.
+    pub owned: bool,
 }
 
 /// A job to create.

@@ -57,6 +57,7 @@ CREATE TABLE documents (
     name TEXT NOT NULL,
     path TEXT NOT NULL,
     sha256 TEXT NOT NULL,
+    owned BOOLEAN NOT NULL DEFAULT TRUE,
     PRIMARY KEY (job_id, idx)
 );
 CREATE TABLE pages (
@@ -554,13 +555,15 @@ impl JobStore for PgStore {
         .map_err(db_err)?;
         for (i, d) in job.documents.iter().enumerate() {
             sqlx::query(
-                "INSERT INTO documents (job_id, idx, name, path, sha256) VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO documents (job_id, idx, name, path, sha256, owned)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(&job.id)
             .bind(i as i64)
             .bind(&d.name)
             .bind(&d.location)
             .bind(&d.sha256)
+            .bind(d.owned)
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
@@ -1074,7 +1077,7 @@ impl JobStore for PgStore {
                 WHERE state IN ('completed', 'partially_completed', 'failed', 'cancelled')
                   AND updated_at < $1
                 RETURNING id)
-             SELECT d.path FROM documents d JOIN gone ON gone.id = d.job_id",
+             SELECT d.path FROM documents d JOIN gone ON gone.id = d.job_id WHERE d.owned",
         )
         .bind(before)
         .fetch_all(&mut *tx)

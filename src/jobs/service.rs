@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::documents::DocumentStore;
+use super::documents::{DocumentStore, Stored};
 use super::model::{
     Created, Event, JobClass, JobOptions, JobRecord, JobState, NewDocument, NewJob, PageState,
 };
@@ -46,11 +46,22 @@ impl Default for ServiceConfig {
     }
 }
 
-/// A document received: its name and bytes.
+/// Where a new job's document comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// Bytes held in memory (multipart and JSON bodies, bounded by the body limit).
+    Bytes(bytes::Bytes),
+    /// Already streamed to the document store under this job's id ([`DocumentStore::upload`]).
+    Stored(Stored),
+    /// A document already in the configured bucket, by URL (not copied, never deleted).
+    Url(String),
+}
+
+/// A document of a new job.
 #[derive(Debug, Clone)]
 pub struct Upload {
     pub name: String,
-    pub bytes: bytes::Bytes,
+    pub source: Source,
 }
 
 /// What a new job asks for (validated OCR options included).
@@ -123,16 +134,48 @@ impl JobService {
         &self.runner
     }
 
-    fn documents(&self) -> &Arc<DocumentStore> {
+    pub fn documents(&self) -> &Arc<DocumentStore> {
         self.runner.documents()
     }
 
-    /// Validates, stores and announces a job; `(job, replayed)`.
+    /// A fresh job id (documents can be streamed under it before the job is created).
+    pub fn new_job_id() -> String {
+        uuid::Uuid::new_v4().simple().to_string()
+    }
+
+    /// Validates, stores and announces a job `id`; `(job, replayed)`. Documents streamed
+    /// under `id` before the call are deleted again when the job is refused or replayed.
     pub async fn create(
         &self,
-        mut docs: Vec<Upload>,
+        id: String,
+        docs: Vec<Upload>,
         spec: JobSpec,
         key: Option<String>,
+    ) -> Result<(JobRecord, bool)> {
+        let streamed: Vec<String> = docs
+            .iter()
+            .filter_map(|d| match &d.source {
+                Source::Stored(s) => Some(s.location.clone()),
+                _ => None,
+            })
+            .collect();
+        let mut written = streamed.clone();
+        let out = self.create_inner(&id, docs, spec, key, &mut written).await;
+        match &out {
+            Ok((_, false)) => {}
+            // Refused, or the key named an earlier job: nothing of this request is kept.
+            _ => self.documents().delete(written).await,
+        }
+        out
+    }
+
+    async fn create_inner(
+        &self,
+        id: &str,
+        docs: Vec<Upload>,
+        spec: JobSpec,
+        key: Option<String>,
+        written: &mut Vec<String>,
     ) -> Result<(JobRecord, bool)> {
         if docs.is_empty() {
             return Err(Error::EmptyInput);
@@ -154,39 +197,47 @@ impl JobService {
             super::webhook::check_target(url, &hooks.allow, &super::webhook::system_resolver())
                 .await?;
         }
-        for (i, d) in docs.iter_mut().enumerate() {
-            if d.name.is_empty() {
-                d.name = format!("document-{i}");
-            }
-        }
         let class = spec.class.unwrap_or(JobClass::Bulk);
 
-        // Count and select pages (and reject what cannot be decoded) before anything is stored.
-        let limits = self.cfg.decode.clone();
-        let selection = spec.options.pages.clone();
-        let counted = tokio::task::spawn_blocking(move || {
-            docs.into_iter()
-                .map(|d| {
-                    let named = |e: Error| match e {
-                        Error::CorruptImage(m) => Error::CorruptImage(format!("{}: {m}", d.name)),
-                        Error::CorruptDocument(m) => {
-                            Error::CorruptDocument(format!("{}: {m}", d.name))
-                        }
-                        other => other,
-                    };
-                    let doc = Document::open(Arc::new(d.bytes.to_vec()), &limits).map_err(named)?;
-                    let pages =
-                        select_pages(selection.as_deref(), doc.page_count(), limits.max_pages)
-                            .map_err(named)?;
-                    let sha = hex(&Sha256::digest(&d.bytes));
-                    Ok((d, pages, sha))
-                })
-                .collect::<Result<Vec<_>>>()
-        })
-        .await
-        .map_err(|e| Error::Runtime(format!("decode task: {e}")))??;
+        // Open every document once to count and select its pages (bad input is a 4xx before
+        // the job exists).
+        let mut counted = Vec::with_capacity(docs.len());
+        for (i, d) in docs.into_iter().enumerate() {
+            let name = if d.name.is_empty() {
+                format!("document-{i}")
+            } else {
+                d.name
+            };
+            let (bytes, stored, owned) = match d.source {
+                Source::Bytes(b) => (b.to_vec(), None, true),
+                Source::Stored(s) => (self.documents().get(&s.location).await?, Some(s), true),
+                Source::Url(url) => {
+                    let s = self.documents().reference(&url).await?;
+                    (self.documents().get(&s.location).await?, Some(s), false)
+                }
+            };
+            let limits = self.cfg.decode.clone();
+            let selection = spec.options.pages.clone();
+            let label = name.clone();
+            let (pages, bytes) = tokio::task::spawn_blocking(move || {
+                let named = |e: Error| match e {
+                    Error::CorruptImage(m) => Error::CorruptImage(format!("{label}: {m}")),
+                    Error::CorruptDocument(m) => Error::CorruptDocument(format!("{label}: {m}")),
+                    other => other,
+                };
+                let bytes = Arc::new(bytes);
+                let doc = Document::open(bytes.clone(), &limits).map_err(named)?;
+                let pages = select_pages(selection.as_deref(), doc.page_count(), limits.max_pages)
+                    .map_err(named)?;
+                drop(doc);
+                Ok::<_, Error>((pages, bytes))
+            })
+            .await
+            .map_err(|e| Error::Runtime(format!("decode task: {e}")))??;
+            counted.push((name, pages, stored, owned, bytes));
+        }
 
-        let new_pages: u64 = counted.iter().map(|(_, p, _)| p.len() as u64).sum();
+        let new_pages: u64 = counted.iter().map(|(_, p, ..)| p.len() as u64).sum();
         if class == JobClass::Bulk {
             let backlog = self.store.backlog(JobClass::Bulk).await?;
             if backlog.queued + new_pages > self.cfg.max_queued_pages {
@@ -196,6 +247,27 @@ impl JobService {
                     retry_after_s: self.runner.scheduler().retry_after(backlog.queued as usize),
                 });
             }
+        }
+
+        // Store what is still only in memory.
+        let mut documents = Vec::with_capacity(counted.len());
+        for (i, (name, pages, stored, owned, bytes)) in counted.into_iter().enumerate() {
+            let stored = match stored {
+                Some(s) => s,
+                None => {
+                    let bytes = Arc::try_unwrap(bytes).unwrap_or_else(|b| (*b).clone());
+                    let s = self.documents().put(id, i, bytes.into()).await?;
+                    written.push(s.location.clone());
+                    s
+                }
+            };
+            documents.push(NewDocument {
+                name,
+                location: stored.location,
+                sha256: stored.sha256,
+                source_pages: pages,
+                owned,
+            });
         }
 
         let payload_hash = {
@@ -211,22 +283,14 @@ impl JobService {
                 ))
                 .unwrap_or_default(),
             );
-            for (d, _, sha) in &counted {
+            for d in &documents {
                 h.update(d.name.as_bytes());
-                h.update(sha.as_bytes());
+                h.update(d.sha256.as_bytes());
             }
             hex(&h.finalize())
         };
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let locations = self
-            .documents()
-            .put_job(
-                &id,
-                counted.iter().map(|(d, _, _)| d.bytes.clone()).collect(),
-            )
-            .await?;
         let new = NewJob {
-            id,
+            id: id.to_string(),
             options: spec.options,
             class,
             tag: spec.tag,
@@ -234,26 +298,10 @@ impl JobService {
             priority: spec.priority,
             review_threshold: spec.review_threshold,
             idempotency: key.map(|k| (k, payload_hash)),
-            documents: counted
-                .into_iter()
-                .zip(&locations)
-                .map(|((d, pages, sha), location)| NewDocument {
-                    name: d.name,
-                    location: location.clone(),
-                    sha256: sha,
-                    source_pages: pages,
-                })
-                .collect(),
+            documents,
         };
         let ttl = self.cfg.idempotency_ttl.as_millis() as i64;
-        let created = match self.store.create_job(new, now_ms(), ttl).await {
-            Ok(c) => c,
-            Err(e) => {
-                self.documents().delete(locations).await;
-                return Err(e);
-            }
-        };
-        Ok(match created {
+        Ok(match self.store.create_job(new, now_ms(), ttl).await? {
             Created::New(job) => {
                 metrics::counter!("ocr_jobs_created_total", "class" => class.as_str()).increment(1);
                 metrics::counter!("ocr_job_pages_created_total", "class" => class.as_str())
@@ -261,10 +309,7 @@ impl JobService {
                 self.runner.announce(class);
                 (job, false)
             }
-            Created::Existing(job) => {
-                self.documents().delete(locations).await;
-                (job, true)
-            }
+            Created::Existing(job) => (job, true),
         })
     }
 

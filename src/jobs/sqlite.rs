@@ -116,6 +116,7 @@ CREATE INDEX pages_lease ON pages(state, lease_until);
 ALTER TABLE deliveries ADD COLUMN lease_owner TEXT;
 ALTER TABLE deliveries ADD COLUMN lease_until INTEGER;
 CREATE TABLE pauses (scope TEXT PRIMARY KEY, at INTEGER NOT NULL);
+ALTER TABLE documents ADD COLUMN owned INTEGER NOT NULL DEFAULT 1;
 ",
 ];
 
@@ -576,9 +577,9 @@ impl JobStore for SqliteStore {
                 .map_err(db_err)?;
             for (i, d) in job.documents.iter().enumerate() {
                 tx.execute(
-                    "INSERT INTO documents (job_id, idx, name, path, sha256)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![job.id, i as i64, d.name, d.location, d.sha256],
+                    "INSERT INTO documents (job_id, idx, name, path, sha256, owned)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![job.id, i as i64, d.name, d.location, d.sha256, d.owned],
                 )
                 .map_err(db_err)?;
                 for (p, src) in d.source_pages.iter().enumerate() {
@@ -1058,7 +1059,7 @@ impl JobStore for SqliteStore {
             let paths = tx
                 .prepare(&format!(
                     "SELECT d.path FROM documents d JOIN jobs j ON j.id = d.job_id
-                     WHERE {SWEPT} AND j.updated_at < ?1"
+                     WHERE {SWEPT} AND j.updated_at < ?1 AND d.owned"
                 ))
                 .and_then(|mut s| {
                     s.query_map([before], |r| r.get::<_, String>(0))?

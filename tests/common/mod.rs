@@ -152,3 +152,24 @@ pub async fn test_database_url() -> Option<String> {
         .expect("a database URL ends with /DBNAME");
     Some(format!("{head}/{name}"))
 }
+
+/// The S3 bucket URL of the test S3 server (`OCR_TEST_S3_URL`, with the `AWS_*` variables that
+/// reach it), under a fresh prefix. Fails loudly without it, like [`test_database_url`].
+#[allow(dead_code)]
+pub fn test_s3_url(prefix: &str) -> Option<String> {
+    let Ok(base) = std::env::var("OCR_TEST_S3_URL") else {
+        if std::env::var("OCR_TEST_SKIP_SERVICES").as_deref() == Ok("1") {
+            eprintln!("OCR_TEST_SKIP_SERVICES=1: S3 test not run");
+            return None;
+        }
+        panic!(
+            "OCR_TEST_S3_URL is not set: run the tests through scripts/test.sh, which starts \
+             PostgreSQL and S3 (scripts/services.sh), or set OCR_TEST_SKIP_SERVICES=1"
+        );
+    };
+    Some(format!(
+        "{}/{prefix}-{}",
+        base.trim_end_matches('/'),
+        uuid::Uuid::new_v4().simple()
+    ))
+}

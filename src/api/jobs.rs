@@ -248,7 +248,7 @@ pub(super) async fn create_job(
     let (docs, opts) = if is_raw_document(&mime) {
         let spec = job_spec(&st, &query, JobClass::Bulk)?;
         let limit = svc.documents().max_bytes();
-        if super::content_length(&headers).is_some_and(|n| n as u64 > limit) {
+        if super::content_length(&headers).is_some_and(|n| n > limit) {
             return Err(Error::PayloadTooLarge {
                 limit: limit as usize,
             }

@@ -172,6 +172,14 @@ pub struct ServeArgs {
     /// delays its pages this long at most), in ms.
     #[arg(long, env = "OCR_JOB_LEASE_MS", default_value_t = 30_000)]
     pub job_lease_ms: u64,
+    /// `POST /v1/jobs` answers 507 when the disk of a `file://` document store has less free
+    /// space than this (MiB).
+    #[arg(long, env = "OCR_MIN_FREE_DISK_MB", default_value_t = 1024)]
+    pub min_free_disk_mb: u64,
+    /// Job tags that get their own label in the job metrics (comma-separated in the env var);
+    /// other tags are counted as `other`, so cardinality stays bounded.
+    #[arg(long = "metrics-tag", env = "OCR_METRICS_TAGS", value_delimiter = ',')]
+    pub metrics_tags: Vec<String>,
     /// Interactive (hybrid) job pages in the scheduler at once, beside the bulk ones.
     #[arg(long, env = "OCR_INTERACTIVE_JOB_CONCURRENCY", default_value_t = 4)]
     pub interactive_job_concurrency: usize,
@@ -327,6 +335,7 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
             lease: Duration::from_millis(args.job_lease_ms.max(300)),
             decode: args.api_config().decode,
             webhooks,
+            metric_tags: args.metrics_tags.clone(),
             ..RunnerConfig::default()
         },
     );
@@ -336,6 +345,7 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
             decode: args.api_config().decode,
             idempotency_ttl: Duration::from_secs(args.idempotency_ttl_s.max(1)),
             max_queued_pages: args.max_queued_pages,
+            min_free_disk_bytes: args.min_free_disk_mb << 20,
         },
     );
     let api = Api::with_jobs(scheduler.clone(), args.api_config(), jobs);

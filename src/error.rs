@@ -60,6 +60,8 @@ pub enum Error {
     JobFinished(String),
     #[error("job {id} is {state}, not needs_review")]
     NotInReview { id: String, state: &'static str },
+    #[error("the document store has {free_mb} MiB free, under the floor of {floor_mb} MiB")]
+    InsufficientStorage { free_mb: u64, floor_mb: u64 },
     #[error("jobs are not enabled on this server")]
     JobsDisabled,
     #[error("job store error: {0}")]
@@ -100,6 +102,7 @@ impl Error {
             Error::JobFinished(_) => "job_finished",
             Error::NotInReview { .. } => "not_in_review",
             Error::JobsDisabled => "jobs_disabled",
+            Error::InsufficientStorage { .. } => "insufficient_storage",
             Error::Store(_) => "store_error",
             Error::Io { .. } => "io_error",
         }
@@ -110,7 +113,10 @@ impl Error {
     pub fn retry(&self) -> Retry {
         match self {
             e if e.is_client_error() => Retry::Never,
-            Error::Overloaded { .. } | Error::NotReady | Error::ShuttingDown => Retry::After,
+            Error::Overloaded { .. }
+            | Error::NotReady
+            | Error::ShuttingDown
+            | Error::InsufficientStorage { .. } => Retry::After,
             _ => Retry::Backoff,
         }
     }

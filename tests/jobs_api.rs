@@ -67,6 +67,16 @@ fn fixture_with(
     gate: Option<&Gate>,
     rc: RunnerConfig,
 ) -> Fixture {
+    fixture_full(factory, sc, gate, rc, ServiceConfig::default())
+}
+
+fn fixture_full(
+    factory: Arc<dyn ModelFactory>,
+    sc: SchedulerConfig,
+    gate: Option<&Gate>,
+    rc: RunnerConfig,
+    svc: ServiceConfig,
+) -> Fixture {
     let dir = std::env::temp_dir().join(format!("ocr-jobs-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let scheduler = Arc::new(Scheduler::start(sc, factory).unwrap());
@@ -91,7 +101,7 @@ fn fixture_with(
         },
     );
     runner.start();
-    let jobs = JobService::new(runner.clone(), ServiceConfig::default());
+    let jobs = JobService::new(runner.clone(), svc);
     let router = Api::with_jobs(scheduler.clone(), ApiConfig::default(), jobs).router();
     Fixture {
         router,
@@ -656,4 +666,376 @@ async fn webhooks_are_signed_retried_and_private_targets_refused() {
             "{target}: {p}"
         );
     }
+}
+
+fn gated(gate: &Gate) -> Arc<FakeFactory> {
+    Arc::new(FakeFactory {
+        gate: Some(gate.clone()),
+        ..FakeFactory::default()
+    })
+}
+
+async fn job_field(router: &Router, id: &str) -> Value {
+    send(router, get(&format!("/v1/jobs/{id}"))).await.2
+}
+
+/// Scheduler overload is back-pressure for jobs: a sync flood fills the detection queue (429s
+/// for sync callers), the job's pages wait without spending attempts, and every page completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_makes_job_pages_wait_never_fail() {
+    let gate = Gate::new();
+    let mut sc = fake_config();
+    sc.det.policy.max_items = 1;
+    sc.det.policy.capacity = 3;
+    let f = fixture(gated(&gate), sc, Some(&gate));
+    let mut flood = Vec::new();
+    for _ in 0..8 {
+        let router = f.router.clone();
+        flood.push(tokio::spawn(async move {
+            send(&router, post("/v1/ocr", "image/png", None, png(1)))
+                .await
+                .0
+        }));
+    }
+    // The flood holds the queue (and some callers were refused).
+    let mut refused = 0;
+    let waiting = flood;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let docs: Vec<(String, Vec<u8>)> = (0..3).map(|i| (format!("p{i}.png"), png(1))).collect();
+    let refs: Vec<(&str, Vec<u8>)> = docs.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
+    let (ctype, body) = multipart(&refs, &[]);
+    let (s, _, job) = send(&f.router, post("/v1/jobs", &ctype, None, body)).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    // The runner meets a full queue and keeps waiting.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, _, metrics) = send(&f.router, get("/metrics")).await;
+    let waits = metrics
+        .as_str()
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("ocr_job_backpressure_waits_total"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .unwrap_or(0.0);
+    assert!(waits >= 1.0, "the job pages never met the full queue");
+    assert_eq!(job_field(&f.router, &id).await["pages_failed"], 0);
+    gate.open();
+    for t in waiting {
+        let status = t.await.unwrap();
+        assert!(status == 200 || status == 429, "{status}");
+        refused += usize::from(status == 429);
+    }
+    assert!(refused >= 1, "the sync flood was never refused");
+    let done = wait_state(&f.router, &id, &["completed"]).await;
+    for p in done["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|d| d["pages"].as_array().unwrap())
+    {
+        assert_eq!(
+            (p["state"].as_str(), p["attempts"].as_u64()),
+            (Some("completed"), Some(1)),
+            "{done}"
+        );
+    }
+}
+
+/// A hybrid request is claimed before the bulk backlog and runs in the interactive class: with
+/// 60 bulk pages queued it answers 200 while most of them still wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hybrid_jumps_a_bulk_backlog() {
+    let gate = Gate::new();
+    let mut sc = fake_config();
+    sc.det.policy.max_items = 1;
+    let f = fixture(gated(&gate), sc, Some(&gate));
+    let docs: Vec<(String, Vec<u8>)> = (0..60).map(|i| (format!("p{i}.png"), png(1))).collect();
+    let refs: Vec<(&str, Vec<u8>)> = docs.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
+    let (ctype, body) = multipart(&refs, &[]);
+    let (s, _, bulk) = send(&f.router, post("/v1/jobs", &ctype, None, body)).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let bulk_id = bulk["id"].as_str().unwrap().to_string();
+    let router = f.router.clone();
+    let hybrid = tokio::spawn(async move {
+        let req = Request::post("/v1/ocr?output=text")
+            .header(header::CONTENT_TYPE, "image/png")
+            .header("prefer", "respond-async, wait=60")
+            .body(Body::from(png(2)))
+            .unwrap();
+        send(&router, req).await
+    });
+    // Let the detector run one page at a time until the hybrid answers.
+    let mut permits = 0;
+    while !hybrid.is_finished() {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        gate.permits.send(()).unwrap();
+        permits += 1;
+        assert!(permits < 200, "the hybrid request never finished");
+    }
+    let (s, _, text) = hybrid.await.unwrap();
+    assert_eq!((s, text), (StatusCode::OK, Value::String("#\n#".into())));
+    let queued = job_field(&f.router, &bulk_id).await["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|d| d["pages"].as_array().unwrap().clone())
+        .filter(|p| p["state"] == "queued")
+        .count();
+    assert!(
+        queued >= 50,
+        "the hybrid waited for the backlog: {queued} bulk pages left"
+    );
+    gate.open();
+    wait_state(&f.router, &bulk_id, &["completed"]).await;
+}
+
+/// Pause and resume bulk work (all, or one tag), admission by backlog, and the job backlog in
+/// /v1/queue and /metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_resume_admission_and_backlog_reports() {
+    let f = fixture_full(
+        Arc::new(FakeFactory::default()),
+        fake_config(),
+        None,
+        RunnerConfig {
+            metric_tags: vec!["alpha".into()],
+            ..RunnerConfig::default()
+        },
+        ServiceConfig {
+            max_queued_pages: 5,
+            ..ServiceConfig::default()
+        },
+    );
+    let json = |tag: Option<&str>| {
+        let body = match tag {
+            Some(t) => serde_json::json!({"tag": t}).to_string(),
+            None => String::new(),
+        };
+        (body, tag.is_some())
+    };
+    let admin = |path: &str, (body, is_json): (String, bool)| {
+        let mut r = Request::post(path);
+        if is_json {
+            r = r.header(header::CONTENT_TYPE, "application/json");
+        }
+        r.body(Body::from(body)).unwrap()
+    };
+    let (s, _, p) = send(&f.router, admin("/v1/admin/pause", json(Some("alpha")))).await;
+    assert_eq!(
+        (s, p["paused"].clone()),
+        (StatusCode::OK, serde_json::json!(["alpha"]))
+    );
+    let submit = |tag: &str, pages: usize| {
+        let docs: Vec<(String, Vec<u8>)> =
+            (0..pages).map(|i| (format!("p{i}.png"), png(1))).collect();
+        let refs: Vec<(&str, Vec<u8>)> =
+            docs.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
+        let (ctype, body) = multipart(&refs, &[("tag", tag)]);
+        post("/v1/jobs", &ctype, None, body)
+    };
+    let (_, _, a) = send(&f.router, submit("alpha", 2)).await;
+    let (_, _, b) = send(&f.router, submit("beta", 1)).await;
+    let (a, b) = (
+        a["id"].as_str().unwrap().to_string(),
+        b["id"].as_str().unwrap().to_string(),
+    );
+    wait_state(&f.router, &b, &["completed"]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        job_field(&f.router, &a).await["state"],
+        "queued",
+        "alpha is paused"
+    );
+    // Admission: 2 queued + 4 new > 5.
+    let (s, h, p) = send(&f.router, submit("gamma", 4)).await;
+    assert_eq!(
+        (s, p["code"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("overloaded")),
+        "{p}"
+    );
+    assert!(h.contains_key(header::RETRY_AFTER));
+    let (_, _, q) = send(&f.router, get("/v1/queue")).await;
+    assert_eq!(q["jobs"]["bulk"]["queued"], 2, "{q}");
+    assert_eq!(q["jobs"]["paused"], serde_json::json!(["alpha"]));
+    let (_, _, metrics) = send(&f.router, get("/metrics")).await;
+    let metrics = metrics.as_str().unwrap().to_string();
+    for name in [
+        "ocr_job_backlog_pages{class=\"bulk\",state=\"queued\"} 2",
+        "ocr_job_pages{state=\"queued\",tag=\"alpha\"} 2",
+        "ocr_job_pages{state=\"completed\",tag=\"other\"} 1",
+        "ocr_job_pages_completed_total{tag=\"other\"}",
+        "ocr_job_claim_seconds",
+        "ocr_job_queue_wait_seconds",
+        "ocr_job_page_seconds",
+        "ocr_jobs_created_total",
+        "ocr_jobs_refused_total{reason=\"backlog\"}",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from /metrics");
+    }
+    // Pausing everything holds other tags too; resuming everything leaves the tag paused.
+    send(&f.router, admin("/v1/admin/pause", json(None))).await;
+    let (_, _, c) = send(&f.router, submit("beta", 1)).await;
+    let c = c["id"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(job_field(&f.router, &c).await["state"], "queued");
+    let (_, _, p) = send(&f.router, admin("/v1/admin/resume", json(None))).await;
+    assert_eq!(p["paused"], serde_json::json!(["alpha"]));
+    wait_state(&f.router, &c, &["completed"]).await;
+    assert_eq!(job_field(&f.router, &a).await["state"], "queued");
+    send(&f.router, admin("/v1/admin/resume", json(Some("alpha")))).await;
+    wait_state(&f.router, &a, &["completed"]).await;
+}
+
+/// Deliveries run concurrently: a receiver that takes 5 s to answer does not hold up another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_webhook_receiver_does_not_delay_another() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let slow_answered = Arc::new(AtomicBool::new(false));
+    let fast_saw_slow_answered = Arc::new(std::sync::Mutex::new(None::<bool>));
+    let (flag, seen) = (slow_answered.clone(), fast_saw_slow_answered.clone());
+    let app = axum::Router::new()
+        .route(
+            "/slow",
+            axum::routing::post(move || {
+                let flag = flag.clone();
+                async move {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    flag.store(true, Ordering::SeqCst);
+                    StatusCode::OK
+                }
+            }),
+        )
+        .route(
+            "/fast",
+            axum::routing::post({
+                let flag = slow_answered.clone();
+                move || {
+                    let (flag, seen) = (flag.clone(), seen.clone());
+                    async move {
+                        *seen.lock().unwrap() = Some(flag.load(Ordering::SeqCst));
+                        StatusCode::OK
+                    }
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let hooks = ocr_server::jobs::webhook::WebhookConfig::new(
+        vec![b"secret".to_vec()],
+        vec!["127.0.0.1".into()],
+    );
+    let f = fixture_with(
+        Arc::new(FakeFactory::default()),
+        fake_config(),
+        None,
+        RunnerConfig {
+            webhooks: hooks,
+            ..RunnerConfig::default()
+        },
+    );
+    let mut ids = Vec::new();
+    for path in ["slow", "fast"] {
+        let url = format!("http://127.0.0.1:{port}/{path}");
+        let (s, _, job) = send(
+            &f.router,
+            post(
+                &format!("/v1/jobs?webhook_url={url}"),
+                "image/png",
+                None,
+                png(1),
+            ),
+        )
+        .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+        let id = job["id"].as_str().unwrap().to_string();
+        wait_state(&f.router, &id, &["completed"]).await;
+        ids.push(id);
+    }
+    for _ in 0..400 {
+        if fast_saw_slow_answered.lock().unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        *fast_saw_slow_answered.lock().unwrap(),
+        Some(false),
+        "the fast receiver was called only after the slow one answered"
+    );
+}
+
+/// The OpenAPI document lists every route the router serves, with its methods, and nothing
+/// else: the router's `.route(...)` table is read from the source and compared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_lists_every_route() {
+    let f = fixture(Arc::new(FakeFactory::default()), fake_config(), None);
+    let (_, _, doc) = send(&f.router, get("/openapi.json")).await;
+    let mut documented: Vec<(String, String)> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, ops)| {
+            ops.as_object()
+                .unwrap()
+                .keys()
+                .map(|m| (m.to_ascii_uppercase(), path.clone()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let src = include_str!("../src/api/mod.rs");
+    let mut routed: Vec<(String, String)> = Vec::new();
+    for chunk in src.split(".route(\"").skip(1) {
+        let (path, rest) = chunk.split_once('"').unwrap();
+        let handlers = &rest[..rest.find("))").unwrap_or(rest.len())];
+        for (method, marker) in [
+            ("GET", "get("),
+            ("POST", "post("),
+            ("DELETE", "delete("),
+            ("PUT", "put("),
+            ("PATCH", "patch("),
+        ] {
+            if handlers.contains(marker) {
+                routed.push((method.to_string(), path.to_string()));
+            }
+        }
+    }
+    documented.sort();
+    routed.sort();
+    assert!(
+        routed.len() >= 15,
+        "the route table was not read: {routed:?}"
+    );
+    assert_eq!(documented, routed);
+}
+
+/// A document disk under its floor refuses new jobs with 507 and stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_507() {
+    let f = fixture_full(
+        Arc::new(FakeFactory::default()),
+        fake_config(),
+        None,
+        RunnerConfig::default(),
+        ServiceConfig {
+            min_free_disk_bytes: u64::MAX,
+            ..ServiceConfig::default()
+        },
+    );
+    let (s, h, p) = send(&f.router, post("/v1/jobs", "image/png", None, png(1))).await;
+    assert_eq!(
+        (s, p["code"].as_str()),
+        (
+            StatusCode::INSUFFICIENT_STORAGE,
+            Some("insufficient_storage")
+        ),
+        "{p}"
+    );
+    assert!(h.contains_key(header::RETRY_AFTER));
+    let (_, _, list) = send(&f.router, get("/v1/jobs")).await;
+    assert_eq!(list["jobs"].as_array().unwrap().len(), 0);
+    let stored = std::fs::read_dir(f._dir.0.join("documents"))
+        .unwrap()
+        .count();
+    assert_eq!(stored, 0, "the streamed upload was deleted again");
 }

@@ -643,17 +643,39 @@ async fn ready(State(st): State<Arc<AppState>>) -> Result<Json<Health>, ApiError
     }))
 }
 
-/// Queue depth, oldest age and ETA per class, per-stage depths, and counters since start.
-#[utoipa::path(get, path = "/v1/queue", responses((status = 200, body = QueueReport)))]
-async fn queue(State(st): State<Arc<AppState>>) -> Json<QueueReport> {
-    Json(st.scheduler.queue_report())
+/// This replica's scheduler queues and the job backlog of all replicas.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct QueueView {
+    #[serde(flatten)]
+    pub scheduler: QueueReport,
+    /// Job pages queued and running in the store (absent when jobs are off).
+    pub jobs: Option<crate::jobs::service::JobsQueue>,
+}
+
+/// Queue depth, oldest age and ETA per class, per-stage depths, counters since start, and the
+/// job backlog in the store.
+#[utoipa::path(get, path = "/v1/queue", responses((status = 200, body = QueueView)))]
+async fn queue(State(st): State<Arc<AppState>>) -> Result<Json<QueueView>, ApiError> {
+    let jobs = match &st.jobs {
+        Some(j) => Some(j.queue_report().await?),
+        None => None,
+    };
+    Ok(Json(QueueView {
+        scheduler: st.scheduler.queue_report(),
+        jobs,
+    }))
 }
 
 /// Prometheus metrics (text exposition format).
 #[utoipa::path(get, path = "/metrics", responses((status = 200, body = String, content_type = "text/plain")))]
 async fn metrics_text(State(st): State<Arc<AppState>>) -> impl IntoResponse {
-    // Refreshes the queue gauges.
+    // Refreshes the queue gauges (and the job gauges from the store).
     st.scheduler.queue_report();
+    if let Some(j) = &st.jobs
+        && let Err(e) = j.queue_report().await
+    {
+        tracing::warn!(error = %e, "job gauges not refreshed");
+    }
     st.metrics.run_upkeep();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

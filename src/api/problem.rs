@@ -54,6 +54,9 @@ fn status_of(e: &Error) -> (StatusCode, &'static str) {
         Error::JobFinished(_) => (StatusCode::CONFLICT, "Job finished"),
         Error::NotInReview { .. } => (StatusCode::CONFLICT, "Not in review"),
         Error::JobsDisabled => (StatusCode::NOT_FOUND, "Jobs not enabled"),
+        Error::InsufficientStorage { .. } => {
+            (StatusCode::INSUFFICIENT_STORAGE, "Insufficient storage")
+        }
         Error::Overloaded { .. } => (StatusCode::TOO_MANY_REQUESTS, "Server overloaded"),
         Error::DeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, "Deadline exceeded"),
         Error::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "Shutting down"),
@@ -90,6 +93,7 @@ impl Problem {
         p.retry_after_s = match e {
             Error::Overloaded { retry_after_s, .. } => Some(*retry_after_s),
             Error::ShuttingDown | Error::NotReady => Some(1),
+            Error::InsufficientStorage { .. } => Some(60),
             _ => None,
         };
         p

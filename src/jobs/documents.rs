@@ -280,8 +280,27 @@ impl DocumentStore {
             }
             if let Some(key) = self.key_of(&l) {
                 let _ = self.store.delete(&key).await;
+                // A job's directory goes with its last document (object stores have no
+                // directories; local disks do).
+                if let Some(dir) = self
+                    .local_root
+                    .as_ref()
+                    .and_then(|r| r.join(key.as_ref()).parent().map(|d| d.to_path_buf()))
+                {
+                    let _ = tokio::fs::remove_dir(dir).await;
+                }
             }
         }
+    }
+
+    /// Free bytes on the disk of a `file://` store (None for S3, which has no floor).
+    pub fn free_bytes(&self) -> Option<u64> {
+        let root = self.local_root.as_ref()?;
+        let path = std::ffi::CString::new(root.as_os_str().as_encoded_bytes()).ok()?;
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `path` is a NUL-terminated string and `st` a valid out-parameter.
+        let rc = unsafe { libc::statvfs(path.as_ptr(), &mut st) };
+        (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
     }
 
     /// fsyncs a file just written under the local root (and its directory).

@@ -225,8 +225,10 @@ pub struct ClaimedPage {
     pub options: JobOptions,
     pub class: JobClass,
     pub tag: Option<String>,
-    /// When the page was queued (its job's creation, or its last requeue), Unix ms.
+    /// When the page was queued (its job's creation), Unix ms.
     pub queued_at_ms: i64,
+    /// The job's review threshold (a page under it is a low-confidence page).
+    pub review_threshold: Option<f32>,
 }
 
 /// A claim request: up to `limit` runnable pages of `class` for `owner`, leased until

@@ -705,7 +705,8 @@ impl JobStore for PgStore {
              RETURNING p.job_id, p.doc, p.page, p.src_index, p.attempts, p.tag, p.queued_at,
                        p.lease_token,
                        (SELECT path FROM documents d WHERE d.job_id = p.job_id AND d.idx = p.doc),
-                       (SELECT options FROM jobs j WHERE j.id = p.job_id), p.priority",
+                       (SELECT options FROM jobs j WHERE j.id = p.job_id), p.priority,
+                       (SELECT review_threshold FROM jobs j WHERE j.id = p.job_id)",
         )
         .bind(c.class.rank())
         .bind(c.now_ms)
@@ -737,6 +738,10 @@ impl JobStore for PgStore {
                     location: r.try_get(8).map_err(db_err)?,
                     options: serde_json::from_str::<JobOptions>(&options).unwrap_or_default(),
                     class: c.class,
+                    review_threshold: r
+                        .try_get::<Option<f64>, _>(11)
+                        .map_err(db_err)?
+                        .map(|t| t as f32),
                 },
             ));
         }
@@ -1131,6 +1136,23 @@ impl JobStore for PgStore {
             processing: r.try_get::<i64, _>(1).map_err(db_err)? as u64,
             oldest_queued_ms: r.try_get(2).map_err(db_err)?,
         })
+    }
+
+    async fn pages_by_state_and_tag(&self) -> Result<Vec<(PageState, Option<String>, u64)>> {
+        let rows = sqlx::query("SELECT state, tag, COUNT(*) FROM pages GROUP BY state, tag")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    PageState::parse(&r.try_get::<String, _>(0).map_err(db_err)?)
+                        .unwrap_or(PageState::Queued),
+                    r.try_get(1).map_err(db_err)?,
+                    r.try_get::<i64, _>(2).map_err(db_err)? as u64,
+                ))
+            })
+            .collect()
     }
 
     async fn claim_deliveries(

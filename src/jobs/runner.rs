@@ -58,6 +58,9 @@ pub struct RunnerConfig {
     pub poll: Duration,
     pub decode: DecodeLimits,
     pub webhooks: WebhookConfig,
+    /// Tags that get their own label in metrics; every other tag is `other` (bounded
+    /// cardinality), no tag is the empty label.
+    pub metric_tags: Vec<String>,
 }
 
 impl Default for RunnerConfig {
@@ -72,7 +75,17 @@ impl Default for RunnerConfig {
             poll: Duration::from_millis(500),
             decode: DecodeLimits::default(),
             webhooks: WebhookConfig::new(Vec::new(), Vec::new()),
+            metric_tags: Vec::new(),
         }
+    }
+}
+
+/// The metric label of a job tag: itself when listed, `other` when not, empty without a tag.
+pub fn tag_label(listed: &[String], tag: Option<&str>) -> String {
+    match tag {
+        None => String::new(),
+        Some(t) if listed.iter().any(|l| l == t) => t.to_string(),
+        Some(_) => "other".to_string(),
     }
 }
 
@@ -413,8 +426,18 @@ impl Runner {
             }
             None => return, // cancelled or lease lost: nothing of ours to write.
             Some(Ok(page)) => {
+                let tag = tag_label(&self.cfg.metric_tags, claimed.tag.as_deref());
                 metrics::histogram!("ocr_job_page_seconds", "class" => claimed.class.as_str())
                     .record(started.elapsed().as_secs_f64());
+                metrics::counter!("ocr_job_pages_completed_total", "tag" => tag.clone())
+                    .increment(1);
+                let low = claimed
+                    .review_threshold
+                    .is_some_and(|t| super::model::min_confidence(&page).is_some_and(|c| c < t));
+                if low {
+                    metrics::counter!("ocr_job_pages_low_confidence_total", "tag" => tag)
+                        .increment(1);
+                }
                 store.complete_page(&lease, &page, now).await
             }
             Some(Err(e)) => match e.retry() {
@@ -435,7 +458,8 @@ impl Runner {
                     });
                     tracing::warn!(attempts = claimed.attempts, retry, error = %e, "job page failed");
                     metrics::counter!("ocr_job_page_failures_total", "code" => e.code(),
-                                      "final" => if retry { "false" } else { "true" })
+                                      "final" => if retry { "false" } else { "true" },
+                                      "tag" => tag_label(&self.cfg.metric_tags, claimed.tag.as_deref()))
                     .increment(1);
                     store.fail_page(&lease, &e.to_string(), retry_at, now).await
                 }

@@ -34,6 +34,8 @@ pub struct ServiceConfig {
     pub idempotency_ttl: Duration,
     /// `POST /v1/jobs` answers 429 when the queued bulk pages would exceed this.
     pub max_queued_pages: u64,
+    /// `POST /v1/jobs` answers 507 when a `file://` document store has less free disk.
+    pub min_free_disk_bytes: u64,
 }
 
 impl Default for ServiceConfig {
@@ -42,6 +44,7 @@ impl Default for ServiceConfig {
             decode: DecodeLimits::default(),
             idempotency_ttl: Duration::from_secs(24 * 3600),
             max_queued_pages: 100_000,
+            min_free_disk_bytes: 1 << 30,
         }
     }
 }
@@ -73,6 +76,20 @@ pub struct JobSpec {
     pub priority: i32,
     pub review_threshold: Option<f32>,
     pub webhook_url: Option<String>,
+}
+
+/// The job backlog of all replicas.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct JobsQueue {
+    pub interactive: super::model::Backlog,
+    pub bulk: super::model::Backlog,
+    /// Paused scopes: `*` for all bulk work, else tags.
+    pub paused: Vec<String>,
+    /// Seconds until every queued and running job page is likely done, at this replica's
+    /// measured rate (not capped).
+    pub eta_s: u64,
+    /// `sqlite` or `postgres`.
+    pub store: &'static str,
 }
 
 /// A correction of one page's text made in review.
@@ -247,6 +264,16 @@ impl JobService {
                     retry_after_s: self.runner.scheduler().retry_after(backlog.queued as usize),
                 });
             }
+        }
+
+        if let Some(free) = self.documents().free_bytes()
+            && free < self.cfg.min_free_disk_bytes
+        {
+            metrics::counter!("ocr_jobs_refused_total", "reason" => "disk").increment(1);
+            return Err(Error::InsufficientStorage {
+                free_mb: free >> 20,
+                floor_mb: self.cfg.min_free_disk_bytes >> 20,
+            });
         }
 
         // Store what is still only in memory.
@@ -496,6 +523,52 @@ impl JobService {
             .wait_final(id, wait)
             .await?
             .ok_or_else(|| Error::JobNotFound(id.to_string()))
+    }
+
+    /// The job backlog for `/v1/queue` (every replica's), and the job gauges refreshed from
+    /// the store: `ocr_job_backlog_pages{class,state}`, `ocr_job_pages{state,tag}`.
+    pub async fn queue_report(&self) -> Result<JobsQueue> {
+        let interactive = self.store.backlog(JobClass::Interactive).await?;
+        let bulk = self.store.backlog(JobClass::Bulk).await?;
+        let paused = self.store.paused().await?;
+        let now = now_ms();
+        for (class, b) in [
+            (JobClass::Interactive, &interactive),
+            (JobClass::Bulk, &bulk),
+        ] {
+            metrics::gauge!("ocr_job_backlog_pages", "class" => class.as_str(), "state" => "queued")
+                .set(b.queued as f64);
+            metrics::gauge!("ocr_job_backlog_pages", "class" => class.as_str(), "state" => "processing")
+                .set(b.processing as f64);
+            metrics::gauge!("ocr_job_oldest_queued_seconds", "class" => class.as_str()).set(
+                b.oldest_queued_ms
+                    .map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0),
+            );
+        }
+        let mut by_tag: std::collections::BTreeMap<(&'static str, String), u64> =
+            Default::default();
+        for (state, tag, n) in self.store.pages_by_state_and_tag().await? {
+            let label = super::runner::tag_label(&self.runner.config().metric_tags, tag.as_deref());
+            *by_tag.entry((state.as_str(), label)).or_default() += n;
+        }
+        for state in PageState::ALL {
+            // States with no pages read 0 rather than keeping a stale value.
+            metrics::gauge!("ocr_job_pages", "state" => state.as_str(), "tag" => "").set(0.0);
+        }
+        for ((state, tag), n) in by_tag {
+            metrics::gauge!("ocr_job_pages", "state" => state, "tag" => tag).set(n as f64);
+        }
+        let rate = self.runner.scheduler().pages_per_second();
+        Ok(JobsQueue {
+            eta_s: ((interactive.queued + interactive.processing + bulk.queued + bulk.processing)
+                as f64
+                / rate)
+                .ceil() as u64,
+            interactive,
+            bulk,
+            paused,
+            store: self.store.backend(),
+        })
     }
 
     /// Seconds until a job with these unfinished pages is likely done, behind the class's

@@ -679,7 +679,7 @@ impl JobStore for SqliteStore {
         let c = claim.clone();
         self.tx(move |tx| {
             rescue_expired(tx, c.now_ms, c.max_attempts)?;
-            let rows: Vec<(
+            type Row = (
                 String,
                 i64,
                 i64,
@@ -689,10 +689,12 @@ impl JobStore for SqliteStore {
                 i64,
                 String,
                 String,
-            )> = tx
+                Option<f64>,
+            );
+            let rows: Vec<Row> = tx
                 .prepare_cached(
                     "SELECT p.job_id, p.doc, p.page, COALESCE(p.src_index, p.page), p.attempts,
-                            p.tag, p.queued_at, d.path, j.options
+                            p.tag, p.queued_at, d.path, j.options, j.review_threshold
                      FROM pages p
                      JOIN jobs j ON j.id = p.job_id
                      JOIN documents d ON d.job_id = p.job_id AND d.idx = p.doc
@@ -714,13 +716,16 @@ impl JobStore for SqliteStore {
                             r.get(6)?,
                             r.get(7)?,
                             r.get(8)?,
+                            r.get(9)?,
                         ))
                     })?
                     .collect::<rusqlite::Result<Vec<_>>>()
                 })
                 .map_err(db_err)?;
             let mut out = Vec::with_capacity(rows.len());
-            for (job, doc, page, src, attempts, tag, queued_at, location, options) in rows {
+            for (job, doc, page, src, attempts, tag, queued_at, location, options, threshold) in
+                rows
+            {
                 let token = uuid::Uuid::new_v4().simple().to_string();
                 tx.execute(
                     "UPDATE pages SET state = 'processing', attempts = attempts + 1,
@@ -761,6 +766,7 @@ impl JobStore for SqliteStore {
                     class: c.class,
                     tag,
                     queued_at_ms: queued_at,
+                    review_threshold: threshold.map(|t| t as f32),
                 });
             }
             Ok(out)
@@ -1124,6 +1130,24 @@ impl JobStore for SqliteStore {
                 },
             )
             .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn pages_by_state_and_tag(&self) -> Result<Vec<(PageState, Option<String>, u64)>> {
+        self.read(|c| {
+            c.prepare("SELECT state, tag, COUNT(*) FROM pages GROUP BY state, tag")
+                .and_then(|mut s| {
+                    s.query_map([], |r| {
+                        Ok((
+                            PageState::parse(&r.get::<_, String>(0)?).unwrap_or(PageState::Queued),
+                            r.get(1)?,
+                            r.get::<_, i64>(2)? as u64,
+                        ))
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(db_err)
         })
         .await
     }

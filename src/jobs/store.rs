@@ -30,7 +30,7 @@ use async_trait::async_trait;
 
 use super::model::{
     Backlog, Claim, ClaimedPage, Created, Delivery, DeliveryAttempt, Event, JobClass, JobRecord,
-    JobState, NewJob, PageLease,
+    JobState, NewJob, PageLease, PageState,
 };
 use crate::error::{Error, Result};
 use crate::pipeline::Page;
@@ -121,6 +121,8 @@ pub trait JobStore: Send + Sync + 'static {
     async fn paused(&self) -> Result<Vec<String>>;
     /// Queued and processing pages of a class.
     async fn backlog(&self, class: JobClass) -> Result<Backlog>;
+    /// Pages of stored jobs by state and tag (for metrics).
+    async fn pages_by_state_and_tag(&self) -> Result<Vec<(PageState, Option<String>, u64)>>;
 
     /// Claims due pending deliveries for `owner` until `lease_until_ms`.
     async fn claim_deliveries(

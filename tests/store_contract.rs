@@ -675,3 +675,46 @@ fn sqlite_migrates_a_first_release_database() {
         assert_eq!(ids(&hybrid), [("hyb".into(), 0, 0)]);
     });
 }
+
+/// Claim latency with a deep queue (a measurement, not a check: run by hand with
+/// `cargo test --test store_contract claim_latency -- --ignored --nocapture` after
+/// `scripts/services.sh start` and `. target/services/env`). Prints p50/p99 of claiming 16 pages
+/// with 100,000 queued, per backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn claim_latency_with_100k_queued() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some(s) = open(backend).await else { return };
+        let started = std::time::Instant::now();
+        for j in 0..1000 {
+            let mut job = new_job(&format!("j{j:04}"), &[100]);
+            job.priority = (j % 3) as i32;
+            s.create_job(job, j, 10).await.unwrap();
+        }
+        let filled = started.elapsed();
+        let mut times = Vec::new();
+        for i in 0..300 {
+            let t = std::time::Instant::now();
+            let got = s
+                .claim(&claim("w", JobClass::Bulk, 16, 10_000 + i))
+                .await
+                .unwrap();
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+            assert_eq!(got.len(), 16);
+            for p in &got {
+                s.complete_page(&p.lease, &page(0.9), 10_000 + i).await.unwrap();
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        let q = |p: f64| times[((times.len() as f64 * p) as usize).min(times.len() - 1)];
+        eprintln!(
+            "claim latency, {}: 100,000 pages queued in {:.1} s; claim(16) over 300 claims: \
+             p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            s.backend(),
+            filled.as_secs_f64(),
+            q(0.5),
+            q(0.99),
+            times[times.len() - 1]
+        );
+    }
+}

@@ -577,7 +577,10 @@ async fn outbox_rows_are_written_with_the_state_and_claimed_once(s: Arc<dyn JobS
     c.webhook_url = Some("http://127.0.0.1:9/hook".into());
     s.create_job(c, 80, 10).await.unwrap();
     s.cancel_job("c", 81).await.unwrap();
-    assert_eq!(s.deliveries("c").await.unwrap()[0].event, "job.cancelled");
+    let cancelled = &s.deliveries("c").await.unwrap()[0];
+    assert_eq!(cancelled.event, "job.cancelled");
+    let body: serde_json::Value = serde_json::from_str(&cancelled.payload).unwrap();
+    assert_eq!(body["data"]["pages_total"], 1, "cancelled pages count in the total");
 }
 
 async fn sweep_keeps_unreviewed_jobs_and_lists_with_a_cursor(s: Arc<dyn JobStore>) {
@@ -702,7 +705,9 @@ async fn claim_latency_with_100k_queued() {
             times.push(t.elapsed().as_secs_f64() * 1000.0);
             assert_eq!(got.len(), 16);
             for p in &got {
-                s.complete_page(&p.lease, &page(0.9), 10_000 + i).await.unwrap();
+                s.complete_page(&p.lease, &page(0.9), 10_000 + i)
+                    .await
+                    .unwrap();
             }
         }
         times.sort_by(f64::total_cmp);

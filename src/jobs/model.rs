@@ -374,7 +374,8 @@ pub struct Backlog {
     pub oldest_queued_ms: Option<i64>,
 }
 
-/// Page counts of one job: `(queued, processing, completed, failed, below review threshold)`.
+/// Page counts of one job by state, and how many completed pages are under its review
+/// threshold.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PageCounts {
     pub queued: usize,
@@ -382,6 +383,7 @@ pub struct PageCounts {
     pub completed: usize,
     pub failed: usize,
     pub low_confidence: usize,
+    pub cancelled: usize,
 }
 
 /// A job's state from its pages: all completed → completed (needs_review when a page's lowest
@@ -429,7 +431,8 @@ pub fn webhook_event(
         return None;
     }
     let event = format!("job.{}", state.as_str());
-    let total = counts.queued + counts.processing + counts.completed + counts.failed;
+    let total =
+        counts.queued + counts.processing + counts.completed + counts.failed + counts.cancelled;
     let body = serde_json::json!({
         "type": event,
         "timestamp": now_ms / 1000,
@@ -454,6 +457,7 @@ mod tests {
             completed,
             failed,
             low_confidence,
+            cancelled: 0,
         };
         let cases = [
             (c(2, 0, 0, 0, 0), Queued),

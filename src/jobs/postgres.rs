@@ -264,7 +264,8 @@ async fn counts(tx: &mut Tx<'_>, id: &str, threshold: Option<f64>) -> Result<Pag
             COUNT(*) FILTER (WHERE state = 'completed'),
             COUNT(*) FILTER (WHERE state = 'failed'),
             COUNT(*) FILTER (WHERE state = 'completed' AND min_confidence IS NOT NULL
-                             AND $2::DOUBLE PRECISION IS NOT NULL AND min_confidence < $2)
+                             AND $2::DOUBLE PRECISION IS NOT NULL AND min_confidence < $2),
+            COUNT(*) FILTER (WHERE state = 'cancelled')
          FROM pages WHERE job_id = $1",
     )
     .bind(id)
@@ -279,6 +280,7 @@ async fn counts(tx: &mut Tx<'_>, id: &str, threshold: Option<f64>) -> Result<Pag
         completed: n(2)?,
         failed: n(3)?,
         low_confidence: n(4)?,
+        cancelled: n(5)?,
     })
 }
 
@@ -997,10 +999,20 @@ impl JobStore for PgStore {
 
     async fn retry_failed(&self, id: &str, now: i64) -> Result<usize> {
         let mut tx = self.begin().await?;
+        // The job row first: a cancel that commits meanwhile is seen here (its page locks are
+        // on queued and processing pages, never on the failed ones this updates).
+        let state: Option<String> =
+            sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1 FOR UPDATE")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        if state.is_none_or(|s| s == JobState::Cancelled.as_str()) {
+            return Ok(0);
+        }
         let n = sqlx::query(
             "UPDATE pages SET state = 'queued', run_at = $2, updated_at = $2
-             WHERE job_id = $1 AND state = 'failed'
-               AND (SELECT state FROM jobs WHERE id = $1) != 'cancelled'",
+             WHERE job_id = $1 AND state = 'failed'",
         )
         .bind(id)
         .bind(now)
@@ -1009,7 +1021,6 @@ impl JobStore for PgStore {
         .map_err(db_err)?
         .rows_affected() as usize;
         if n > 0 {
-            lock_job(&mut tx, id).await?;
             event(&mut tx, id, "retry", &serde_json::json!({"pages": n}), now).await?;
             refresh_state(&mut tx, id, now).await?;
             notify_work(&mut tx).await?;

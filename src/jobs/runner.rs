@@ -411,13 +411,20 @@ impl Runner {
                     cancel: tx,
                 },
             );
+        // Deregistered however this task ends (a panic included), so the heartbeat never
+        // renews a page nobody runs.
+        let done = Deregister(self, &lease.token);
+        let store = &self.store;
+        if self.stopping.load(Ordering::Acquire) {
+            // Claimed while shutdown began: give it straight back.
+            let _ = store.release_page(&lease, now_ms(), now_ms()).await;
+            return;
+        }
         let started = Instant::now();
         let outcome = tokio::select! {
             r = self.compute(&claimed) => Some(r),
             _ = cancel.wait_for(|c| *c) => None,
         };
-        let done = Deregister(self, &lease.token);
-        let store = &self.store;
         let now = now_ms();
         let recorded = match outcome {
             None if self.stopping.load(Ordering::Acquire) => {
@@ -441,13 +448,15 @@ impl Runner {
                 store.complete_page(&lease, &page, now).await
             }
             Some(Err(e)) => match e.retry() {
-                Retry::After => {
-                    // Only shutdown reaches here (overload waits inside `compute`).
+                Retry::After if self.stopping.load(Ordering::Acquire) => {
+                    // Shutting down: back to the queue, attempt not counted.
                     let _ = store.release_page(&lease, now, now).await;
                     return;
                 }
                 rule => {
-                    let retry = rule == Retry::Backoff && claimed.attempts < self.cfg.max_attempts;
+                    // Overload waits inside `compute`; any other "retry after" outside shutdown
+                    // is retried with backoff and counted, so it cannot loop for ever.
+                    let retry = rule != Retry::Never && claimed.attempts < self.cfg.max_attempts;
                     let retry_at = retry.then(|| {
                         let delay = self
                             .cfg
@@ -511,7 +520,10 @@ impl Runner {
                 other => break other?,
             }
         };
-        let outcome = ticket.rx.await.map_err(|_| Error::ShuttingDown)??;
+        // A dropped reply means a worker failed with the page (a panic), not a shutdown.
+        let outcome = ticket.rx.await.map_err(|_| {
+            Error::Runtime("the scheduler dropped the page without an answer".into())
+        })??;
         outcome
             .pages
             .into_iter()

@@ -212,7 +212,13 @@ impl JobService {
                 ));
             }
             super::webhook::check_target(url, &hooks.allow, &super::webhook::system_resolver())
-                .await?;
+                .await
+                .map_err(|e| match e {
+                    Error::Io { path, source } => {
+                        Error::InvalidOption(format!("{path} does not resolve: {source}"))
+                    }
+                    other => other,
+                })?;
         }
         let class = spec.class.unwrap_or(JobClass::Bulk);
 

@@ -291,7 +291,8 @@ fn counts(tx: &Connection, id: &str, threshold: Option<f64>) -> Result<PageCount
             COALESCE(SUM(state = 'completed'), 0),
             COALESCE(SUM(state = 'failed'), 0),
             COALESCE(SUM(state = 'completed' AND min_confidence IS NOT NULL
-                         AND ?2 IS NOT NULL AND min_confidence < ?2), 0)
+                         AND ?2 IS NOT NULL AND min_confidence < ?2), 0),
+            COALESCE(SUM(state = 'cancelled'), 0)
          FROM pages WHERE job_id = ?1",
         params![id, threshold],
         |r| {
@@ -301,6 +302,7 @@ fn counts(tx: &Connection, id: &str, threshold: Option<f64>) -> Result<PageCount
                 completed: r.get::<_, i64>(2)? as usize,
                 failed: r.get::<_, i64>(3)? as usize,
                 low_confidence: r.get::<_, i64>(4)? as usize,
+                cancelled: r.get::<_, i64>(5)? as usize,
             })
         },
     )

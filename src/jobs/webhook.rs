@@ -152,9 +152,11 @@ pub async fn check_target(url: &str, allow: &[String], resolve: &Resolver) -> Re
     let port = parsed.port_or_known_default().unwrap_or(443);
     let addrs: Vec<IpAddr> = match host.parse::<IpAddr>() {
         Ok(ip) => vec![ip],
-        Err(_) => resolve(host.clone(), port)
-            .await
-            .map_err(|e| Error::InvalidOption(format!("webhook_url host {host}: {e}")))?,
+        // A lookup failure may be temporary: the deliverer retries it, job creation refuses it.
+        Err(_) => resolve(host.clone(), port).await.map_err(|e| Error::Io {
+            path: format!("webhook_url host {host}"),
+            source: e,
+        })?,
     };
     if addrs.is_empty() {
         return Err(Error::InvalidOption(format!(
@@ -253,6 +255,8 @@ impl Deliverer {
     pub async fn deliver(&self, d: Delivery) {
         let sent = match check_target(&d.url, &self.cfg.allow, &self.resolve).await {
             Ok(target) => self.post(&d, &target).await,
+            // DNS failed: maybe for a moment; retried like a failed request.
+            Err(e @ Error::Io { .. }) => Err((None, e.to_string(), true)),
             Err(e) => Err((None, format!("refused at send time: {e}"), false)),
         };
         let attempts = d.attempts + 1;

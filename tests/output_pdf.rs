@@ -234,16 +234,13 @@ fn check_plain(pdf: &std::path::Path, page: &Page, kinds: &[Kind]) {
 }
 
 /// MuPDF (which, unlike poppler, follows rotated baselines) reads every line, the 10° one
-/// included, in order. Skipped with a note when `mutool` is not installed.
+/// included, in order. Fails when `mutool` is missing (`scripts/test.sh` installs `mupdf-tools`).
 fn check_mupdf(pdf: &std::path::Path, page: &Page) {
-    let Ok(o) = std::process::Command::new("mutool")
+    let o = std::process::Command::new("mutool")
         .args(["draw", "-q", "-F", "txt", "-o", "-"])
         .arg(pdf)
         .output()
-    else {
-        eprintln!("mutool not installed: MuPDF check skipped");
-        return;
-    };
+        .expect("mutool (Debian mupdf-tools) is missing: scripts/test.sh installs it");
     assert!(o.status.success());
     let text = String::from_utf8(o.stdout).unwrap();
     let lines: Vec<&str> = text

@@ -580,7 +580,10 @@ async fn outbox_rows_are_written_with_the_state_and_claimed_once(s: Arc<dyn JobS
     let cancelled = &s.deliveries("c").await.unwrap()[0];
     assert_eq!(cancelled.event, "job.cancelled");
     let body: serde_json::Value = serde_json::from_str(&cancelled.payload).unwrap();
-    assert_eq!(body["data"]["pages_total"], 1, "cancelled pages count in the total");
+    assert_eq!(
+        body["data"]["pages_total"], 1,
+        "cancelled pages count in the total"
+    );
 }
 
 async fn sweep_keeps_unreviewed_jobs_and_lists_with_a_cursor(s: Arc<dyn JobStore>) {

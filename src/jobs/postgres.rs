@@ -143,15 +143,6 @@ impl PgStore {
         Ok(Self { pool, work })
     }
 
-    /// Deletes every row of every table (tests that share one database).
-    pub async fn truncate_all(&self) -> Result<()> {
-        sqlx::query("TRUNCATE jobs, documents, pages, idempotency, events, deliveries, pauses")
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
-        Ok(())
-    }
-
     async fn begin(&self) -> Result<Tx<'static>> {
         self.pool.begin().await.map_err(db_err)
     }
@@ -235,16 +226,17 @@ async fn event(
     Ok(())
 }
 
-/// Locks a job's row for the rest of the transaction. Taken before any event row is inserted:
+/// Locks a job's row for the rest of the transaction; its state then. Taken before any event row is inserted:
 /// an event's foreign key takes a share lock on the job row, and two transactions that each
 /// hold that share lock and then ask for the row lock deadlock.
-async fn lock_job(tx: &mut Tx<'_>, id: &str) -> Result<()> {
-    sqlx::query("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE")
-        .bind(id)
-        .execute(&mut **tx)
-        .await
-        .map_err(db_err)?;
-    Ok(())
+async fn lock_job(tx: &mut Tx<'_>, id: &str) -> Result<Option<JobState>> {
+    let state: Option<String> =
+        sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db_err)?;
+    Ok(state.and_then(|s| JobState::parse(&s)))
 }
 
 async fn notify_work(tx: &mut Tx<'_>) -> Result<()> {
@@ -1001,13 +993,8 @@ impl JobStore for PgStore {
         let mut tx = self.begin().await?;
         // The job row first: a cancel that commits meanwhile is seen here (its page locks are
         // on queued and processing pages, never on the failed ones this updates).
-        let state: Option<String> =
-            sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1 FOR UPDATE")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_err)?;
-        if state.is_none_or(|s| s == JobState::Cancelled.as_str()) {
+        let state = lock_job(&mut tx, id).await?;
+        if state.is_none_or(|s| s == JobState::Cancelled) {
             return Ok(0);
         }
         let n = sqlx::query(
@@ -1031,13 +1018,7 @@ impl JobStore for PgStore {
 
     async fn complete_review(&self, id: &str, review: serde_json::Value, now: i64) -> Result<bool> {
         let mut tx = self.begin().await?;
-        let current: Option<String> =
-            sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1 FOR UPDATE")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_err)?;
-        if current.as_deref() != Some(JobState::NeedsReview.as_str()) {
+        if lock_job(&mut tx, id).await? != Some(JobState::NeedsReview) {
             return Ok(false);
         }
         transition(

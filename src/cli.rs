@@ -52,7 +52,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// OCR image files (PNG, JPEG, TIFF incl. multi-page, WebP, BMP) and print the result.
-    Ocr(OcrArgs),
+    Ocr(Box<OcrArgs>),
     /// Run the HTTP server (POST /v1/ocr, /v1/jobs..., /v1/queue, /health/*, /metrics, /openapi.json).
     Serve(Box<ServeArgs>),
     /// Submit files or directories to a server as jobs, wait, and write each result
@@ -61,6 +61,187 @@ pub enum Command {
     /// Benchmark a server: sync sweep, bulk jobs, mixed load (CSV, plots), and the raw-model
     /// limit (`--raw`).
     Bench(Box<crate::bench::BenchArgs>),
+    /// Manage API keys in the job store (`create` prints the new key once, as its last line).
+    Keys(Box<KeysArgs>),
+}
+
+/// A secret from the command line or environment (a webhook secret, a database URL with a
+/// password): its `Debug` output never shows it, so a logged configuration cannot leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        Ok(Secret(s.to_string()))
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A URL keeps its scheme and host; anything that could be a credential is hidden.
+        match self.0.split_once("://") {
+            Some((scheme, rest)) => {
+                let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+                write!(f, "\"{scheme}://***@{host}\"")
+            }
+            None => f.write_str("\"***\""),
+        }
+    }
+}
+
+/// `ocr-server keys`: API keys, stored hashed in the job store that `serve` uses.
+#[derive(Debug, Args)]
+pub struct KeysArgs {
+    #[command(subcommand)]
+    pub action: KeysAction,
+    /// The data directory of the default SQLite store (as `serve --data-dir`).
+    #[arg(long, env = "OCR_DATA_DIR", default_value = "data", global = true)]
+    pub data_dir: PathBuf,
+    /// The job store (as `serve --database-url`).
+    #[arg(long, env = "OCR_DATABASE_URL", global = true)]
+    pub database_url: Option<Secret>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysAction {
+    /// Create a key and print it once (the last line of standard output).
+    Create(KeyCreateArgs),
+    /// List the keys (never the keys themselves).
+    List,
+    /// Revoke a key: it is refused (401) on every replica within seconds.
+    Revoke {
+        /// The key's name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct KeyCreateArgs {
+    /// A unique name: the actor in audit events.
+    #[arg(long)]
+    pub name: String,
+    /// The tenant whose jobs the key creates and sees (default: the key's name); keys of one
+    /// tenant share its jobs.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// What the key may do: ocr, jobs, review, admin (admin: everything, every tenant).
+    #[arg(long, value_delimiter = ',', default_value = "ocr,jobs")]
+    pub scopes: Vec<String>,
+    /// Requests per second (token bucket refill); unlimited without it.
+    #[arg(long)]
+    pub rate_limit: Option<f64>,
+    /// Requests the bucket holds (default: one second's worth).
+    #[arg(long)]
+    pub burst: Option<u32>,
+    /// Pages per second (OCR and job pages); unlimited without it.
+    #[arg(long)]
+    pub page_rate: Option<f64>,
+    /// Pages the page bucket holds (default: one second's worth).
+    #[arg(long)]
+    pub page_burst: Option<u32>,
+    /// Most queued and processing job pages of the key's tenant (429 `quota_exceeded` past it).
+    #[arg(long)]
+    pub max_queued_pages: Option<u64>,
+}
+
+/// Runs `ocr-server keys`.
+pub fn run_keys(args: &KeysArgs) -> Result<bool> {
+    let url = args.database_url.as_ref().map_or_else(
+        || format!("sqlite://{}", args.data_dir.join("jobs.db").display()),
+        |s| s.0.clone(),
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Runtime(format!("starting the async runtime: {e}")))?;
+    rt.block_on(async {
+        let store = crate::jobs::store::open(&url).await?;
+        let mut out = std::io::stdout().lock();
+        let io = |e: std::io::Error| Error::Io {
+            path: "stdout".into(),
+            source: e,
+        };
+        match &args.action {
+            KeysAction::Create(c) => {
+                crate::auth::check_name("key name", &c.name)?;
+                let tenant = c.tenant.clone().unwrap_or_else(|| c.name.clone());
+                crate::auth::check_name("tenant", &tenant)?;
+                let mut scopes = Vec::new();
+                for s in &c.scopes {
+                    let s = crate::auth::Scope::parse(s)?;
+                    if !scopes.contains(&s) {
+                        scopes.push(s);
+                    }
+                }
+                for (what, rate) in [("--rate-limit", c.rate_limit), ("--page-rate", c.page_rate)] {
+                    if rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+                        return Err(Error::InvalidOption(format!("{what} must be above 0")));
+                    }
+                }
+                let key = crate::auth::new_key();
+                let record = crate::jobs::model::ApiKey {
+                    name: c.name.clone(),
+                    tenant: tenant.clone(),
+                    hash: crate::auth::hash_key(&key),
+                    scopes: scopes.iter().map(|s| s.as_str().to_string()).collect(),
+                    rate_per_s: c.rate_limit,
+                    burst: c.burst,
+                    pages_per_s: c.page_rate,
+                    page_burst: c.page_burst,
+                    max_queued_pages: c.max_queued_pages,
+                    created_ms: now_ms(),
+                    revoked_ms: None,
+                };
+                store.create_key(&record).await?;
+                writeln!(
+                    out,
+                    "created key {} (tenant {tenant}, scopes {}); it is shown only once:",
+                    c.name,
+                    record.scopes.join(",")
+                )
+                .map_err(io)?;
+                writeln!(out, "{key}").map_err(io)?;
+            }
+            KeysAction::List => {
+                writeln!(
+                    out,
+                    "{:<24} {:<24} {:<22} {:>10} {:>10} {:>12} state",
+                    "name", "tenant", "scopes", "req/s", "pages/s", "max_queued"
+                )
+                .map_err(io)?;
+                let num = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{v}"));
+                for k in store.keys().await? {
+                    writeln!(
+                        out,
+                        "{:<24} {:<24} {:<22} {:>10} {:>10} {:>12} {}",
+                        k.name,
+                        k.tenant,
+                        k.scopes.join(","),
+                        num(k.rate_per_s),
+                        num(k.pages_per_s),
+                        k.max_queued_pages
+                            .map_or_else(|| "-".into(), |v| v.to_string()),
+                        if k.revoked_ms.is_some() {
+                            "revoked"
+                        } else {
+                            "active"
+                        }
+                    )
+                    .map_err(io)?;
+                }
+            }
+            KeysAction::Revoke { name } => {
+                if !store.revoke_key(name, now_ms()).await? {
+                    return Err(Error::InvalidOption(format!(
+                        "no active key named {name:?}"
+                    )));
+                }
+                writeln!(out, "revoked key {name}").map_err(io)?;
+            }
+        }
+        Ok(true)
+    })
 }
 
 /// `ocr-server serve`: every flag also reads an `OCR_*` environment variable.
@@ -156,7 +337,7 @@ pub struct ServeArgs {
     /// The job store: `sqlite://PATH` (default `sqlite://<data-dir>/jobs.db`) or
     /// `postgres://USER@HOST:PORT/DB` (one database shared by many replicas).
     #[arg(long, env = "OCR_DATABASE_URL")]
-    pub database_url: Option<String>,
+    pub database_url: Option<Secret>,
     /// Where job documents are stored: `file:///PATH` (default `<data-dir>/documents`) or
     /// `s3://BUCKET/PREFIX` with the standard `AWS_*` variables (endpoint, keys, region,
     /// allow-http); replicas share it.
@@ -187,6 +368,23 @@ pub struct ServeArgs {
     /// interactive requests always find room.
     #[arg(long, env = "OCR_JOB_CONCURRENCY", default_value_t = 8)]
     pub job_concurrency: usize,
+    /// API keys: `auto` (required as soon as one key exists in the store), `required`, or
+    /// `off` (anyone who reaches the port may do anything). Keys: `ocr-server keys create`.
+    #[arg(long, env = "OCR_AUTH", value_enum, default_value_t = crate::auth::AuthMode::Auto)]
+    pub auth: crate::auth::AuthMode,
+    /// Serve /metrics without a key (else it needs the `admin` scope while keys are required).
+    #[arg(long, env = "OCR_METRICS_OPEN")]
+    pub metrics_open: bool,
+    /// Most open HTTP connections; past it the listener stops accepting until one closes.
+    #[arg(long, env = "OCR_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// A connection must send a request's headers within this (ms); it is also how long an
+    /// idle keep-alive connection is kept.
+    #[arg(long, env = "OCR_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
+    /// Longest pause while a request body is read (ms); the body is cut off after it.
+    #[arg(long, env = "OCR_BODY_TIMEOUT_MS", default_value_t = 30_000)]
+    pub body_timeout_ms: u64,
     /// Attempts per job page before it is failed for good (dead-lettered).
     #[arg(long, env = "OCR_JOB_MAX_ATTEMPTS", default_value_t = 3)]
     pub job_max_attempts: u32,
@@ -203,7 +401,7 @@ pub struct ServeArgs {
         env = "OCR_WEBHOOK_SECRETS",
         value_delimiter = ','
     )]
-    pub webhook_secrets: Vec<String>,
+    pub webhook_secrets: Vec<Secret>,
     /// Webhook hosts allowed even though they resolve to loopback, private or link-local
     /// addresses (comma-separated in the env var).
     #[arg(
@@ -260,7 +458,7 @@ impl ServeArgs {
                 max_side_px: self.max_side,
                 max_pixels: self.max_pixels,
                 max_pages: self.max_pages,
-                pdf_dpi: self.pipeline.pdf_dpi,
+                ..self.pipeline.decode_limits()
             },
             default_timeout: Duration::from_millis(self.request_timeout_ms.max(1)),
             idempotency_ttl: Duration::from_secs(self.idempotency_ttl_s.max(1)),
@@ -306,14 +504,14 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
         &object_store_url,
         args.max_document_bytes.max(1),
     )?);
-    let database_url = args
-        .database_url
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}", args.data_dir.join("jobs.db").display()));
+    let database_url = args.database_url.as_ref().map_or_else(
+        || format!("sqlite://{}", args.data_dir.join("jobs.db").display()),
+        |s| s.0.clone(),
+    );
     let mut webhooks = WebhookConfig::new(
         args.webhook_secrets
             .iter()
-            .map(|s| parse_secret(s))
+            .map(|s| parse_secret(&s.0))
             .collect::<Result<Vec<_>>>()?,
         args.webhook_allow.clone(),
     );
@@ -324,6 +522,9 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
         .build()
         .map_err(|e| Error::Runtime(format!("starting the async runtime: {e}")))?;
     let store: Arc<dyn JobStore> = rt.block_on(crate::jobs::store::open(&database_url))?;
+    // One API configuration, so the sync API, the job service and the runner share one memory
+    // budget.
+    let api_cfg = args.api_config();
     let runner = Runner::new(
         store.clone(),
         scheduler.clone(),
@@ -333,7 +534,7 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
             interactive_in_flight: args.interactive_job_concurrency.max(1),
             max_attempts: args.job_max_attempts.max(1),
             lease: Duration::from_millis(args.job_lease_ms.max(300)),
-            decode: args.api_config().decode,
+            decode: api_cfg.decode.clone(),
             webhooks,
             metric_tags: args.metrics_tags.clone(),
             ..RunnerConfig::default()
@@ -342,13 +543,20 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
     let jobs = JobService::new(
         runner.clone(),
         ServiceConfig {
-            decode: args.api_config().decode,
+            decode: api_cfg.decode.clone(),
             idempotency_ttl: Duration::from_secs(args.idempotency_ttl_s.max(1)),
             max_queued_pages: args.max_queued_pages,
             min_free_disk_bytes: args.min_free_disk_mb << 20,
         },
     );
-    let api = Api::with_jobs(scheduler.clone(), args.api_config(), jobs);
+    let auth = crate::auth::Auth::new(args.auth, Some(store.clone()), args.metrics_open);
+    let api = Api::with_jobs_and_auth(scheduler.clone(), api_cfg, jobs, auth);
+    let http = crate::api::serve::HttpLimits {
+        max_connections: args.max_connections.max(1),
+        header_timeout: Duration::from_millis(args.header_timeout_ms.max(1)),
+        body_timeout: Duration::from_millis(args.body_timeout_ms.max(1)),
+        ..Default::default()
+    };
     let addr = format!("{}:{}", args.host, args.port);
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(&addr)
@@ -386,24 +594,23 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
         let stop_runner = runner.clone();
         let startup_error = Arc::new(std::sync::Mutex::new(None));
         let startup_error2 = startup_error.clone();
-        axum::serve(listener, api.router())
-            .with_graceful_shutdown(async move {
-                tokio::select! {
-                    _ = shutdown_signal() => {
-                        eprintln!("ocr-server: shutting down: finishing admitted requests");
-                    }
-                    Ok(e) = fail_rx => {
-                        *startup_error2.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-                    }
+        crate::api::serve::serve(listener, api.router(), http, async move {
+            tokio::select! {
+                _ = shutdown_signal() => {
+                    eprintln!("ocr-server: shutting down: finishing admitted requests");
                 }
-                stop_api.begin_shutdown();
-                stop_runner.stop_claiming();
-            })
-            .await
-            .map_err(|e| Error::Io {
-                path: addr.clone(),
-                source: e,
-            })?;
+                Ok(e) = fail_rx => {
+                    *startup_error2.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                }
+            }
+            stop_api.begin_shutdown();
+            stop_runner.stop_claiming();
+        })
+        .await
+        .map_err(|e| Error::Io {
+            path: addr.clone(),
+            source: e,
+        })?;
         runner.shutdown().await;
         if let Some(e) = startup_error
             .lock()
@@ -527,6 +734,36 @@ pub struct PipelineArgs {
     /// limits).
     #[arg(long, env = "OCR_PDF_DPI", default_value_t = crate::pipeline::decode::DEFAULT_PDF_DPI)]
     pub pdf_dpi: f32,
+    /// Most bytes the streams of one PDF page may decode to; a page over it fails alone with
+    /// `decompressed_too_large` (422 for a one-page request) before anything inflates it.
+    #[arg(long, env = "OCR_MAX_DECOMPRESSED_BYTES_PER_PAGE", default_value_t = crate::pipeline::decode::DEFAULT_MAX_DECOMPRESSED_BYTES_PER_PAGE)]
+    pub max_decompressed_bytes_per_page: u64,
+    /// Memory (MiB) that decoded and rendered pages may hold at once, server-wide: every decode
+    /// reserves its worst case first (default: half the machine's or the cgroup's memory).
+    #[arg(long, env = "OCR_MEMORY_BUDGET_MB")]
+    pub memory_budget_mb: Option<u64>,
+    /// How long a decode waits for room in the memory budget before 503 `memory_exhausted`.
+    #[arg(long, env = "OCR_MEMORY_WAIT_MS", default_value_t = 10_000)]
+    pub memory_wait_ms: u64,
+}
+
+impl PipelineArgs {
+    /// The decode limits these options give, with a new memory budget (build it once per
+    /// process and clone it).
+    pub fn decode_limits(&self) -> DecodeLimits {
+        let budget = self
+            .memory_budget_mb
+            .map_or_else(crate::memory::default_budget_bytes, |mb| mb.max(1) << 20);
+        DecodeLimits {
+            pdf_dpi: self.pdf_dpi,
+            max_decompressed_bytes_per_page: self.max_decompressed_bytes_per_page.max(1),
+            memory: crate::memory::MemoryBudget::new(
+                budget,
+                Duration::from_millis(self.memory_wait_ms),
+            ),
+            ..DecodeLimits::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -679,8 +916,13 @@ pub fn ocr_document(
     let mut pages = Vec::with_capacity(selected.len());
     let mut first_error = None;
     for &i in selected {
-        match doc.page(i) {
-            Ok(img) => pages.push(engine.ocr_page(&img, opts)?),
+        // Reserved from the memory budget before decoding, released with the page.
+        let decoded = doc.reserve(&[i]).and_then(|(mut checks, reservation)| {
+            checks.pop().unwrap_or(Ok(()))?;
+            Ok((doc.page(i)?, reservation))
+        });
+        match decoded {
+            Ok((img, _reservation)) => pages.push(engine.ocr_page(&img, opts)?),
             Err(e) => {
                 pages.push(Page::failed(&e));
                 first_error.get_or_insert(e);
@@ -774,10 +1016,7 @@ fn run_ocr_to(args: &OcrArgs, out: &mut dyn Write) -> Result<bool> {
         .map(|_| engine_from_args(&args.runtime, &args.pipeline))
         .collect::<Result<Vec<_>>>()?;
     let opts = args.pipeline.options();
-    let limits = DecodeLimits {
-        pdf_dpi: args.pipeline.pdf_dpi,
-        ..DecodeLimits::default()
-    };
+    let limits = args.pipeline.decode_limits();
     let started = Instant::now();
     let mut report = Report {
         format: args.format,

@@ -88,6 +88,23 @@ pub struct SubmitArgs {
     /// No progress bar (it is also hidden when standard error is not a terminal).
     #[arg(long)]
     pub quiet: bool,
+    /// The API key sent as `Authorization: Bearer KEY` (for servers that require keys).
+    #[arg(long, env = "OCR_API_KEY")]
+    pub api_key: Option<crate::cli::Secret>,
+}
+
+/// `Authorization: Bearer KEY`, marked sensitive (never shown by reqwest's Debug output).
+fn auth_headers(key: Option<&crate::cli::Secret>) -> Result<reqwest::header::HeaderMap> {
+    let mut h = reqwest::header::HeaderMap::new();
+    if let Some(k) = key {
+        let mut v =
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {}", k.0)).map_err(|_| {
+                Error::InvalidOption("--api-key has characters a header cannot hold".into())
+            })?;
+        v.set_sensitive(true);
+        h.insert(reqwest::header::AUTHORIZATION, v);
+    }
+    Ok(h)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -300,6 +317,7 @@ pub fn run_submit(args: &SubmitArgs) -> Result<bool> {
     };
     let ctx = Arc::new(Ctx {
         http: reqwest::Client::builder()
+            .default_headers(auth_headers(args.api_key.as_ref())?)
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(300))
             .build()

@@ -1,6 +1,9 @@
-//! The one error type of the crate. Every failure a client can cause, and every failure of the
-//! runtime, is a variant here; `code()` gives the stable machine-readable code that logs, the CLI
-//! and (later) HTTP problem bodies use. Nothing else in the crate invents error codes.
+//! The one error type of the crate, and its one table. Every failure a client can cause, and
+//! every failure of the runtime, is a variant here; [`Error::meta`] is the only place that says
+//! what a variant means outside the process: its HTTP status, stable machine-readable code,
+//! title, and retry rule (never, after the server has room again, or with backoff). Problem
+//! bodies, the job runner's retries, logs and the CLI all read it; nothing else in the crate
+//! invents error codes, and a test checks the README's table against it.
 
 use thiserror::Error;
 
@@ -66,6 +69,44 @@ pub enum Error {
     JobsDisabled,
     #[error("job store error: {0}")]
     Store(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("this API key lacks the `{scope}` scope")]
+    Forbidden { scope: &'static str },
+    #[error(
+        "rate limit of key {key:?}: {limit} {unit} per {window_s} s; retry after {retry_after_s} s"
+    )]
+    RateLimited {
+        key: String,
+        unit: &'static str,
+        limit: u32,
+        window_s: u64,
+        retry_after_s: u64,
+    },
+    #[error("key {key:?} has {queued} pages queued; {adding} more would pass its quota of {limit}")]
+    QuotaExceeded {
+        key: String,
+        queued: u64,
+        adding: u64,
+        limit: u64,
+    },
+    #[error(
+        "decoding needs {needed_mb} MiB and the server's memory budget of {budget_mb} MiB had no \
+         room within {waited_ms} ms"
+    )]
+    MemoryExhausted {
+        needed_mb: u64,
+        budget_mb: u64,
+        waited_ms: u64,
+    },
+    #[error("{0}")]
+    DecompressedTooLarge(String),
+    #[error("no route {0}; see /openapi.json")]
+    RouteNotFound(String),
+    #[error("this route does not take the method {0}; see /openapi.json")]
+    MethodNotAllowed(String),
+    #[error("the page is {0}, not completed")]
+    NotCompleted(&'static str),
     #[error("I/O error on {path}: {source}")]
     Io {
         path: String,
@@ -73,84 +114,128 @@ pub enum Error {
     },
 }
 
-impl Error {
-    /// Stable, machine-readable code of the error (snake_case). Clients may match on it.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Error::EmptyInput => "empty_input",
-            Error::UnsupportedFormat => "unsupported_format",
-            Error::CorruptImage(_) => "corrupt_image",
-            Error::CorruptDocument(_) => "corrupt_document",
-            Error::EncryptedDocument => "encrypted_document",
-            Error::TooManyPagesForSync { .. } => "too_many_pages_for_sync",
-            Error::ImageTooLarge(_) => "image_too_large",
-            Error::TooManyPages { .. } => "too_many_pages",
-            Error::InvalidOption(_) => "invalid_option",
-            Error::RuntimeMissing { .. } => "runtime_missing",
-            Error::ModelMissing { .. } => "model_missing",
-            Error::Runtime(_) => "runtime_error",
-            Error::ModelOutput(_) => "model_output",
-            Error::Overloaded { .. } => "overloaded",
-            Error::DeadlineExceeded => "deadline_exceeded",
-            Error::ShuttingDown => "shutting_down",
-            Error::NotReady => "not_ready",
-            Error::PayloadTooLarge { .. } => "payload_too_large",
-            Error::UnsupportedMediaType(_) => "unsupported_media_type",
-            Error::BadRequest(_) => "bad_request",
-            Error::IdempotencyConflict(_) => "idempotency_conflict",
-            Error::JobNotFound(_) => "job_not_found",
-            Error::JobFinished(_) => "job_finished",
-            Error::NotInReview { .. } => "not_in_review",
-            Error::JobsDisabled => "jobs_disabled",
-            Error::InsufficientStorage { .. } => "insufficient_storage",
-            Error::Store(_) => "store_error",
-            Error::Io { .. } => "io_error",
-        }
-    }
-
-    /// How work that failed with this error is retried: never (the input is at fault), after
-    /// the server has room again (back-pressure: no attempt is counted), or with backoff.
-    pub fn retry(&self) -> Retry {
-        match self {
-            e if e.is_client_error() => Retry::Never,
-            Error::Overloaded { .. }
-            | Error::NotReady
-            | Error::ShuttingDown
-            | Error::InsufficientStorage { .. } => Retry::After,
-            _ => Retry::Backoff,
-        }
-    }
-
-    /// Whether the caller's input caused the error (as opposed to the server or its set-up).
-    pub fn is_client_error(&self) -> bool {
-        matches!(
-            self,
-            Error::EmptyInput
-                | Error::UnsupportedFormat
-                | Error::CorruptImage(_)
-                | Error::ImageTooLarge(_)
-                | Error::CorruptDocument(_)
-                | Error::EncryptedDocument
-                | Error::TooManyPagesForSync { .. }
-                | Error::TooManyPages { .. }
-                | Error::InvalidOption(_)
-                | Error::PayloadTooLarge { .. }
-                | Error::UnsupportedMediaType(_)
-                | Error::BadRequest(_)
-                | Error::IdempotencyConflict(_)
-                | Error::JobNotFound(_)
-                | Error::JobFinished(_)
-                | Error::NotInReview { .. }
-        )
-    }
+/// What an error means outside the process: one row of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    /// HTTP status of the problem body.
+    pub status: u16,
+    /// Stable, machine-readable code (snake_case). Clients may match on it.
+    pub code: &'static str,
+    /// Short human title of the problem type.
+    pub title: &'static str,
+    /// How work that failed with it is retried.
+    pub retry: Retry,
 }
 
-/// The retry rule of an error (see [`Error::retry`]).
+/// The retry rule of an error: never (the input or the caller is at fault), after the server
+/// (or the caller's allowance) has room again, with `Retry-After` seconds and no attempt
+/// counted against a job page, or with backoff (a fault of the server that may pass).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Retry {
     Never,
-    After,
+    After(u64),
     Backoff,
+}
+
+impl Error {
+    /// The error table: status, code, title and retry rule of every variant. The match has no
+    /// wildcard, so a new variant does not compile until it has its row.
+    pub fn meta(&self) -> Meta {
+        use Retry::{After, Backoff, Never};
+        let (status, code, title, retry) = match self {
+            Error::EmptyInput => (400, "empty_input", "Empty input", Never),
+            Error::BadRequest(_) => (400, "bad_request", "Malformed request", Never),
+            Error::Unauthorized(_) => (401, "unauthorized", "Unauthorized", Never),
+            Error::Forbidden { .. } => (403, "forbidden", "Forbidden", Never),
+            Error::JobNotFound(_) => (404, "job_not_found", "Not found", Never),
+            Error::JobsDisabled => (404, "jobs_disabled", "Jobs not enabled", Never),
+            Error::RouteNotFound(_) => (404, "not_found", "Not found", Never),
+            Error::MethodNotAllowed(_) => (405, "method_not_allowed", "Method not allowed", Never),
+            Error::JobFinished(_) => (409, "job_finished", "Job finished", Never),
+            Error::NotInReview { .. } => (409, "not_in_review", "Not in review", Never),
+            Error::NotCompleted(_) => (409, "not_completed", "Not completed", Never),
+            Error::PayloadTooLarge { .. } => (413, "payload_too_large", "Payload too large", Never),
+            Error::TooManyPagesForSync { .. } => (
+                413,
+                "too_many_pages_for_sync",
+                "Too many pages for a synchronous request",
+                Never,
+            ),
+            Error::UnsupportedFormat => {
+                (415, "unsupported_format", "Unsupported image format", Never)
+            }
+            Error::UnsupportedMediaType(_) => (
+                415,
+                "unsupported_media_type",
+                "Unsupported media type",
+                Never,
+            ),
+            Error::CorruptImage(_) => (422, "corrupt_image", "Corrupt image", Never),
+            Error::CorruptDocument(_) => (422, "corrupt_document", "Corrupt document", Never),
+            Error::EncryptedDocument => (422, "encrypted_document", "Encrypted document", Never),
+            Error::ImageTooLarge(_) => (422, "image_too_large", "Image too large", Never),
+            Error::DecompressedTooLarge(_) => (
+                422,
+                "decompressed_too_large",
+                "Decompressed data over the limit",
+                Never,
+            ),
+            Error::TooManyPages { .. } => (422, "too_many_pages", "Too many pages", Never),
+            Error::InvalidOption(_) => (422, "invalid_option", "Invalid option", Never),
+            Error::IdempotencyConflict(_) => {
+                (422, "idempotency_conflict", "Idempotency key reused", Never)
+            }
+            Error::RateLimited { retry_after_s, .. } => {
+                (429, "rate_limited", "Rate limited", After(*retry_after_s))
+            }
+            Error::QuotaExceeded { .. } => (429, "quota_exceeded", "Quota exceeded", After(30)),
+            Error::Overloaded { retry_after_s, .. } => (
+                429,
+                "overloaded",
+                "Server overloaded",
+                After(*retry_after_s),
+            ),
+            Error::RuntimeMissing { .. } => (500, "runtime_missing", "Internal error", Backoff),
+            Error::ModelMissing { .. } => (500, "model_missing", "Internal error", Backoff),
+            Error::Runtime(_) => (500, "runtime_error", "Internal error", Backoff),
+            Error::ModelOutput(_) => (500, "model_output", "Internal error", Backoff),
+            Error::Store(_) => (500, "store_error", "Internal error", Backoff),
+            Error::Io { .. } => (500, "io_error", "Internal error", Backoff),
+            Error::ShuttingDown => (503, "shutting_down", "Shutting down", After(1)),
+            Error::NotReady => (503, "not_ready", "Not ready", After(1)),
+            Error::MemoryExhausted { .. } => {
+                (503, "memory_exhausted", "Memory budget exhausted", After(2))
+            }
+            Error::DeadlineExceeded => (504, "deadline_exceeded", "Deadline exceeded", Backoff),
+            Error::InsufficientStorage { .. } => (
+                507,
+                "insufficient_storage",
+                "Insufficient storage",
+                After(60),
+            ),
+        };
+        Meta {
+            status,
+            code,
+            title,
+            retry,
+        }
+    }
+
+    /// Stable, machine-readable code of the error (the table's `code`).
+    pub fn code(&self) -> &'static str {
+        self.meta().code
+    }
+
+    /// How work that failed with this error is retried (the table's `retry`).
+    pub fn retry(&self) -> Retry {
+        self.meta().retry
+    }
+
+    /// Whether the caller caused the error (a 4xx), as opposed to the server or its set-up.
+    pub fn is_client_error(&self) -> bool {
+        (400..500).contains(&self.meta().status)
+    }
 }
 
 impl From<ort::Error> for Error {

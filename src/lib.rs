@@ -8,13 +8,17 @@
 //! [`output`] the text, hOCR and searchable-PDF writers; [`cli`] the command line; [`client`] the batch-ingestion client (`ocr-server submit`); [`bench`] the benchmark harness (`ocr-server bench`).
 
 pub mod api;
+pub mod auth;
 pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod document;
 pub mod engine;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod jobs;
+pub mod memory;
 pub mod output;
 pub mod pipeline;
 pub mod scheduler;

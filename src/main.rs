@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => run_serve(args).map(|()| true),
         Command::Submit(args) => ocr_server::client::run_submit(args),
         Command::Bench(args) => ocr_server::bench::run_bench(args),
+        Command::Keys(args) => ocr_server::cli::run_keys(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

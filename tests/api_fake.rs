@@ -253,6 +253,7 @@ async fn bad_input_gets_its_code() {
             max_pixels: 1_000_000,
             max_pages: 2,
             pdf_dpi: 200.0,
+            ..DecodeLimits::default()
         },
         ..ApiConfig::default()
     };

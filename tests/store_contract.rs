@@ -37,6 +37,8 @@ fn new_job(id: &str, pages: &[usize]) -> NewJob {
                 owned: true,
             })
             .collect(),
+        tenant: String::new(),
+        actor: None,
     }
 }
 
@@ -129,7 +131,125 @@ contract!(
     pauses_hold_bulk_work_by_tag_or_all,
     outbox_rows_are_written_with_the_state_and_claimed_once,
     sweep_keeps_unreviewed_jobs_and_lists_with_a_cursor,
+    api_keys_are_stored_hashed_and_revoked,
+    tenants_see_their_own_jobs_and_backlog,
+    claims_share_turns_between_tenants,
 );
+
+fn api_key(name: &str, hash: &str) -> ocr_server::jobs::model::ApiKey {
+    ocr_server::jobs::model::ApiKey {
+        name: name.into(),
+        tenant: format!("t-{name}"),
+        hash: hash.into(),
+        scopes: vec!["ocr".into(), "jobs".into()],
+        rate_per_s: Some(2.5),
+        burst: Some(5),
+        pages_per_s: None,
+        page_burst: Some(7),
+        max_queued_pages: Some(100),
+        created_ms: 10,
+        revoked_ms: None,
+    }
+}
+
+async fn api_keys_are_stored_hashed_and_revoked(s: Arc<dyn JobStore>) {
+    assert_eq!(s.active_keys().await.unwrap(), 0);
+    s.create_key(&api_key("b", "hb")).await.unwrap();
+    s.create_key(&api_key("a", "ha")).await.unwrap();
+    let e = s.create_key(&api_key("a", "hx")).await.unwrap_err();
+    assert_eq!(e.code(), "invalid_option", "{e}");
+    let keys = s.keys().await.unwrap();
+    assert_eq!(
+        keys.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    assert_eq!(keys[0], api_key("a", "ha"));
+    assert_eq!(s.key_by_hash("hb").await.unwrap(), Some(api_key("b", "hb")));
+    assert_eq!(s.key_by_hash("nope").await.unwrap(), None);
+    assert_eq!(s.active_keys().await.unwrap(), 2);
+    assert!(s.revoke_key("a", 50).await.unwrap());
+    assert!(!s.revoke_key("a", 60).await.unwrap(), "already revoked");
+    assert!(!s.revoke_key("zz", 60).await.unwrap());
+    assert_eq!(
+        s.key_by_hash("ha").await.unwrap().unwrap().revoked_ms,
+        Some(50)
+    );
+    assert_eq!(s.active_keys().await.unwrap(), 1);
+    // A revoked name is never reused.
+    assert!(s.create_key(&api_key("a", "hy")).await.is_err());
+}
+
+fn tenant_job(id: &str, tenant: &str, pages: usize) -> NewJob {
+    let mut j = new_job(id, &[pages]);
+    j.tenant = tenant.into();
+    j.actor = Some(format!("key-of-{tenant}"));
+    j
+}
+
+async fn tenants_see_their_own_jobs_and_backlog(s: Arc<dyn JobStore>) {
+    s.create_job(tenant_job("ja", "acme", 3), 1, 10)
+        .await
+        .unwrap();
+    s.create_job(tenant_job("jb", "globex", 2), 2, 10)
+        .await
+        .unwrap();
+    let ids = |v: Vec<ocr_server::jobs::model::JobRecord>| {
+        v.into_iter().map(|j| j.id).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(s.list_jobs(Some("acme"), None, None, 10).await.unwrap()),
+        ["ja"]
+    );
+    assert_eq!(
+        ids(s.list_jobs(Some("globex"), None, None, 10).await.unwrap()),
+        ["jb"]
+    );
+    assert_eq!(
+        ids(s.list_jobs(None, None, None, 10).await.unwrap()),
+        ["jb", "ja"]
+    );
+    assert_eq!(s.get_job("ja").await.unwrap().unwrap().tenant, "acme");
+    assert_eq!(s.tenant_backlog("acme").await.unwrap(), 3);
+    assert_eq!(s.tenant_backlog("globex").await.unwrap(), 2);
+    assert_eq!(s.tenant_backlog("other").await.unwrap(), 0);
+    let events = s.events("ja").await.unwrap();
+    assert_eq!(events[0].kind, "created");
+    assert_eq!(
+        events[0].detail["actor"], "key-of-acme",
+        "{:?}",
+        events[0].detail
+    );
+}
+
+/// Tenant A queues 200 pages, then tenant B 4: claiming one page at a time, B's pages are all
+/// claimed before A's 10th; a claim of 4 holds pages of both.
+async fn claims_share_turns_between_tenants(s: Arc<dyn JobStore>) {
+    s.create_job(tenant_job("ja", "a", 200), 1, 10)
+        .await
+        .unwrap();
+    s.create_job(tenant_job("jb", "b", 4), 2, 10).await.unwrap();
+    let four = s.claim(&claim("w", JobClass::Bulk, 4, 100)).await.unwrap();
+    let jobs: std::collections::BTreeSet<&str> =
+        four.iter().map(|p| p.lease.page.job_id.as_str()).collect();
+    assert_eq!(
+        jobs.into_iter().collect::<Vec<_>>(),
+        ["ja", "jb"],
+        "{:?}",
+        ids(&four)
+    );
+    let (mut a, mut b) = (2usize, 2usize);
+    for _ in 0..6 {
+        let one = s.claim(&claim("w", JobClass::Bulk, 1, 100)).await.unwrap();
+        assert_eq!(one.len(), 1);
+        if one[0].lease.page.job_id == "ja" {
+            a += 1;
+        } else {
+            b += 1;
+        }
+    }
+    assert_eq!(b, 4, "B's pages all claimed by then (A: {a})");
+    assert!(a < 10, "{a}");
+}
 
 async fn lifecycle_with_retry_review_and_events(s: Arc<dyn JobStore>) {
     let Created::New(job) = s
@@ -599,7 +719,7 @@ async fn sweep_keeps_unreviewed_jobs_and_lists_with_a_cursor(s: Arc<dyn JobStore
         Some(JobState::NeedsReview)
     );
     let first: Vec<String> = s
-        .list_jobs(None, None, 2)
+        .list_jobs(None, None, None, 2)
         .await
         .unwrap()
         .into_iter()
@@ -607,7 +727,7 @@ async fn sweep_keeps_unreviewed_jobs_and_lists_with_a_cursor(s: Arc<dyn JobStore
         .collect();
     assert_eq!(first, ["d", "c"]);
     let next: Vec<String> = s
-        .list_jobs(None, Some("c"), 2)
+        .list_jobs(None, None, Some("c"), 2)
         .await
         .unwrap()
         .into_iter()
@@ -615,7 +735,7 @@ async fn sweep_keeps_unreviewed_jobs_and_lists_with_a_cursor(s: Arc<dyn JobStore
         .collect();
     assert_eq!(next, ["b", "a"]);
     let review = s
-        .list_jobs(Some(JobState::NeedsReview), None, 10)
+        .list_jobs(None, Some(JobState::NeedsReview), None, 10)
         .await
         .unwrap();
     assert_eq!(review.len(), 1);

@@ -10,14 +10,16 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::Caller;
 use crate::engine::ModelKind;
 use crate::error::Error;
 use crate::jobs::model::{JobClass, JobOptions, JobRecord, JobState};
@@ -25,6 +27,7 @@ use crate::jobs::service::{Correction, JobService, JobSpec, Review, Source, Uplo
 use crate::pipeline::Page;
 
 pub use super::dto::{EventView, JobView};
+use super::options::{Fields, StrictQuery, json_body, json_with_options, parse_fields};
 use super::problem::{ApiError, Problem};
 use super::{AppState, Format, RequestOptions, read_body};
 
@@ -51,6 +54,21 @@ pub struct JobRequestOptions {
     pub pages: Option<String>,
 }
 
+impl Fields for JobRequestOptions {
+    const FIELDS: &'static [&'static str] = &[
+        "model",
+        "det_limit_side",
+        "classify",
+        "min_confidence",
+        "review_threshold",
+        "tag",
+        "priority",
+        "webhook_url",
+        "name",
+        "pages",
+    ];
+}
+
 impl JobRequestOptions {
     fn overlay(self, o: JobRequestOptions) -> JobRequestOptions {
         JobRequestOptions {
@@ -72,6 +90,7 @@ impl JobRequestOptions {
 /// server's object store (`s3://BUCKET/KEY` under `--object-store-url`; nothing else is
 /// fetched).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct JsonDocument {
     pub name: Option<String>,
     /// The document bytes, base64.
@@ -150,8 +169,7 @@ async fn split_job_body(
 ) -> Result<(Vec<Upload>, JobRequestOptions), Error> {
     let (mime, ctype) = media_type(headers);
     if mime == "application/json" {
-        let req: JsonJobRequest = serde_json::from_slice(&body)
-            .map_err(|e| Error::BadRequest(format!("JSON body: {e}")))?;
+        let req: JsonJobRequest = json_with_options::<_, JobRequestOptions>(&body, &["documents"])?;
         let mut docs = Vec::new();
         for (i, d) in req.documents.into_iter().enumerate() {
             let source = match (d.data, d.url) {
@@ -199,10 +217,7 @@ async fn split_job_body(
                 fields.push((name, field.text().await.map_err(bad)?));
             }
         }
-        let encoded = serde_urlencoded::to_string(&fields)
-            .map_err(|e| Error::BadRequest(format!("multipart fields: {e}")))?;
-        let opts = serde_urlencoded::from_str(&encoded)
-            .map_err(|e| Error::InvalidOption(format!("multipart fields: {e}")))?;
+        let opts = parse_fields(&fields)?;
         return Ok((docs, opts));
     }
     Err(Error::UnsupportedMediaType(format!(
@@ -232,7 +247,8 @@ async fn split_job_body(
 )]
 pub(super) async fn create_job(
     State(st): State<Arc<AppState>>,
-    query: Result<Query<JobRequestOptions>, axum::extract::rejection::QueryRejection>,
+    Extension(caller): Extension<Caller>,
+    StrictQuery(query): StrictQuery<JobRequestOptions>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -240,8 +256,6 @@ pub(super) async fn create_job(
     if st.shutting_down.load(std::sync::atomic::Ordering::Acquire) {
         return Err(Error::ShuttingDown.into());
     }
-    let Query(query) =
-        query.map_err(|e| Error::InvalidOption(format!("query string: {}", e.body_text())))?;
     let key = idempotency_key(&headers)?;
     let id = JobService::new_job_id();
     let (mime, _) = media_type(&headers);
@@ -263,7 +277,7 @@ pub(super) async fn create_job(
             name,
             source: Source::Stored(stored),
         };
-        let (job, replayed) = svc.create(id, vec![doc], spec, key).await?;
+        let (job, replayed) = svc.create(&caller, id, vec![doc], spec, key).await?;
         return Ok(job_response(svc, StatusCode::ACCEPTED, &job, replayed).await?);
     } else {
         let bytes = read_body(&headers, body, st.cfg.max_body_bytes).await?;
@@ -271,7 +285,7 @@ pub(super) async fn create_job(
         (docs, query.overlay(body_opts))
     };
     let spec = job_spec(&st, &opts, JobClass::Bulk)?;
-    let (job, replayed) = svc.create(id, docs, spec, key).await?;
+    let (job, replayed) = svc.create(&caller, id, docs, spec, key).await?;
     Ok(job_response(svc, StatusCode::ACCEPTED, &job, replayed).await?)
 }
 
@@ -322,10 +336,11 @@ fn job_spec(st: &AppState, opts: &JobRequestOptions, class: JobClass) -> Result<
     (status = 200, body = JobView), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn get_job(
     State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let svc = service(&st)?;
-    let job = svc.get(&id).await?;
+    let job = svc.get(&caller, &id).await?;
     Ok(job_response(svc, StatusCode::OK, &job, false).await?)
 }
 
@@ -336,10 +351,11 @@ pub(super) async fn get_job(
     (status = 409, description = "The job already finished", body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn cancel_job(
     State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let svc = service(&st)?;
-    let job = svc.cancel(&id).await?;
+    let job = svc.cancel(&caller, &id).await?;
     Ok(job_response(svc, StatusCode::OK, &job, false).await?)
 }
 
@@ -354,6 +370,10 @@ pub struct ListQuery {
     pub limit: Option<usize>,
 }
 
+impl Fields for ListQuery {
+    const FIELDS: &'static [&'static str] = &["state", "cursor", "limit"];
+}
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct JobList {
     pub jobs: Vec<JobView>,
@@ -364,11 +384,10 @@ pub struct JobList {
 #[utoipa::path(get, path = "/v1/jobs", params(ListQuery), responses((status = 200, body = JobList)))]
 pub(super) async fn list_jobs(
     State(st): State<Arc<AppState>>,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    Extension(caller): Extension<Caller>,
+    StrictQuery(q): StrictQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
     let svc = service(&st)?;
-    let Query(q) =
-        query.map_err(|e| Error::InvalidOption(format!("query string: {}", e.body_text())))?;
     let state = q
         .state
         .as_deref()
@@ -377,7 +396,7 @@ pub(super) async fn list_jobs(
         })
         .transpose()?;
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
-    let jobs = svc.list(state, q.cursor.as_deref(), limit).await?;
+    let jobs = svc.list(&caller, state, q.cursor.as_deref(), limit).await?;
     let next_cursor = (jobs.len() == limit)
         .then(|| jobs.last().map(|j| j.id.clone()))
         .flatten();
@@ -396,9 +415,10 @@ pub(super) async fn list_jobs(
 #[utoipa::path(get, path = "/v1/jobs/{id}/events", params(("id" = String, Path)), responses((status = 200, body = Vec<EventView>)))]
 pub(super) async fn job_events(
     State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let events = service(&st)?.events(&id).await?;
+    let events = service(&st)?.events(&caller, &id).await?;
     Ok(Json(events.into_iter().map(EventView::from).collect::<Vec<_>>()).into_response())
 }
 
@@ -406,14 +426,16 @@ pub(super) async fn job_events(
 #[utoipa::path(post, path = "/v1/jobs/{id}/retry", params(("id" = String, Path)), responses((status = 202, body = JobView)))]
 pub(super) async fn retry_job(
     State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let svc = service(&st)?;
-    let job = svc.retry(&id).await?;
+    let job = svc.retry(&caller, &id).await?;
     Ok(job_response(svc, StatusCode::ACCEPTED, &job, false).await?)
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ReviewRequest {
     /// Approve the result as it is.
     #[serde(default)]
@@ -429,18 +451,18 @@ pub struct ReviewRequest {
     (status = 200, body = JobView), (status = 409, body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn review_job(
     State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    body: Result<Json<ReviewRequest>, axum::extract::rejection::JsonRejection>,
+    body: bytes::Bytes,
 ) -> Result<Response, ApiError> {
     let svc = service(&st)?;
-    let Json(req) =
-        body.map_err(|e| Error::BadRequest(format!("review body: {}", e.body_text())))?;
+    let req: ReviewRequest = json_body("review body", &body)?;
     let review = Review {
         approve: req.approve,
         corrections: req.corrections,
         reviewer: req.reviewer,
     };
-    let job = svc.review(&id, review).await?;
+    let job = svc.review(&caller, &id, review).await?;
     Ok(job_response(svc, StatusCode::OK, &job, false).await?)
 }
 
@@ -448,10 +470,11 @@ pub(super) async fn review_job(
 #[utoipa::path(post, path = "/v1/jobs/{id}/webhook/resend", params(("id" = String, Path)), responses((status = 202, body = JobView)))]
 pub(super) async fn resend_webhooks(
     State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let svc = service(&st)?;
-    let job = svc.resend_webhooks(&id).await?;
+    let job = svc.resend_webhooks(&caller, &id).await?;
     Ok(job_response(svc, StatusCode::ACCEPTED, &job, false).await?)
 }
 
@@ -463,6 +486,10 @@ pub struct ResultQuery {
     pub format: Option<Format>,
     /// The document (0-based) for `hocr` and `pdf`; default 0.
     pub document: Option<usize>,
+}
+
+impl Fields for ResultQuery {
+    const FIELDS: &'static [&'static str] = &["format", "document"];
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -489,14 +516,13 @@ pub struct JobResult {
     (status = 200, body = JobResult), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn job_result(
     State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    query: Result<Query<ResultQuery>, axum::extract::rejection::QueryRejection>,
+    StrictQuery(q): StrictQuery<ResultQuery>,
 ) -> Result<Response, ApiError> {
     let svc = service(&st)?;
-    let Query(q) =
-        query.map_err(|e| Error::InvalidOption(format!("query string: {}", e.body_text())))?;
     if let Some(format @ (Format::Hocr | Format::Pdf)) = q.format {
-        let job = svc.get(&id).await?;
+        let job = svc.get(&caller, &id).await?;
         let (doc, selected, pages) = svc.document_pages(&job, q.document.unwrap_or(0)).await?;
         return Ok(super::respond(
             format,
@@ -508,7 +534,7 @@ pub(super) async fn job_result(
         )
         .await?);
     }
-    let r = svc.results(&id).await?;
+    let r = svc.results(&caller, &id).await?;
     if q.format == Some(Format::Text) {
         let text = r
             .documents
@@ -537,6 +563,7 @@ pub(super) async fn job_result(
 }
 
 #[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct PauseRequest {
     /// Pause or resume only the bulk jobs with this tag (default: all bulk work).
     pub tag: Option<String>,
@@ -548,12 +575,12 @@ pub struct Pauses {
     pub paused: Vec<String>,
 }
 
-async fn set_paused(
-    st: &AppState,
-    body: Option<Json<PauseRequest>>,
-    paused: bool,
-) -> Result<Response, ApiError> {
-    let req = body.map(|Json(b)| b).unwrap_or_default();
+async fn set_paused(st: &AppState, body: bytes::Bytes, paused: bool) -> Result<Response, ApiError> {
+    let req: PauseRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        PauseRequest::default()
+    } else {
+        json_body("pause body", &body)?
+    };
     let paused = service(st)?.set_paused(req.tag.as_deref(), paused).await?;
     Ok(Json(Pauses { paused }).into_response())
 }
@@ -563,7 +590,7 @@ async fn set_paused(
 #[utoipa::path(post, path = "/v1/admin/pause", request_body(content = PauseRequest, description = "Optional: `{\"tag\": \"...\"}`"), responses((status = 200, body = Pauses)))]
 pub(super) async fn pause(
     State(st): State<Arc<AppState>>,
-    body: Option<Json<PauseRequest>>,
+    body: bytes::Bytes,
 ) -> Result<Response, ApiError> {
     set_paused(&st, body, true).await
 }
@@ -572,7 +599,7 @@ pub(super) async fn pause(
 #[utoipa::path(post, path = "/v1/admin/resume", request_body(content = PauseRequest, description = "Optional: `{\"tag\": \"...\"}`"), responses((status = 200, body = Pauses)))]
 pub(super) async fn resume(
     State(st): State<Arc<AppState>>,
-    body: Option<Json<PauseRequest>>,
+    body: bytes::Bytes,
 ) -> Result<Response, ApiError> {
     set_paused(&st, body, false).await
 }
@@ -588,8 +615,10 @@ pub(super) async fn pauses(State(st): State<Arc<AppState>>) -> Result<Response, 
 /// job (claimed before any bulk page, run in the interactive class); if it finishes within
 /// `wait`, the answer is the sync result (200), else 202 with the job's `Location`, and the job
 /// continues the same work.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn hybrid(
     st: &Arc<AppState>,
+    caller: &Caller,
     image: bytes::Bytes,
     options: &RequestOptions,
     format: Format,
@@ -612,7 +641,7 @@ pub(super) async fn hybrid(
     };
     let spec = job_spec(st, &opts, JobClass::Interactive)?;
     let (job, _) = svc
-        .create(JobService::new_job_id(), vec![doc], spec, key)
+        .create(caller, JobService::new_job_id(), vec![doc], spec, key)
         .await?;
     let job = svc.wait_final(&job.id, wait).await?;
     let location = format!("/v1/jobs/{}", job.id);
@@ -650,7 +679,7 @@ pub(super) async fn hybrid(
 }
 
 /// `Prefer` (RFC 7240): whether `respond-async` is asked, and `wait` in seconds.
-pub(super) fn parse_prefer(headers: &HeaderMap) -> (bool, Option<u64>) {
+pub(crate) fn parse_prefer(headers: &HeaderMap) -> (bool, Option<u64>) {
     let mut async_ = false;
     let mut wait = None;
     for v in headers.get_all("prefer") {

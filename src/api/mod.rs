@@ -9,7 +9,9 @@
 
 pub mod dto;
 pub mod jobs;
+pub mod options;
 pub mod problem;
+pub mod serve;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -18,8 +20,8 @@ use std::time::{Duration, Instant};
 use axum::Json;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{MatchedPath, Query, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -29,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use utoipa::OpenApi;
 
+use crate::auth::{self, Auth, Caller};
 use crate::document::{Document, select_pages};
 use crate::engine::{ModelKind, OcrOptions};
 use crate::error::Error;
@@ -91,6 +94,8 @@ struct AppState {
     decode_permits: Semaphore,
     /// The job service, when jobs are enabled (`serve` always enables them).
     jobs: Option<Arc<crate::jobs::service::JobService>>,
+    /// Keys, scopes and rate limits.
+    auth: Arc<Auth>,
 }
 
 /// What the server embedding the router holds: the router and a switch for shutdown.
@@ -101,22 +106,33 @@ pub struct Api {
 
 impl Api {
     pub fn new(scheduler: Arc<Scheduler>, cfg: ApiConfig) -> Self {
-        Self::build(scheduler, cfg, None)
+        Self::build(scheduler, cfg, None, Arc::new(Auth::off()))
     }
 
-    /// The API with the jobs routes backed by `jobs`.
+    /// The API with the jobs routes backed by `jobs` (no keys required).
     pub fn with_jobs(
         scheduler: Arc<Scheduler>,
         cfg: ApiConfig,
         jobs: Arc<crate::jobs::service::JobService>,
     ) -> Self {
-        Self::build(scheduler, cfg, Some(jobs))
+        Self::build(scheduler, cfg, Some(jobs), Arc::new(Auth::off()))
+    }
+
+    /// The API with jobs and API keys ([`crate::auth`]).
+    pub fn with_jobs_and_auth(
+        scheduler: Arc<Scheduler>,
+        cfg: ApiConfig,
+        jobs: Arc<crate::jobs::service::JobService>,
+        auth: Auth,
+    ) -> Self {
+        Self::build(scheduler, cfg, Some(jobs), Arc::new(auth))
     }
 
     fn build(
         scheduler: Arc<Scheduler>,
         cfg: ApiConfig,
         jobs: Option<Arc<crate::jobs::service::JobService>>,
+        auth: Arc<Auth>,
     ) -> Self {
         let permits = cfg.decode_concurrency.max(1);
         Self {
@@ -127,6 +143,7 @@ impl Api {
                 metrics: metrics_handle(),
                 decode_permits: Semaphore::new(permits),
                 jobs,
+                auth,
             }),
         }
     }
@@ -155,6 +172,10 @@ impl Api {
             .route("/health/ready", get(ready))
             .route("/metrics", get(metrics_text))
             .route("/openapi.json", get(openapi))
+            .route_layer(axum::middleware::from_fn_with_state(
+                self.state.clone(),
+                authorize,
+            ))
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
             .layer(axum::middleware::from_fn(count_requests))
@@ -195,6 +216,37 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
+/// Authenticates the caller and checks the route's scope ([`crate::auth`]); the [`Caller`] goes
+/// into the request's extensions for the handlers.
+async fn authorize(State(st): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
+    let path = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let need = auth::need(req.method(), &path, st.auth.metrics_open());
+    if need == auth::Need::Open {
+        req.extensions_mut().insert(Caller::anonymous());
+        return next.run(req).await;
+    }
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let caller = st
+        .auth
+        .authenticate(header)
+        .await
+        .and_then(|c| auth::allow(&c, need).map(|()| c));
+    match caller {
+        Ok(c) => {
+            req.extensions_mut().insert(c);
+            next.run(req).await
+        }
+        Err(e) => ApiError(e).into_response(),
+    }
+}
+
 async fn count_requests(req: Request, next: Next) -> Response {
     let route = req
         .extensions()
@@ -233,6 +285,18 @@ pub struct RequestOptions {
     pub pages: Option<String>,
 }
 
+impl options::Fields for RequestOptions {
+    const FIELDS: &'static [&'static str] = &[
+        "model",
+        "det_limit_side",
+        "classify",
+        "min_confidence",
+        "format",
+        "output",
+        "pages",
+    ];
+}
+
 impl RequestOptions {
     fn overlay(self, over: RequestOptions) -> RequestOptions {
         RequestOptions {
@@ -258,7 +322,7 @@ impl RequestOptions {
     }
 
     /// The pipeline options: the server's with this request's overrides, validated.
-    fn apply(&self, kind: ModelKind, base: &OcrOptions) -> Result<OcrOptions, Error> {
+    pub(crate) fn apply(&self, kind: ModelKind, base: &OcrOptions) -> Result<OcrOptions, Error> {
         let mut o = base.clone();
         if let Some(m) = self.model
             && m != kind
@@ -341,7 +405,8 @@ pub struct OcrResponse {
 )]
 async fn ocr(
     State(st): State<Arc<AppState>>,
-    query: Result<Query<RequestOptions>, axum::extract::rejection::QueryRejection>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    options::StrictQuery(query): options::StrictQuery<RequestOptions>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -349,8 +414,6 @@ async fn ocr(
     if st.shutting_down.load(Ordering::Acquire) {
         return Err(Error::ShuttingDown.into());
     }
-    let Query(query) =
-        query.map_err(|e| Error::InvalidOption(format!("query string: {}", e.body_text())))?;
     let deadline = arrived + request_timeout(&headers, &st.cfg)?;
     let bytes = read_body(&headers, body, st.cfg.max_body_bytes).await?;
     let (image, body_opts) = split_body(&headers, bytes).await?;
@@ -364,9 +427,9 @@ async fn ocr(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let wait = Duration::from_secs(wait_s.unwrap_or(0)).min(st.cfg.max_timeout);
-        return Ok(jobs::hybrid(&st, image, &options, format, key, wait, arrived).await?);
+        return Ok(jobs::hybrid(&st, &caller, image, &options, format, key, wait, arrived).await?);
     }
-    let (doc, selected, decoded) = {
+    let (doc, selected, decoded, _reservation) = {
         let _permit = st
             .decode_permits
             .acquire()
@@ -384,9 +447,16 @@ async fn ocr(
                     limit: sync_max,
                 });
             }
-            let decoded: Vec<Result<image::RgbImage, Error>> =
-                selected.iter().map(|&i| doc.page(i)).collect();
-            Ok((doc, selected, decoded))
+            caller.take_pages(selected.len())?;
+            // The worst case of every page is reserved before any is decoded, and held until
+            // the answer is built; a page over a limit fails alone.
+            let (checks, reservation) = doc.reserve(&selected)?;
+            let decoded: Vec<Result<image::RgbImage, Error>> = selected
+                .iter()
+                .zip(checks)
+                .map(|(&i, c)| c.and_then(|()| doc.page(i)))
+                .collect();
+            Ok((doc, selected, decoded, reservation))
         })
         .await
         .map_err(|e| Error::Runtime(format!("decode task: {e}")))??
@@ -535,7 +605,7 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<byte
 }
 
 /// Splits the body into image bytes and body options, by content type.
-async fn split_body(
+pub(crate) async fn split_body(
     headers: &HeaderMap,
     bytes: bytes::Bytes,
 ) -> Result<(bytes::Bytes, RequestOptions), Error> {
@@ -555,8 +625,7 @@ async fn split_body(
         return Ok((bytes, RequestOptions::default()));
     }
     if mime == "application/json" {
-        let req: JsonRequest = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::BadRequest(format!("JSON body: {e}")))?;
+        let req: JsonRequest = options::json_with_options::<_, RequestOptions>(&bytes, &["image"])?;
         // Padding is optional: strip it and decode without.
         let image = base64::engine::general_purpose::STANDARD_NO_PAD
             .decode(req.image.trim().trim_end_matches('='))
@@ -593,10 +662,7 @@ async fn split_body(
         }
         let file = file
             .ok_or_else(|| Error::BadRequest("multipart body has no part named `file`".into()))?;
-        let encoded = serde_urlencoded::to_string(&fields)
-            .map_err(|e| Error::BadRequest(format!("multipart fields: {e}")))?;
-        let opts: RequestOptions = serde_urlencoded::from_str(&encoded)
-            .map_err(|e| Error::InvalidOption(format!("multipart fields: {e}")))?;
+        let opts: RequestOptions = options::parse_fields(&fields)?;
         return Ok((file, opts));
     }
     Err(Error::UnsupportedMediaType(format!(
@@ -689,22 +755,12 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
 
-async fn not_found() -> Problem {
-    Problem::new(
-        StatusCode::NOT_FOUND,
-        "Not found",
-        "not_found",
-        "no such route; see /openapi.json".into(),
-    )
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    Error::RouteNotFound(uri.path().to_string()).into()
 }
 
-async fn method_not_allowed() -> Problem {
-    Problem::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "Method not allowed",
-        "method_not_allowed",
-        "this route does not take that method; see /openapi.json".into(),
-    )
+async fn method_not_allowed(method: axum::http::Method) -> ApiError {
+    Error::MethodNotAllowed(method.to_string()).into()
 }
 
 #[derive(OpenApi)]

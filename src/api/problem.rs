@@ -5,7 +5,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::error::Error;
+use crate::error::{Error, Retry};
 
 /// An RFC 9457 problem body. `type` is a relative URI naming the code (`/problems/<code>`);
 /// `code` repeats it as a plain string for clients that match on it.
@@ -24,52 +24,6 @@ pub struct Problem {
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
-/// HTTP status and title of an error code.
-fn status_of(e: &Error) -> (StatusCode, &'static str) {
-    match e {
-        Error::EmptyInput => (StatusCode::BAD_REQUEST, "Empty input"),
-        Error::BadRequest(_) => (StatusCode::BAD_REQUEST, "Malformed request"),
-        Error::UnsupportedFormat => (
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Unsupported image format",
-        ),
-        Error::UnsupportedMediaType(_) => {
-            (StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported media type")
-        }
-        Error::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "Payload too large"),
-        Error::CorruptImage(_) => (StatusCode::UNPROCESSABLE_ENTITY, "Corrupt image"),
-        Error::ImageTooLarge(_) => (StatusCode::UNPROCESSABLE_ENTITY, "Image too large"),
-        Error::CorruptDocument(_) => (StatusCode::UNPROCESSABLE_ENTITY, "Corrupt document"),
-        Error::EncryptedDocument => (StatusCode::UNPROCESSABLE_ENTITY, "Encrypted document"),
-        Error::TooManyPagesForSync { .. } => (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "Too many pages for a synchronous request",
-        ),
-        Error::TooManyPages { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "Too many pages"),
-        Error::InvalidOption(_) => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid option"),
-        Error::IdempotencyConflict(_) => {
-            (StatusCode::UNPROCESSABLE_ENTITY, "Idempotency key reused")
-        }
-        Error::JobNotFound(_) => (StatusCode::NOT_FOUND, "Not found"),
-        Error::JobFinished(_) => (StatusCode::CONFLICT, "Job finished"),
-        Error::NotInReview { .. } => (StatusCode::CONFLICT, "Not in review"),
-        Error::JobsDisabled => (StatusCode::NOT_FOUND, "Jobs not enabled"),
-        Error::InsufficientStorage { .. } => {
-            (StatusCode::INSUFFICIENT_STORAGE, "Insufficient storage")
-        }
-        Error::Overloaded { .. } => (StatusCode::TOO_MANY_REQUESTS, "Server overloaded"),
-        Error::DeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, "Deadline exceeded"),
-        Error::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "Shutting down"),
-        Error::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "Not ready"),
-        Error::RuntimeMissing { .. }
-        | Error::ModelMissing { .. }
-        | Error::Runtime(_)
-        | Error::ModelOutput(_)
-        | Error::Store(_)
-        | Error::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "Internal error"),
-    }
-}
-
 impl Problem {
     pub fn new(
         status: StatusCode,
@@ -87,13 +41,16 @@ impl Problem {
         }
     }
 
+    /// The problem body of an error: status, code, title and `Retry-After` from the error
+    /// table ([`Error::meta`]).
     pub fn from_error(e: &Error) -> Self {
-        let (status, title) = status_of(e);
-        let mut p = Self::new(status, title, e.code(), e.to_string());
-        p.retry_after_s = match e {
-            Error::Overloaded { retry_after_s, .. } => Some(*retry_after_s),
-            Error::ShuttingDown | Error::NotReady => Some(1),
-            Error::InsufficientStorage { .. } => Some(60),
+        let m = e.meta();
+        let status = StatusCode::from_u16(m.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut p = Self::new(status, m.title, m.code, e.to_string());
+        // 5xx that are retried with backoff say nothing; only "come back later" errors
+        // (429, 503, 507) carry a time.
+        p.retry_after_s = match m.retry {
+            Retry::After(s) => Some(s),
             _ => None,
         };
         p
@@ -132,12 +89,43 @@ impl From<Error> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let p = Problem::from_error(&self.0);
+        let rate = match &self.0 {
+            // The IETF RateLimit header fields (draft-ietf-httpapi-ratelimit-headers): the
+            // policy (quota `q` per window `w` seconds) and the state (`r` remaining, `t`
+            // seconds until there is room again).
+            Error::RateLimited {
+                unit,
+                limit,
+                window_s,
+                retry_after_s,
+                ..
+            } => Some((
+                format!("\"{unit}\";q={limit};w={window_s}"),
+                format!("\"{unit}\";r=0;t={retry_after_s}"),
+            )),
+            _ => None,
+        };
         if p.status >= 500 {
             tracing::error!(code = p.code, error = %self.0, "request failed");
         } else {
             tracing::debug!(code = p.code, error = %self.0, "request refused");
         }
-        p.into_response()
+        let unauthorized = matches!(self.0, Error::Unauthorized(_));
+        let mut resp = p.into_response();
+        if unauthorized {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some((policy, state)) = rate
+            && let (Ok(policy), Ok(state)) = (
+                HeaderValue::from_str(&policy),
+                HeaderValue::from_str(&state),
+            )
+        {
+            resp.headers_mut().insert("ratelimit-policy", policy);
+            resp.headers_mut().insert("ratelimit", state);
+        }
+        resp
     }
 }
 
@@ -145,34 +133,202 @@ impl IntoResponse for ApiError {
 mod tests {
     use super::*;
 
-    #[test]
-    fn every_client_error_is_4xx_and_every_other_is_5xx() {
-        let cases = [
+    /// One example of every variant. `index` has no wildcard, so a new variant does not compile
+    /// until it is added here, and the test checks that every index is covered.
+    fn examples() -> Vec<Error> {
+        vec![
             Error::EmptyInput,
             Error::UnsupportedFormat,
             Error::CorruptImage("x".into()),
-            Error::ImageTooLarge("x".into()),
             Error::CorruptDocument("x".into()),
             Error::EncryptedDocument,
             Error::TooManyPagesForSync { pages: 2, limit: 1 },
+            Error::ImageTooLarge("x".into()),
             Error::TooManyPages { limit: 1 },
             Error::InvalidOption("x".into()),
+            Error::RuntimeMissing { path: "p".into() },
+            Error::ModelMissing { path: "p".into() },
+            Error::Runtime("x".into()),
+            Error::ModelOutput("x".into()),
+            Error::Overloaded {
+                depth: 3,
+                retry_after_s: 7,
+            },
+            Error::DeadlineExceeded,
+            Error::ShuttingDown,
+            Error::NotReady,
             Error::PayloadTooLarge { limit: 1 },
             Error::UnsupportedMediaType("x".into()),
             Error::BadRequest("x".into()),
-            Error::Runtime("x".into()),
-            Error::ModelOutput("x".into()),
-            Error::ModelMissing { path: "p".into() },
-        ];
-        for e in cases {
-            let p = Problem::from_error(&e);
-            assert_eq!(p.status < 500, e.is_client_error(), "{e:?}");
-            assert_eq!(p.kind, format!("/problems/{}", e.code()));
+            Error::IdempotencyConflict("k".into()),
+            Error::JobNotFound("j".into()),
+            Error::JobFinished("j".into()),
+            Error::NotInReview {
+                id: "j".into(),
+                state: "queued",
+            },
+            Error::InsufficientStorage {
+                free_mb: 1,
+                floor_mb: 2,
+            },
+            Error::JobsDisabled,
+            Error::Store("x".into()),
+            Error::Io {
+                path: "p".into(),
+                source: std::io::Error::other("x"),
+            },
+            Error::Unauthorized("x".into()),
+            Error::Forbidden { scope: "admin" },
+            Error::RateLimited {
+                key: "k".into(),
+                unit: "requests",
+                limit: 10,
+                window_s: 1,
+                retry_after_s: 2,
+            },
+            Error::QuotaExceeded {
+                key: "k".into(),
+                queued: 1,
+                adding: 2,
+                limit: 2,
+            },
+            Error::MemoryExhausted {
+                needed_mb: 1,
+                budget_mb: 1,
+                waited_ms: 1,
+            },
+            Error::DecompressedTooLarge("x".into()),
+            Error::RouteNotFound("/x".into()),
+            Error::MethodNotAllowed("PUT".into()),
+            Error::NotCompleted("queued"),
+        ]
+    }
+
+    fn index(e: &Error) -> usize {
+        match e {
+            Error::EmptyInput => 0,
+            Error::UnsupportedFormat => 1,
+            Error::CorruptImage(_) => 2,
+            Error::CorruptDocument(_) => 3,
+            Error::EncryptedDocument => 4,
+            Error::TooManyPagesForSync { .. } => 5,
+            Error::ImageTooLarge(_) => 6,
+            Error::TooManyPages { .. } => 7,
+            Error::InvalidOption(_) => 8,
+            Error::RuntimeMissing { .. } => 9,
+            Error::ModelMissing { .. } => 10,
+            Error::Runtime(_) => 11,
+            Error::ModelOutput(_) => 12,
+            Error::Overloaded { .. } => 13,
+            Error::DeadlineExceeded => 14,
+            Error::ShuttingDown => 15,
+            Error::NotReady => 16,
+            Error::PayloadTooLarge { .. } => 17,
+            Error::UnsupportedMediaType(_) => 18,
+            Error::BadRequest(_) => 19,
+            Error::IdempotencyConflict(_) => 20,
+            Error::JobNotFound(_) => 21,
+            Error::JobFinished(_) => 22,
+            Error::NotInReview { .. } => 23,
+            Error::InsufficientStorage { .. } => 24,
+            Error::JobsDisabled => 25,
+            Error::Store(_) => 26,
+            Error::Io { .. } => 27,
+            Error::Unauthorized(_) => 28,
+            Error::Forbidden { .. } => 29,
+            Error::RateLimited { .. } => 30,
+            Error::QuotaExceeded { .. } => 31,
+            Error::MemoryExhausted { .. } => 32,
+            Error::DecompressedTooLarge(_) => 33,
+            Error::RouteNotFound(_) => 34,
+            Error::MethodNotAllowed(_) => 35,
+            Error::NotCompleted(_) => 36,
         }
-        let p = Problem::from_error(&Error::Overloaded {
-            depth: 3,
-            retry_after_s: 7,
-        });
-        assert_eq!((p.status, p.retry_after_s), (429, Some(7)));
+    }
+
+    #[test]
+    fn the_error_table_covers_every_variant_consistently() {
+        let all = examples();
+        let mut seen: Vec<usize> = all.iter().map(index).collect();
+        seen.sort_unstable();
+        assert_eq!(
+            seen,
+            (0..all.len()).collect::<Vec<_>>(),
+            "one example per variant"
+        );
+        let mut codes = std::collections::BTreeSet::new();
+        for e in &all {
+            let m = e.meta();
+            assert!(codes.insert(m.code), "code {} used twice", m.code);
+            assert!(
+                m.code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{}",
+                m.code
+            );
+            let p = Problem::from_error(e);
+            assert_eq!((p.status, p.code, p.title), (m.status, m.code, m.title));
+            assert_eq!(p.kind, format!("/problems/{}", m.code));
+            assert!(StatusCode::from_u16(p.status).is_ok());
+            assert_eq!(p.status < 500, e.is_client_error(), "{e:?}");
+            // Retry-After exactly for the "come back later" rule, and only on 429/503/507.
+            match m.retry {
+                Retry::After(s) => {
+                    assert_eq!(p.retry_after_s, Some(s));
+                    assert!([429, 503, 507].contains(&m.status), "{e:?}");
+                }
+                Retry::Never => {
+                    assert!(m.status < 500 && m.status != 429, "{e:?}");
+                    assert_eq!(p.retry_after_s, None);
+                }
+                Retry::Backoff => {
+                    assert!(m.status >= 500, "{e:?}");
+                    assert_eq!(p.retry_after_s, None);
+                }
+            }
+        }
+    }
+
+    /// The README's error table lists exactly the table's codes, each under its status.
+    #[test]
+    fn readme_error_table_matches_the_error_table() {
+        let readme = include_str!("../../README.md");
+        let mut documented = std::collections::BTreeMap::new();
+        for line in readme.lines() {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            // | status | `code`, `code` | when |
+            if cells.len() < 4 || cells[1].len() != 3 {
+                continue;
+            }
+            let Ok(status) = cells[1].parse::<u16>() else {
+                continue;
+            };
+            for code in cells[2].split(',').map(str::trim) {
+                if let Some(code) = code.strip_prefix('`').and_then(|c| c.strip_suffix('`')) {
+                    documented.insert(code.to_string(), status);
+                }
+            }
+        }
+        let table: std::collections::BTreeMap<String, u16> = examples()
+            .iter()
+            .map(|e| (e.code().to_string(), e.meta().status))
+            .collect();
+        assert_eq!(documented, table, "README error table vs Error::meta");
+    }
+
+    #[test]
+    fn rate_limited_answers_carry_the_ratelimit_fields() {
+        let resp = ApiError(Error::RateLimited {
+            key: "k".into(),
+            unit: "requests",
+            limit: 10,
+            window_s: 1,
+            retry_after_s: 3,
+        })
+        .into_response();
+        assert_eq!(resp.status(), 429);
+        let h = resp.headers();
+        assert_eq!(h["retry-after"], "3");
+        assert_eq!(h["ratelimit-policy"], "\"requests\";q=10;w=1");
+        assert_eq!(h["ratelimit"], "\"requests\";r=0;t=3");
     }
 }

@@ -25,8 +25,10 @@ use std::sync::Arc;
 use image::{ImageFormat, RgbImage};
 
 use crate::error::{Error, Result};
+use crate::memory::Reservation;
 use crate::pipeline::decode::{
-    DecodeLimits, check_header, decode_single, decode_tiff_page, sniff_format, tiff_page_count,
+    DecodeLimits, check_header, decode_single, decode_tiff_page, image_cost, sniff_format,
+    tiff_page_cost, tiff_page_count,
 };
 
 use pdf::{PdfError, PdfSource};
@@ -64,6 +66,8 @@ pub struct Document {
     source: Source,
     count: usize,
     limits: DecodeLimits,
+    /// Decoded stream bytes of the PDF pages measured so far.
+    measured: std::sync::Mutex<std::collections::HashMap<usize, u64>>,
 }
 
 /// Whether the bytes are a PDF: `%PDF-` within the first 1024 bytes, as readers accept.
@@ -115,6 +119,7 @@ impl Document {
             source,
             count,
             limits: limits.clone(),
+            measured: Default::default(),
         })
     }
 
@@ -135,7 +140,77 @@ impl Document {
         self.count
     }
 
-    /// Decodes or renders page `index` (0-based) to RGB.
+    /// Worst-case bytes that decoding or rendering page `index` allocates, including the RGB
+    /// page it leaves: what [`Document::reserve`] takes from the memory budget. For a PDF page
+    /// this measures what its streams decode to, and a page over
+    /// [`DecodeLimits::max_decompressed_bytes_per_page`] is `decompressed_too_large` here.
+    pub fn page_cost(&self, index: usize) -> Result<u64> {
+        self.check_index(index)?;
+        match &self.source {
+            Source::Image(f) => image_cost(&self.bytes, *f, &self.limits),
+            Source::Tiff => tiff_page_cost(&self.bytes, index, &self.limits),
+            Source::Pdf(pdf) => {
+                let dpi = self.pdf_dpi(pdf, index)?;
+                let (w, h) = pdf
+                    .render_size(index, dpi)
+                    .map_err(|e| page_error(index, pdf_error(e)))?;
+                let streams = self.pdf_streams(pdf, index)?;
+                // The renderer's RGBA pixmap, the RGB page, and the decoded streams.
+                Ok(w * h * (4 + 3) + streams)
+            }
+            Source::EncryptedPdf => Err(Error::EncryptedDocument),
+        }
+    }
+
+    /// Reserves the worst case of `pages` from the memory budget, waiting a bounded time for
+    /// room (blocking: call it on a blocking thread). Returns each page's cost check (a page
+    /// that fails it fails alone: decode only the `Ok` ones) and the reservation, which must
+    /// live as long as the decoded pages do.
+    pub fn reserve(&self, pages: &[usize]) -> Result<(Vec<Result<()>>, Reservation)> {
+        let mut total = 0u64;
+        let checks = pages
+            .iter()
+            .map(|&i| {
+                self.page_cost(i).map(|c| {
+                    total = total.saturating_add(c);
+                })
+            })
+            .collect();
+        let reservation = if total == 0 {
+            Reservation::default()
+        } else {
+            self.limits.memory.reserve(total)?
+        };
+        Ok((checks, reservation))
+    }
+
+    /// What page `index`'s streams decode to, measured once per document (see
+    /// [`PdfSource::decoded_bytes`]).
+    fn pdf_streams(&self, pdf: &PdfSource, index: usize) -> Result<u64> {
+        let mut measured = self.measured.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(&n) = measured.get(&index) {
+            return Ok(n);
+        }
+        let n = pdf
+            .decoded_bytes(index, self.limits.max_decompressed_bytes_per_page)
+            .map_err(|e| page_error(index, pdf_error(e)))?;
+        measured.insert(index, n);
+        Ok(n)
+    }
+
+    fn check_index(&self, index: usize) -> Result<()> {
+        if index >= self.count {
+            return Err(Error::InvalidOption(format!(
+                "page {} does not exist: the document has {} pages",
+                index + 1,
+                self.count
+            )));
+        }
+        Ok(())
+    }
+
+    /// Decodes or renders page `index` (0-based) to RGB. The caller reserves its cost first
+    /// ([`Document::reserve`]); a PDF page over the decompression cap is refused here too.
     pub fn page(&self, index: usize) -> Result<RgbImage> {
         if index >= self.count {
             return Err(Error::InvalidOption(format!(
@@ -149,6 +224,7 @@ impl Document {
             Source::Tiff => decode_tiff_page(&self.bytes, index, &self.limits),
             Source::Pdf(pdf) => {
                 let dpi = self.pdf_dpi(pdf, index)?;
+                self.pdf_streams(pdf, index)?;
                 pdf.render(index, dpi, self.limits.max_pixels)
                     .map_err(|e| page_error(index, pdf_error(e)))
             }
@@ -209,6 +285,7 @@ fn pdf_error(e: PdfError) -> Error {
         )),
         e @ PdfError::TooLarge { .. } => Error::ImageTooLarge(e.to_string()),
         PdfError::Render(m) => Error::CorruptDocument(format!("PDF: {m}")),
+        e @ PdfError::Decompressed { .. } => Error::DecompressedTooLarge(e.to_string()),
     }
 }
 

@@ -16,7 +16,8 @@ use std::sync::Arc;
 
 use hayro::hayro_interpret::InterpreterSettings;
 use hayro::hayro_interpret::util::TransformExt;
-use hayro::hayro_syntax::{DecryptionError, LoadPdfError, Pdf};
+use hayro::hayro_syntax::object::{Dict, Name, Object, Stream};
+use hayro::hayro_syntax::{DecryptionError, Filter, LoadPdfError, Pdf};
 use hayro::kurbo::Affine;
 use hayro::vello_cpu::color::palette::css::WHITE;
 use hayro::vello_cpu::{Pixmap, RasterizerSettings, RenderContext, Resources, TargetInit};
@@ -45,6 +46,8 @@ pub enum PdfError {
     },
     #[error("render failed: {0}")]
     Render(String),
+    #[error("page {index}: {why}")]
+    Decompressed { index: usize, why: String },
 }
 
 pub struct PdfSource {
@@ -181,6 +184,351 @@ impl PdfSource {
         image::RgbImage::from_raw(w as u32, h as u32, out)
             .ok_or_else(|| PdfError::Render("pixel buffer size mismatch".into()))
     }
+}
+
+/// Most objects walked from one page when its decompressed size is measured.
+const MAX_PAGE_OBJECTS: usize = 100_000;
+
+/// Keys not followed from a page: back-pointers to the page tree or to other pages (`Parent`,
+/// `P`, `Dest`, actions), and what a renderer never draws (thumbnails, metadata, structure).
+const SKIP_KEYS: &[&[u8]] = &[
+    b"Parent",
+    b"P",
+    b"Dest",
+    b"A",
+    b"AA",
+    b"Popup",
+    b"IRT",
+    b"B",
+    b"Thumb",
+    b"Metadata",
+    b"PieceInfo",
+    b"StructParent",
+    b"StructParents",
+];
+
+impl PdfSource {
+    /// Bytes the streams that page `index` can draw decode to: its content streams, and every
+    /// stream reachable from its dictionary and resources (forms, images, fonts, patterns,
+    /// annotation appearances), each counted once, plus 4 bytes per pixel of every image. Flate
+    /// and LZW are measured by decoding while counting (nothing over the cap is kept);
+    /// ASCIIHex, ASCII85 and RunLength stages are decoded to feed them. Over `cap` the page is
+    /// refused (`Decompressed`) before anything inflates it for real: a 1 MB stream of a
+    /// zip bomb costs the cap in time and nothing in memory.
+    pub fn decoded_bytes(&self, index: usize, cap: u64) -> Result<u64, PdfError> {
+        let pages = self.pdf.pages();
+        let page = pages.get(index).ok_or(PdfError::PageOutOfRange {
+            index,
+            count: pages.len(),
+        })?;
+        let over = |why: String| PdfError::Decompressed {
+            index: index + 1,
+            why,
+        };
+        catch_unwind(AssertUnwindSafe(|| {
+            let mut walk = Walk {
+                seen: std::collections::HashSet::new(),
+                total: 0,
+                cap,
+            };
+            walk.object(Object::Dict(page.raw().clone()))?;
+            let r = page.resources();
+            for d in [
+                &r.ext_g_states,
+                &r.fonts,
+                &r.properties,
+                &r.color_spaces,
+                &r.x_objects,
+                &r.patterns,
+                &r.shadings,
+            ] {
+                walk.object(Object::Dict(d.clone()))?;
+            }
+            Ok(walk.total)
+        }))
+        .map_err(|p| PdfError::Malformed(format!("parser panicked: {}", panic_msg(p))))?
+        .map_err(over)
+    }
+}
+
+struct Walk {
+    seen: std::collections::HashSet<usize>,
+    total: u64,
+    cap: u64,
+}
+
+impl Walk {
+    fn add(&mut self, n: u64) -> Result<(), String> {
+        self.total = self.total.saturating_add(n);
+        if self.total > self.cap {
+            return Err(format!(
+                "its streams decode to more than the limit of {} bytes",
+                self.cap
+            ));
+        }
+        Ok(())
+    }
+
+    fn remaining(&self) -> u64 {
+        self.cap.saturating_sub(self.total)
+    }
+
+    fn first_visit(&mut self, data: &[u8]) -> Result<bool, String> {
+        if self.seen.len() >= MAX_PAGE_OBJECTS {
+            return Err(format!(
+                "more than {MAX_PAGE_OBJECTS} objects are reachable from it"
+            ));
+        }
+        Ok(self.seen.insert(data.as_ptr() as usize))
+    }
+
+    fn object(&mut self, obj: Object<'_>) -> Result<(), String> {
+        match obj {
+            Object::Dict(d) => {
+                if !self.first_visit(d.data())? {
+                    return Ok(());
+                }
+                let keys: Vec<_> = d.keys().collect();
+                for k in keys {
+                    if SKIP_KEYS.contains(&k.as_ref()) {
+                        continue;
+                    }
+                    if let Some(v) = d.get::<Object<'_>>(k.as_ref()) {
+                        self.object(v)?;
+                    }
+                }
+            }
+            Object::Array(a) => {
+                if !self.first_visit(a.data())? {
+                    return Ok(());
+                }
+                for v in a.iter::<Object<'_>>() {
+                    self.object(v)?;
+                }
+            }
+            Object::Stream(s) => {
+                if !self.first_visit(s.dict().data())? {
+                    return Ok(());
+                }
+                self.stream(&s)?;
+                self.object(Object::Dict(s.dict().clone()))?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn stream(&mut self, s: &Stream<'_>) -> Result<(), String> {
+        let dict = s.dict();
+        if dict
+            .get::<Name<'_>>("Subtype")
+            .is_some_and(|n| n.as_ref() == b"Image")
+        {
+            let dim = |k: &str| dict.get::<f32>(k).unwrap_or(0.0).clamp(0.0, 1e9) as u64;
+            let wide = dict.get::<f32>("BitsPerComponent").unwrap_or(8.0) > 8.0;
+            let px = dim("Width").saturating_mul(dim("Height"));
+            self.add(px.saturating_mul(if wide { 8 } else { 4 }))?;
+        }
+        let filters = s.filters();
+        let mut data: Option<Vec<u8>> = None;
+        for (i, f) in filters.iter().enumerate() {
+            let last = i + 1 == filters.len();
+            let input: std::borrow::Cow<'_, [u8]> = match data.take() {
+                Some(d) => d.into(),
+                None => s.raw_data(),
+            };
+            let limit = self.remaining();
+            let out = match f {
+                Filter::FlateDecode | Filter::LzwDecode => {
+                    let early = !dict
+                        .get::<Dict<'_>>("DecodeParms")
+                        .and_then(|p| p.get::<f32>("EarlyChange"))
+                        .is_some_and(|e| e == 0.0);
+                    inflate(&input, *f == Filter::FlateDecode, early, limit, !last)
+                }
+                Filter::AsciiHexDecode => Decoded::Bytes(ascii_hex(&input)),
+                Filter::Ascii85Decode => Decoded::Bytes(ascii_85(&input)),
+                Filter::RunLengthDecode => Decoded::Bytes(run_length(&input, limit)),
+                // Images: counted by their dimensions above; Crypt: nothing to decode.
+                _ => return Ok(()),
+            };
+            match out {
+                Decoded::Counted(n) => return self.add(n),
+                Decoded::Bytes(b) => {
+                    if b.len() as u64 > limit {
+                        return self.add(b.len() as u64);
+                    }
+                    if last {
+                        return self.add(b.len() as u64);
+                    }
+                    data = Some(b);
+                }
+            }
+        }
+        if filters.is_empty() {
+            self.add(s.raw_data().len() as u64)?;
+        }
+        Ok(())
+    }
+}
+
+enum Decoded {
+    /// The decoded length (nothing kept).
+    Counted(u64),
+    /// The decoded bytes, to feed the next filter.
+    Bytes(Vec<u8>),
+}
+
+/// Decodes Flate (zlib, else raw deflate) or LZW, keeping at most `limit + 1` bytes when `keep`
+/// and none otherwise; stops one byte past the limit. A stream damaged part-way counts what
+/// came out before the damage, as a tolerant reader renders it.
+fn inflate(input: &[u8], flate: bool, early_change: bool, limit: u64, keep: bool) -> Decoded {
+    use std::io::Read;
+    let mut reader: Box<dyn Read + '_> = if flate {
+        if input.len() >= 2 && (u16::from(input[0]) << 8 | u16::from(input[1])) % 31 == 0 {
+            Box::new(flate2::read::ZlibDecoder::new(input))
+        } else {
+            Box::new(flate2::read::DeflateDecoder::new(input))
+        }
+    } else {
+        Box::new(LzwRead::new(input, early_change))
+    };
+    let mut buf = vec![0u8; 64 << 10];
+    let mut kept = Vec::new();
+    let mut n: u64 = 0;
+    while n <= limit {
+        match reader.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => {
+                n += k as u64;
+                if keep {
+                    kept.extend_from_slice(&buf[..k]);
+                }
+            }
+        }
+    }
+    if keep {
+        Decoded::Bytes(kept)
+    } else {
+        Decoded::Counted(n)
+    }
+}
+
+/// LZW (PDF's variant: MSB first, 8-bit codes, early change by default) as a reader.
+struct LzwRead<'a> {
+    input: &'a [u8],
+    decoder: weezl::decode::Decoder,
+    done: bool,
+}
+
+impl<'a> LzwRead<'a> {
+    fn new(input: &'a [u8], early_change: bool) -> Self {
+        let decoder = if early_change {
+            weezl::decode::Decoder::with_tiff_size_switch(weezl::BitOrder::Msb, 8)
+        } else {
+            weezl::decode::Decoder::new(weezl::BitOrder::Msb, 8)
+        };
+        Self {
+            input,
+            decoder,
+            done: false,
+        }
+    }
+}
+
+impl std::io::Read for LzwRead<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while !self.done {
+            let r = self.decoder.decode_bytes(self.input, out);
+            self.input = &self.input[r.consumed_in..];
+            match r.status {
+                Ok(weezl::LzwStatus::Ok) if r.consumed_out > 0 => return Ok(r.consumed_out),
+                Ok(weezl::LzwStatus::Ok) if r.consumed_in > 0 => continue,
+                Ok(weezl::LzwStatus::Done) => {
+                    self.done = true;
+                    return Ok(r.consumed_out);
+                }
+                // No progress, no input, or an error: what came out so far is all.
+                _ => {
+                    self.done = true;
+                    return Ok(r.consumed_out);
+                }
+            }
+        }
+        Ok(0)
+    }
+}
+
+fn ascii_hex(input: &[u8]) -> Vec<u8> {
+    let digits: Vec<u8> = input
+        .iter()
+        .take_while(|&&c| c != b'>')
+        .filter_map(|&c| (c as char).to_digit(16).map(|d| d as u8))
+        .collect();
+    digits
+        .chunks(2)
+        .map(|p| p[0] << 4 | p.get(1).copied().unwrap_or(0))
+        .collect()
+}
+
+fn ascii_85(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len() / 5 * 4 + 4);
+    let mut group = [0u32; 5];
+    let mut n = 0;
+    let body = input.strip_prefix(b"<~").unwrap_or(input);
+    for &c in body {
+        match c {
+            b'~' => break,
+            b'z' if n == 0 => out.extend_from_slice(&[0; 4]),
+            b'!'..=b'u' => {
+                group[n] = u32::from(c - b'!');
+                n += 1;
+                if n == 5 {
+                    let v = group
+                        .iter()
+                        .fold(0u32, |a, &d| a.wrapping_mul(85).wrapping_add(d));
+                    out.extend_from_slice(&v.to_be_bytes());
+                    n = 0;
+                }
+            }
+            _ => {}
+        }
+    }
+    if n > 1 {
+        for g in group.iter_mut().skip(n) {
+            *g = 84;
+        }
+        let v = group
+            .iter()
+            .fold(0u32, |a, &d| a.wrapping_mul(85).wrapping_add(d));
+        out.extend_from_slice(&v.to_be_bytes()[..n - 1]);
+    }
+    out
+}
+
+/// RunLength decoding, stopping one byte past `limit`.
+fn run_length(input: &[u8], limit: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < input.len() && (out.len() as u64) <= limit {
+        let l = input[i] as usize;
+        i += 1;
+        match l {
+            0..=127 => {
+                let end = (i + l + 1).min(input.len());
+                out.extend_from_slice(&input[i..end]);
+                i = end;
+            }
+            128 => break,
+            _ => {
+                if let Some(&b) = input.get(i) {
+                    out.extend(std::iter::repeat_n(b, 257 - l));
+                }
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 #[allow(dead_code)]

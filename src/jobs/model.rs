@@ -187,9 +187,13 @@ pub struct NewJob {
     pub webhook_url: Option<String>,
     pub priority: i32,
     pub review_threshold: Option<f32>,
-    /// `(Idempotency-Key, hash of the payload)`.
+    /// `(Idempotency-Key, hash of the payload)` (the service scopes the key to the tenant).
     pub idempotency: Option<(String, String)>,
     pub documents: Vec<NewDocument>,
+    /// The tenant the job belongs to ("" on a server without keys).
+    pub tenant: String,
+    /// The key that created it (the `actor` of its `created` event).
+    pub actor: Option<String>,
 }
 
 impl NewJob {
@@ -278,6 +282,8 @@ pub struct JobRecord {
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
     pub documents: Vec<DocumentRecord>,
+    /// The tenant the job belongs to ("" for none).
+    pub tenant: String,
 }
 
 impl JobRecord {
@@ -442,6 +448,29 @@ pub fn webhook_event(
     })
     .to_string();
     Some((event, body))
+}
+
+/// An API key as stored: only its SHA-256 hash, never the key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKey {
+    /// Unique (also after revocation).
+    pub name: String,
+    /// Jobs belong to the tenant; keys of one tenant share jobs.
+    pub tenant: String,
+    /// Lowercase hex SHA-256 of the key.
+    pub hash: String,
+    /// Of "ocr", "jobs", "review", "admin".
+    pub scopes: Vec<String>,
+    /// Request token bucket: refill rate per second and capacity.
+    pub rate_per_s: Option<f64>,
+    pub burst: Option<u32>,
+    /// Page token bucket.
+    pub pages_per_s: Option<f64>,
+    pub page_burst: Option<u32>,
+    /// Quota of queued and processing pages of the tenant.
+    pub max_queued_pages: Option<u64>,
+    pub created_ms: i64,
+    pub revoked_ms: Option<i64>,
 }
 
 #[cfg(test)]

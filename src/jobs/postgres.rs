@@ -19,9 +19,9 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 use tokio::sync::Notify;
 
 use super::model::{
-    Backlog, Claim, ClaimedPage, Created, Delivery, DeliveryAttempt, DeliveryState, DocumentRecord,
-    Event, JobClass, JobOptions, JobRecord, JobState, NewJob, PageCounts, PageLease, PageRecord,
-    PageRef, PageState, derive_state, min_confidence, webhook_event,
+    ApiKey, Backlog, Claim, ClaimedPage, Created, Delivery, DeliveryAttempt, DeliveryState,
+    DocumentRecord, Event, JobClass, JobOptions, JobRecord, JobState, NewJob, PageCounts,
+    PageLease, PageRecord, PageRef, PageState, derive_state, min_confidence, webhook_event,
 };
 use super::store::JobStore;
 use crate::error::{Error, Result};
@@ -36,7 +36,8 @@ const CHANNEL: &str = "ocr_jobs";
 /// Any fixed number: the advisory lock that serialises migrations between replicas.
 const MIGRATION_LOCK: i64 = 0x6f63_7273_7276;
 
-const MIGRATIONS: [&str; 1] = ["
+const MIGRATIONS: [&str; 2] = [
+    "
 CREATE TABLE jobs (
     id TEXT PRIMARY KEY,
     state TEXT NOT NULL,
@@ -118,7 +119,32 @@ CREATE TABLE deliveries (
 CREATE INDEX deliveries_due ON deliveries(next_at) WHERE state = 'pending';
 CREATE INDEX deliveries_job ON deliveries(job_id, created_at);
 CREATE TABLE pauses (scope TEXT PRIMARY KEY, at BIGINT NOT NULL);
-"];
+",
+    // 2: tenants, the round-robin turns between them, and API keys (hashed).
+    "
+ALTER TABLE jobs ADD COLUMN tenant TEXT NOT NULL DEFAULT '';
+ALTER TABLE pages ADD COLUMN tenant TEXT NOT NULL DEFAULT '';
+CREATE INDEX pages_tenant_claim ON pages(class, tenant, priority DESC, queued_at, job_id, doc, page)
+    WHERE state = 'queued';
+CREATE INDEX pages_tenant_backlog ON pages(tenant) WHERE state IN ('queued', 'processing');
+CREATE INDEX jobs_tenant ON jobs(tenant, created_at DESC, id DESC);
+CREATE TABLE tenant_turns (tenant TEXT PRIMARY KEY, served BIGINT NOT NULL);
+INSERT INTO tenant_turns (tenant, served) VALUES ('', 0);
+CREATE TABLE api_keys (
+    name TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    hash TEXT NOT NULL UNIQUE,
+    scopes TEXT NOT NULL,
+    rate_per_s DOUBLE PRECISION,
+    burst BIGINT,
+    pages_per_s DOUBLE PRECISION,
+    page_burst BIGINT,
+    max_queued_pages BIGINT,
+    created_at BIGINT NOT NULL,
+    revoked_at BIGINT
+);
+",
+];
 
 /// The PostgreSQL store: a connection pool and a listener that wakes idle claimers.
 pub struct PgStore {
@@ -360,7 +386,7 @@ async fn refresh_state(tx: &mut Tx<'_>, id: &str, now: i64) -> Result<JobState> 
 async fn load_job(conn: &mut sqlx::PgConnection, id: &str) -> Result<Option<JobRecord>> {
     let Some(r) = sqlx::query(
         "SELECT id, state, tag, priority, review_threshold, webhook_url, options, created_at,
-                updated_at, class FROM jobs WHERE id = $1",
+                updated_at, class, tenant FROM jobs WHERE id = $1",
     )
     .bind(id)
     .fetch_optional(&mut *conn)
@@ -386,6 +412,7 @@ async fn load_job(conn: &mut sqlx::PgConnection, id: &str) -> Result<Option<JobR
         updated_at_ms: r.try_get(8).map_err(db_err)?,
         class: JobClass::from_rank(r.try_get(9).map_err(db_err)?),
         documents: Vec::new(),
+        tenant: r.try_get(10).map_err(db_err)?,
     };
     let docs =
         sqlx::query("SELECT idx, name, path, sha256 FROM documents WHERE job_id = $1 ORDER BY idx")
@@ -533,8 +560,8 @@ impl JobStore for PgStore {
         }
         sqlx::query(
             "INSERT INTO jobs (id, state, options, tag, webhook_url, priority, review_threshold,
-                               created_at, updated_at, class)
-             VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $7, $8)",
+                               created_at, updated_at, class, tenant)
+             VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $7, $8, $9)",
         )
         .bind(&job.id)
         .bind(&options)
@@ -544,6 +571,14 @@ impl JobStore for PgStore {
         .bind(job.review_threshold.map(f64::from))
         .bind(now)
         .bind(job.class.rank())
+        .bind(&job.tenant)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        sqlx::query(
+            "INSERT INTO tenant_turns (tenant, served) VALUES ($1, 0) ON CONFLICT DO NOTHING",
+        )
+        .bind(&job.tenant)
         .execute(&mut *tx)
         .await
         .map_err(db_err)?;
@@ -565,8 +600,8 @@ impl JobStore for PgStore {
             let srcs: Vec<i64> = d.source_pages.iter().map(|&s| s as i64).collect();
             sqlx::query(
                 "INSERT INTO pages (job_id, doc, page, state, updated_at, src_index, class,
-                                    priority, tag, queued_at, run_at)
-                 SELECT $1, $2, p, 'queued', $3, s, $4, $5, $6, $3, 0
+                                    priority, tag, queued_at, run_at, tenant)
+                 SELECT $1, $2, p, 'queued', $3, s, $4, $5, $6, $3, 0, $9
                  FROM UNNEST($7::BIGINT[], $8::BIGINT[]) AS t(p, s)",
             )
             .bind(&job.id)
@@ -577,6 +612,7 @@ impl JobStore for PgStore {
             .bind(&job.tag)
             .bind(&pages)
             .bind(&srcs)
+            .bind(&job.tenant)
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
@@ -586,7 +622,7 @@ impl JobStore for PgStore {
             &job.id,
             "created",
             &serde_json::json!({"documents": job.documents.len(), "pages": job.page_count(),
-                                "class": job.class.as_str()}),
+                                "class": job.class.as_str(), "actor": job.actor}),
             now,
         )
         .await?;
@@ -639,6 +675,7 @@ impl JobStore for PgStore {
 
     async fn list_jobs(
         &self,
+        tenant: Option<&str>,
         state: Option<JobState>,
         after: Option<&str>,
         limit: usize,
@@ -661,6 +698,7 @@ impl JobStore for PgStore {
             "SELECT id FROM jobs
              WHERE ($1::TEXT IS NULL OR state = $1)
                AND (created_at < $2 OR (created_at = $2 AND id < $3) OR $4)
+               AND ($6::TEXT IS NULL OR tenant = $6)
              ORDER BY created_at DESC, id DESC LIMIT $5",
         )
         .bind(state.map(JobState::as_str))
@@ -668,6 +706,7 @@ impl JobStore for PgStore {
         .bind(c_id)
         .bind(after.is_none())
         .bind(limit as i64)
+        .bind(tenant)
         .fetch_all(&mut *conn)
         .await
         .map_err(db_err)?;
@@ -683,14 +722,67 @@ impl JobStore for PgStore {
     async fn claim(&self, c: &Claim) -> Result<Vec<ClaimedPage>> {
         let mut tx = self.begin().await?;
         rescue_expired(&mut tx, c.now_ms, c.max_attempts).await?;
+        // Fair share: the runnable pages of each tenant (an index seek each), least recently
+        // served tenant first, one page of each per round until the claim is full; then the
+        // chosen pages are locked (SKIP LOCKED: one another replica holds is left to it).
+        let tenants: Vec<String> =
+            sqlx::query_scalar("SELECT tenant FROM tenant_turns ORDER BY served, tenant")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        let mut queues: Vec<std::collections::VecDeque<(String, i64, i64)>> = Vec::new();
+        for t in &tenants {
+            let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+                "SELECT p.job_id, p.doc, p.page FROM pages p
+                 WHERE p.state = 'queued' AND p.class = $1 AND p.tenant = $4 AND p.run_at <= $2
+                   AND (p.class = 0 OR NOT EXISTS (
+                        SELECT 1 FROM pauses WHERE scope = '*' OR scope = p.tag))
+                 ORDER BY p.priority DESC, p.queued_at, p.job_id, p.doc, p.page
+                 LIMIT $3",
+            )
+            .bind(c.class.rank())
+            .bind(c.now_ms)
+            .bind(c.limit as i64)
+            .bind(t)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            queues.push(rows.into());
+        }
+        let (mut ids, mut docs, mut pages) = (Vec::new(), Vec::new(), Vec::new());
+        let mut served: Vec<&String> = Vec::new();
+        while ids.len() < c.limit && queues.iter().any(|q| !q.is_empty()) {
+            for (t, q) in tenants.iter().zip(queues.iter_mut()) {
+                if ids.len() >= c.limit {
+                    break;
+                }
+                if let Some((j, d, p)) = q.pop_front() {
+                    ids.push(j);
+                    docs.push(d);
+                    pages.push(p);
+                    if !served.contains(&t) {
+                        served.push(t);
+                    }
+                }
+            }
+        }
+        for t in served {
+            sqlx::query(
+                "UPDATE tenant_turns SET served = (SELECT MAX(served) FROM tenant_turns) + 1
+                 WHERE tenant = $1",
+            )
+            .bind(t)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        }
         let rows = sqlx::query(
             "WITH picked AS (
                 SELECT p.job_id, p.doc, p.page FROM pages p
-                WHERE p.state = 'queued' AND p.class = $1 AND p.run_at <= $2
-                  AND (p.class = 0 OR NOT EXISTS (
-                       SELECT 1 FROM pauses WHERE scope = '*' OR scope = p.tag))
-                ORDER BY p.priority DESC, p.queued_at, p.job_id, p.doc, p.page
-                LIMIT $3 FOR UPDATE SKIP LOCKED)
+                JOIN UNNEST($3::TEXT[], $6::BIGINT[], $7::BIGINT[]) AS k(j, d, pg)
+                  ON p.job_id = k.j AND p.doc = k.d AND p.page = k.pg
+                WHERE p.state = 'queued' AND p.class = $1
+                FOR UPDATE OF p SKIP LOCKED)
              UPDATE pages p SET state = 'processing', attempts = p.attempts + 1,
                     lease_owner = $4, lease_token = replace(gen_random_uuid()::TEXT, '-', ''),
                     lease_until = $5, updated_at = $2
@@ -704,9 +796,11 @@ impl JobStore for PgStore {
         )
         .bind(c.class.rank())
         .bind(c.now_ms)
-        .bind(c.limit as i64)
+        .bind(&ids)
         .bind(&c.owner)
         .bind(c.lease_until_ms)
+        .bind(&docs)
+        .bind(&pages)
         .fetch_all(&mut *tx)
         .await
         .map_err(db_err)?;
@@ -1241,4 +1335,121 @@ impl JobStore for PgStore {
         .map_err(db_err)?
         .rows_affected() as usize)
     }
+
+    async fn create_key(&self, k: &ApiKey) -> Result<()> {
+        let inserted = sqlx::query(
+            "INSERT INTO api_keys (name, tenant, hash, scopes, rate_per_s, burst, pages_per_s,
+                                   page_burst, max_queued_pages, created_at, revoked_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&k.name)
+        .bind(&k.tenant)
+        .bind(&k.hash)
+        .bind(k.scopes.join(","))
+        .bind(k.rate_per_s)
+        .bind(k.burst.map(i64::from))
+        .bind(k.pages_per_s)
+        .bind(k.page_burst.map(i64::from))
+        .bind(k.max_queued_pages.map(|v| v.min(i64::MAX as u64) as i64))
+        .bind(k.created_ms)
+        .bind(k.revoked_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?
+        .rows_affected();
+        if inserted == 0 {
+            return Err(Error::InvalidOption(format!(
+                "a key named {:?} exists (names are never reused)",
+                k.name
+            )));
+        }
+        Ok(())
+    }
+
+    async fn keys(&self) -> Result<Vec<ApiKey>> {
+        sqlx::query(&format!("{KEY_COLUMNS} ORDER BY name"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(key_row)
+            .collect()
+    }
+
+    async fn revoke_key(&self, name: &str, now: i64) -> Result<bool> {
+        Ok(sqlx::query(
+            "UPDATE api_keys SET revoked_at = $2 WHERE name = $1 AND revoked_at IS NULL",
+        )
+        .bind(name)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?
+        .rows_affected()
+            == 1)
+    }
+
+    async fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>> {
+        sqlx::query(&format!("{KEY_COLUMNS} WHERE hash = $1"))
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?
+            .as_ref()
+            .map(key_row)
+            .transpose()
+    }
+
+    async fn active_keys(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE revoked_at IS NULL")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(n as u64)
+    }
+
+    async fn tenant_backlog(&self, tenant: &str) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pages WHERE tenant = $1 AND state IN ('queued', 'processing')",
+        )
+        .bind(tenant)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(n as u64)
+    }
+}
+
+const KEY_COLUMNS: &str = "SELECT name, tenant, hash, scopes, rate_per_s, burst, pages_per_s, \
+                           page_burst, max_queued_pages, created_at, revoked_at FROM api_keys";
+
+fn key_row(r: &sqlx::postgres::PgRow) -> Result<ApiKey> {
+    let scopes: String = r.try_get(3).map_err(db_err)?;
+    Ok(ApiKey {
+        name: r.try_get(0).map_err(db_err)?,
+        tenant: r.try_get(1).map_err(db_err)?,
+        hash: r.try_get(2).map_err(db_err)?,
+        scopes: scopes
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+        rate_per_s: r.try_get(4).map_err(db_err)?,
+        burst: r
+            .try_get::<Option<i64>, _>(5)
+            .map_err(db_err)?
+            .map(|v| v.clamp(0, u32::MAX as i64) as u32),
+        pages_per_s: r.try_get(6).map_err(db_err)?,
+        page_burst: r
+            .try_get::<Option<i64>, _>(7)
+            .map_err(db_err)?
+            .map(|v| v.clamp(0, u32::MAX as i64) as u32),
+        max_queued_pages: r
+            .try_get::<Option<i64>, _>(8)
+            .map_err(db_err)?
+            .map(|v| v.max(0) as u64),
+        created_ms: r.try_get(9).map_err(db_err)?,
+        revoked_ms: r.try_get(10).map_err(db_err)?,
+    })
 }

@@ -448,7 +448,7 @@ impl Runner {
                 store.complete_page(&lease, &page, now).await
             }
             Some(Err(e)) => match e.retry() {
-                Retry::After if self.stopping.load(Ordering::Acquire) => {
+                Retry::After(_) if self.stopping.load(Ordering::Acquire) => {
                     // Shutting down: back to the queue, attempt not counted.
                     let _ = store.release_page(&lease, now, now).await;
                     return;
@@ -496,9 +496,27 @@ impl Runner {
     async fn compute(&self, claimed: &ClaimedPage) -> Result<Page> {
         let source = self.open_document(&claimed.location).await?;
         let index = claimed.source_index;
-        let image = tokio::task::spawn_blocking(move || source.page(index))
+        // The page's worst case is reserved from the memory budget before it is decoded and
+        // held until its result is out; no room is back-pressure like overload (the page waits
+        // with its lease, no attempt counted).
+        let (image, _reservation) = loop {
+            let source = source.clone();
+            let decoded = tokio::task::spawn_blocking(move || {
+                let (mut checks, reservation) = source.reserve(&[index])?;
+                checks.pop().unwrap_or(Ok(()))?;
+                Ok::<_, Error>((source.page(index)?, reservation))
+            })
             .await
-            .map_err(|e| Error::Runtime(format!("decode task: {e}")))??;
+            .map_err(|e| Error::Runtime(format!("decode task: {e}")))?;
+            match decoded {
+                Err(e @ Error::MemoryExhausted { .. }) => {
+                    metrics::counter!("ocr_job_backpressure_waits_total", "class" => claimed.class.as_str())
+                        .increment(1);
+                    tracing::debug!(error = %e, "memory budget full: the page waits");
+                }
+                other => break other?,
+            }
+        };
         let class = match claimed.class {
             JobClass::Interactive => Class::Interactive,
             JobClass::Bulk => Class::Bulk,

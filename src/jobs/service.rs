@@ -21,10 +21,11 @@ use super::model::{
 use super::now_ms;
 use super::runner::Runner;
 use super::store::JobStore;
+use crate::auth::Caller;
 use crate::document::{Document, select_pages};
 use crate::error::{Error, Result};
 use crate::pipeline::decode::DecodeLimits;
-use crate::pipeline::{Page, PageError, document_text};
+use crate::pipeline::{Page, document_text};
 
 /// Limits of the service.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,6 +95,7 @@ pub struct JobsQueue {
 
 /// A correction of one page's text made in review.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Correction {
     pub document: usize,
     pub page: usize,
@@ -164,6 +166,7 @@ impl JobService {
     /// under `id` before the call are deleted again when the job is refused or replayed.
     pub async fn create(
         &self,
+        caller: &Caller,
         id: String,
         docs: Vec<Upload>,
         spec: JobSpec,
@@ -177,7 +180,9 @@ impl JobService {
             })
             .collect();
         let mut written = streamed.clone();
-        let out = self.create_inner(&id, docs, spec, key, &mut written).await;
+        let out = self
+            .create_inner(caller, &id, docs, spec, key, &mut written)
+            .await;
         match &out {
             Ok((_, false)) => {}
             // Refused, or the key named an earlier job: nothing of this request is kept.
@@ -188,6 +193,7 @@ impl JobService {
 
     async fn create_inner(
         &self,
+        caller: &Caller,
         id: &str,
         docs: Vec<Upload>,
         spec: JobSpec,
@@ -261,6 +267,20 @@ impl JobService {
         }
 
         let new_pages: u64 = counted.iter().map(|(_, p, ..)| p.len() as u64).sum();
+        // The key's quota (its tenant's pages on every replica), then its page bucket.
+        if let (Some(limit), Some(name)) = (caller.max_queued_pages, &caller.key) {
+            let queued = self.store.tenant_backlog(&caller.owner).await?;
+            if queued + new_pages > limit {
+                metrics::counter!("ocr_jobs_refused_total", "reason" => "quota").increment(1);
+                return Err(Error::QuotaExceeded {
+                    key: name.clone(),
+                    queued,
+                    adding: new_pages,
+                    limit,
+                });
+            }
+        }
+        caller.take_pages(new_pages as usize)?;
         if class == JobClass::Bulk {
             let backlog = self.store.backlog(JobClass::Bulk).await?;
             if backlog.queued + new_pages > self.cfg.max_queued_pages {
@@ -330,8 +350,18 @@ impl JobService {
             webhook_url: spec.webhook_url,
             priority: spec.priority,
             review_threshold: spec.review_threshold,
-            idempotency: key.map(|k| (k, payload_hash)),
+            // Idempotency keys are per tenant.
+            idempotency: key.map(|k| {
+                let k = if caller.owner.is_empty() {
+                    k
+                } else {
+                    format!("{}\u{1f}{k}", caller.owner)
+                };
+                (k, payload_hash)
+            }),
             documents,
+            tenant: caller.owner.clone(),
+            actor: caller.key.clone(),
         };
         let ttl = self.cfg.idempotency_ttl.as_millis() as i64;
         Ok(match self.store.create_job(new, now_ms(), ttl).await? {
@@ -346,51 +376,79 @@ impl JobService {
         })
     }
 
-    pub async fn get(&self, id: &str) -> Result<JobRecord> {
+    /// The job, if the caller may see it: another tenant's job is 404, as if it did not exist.
+    pub async fn get(&self, caller: &Caller, id: &str) -> Result<JobRecord> {
         self.store
             .get_job(id)
             .await?
+            .filter(|j| caller.can_see(&j.tenant))
             .ok_or_else(|| Error::JobNotFound(id.to_string()))
     }
 
+    /// The caller's jobs (every tenant's for the anonymous caller and admin keys).
     pub async fn list(
         &self,
+        caller: &Caller,
         state: Option<JobState>,
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Vec<JobRecord>> {
-        self.store.list_jobs(state, cursor, limit).await
+        self.store
+            .list_jobs(caller.tenant.as_deref(), state, cursor, limit)
+            .await
     }
 
-    pub async fn events(&self, id: &str) -> Result<Vec<Event>> {
-        self.get(id).await?;
+    /// Records who asked for an action on a job (the key's name), before the action's own
+    /// events.
+    async fn record_actor(&self, caller: &Caller, id: &str, action: &str) -> Result<()> {
+        if let Some(key) = &caller.key {
+            self.store
+                .add_event(
+                    id,
+                    "requested",
+                    serde_json::json!({"action": action, "actor": key}),
+                    now_ms(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub async fn events(&self, caller: &Caller, id: &str) -> Result<Vec<Event>> {
+        self.get(caller, id).await?;
         self.store.events(id).await
     }
 
     /// Cancels a job: the store first (its unfinished pages are dropped and leases revoked, on
     /// every replica), then this process's running pages of it.
-    pub async fn cancel(&self, id: &str) -> Result<JobRecord> {
-        self.get(id).await?;
+    pub async fn cancel(&self, caller: &Caller, id: &str) -> Result<JobRecord> {
+        self.get(caller, id).await?;
+        self.record_actor(caller, id, "cancel").await?;
         if !self.store.cancel_job(id, now_ms()).await? {
             return Err(Error::JobFinished(id.to_string()));
         }
         self.runner.abandon_job(id);
         self.runner.announce_delivery();
-        self.get(id).await
+        self.get(caller, id).await
     }
 
     /// Requeues the job's failed pages.
-    pub async fn retry(&self, id: &str) -> Result<JobRecord> {
-        let job = self.get(id).await?;
+    pub async fn retry(&self, caller: &Caller, id: &str) -> Result<JobRecord> {
+        let job = self.get(caller, id).await?;
+        self.record_actor(caller, id, "retry").await?;
         if self.store.retry_failed(id, now_ms()).await? > 0 {
             self.runner.announce(job.class);
         }
-        self.get(id).await
+        self.get(caller, id).await
     }
 
     /// Approves or corrects a `needs_review` job and completes it.
-    pub async fn review(&self, id: &str, review: Review) -> Result<JobRecord> {
-        let job = self.get(id).await?;
+    /// The reviewer is the key's name when the caller has a key, else the name given.
+    pub async fn review(&self, caller: &Caller, id: &str, mut review: Review) -> Result<JobRecord> {
+        let job = self.get(caller, id).await?;
+        if let Some(key) = &caller.key {
+            review.reviewer = Some(key.clone());
+        }
         if job.state != JobState::NeedsReview {
             return Err(Error::NotInReview {
                 id: id.to_string(),
@@ -418,18 +476,18 @@ impl JobService {
             .map_err(|e| Error::Runtime(format!("serialising a review: {e}")))?;
         if !self.store.complete_review(id, detail, now_ms()).await? {
             // Reviewed meanwhile (by another reviewer or replica).
-            let now = self.get(id).await?;
+            let now = self.get(caller, id).await?;
             return Err(Error::NotInReview {
                 id: id.to_string(),
                 state: now.state.as_str(),
             });
         }
         self.runner.announce_delivery();
-        self.get(id).await
+        self.get(caller, id).await
     }
 
-    pub async fn resend_webhooks(&self, id: &str) -> Result<JobRecord> {
-        let job = self.get(id).await?;
+    pub async fn resend_webhooks(&self, caller: &Caller, id: &str) -> Result<JobRecord> {
+        let job = self.get(caller, id).await?;
         self.store.resend_deliveries(id, now_ms()).await?;
         self.runner.announce_delivery();
         Ok(job)
@@ -459,8 +517,8 @@ impl JobService {
     }
 
     /// The job's results so far: completed pages (others None), texts with review corrections.
-    pub async fn results(&self, id: &str) -> Result<JobResults> {
-        let job = self.get(id).await?;
+    pub async fn results(&self, caller: &Caller, id: &str) -> Result<JobResults> {
+        let job = self.get(caller, id).await?;
         let corrections = self.corrections(id).await?;
         let mut documents = Vec::with_capacity(job.documents.len());
         for d in &job.documents {
@@ -511,13 +569,7 @@ impl JobService {
             .into_iter()
             .zip(&d.pages)
             .map(|(page, p)| {
-                page.unwrap_or_else(|| Page {
-                    error: Some(PageError {
-                        code: "not_completed".into(),
-                        message: format!("page is {}", p.state.as_str()),
-                    }),
-                    ..Page::default()
-                })
+                page.unwrap_or_else(|| Page::failed(&Error::NotCompleted(p.state.as_str())))
             })
             .collect();
         Ok((doc, selected, pages))

@@ -14,9 +14,9 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::model::{
-    Backlog, Claim, ClaimedPage, Created, Delivery, DeliveryAttempt, DeliveryState, DocumentRecord,
-    Event, JobClass, JobOptions, JobRecord, JobState, NewJob, PageCounts, PageLease, PageRecord,
-    PageState, derive_state, min_confidence, webhook_event,
+    ApiKey, Backlog, Claim, ClaimedPage, Created, Delivery, DeliveryAttempt, DeliveryState,
+    DocumentRecord, Event, JobClass, JobOptions, JobRecord, JobState, NewJob, PageCounts,
+    PageLease, PageRecord, PageState, derive_state, min_confidence, webhook_event,
 };
 use super::store::JobStore;
 use crate::error::{Error, Result};
@@ -27,7 +27,7 @@ fn db_err(e: rusqlite::Error) -> Error {
 }
 
 /// Numbered schema migrations; each runs once, in order, in its own transaction.
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     // 1: the first release's schema.
     "
 CREATE TABLE IF NOT EXISTS jobs (
@@ -117,6 +117,29 @@ ALTER TABLE deliveries ADD COLUMN lease_owner TEXT;
 ALTER TABLE deliveries ADD COLUMN lease_until INTEGER;
 CREATE TABLE pauses (scope TEXT PRIMARY KEY, at INTEGER NOT NULL);
 ALTER TABLE documents ADD COLUMN owned INTEGER NOT NULL DEFAULT 1;
+",
+    // 3: tenants (jobs and, for the claim, pages), the round-robin turns between tenants, and
+    // API keys (hashed).
+    "
+ALTER TABLE jobs ADD COLUMN tenant TEXT NOT NULL DEFAULT '';
+ALTER TABLE pages ADD COLUMN tenant TEXT NOT NULL DEFAULT '';
+CREATE INDEX pages_tenant_claim ON pages(state, class, tenant, priority DESC, queued_at);
+CREATE INDEX jobs_tenant ON jobs(tenant, created_at);
+CREATE TABLE tenant_turns (tenant TEXT PRIMARY KEY, served INTEGER NOT NULL);
+INSERT INTO tenant_turns (tenant, served) VALUES ('', 0);
+CREATE TABLE api_keys (
+    name TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    hash TEXT NOT NULL UNIQUE,
+    scopes TEXT NOT NULL,
+    rate_per_s REAL,
+    burst INTEGER,
+    pages_per_s REAL,
+    page_burst INTEGER,
+    max_queued_pages INTEGER,
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER
+);
 ",
 ];
 
@@ -383,7 +406,7 @@ fn load_job(conn: &Connection, id: &str) -> Result<Option<JobRecord>> {
     let row = conn
         .query_row(
             "SELECT id, state, tag, priority, review_threshold, webhook_url, options, created_at,
-                    updated_at, class FROM jobs WHERE id = ?1",
+                    updated_at, class, tenant FROM jobs WHERE id = ?1",
             [id],
             |r| {
                 Ok(JobRecord {
@@ -398,6 +421,7 @@ fn load_job(conn: &Connection, id: &str) -> Result<Option<JobRecord>> {
                     updated_at_ms: r.get(8)?,
                     class: JobClass::from_rank(r.get(9)?),
                     documents: Vec::new(),
+                    tenant: r.get(10)?,
                 })
             },
         )
@@ -556,8 +580,8 @@ impl JobStore for SqliteStore {
             }
             tx.execute(
                 "INSERT INTO jobs (id, state, options, tag, webhook_url, priority,
-                                   review_threshold, created_at, updated_at, class)
-                 VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)",
+                                   review_threshold, created_at, updated_at, class, tenant)
+                 VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9)",
                 params![
                     job.id,
                     options,
@@ -566,15 +590,21 @@ impl JobStore for SqliteStore {
                     job.priority,
                     job.review_threshold.map(f64::from),
                     now,
-                    job.class.rank()
+                    job.class.rank(),
+                    job.tenant
                 ],
+            )
+            .map_err(db_err)?;
+            tx.execute(
+                "INSERT INTO tenant_turns (tenant, served) VALUES (?1, 0) ON CONFLICT DO NOTHING",
+                [&job.tenant],
             )
             .map_err(db_err)?;
             let mut page_stmt = tx
                 .prepare_cached(
                     "INSERT INTO pages (job_id, doc, page, state, updated_at, src_index, class,
-                                        priority, tag, queued_at, run_at)
-                     VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?4, 0)",
+                                        priority, tag, queued_at, run_at, tenant)
+                     VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?4, 0, ?9)",
                 )
                 .map_err(db_err)?;
             for (i, d) in job.documents.iter().enumerate() {
@@ -594,7 +624,8 @@ impl JobStore for SqliteStore {
                             *src as i64,
                             job.class.rank(),
                             job.priority,
-                            job.tag
+                            job.tag,
+                            job.tenant
                         ])
                         .map_err(db_err)?;
                 }
@@ -612,7 +643,7 @@ impl JobStore for SqliteStore {
                 &job.id,
                 "created",
                 &serde_json::json!({"documents": job.documents.len(), "pages": job.page_count(),
-                                    "class": job.class.as_str()}),
+                                    "class": job.class.as_str(), "actor": job.actor}),
                 now,
             )?;
             let record = load_job(tx, &job.id)?
@@ -629,11 +660,13 @@ impl JobStore for SqliteStore {
 
     async fn list_jobs(
         &self,
+        tenant: Option<&str>,
         state: Option<JobState>,
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<JobRecord>> {
         let after = after.map(str::to_string);
+        let tenant = tenant.map(str::to_string);
         self.read(move |conn| {
             let cursor: Option<(i64, String)> = match &after {
                 Some(a) => conn
@@ -650,6 +683,7 @@ impl JobStore for SqliteStore {
                     "SELECT id FROM jobs
                      WHERE (?1 IS NULL OR state = ?1)
                        AND (created_at < ?2 OR (created_at = ?2 AND id < ?3) OR ?4)
+                       AND (?6 IS NULL OR tenant = ?6)
                      ORDER BY created_at DESC, id DESC LIMIT ?5",
                 )
                 .and_then(|mut s| {
@@ -659,7 +693,8 @@ impl JobStore for SqliteStore {
                             c_at,
                             c_id,
                             after.is_none(),
-                            limit as i64
+                            limit as i64,
+                            tenant
                         ],
                         |r| r.get::<_, String>(0),
                     )?
@@ -693,37 +728,73 @@ impl JobStore for SqliteStore {
                 String,
                 Option<f64>,
             );
-            let rows: Vec<Row> = tx
-                .prepare_cached(
-                    "SELECT p.job_id, p.doc, p.page, COALESCE(p.src_index, p.page), p.attempts,
-                            p.tag, p.queued_at, d.path, j.options, j.review_threshold
-                     FROM pages p
-                     JOIN jobs j ON j.id = p.job_id
-                     JOIN documents d ON d.job_id = p.job_id AND d.idx = p.doc
-                     WHERE p.state = 'queued' AND p.class = ?1 AND p.run_at <= ?2
-                       AND (p.class = 0 OR NOT EXISTS (
-                            SELECT 1 FROM pauses WHERE scope = '*' OR scope = p.tag))
-                     ORDER BY p.priority DESC, p.queued_at, p.job_id, p.doc, p.page
-                     LIMIT ?3",
-                )
+            // Fair share: tenants least recently served first, one page each per round.
+            let tenants: Vec<String> = tx
+                .prepare_cached("SELECT tenant FROM tenant_turns ORDER BY served, tenant")
                 .and_then(|mut s| {
-                    s.query_map(params![c.class.rank(), c.now_ms, c.limit as i64], |r| {
-                        Ok((
-                            r.get(0)?,
-                            r.get(1)?,
-                            r.get(2)?,
-                            r.get(3)?,
-                            r.get(4)?,
-                            r.get(5)?,
-                            r.get(6)?,
-                            r.get(7)?,
-                            r.get(8)?,
-                            r.get(9)?,
-                        ))
-                    })?
-                    .collect::<rusqlite::Result<Vec<_>>>()
+                    s.query_map([], |r| r.get(0))?
+                        .collect::<rusqlite::Result<Vec<_>>>()
                 })
                 .map_err(db_err)?;
+            let mut per_tenant: Vec<std::collections::VecDeque<Row>> = Vec::new();
+            for t in &tenants {
+                let rows: Vec<Row> = tx
+                    .prepare_cached(
+                        "SELECT p.job_id, p.doc, p.page, COALESCE(p.src_index, p.page), p.attempts,
+                                p.tag, p.queued_at, d.path, j.options, j.review_threshold
+                         FROM pages p
+                         JOIN jobs j ON j.id = p.job_id
+                         JOIN documents d ON d.job_id = p.job_id AND d.idx = p.doc
+                         WHERE p.state = 'queued' AND p.class = ?1 AND p.tenant = ?4
+                           AND p.run_at <= ?2
+                           AND (p.class = 0 OR NOT EXISTS (
+                                SELECT 1 FROM pauses WHERE scope = '*' OR scope = p.tag))
+                         ORDER BY p.priority DESC, p.queued_at, p.job_id, p.doc, p.page
+                         LIMIT ?3",
+                    )
+                    .and_then(|mut s| {
+                        s.query_map(params![c.class.rank(), c.now_ms, c.limit as i64, t], |r| {
+                            Ok((
+                                r.get(0)?,
+                                r.get(1)?,
+                                r.get(2)?,
+                                r.get(3)?,
+                                r.get(4)?,
+                                r.get(5)?,
+                                r.get(6)?,
+                                r.get(7)?,
+                                r.get(8)?,
+                                r.get(9)?,
+                            ))
+                        })?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                    })
+                    .map_err(db_err)?;
+                per_tenant.push(rows.into());
+            }
+            let mut rows: Vec<Row> = Vec::with_capacity(c.limit);
+            let mut served: Vec<&String> = Vec::new();
+            while rows.len() < c.limit && per_tenant.iter().any(|q| !q.is_empty()) {
+                for (t, q) in tenants.iter().zip(per_tenant.iter_mut()) {
+                    if rows.len() >= c.limit {
+                        break;
+                    }
+                    if let Some(r) = q.pop_front() {
+                        rows.push(r);
+                        if !served.contains(&t) {
+                            served.push(t);
+                        }
+                    }
+                }
+            }
+            for t in served {
+                tx.execute(
+                    "UPDATE tenant_turns SET served = (SELECT MAX(served) FROM tenant_turns) + 1
+                     WHERE tenant = ?1",
+                    [t],
+                )
+                .map_err(db_err)?;
+            }
             let mut out = Vec::with_capacity(rows.len());
             for (job, doc, page, src, attempts, tag, queued_at, location, options, threshold) in
                 rows
@@ -1267,4 +1338,130 @@ impl JobStore for SqliteStore {
         })
         .await
     }
+
+    async fn create_key(&self, key: &ApiKey) -> Result<()> {
+        let k = key.clone();
+        self.tx(move |tx| {
+            let taken: bool = tx
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM api_keys WHERE name = ?1)",
+                    [&k.name],
+                    |r| r.get(0),
+                )
+                .map_err(db_err)?;
+            if taken {
+                return Err(Error::InvalidOption(format!(
+                    "a key named {:?} exists (names are never reused)",
+                    k.name
+                )));
+            }
+            tx.execute(
+                "INSERT INTO api_keys (name, tenant, hash, scopes, rate_per_s, burst, pages_per_s,
+                                       page_burst, max_queued_pages, created_at, revoked_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![
+                    k.name,
+                    k.tenant,
+                    k.hash,
+                    k.scopes.join(","),
+                    k.rate_per_s,
+                    k.burst,
+                    k.pages_per_s,
+                    k.page_burst,
+                    k.max_queued_pages.map(|v| v.min(i64::MAX as u64) as i64),
+                    k.created_ms,
+                    k.revoked_ms
+                ],
+            )
+            .map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn keys(&self) -> Result<Vec<ApiKey>> {
+        self.read(|c| {
+            c.prepare(&format!("{KEY_COLUMNS} ORDER BY name"))
+                .and_then(|mut s| {
+                    s.query_map([], key_row)?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn revoke_key(&self, name: &str, now: i64) -> Result<bool> {
+        let name = name.to_string();
+        self.tx(move |tx| {
+            tx.execute(
+                "UPDATE api_keys SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
+                params![name, now],
+            )
+            .map(|n| n == 1)
+            .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>> {
+        let hash = hash.to_string();
+        self.read(move |c| {
+            c.query_row(&format!("{KEY_COLUMNS} WHERE hash = ?1"), [hash], key_row)
+                .optional()
+                .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn active_keys(&self) -> Result<u64> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM api_keys WHERE revoked_at IS NULL",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn tenant_backlog(&self, tenant: &str) -> Result<u64> {
+        let tenant = tenant.to_string();
+        self.read(move |c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM pages WHERE tenant = ?1 AND state IN ('queued', 'processing')",
+                [tenant],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(db_err)
+        })
+        .await
+    }
+}
+
+const KEY_COLUMNS: &str = "SELECT name, tenant, hash, scopes, rate_per_s, burst, pages_per_s, \
+                           page_burst, max_queued_pages, created_at, revoked_at FROM api_keys";
+
+fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKey> {
+    Ok(ApiKey {
+        name: r.get(0)?,
+        tenant: r.get(1)?,
+        hash: r.get(2)?,
+        scopes: r
+            .get::<_, String>(3)?
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+        rate_per_s: r.get(4)?,
+        burst: r.get(5)?,
+        pages_per_s: r.get(6)?,
+        page_burst: r.get(7)?,
+        max_queued_pages: r.get::<_, Option<i64>>(8)?.map(|v| v.max(0) as u64),
+        created_ms: r.get(9)?,
+        revoked_ms: r.get(10)?,
+    })
 }

@@ -20,7 +20,14 @@
 //!   cancelled), the webhook delivery row is written in that same transaction, so no event can be
 //!   lost between the state change and its delivery; deliverers claim due rows with leases;
 //! - paused bulk work (all, or one tag) stays queued and is not claimed; interactive work is
-//!   never paused.
+//!   never paused;
+//! - **fair share between tenants**: within a class, a claim serves tenants round robin, least
+//!   recently served first (`tenant_turns` remembers the order): one page of each tenant that
+//!   has runnable work, then again, until the claim is full. Each tenant's pages come from an
+//!   index seek (`pages(state, class, tenant, priority, queued_at)`), so a claim costs one seek
+//!   per tenant, not a scan of the queue; within a tenant the order is priority, then age. One
+//!   tenant's 10,000 queued pages delay another tenant's 10 by about 10 of its own;
+//! - API keys are stored by SHA-256 hash (never the key) with their tenant, scopes and limits.
 //!
 //! Times are Unix milliseconds passed in by the caller (tests use explicit clocks).
 
@@ -29,8 +36,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::model::{
-    Backlog, Claim, ClaimedPage, Created, Delivery, DeliveryAttempt, Event, JobClass, JobRecord,
-    JobState, NewJob, PageLease, PageState,
+    ApiKey, Backlog, Claim, ClaimedPage, Created, Delivery, DeliveryAttempt, Event, JobClass,
+    JobRecord, JobState, NewJob, PageLease, PageState,
 };
 use crate::error::{Error, Result};
 use crate::pipeline::Page;
@@ -53,9 +60,11 @@ pub trait JobStore: Send + Sync + 'static {
     /// [`Error::IdempotencyConflict`].
     async fn create_job(&self, job: NewJob, now_ms: i64, key_ttl_ms: i64) -> Result<Created>;
     async fn get_job(&self, id: &str) -> Result<Option<JobRecord>>;
-    /// Jobs, newest first, optionally of one state, after a cursor (the last id of a page).
+    /// Jobs, newest first, of one tenant (None: every tenant), optionally of one state, after
+    /// a cursor (the last id of a page).
     async fn list_jobs(
         &self,
+        tenant: Option<&str>,
         state: Option<JobState>,
         after: Option<&str>,
         limit: usize,
@@ -143,6 +152,19 @@ pub trait JobStore: Send + Sync + 'static {
     async fn deliveries(&self, job_id: &str) -> Result<Vec<Delivery>>;
     /// Makes a job's failed deliveries pending again; returns how many.
     async fn resend_deliveries(&self, job_id: &str, now_ms: i64) -> Result<usize>;
+
+    /// Stores a new key; a name already used (even by a revoked key) is `InvalidOption`.
+    async fn create_key(&self, key: &ApiKey) -> Result<()>;
+    /// Every key (revoked ones too), by name.
+    async fn keys(&self) -> Result<Vec<ApiKey>>;
+    /// Revokes the active key `name`; false when there is none.
+    async fn revoke_key(&self, name: &str, now_ms: i64) -> Result<bool>;
+    /// The key with this hash (revoked or not: the caller checks).
+    async fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>>;
+    /// How many keys are not revoked.
+    async fn active_keys(&self) -> Result<u64>;
+    /// Queued and processing pages of the tenant's jobs (both classes).
+    async fn tenant_backlog(&self, tenant: &str) -> Result<u64>;
 }
 
 /// Opens the store a URL names: `sqlite://PATH` (created if missing) or `postgres://…` /

@@ -27,7 +27,8 @@ use super::now_ms;
 use super::store::JobStore;
 use crate::error::{Error, Result};
 
-#[derive(Debug, Clone, PartialEq, Default)]
+/// `Debug` shows how many secrets there are, never their bytes.
+#[derive(Clone, PartialEq, Default)]
 pub struct WebhookConfig {
     /// Signing secrets (bytes); the first is current, the others still accepted by receivers.
     pub secrets: Vec<Vec<u8>>,
@@ -52,6 +53,23 @@ impl WebhookConfig {
             timeout: Duration::from_secs(10),
             concurrency: 16,
         }
+    }
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field(
+                "secrets",
+                &format_args!("[{} redacted]", self.secrets.len()),
+            )
+            .field("allow", &self.allow)
+            .field("max_attempts", &self.max_attempts)
+            .field("backoff_base", &self.backoff_base)
+            .field("backoff_cap", &self.backoff_cap)
+            .field("timeout", &self.timeout)
+            .field("concurrency", &self.concurrency)
+            .finish()
     }
 }
 

@@ -127,6 +127,7 @@ pub fn searchable_pdf(doc: &Document, selected: &[usize], pages: &[Page]) -> Res
         .iter()
         .map(|(i, p)| (*p, doc.page_dpi(*i).unwrap_or(IMAGE_DPI)))
         .collect();
+    let mut held: Option<crate::memory::Reservation> = None;
     pdf::from_images_lazy(&layers, |k| {
         let index = ok[k].0;
         if jpeg {
@@ -138,6 +139,14 @@ pub fn searchable_pdf(doc: &Document, selected: &[usize], pages: &[Page]) -> Res
                 components,
             });
         }
+        // Reserved from the memory budget while the page is decoded and embedded: the writer
+        // drops each image before it asks for the next, so the reservation is kept until then.
+        drop(held.take());
+        held = Some(
+            doc.reserve(&[index])
+                .map_err(|e| pdf::PdfWriteError::Image(e.to_string()))?
+                .1,
+        );
         let img = doc
             .page(index)
             .map_err(|e| pdf::PdfWriteError::Image(e.to_string()))?;

@@ -10,6 +10,7 @@ use std::io::Cursor;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 
 use crate::error::{Error, Result};
+use crate::memory::MemoryBudget;
 
 /// Bounds on what one input may cost.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,7 +24,16 @@ pub struct DecodeLimits {
     /// Resolution PDF pages are rendered at (lowered for a page that would exceed the pixel or
     /// side limits).
     pub pdf_dpi: f32,
+    /// Most bytes the streams of one PDF page may decode to (`--max-decompressed-bytes-per-page`);
+    /// a page over it fails alone with `decompressed_too_large`, before anything inflates it.
+    pub max_decompressed_bytes_per_page: u64,
+    /// The server-wide budget every decode and render reserves its worst case from
+    /// (`--memory-budget-mb`; [`crate::memory`]).
+    pub memory: MemoryBudget,
 }
+
+/// Default cap on what one PDF page's streams may decode to.
+pub const DEFAULT_MAX_DECOMPRESSED_BYTES_PER_PAGE: u64 = 256 << 20;
 
 /// Default PDF rendering resolution (README, "Documents": chosen by measurement on the dev PDF).
 pub const DEFAULT_PDF_DPI: f32 = 200.0;
@@ -37,6 +47,8 @@ impl Default for DecodeLimits {
             max_pixels: 64_000_000,
             max_pages: 200,
             pdf_dpi: DEFAULT_PDF_DPI,
+            max_decompressed_bytes_per_page: DEFAULT_MAX_DECOMPRESSED_BYTES_PER_PAGE,
+            memory: MemoryBudget::default(),
         }
     }
 }
@@ -104,6 +116,38 @@ pub fn check_header(bytes: &[u8], format: ImageFormat, limits: &DecodeLimits) ->
         .map_err(image_error)?;
     let (w, h) = decoder.dimensions();
     limits.check(w as u64, h as u64)
+}
+
+/// Worst-case bytes that decoding a single-image file allocates: the decoder's buffer in its
+/// own pixel format, a second one when EXIF orientation rotates it, and the RGB page. Reads
+/// only the header.
+pub fn image_cost(bytes: &[u8], format: ImageFormat, limits: &DecodeLimits) -> Result<u64> {
+    let mut decoder = limited_reader(bytes, format, limits)
+        .into_decoder()
+        .map_err(image_error)?;
+    let (w, h) = decoder.dimensions();
+    limits.check(w as u64, h as u64)?;
+    let px = w as u64 * h as u64;
+    let color = decoder.color_type();
+    let bpp = color.bytes_per_pixel() as u64;
+    let rotated = decoder
+        .orientation()
+        .is_ok_and(|o| o != image::metadata::Orientation::NoTransforms);
+    // The RGB page (counted even when the decoder's buffer already is 8-bit RGB: a job page
+    // keeps a second copy while it is handed to the scheduler).
+    Ok(px * (bpp * if rotated { 2 } else { 1 } + 3))
+}
+
+/// Worst-case bytes that decoding TIFF page `index` allocates: its samples at up to 16 bits and
+/// four channels, the 8-bit copy, and the RGB page.
+pub fn tiff_page_cost(bytes: &[u8], index: usize, limits: &DecodeLimits) -> Result<u64> {
+    let mut dec = tiff_decoder(bytes, limits)?;
+    if index > 0 {
+        dec.seek_to_image(index).map_err(tiff_error)?;
+    }
+    let (w, h) = dec.dimensions().map_err(tiff_error)?;
+    limits.check(w as u64, h as u64)?;
+    Ok(w as u64 * h as u64 * (8 + 4 + 3))
 }
 
 /// A reader whose decoder refuses sizes and allocations over the limits.

@@ -53,6 +53,18 @@ pub fn http(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> (u16, Value) {
+    let (status, _, body) = http_full(addr, method, path, headers, body);
+    (status, body)
+}
+
+/// [`http`], with the response headers (names lowercased).
+pub fn http_full(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<(String, String)>, Value) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
     let mut req = format!(
@@ -68,14 +80,21 @@ pub fn http(
     let mut resp = Vec::new();
     s.read_to_end(&mut resp).unwrap();
     let resp = String::from_utf8_lossy(&resp).to_string();
-    let status = resp
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    let status = head
         .split(' ')
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = resp.split("\r\n\r\n").nth(1).unwrap_or("");
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
     (
         status,
+        headers,
         serde_json::from_str(body).unwrap_or(Value::String(body.into())),
     )
 }
@@ -84,7 +103,20 @@ pub fn http(
 /// caller waits for the child; a panic here ends the test process anyway.
 #[allow(clippy::zombie_processes)]
 pub fn start_server(data: &std::path::Path, extra: &[&str]) -> (Child, String) {
+    let (child, addr, _) = start_server_logged(data, extra, &[]);
+    (child, addr)
+}
+
+/// [`start_server`] with extra environment variables; the third value collects everything the
+/// server writes to stderr (its logs).
+#[allow(clippy::zombie_processes)]
+pub fn start_server_logged(
+    data: &std::path::Path,
+    extra: &[&str],
+    envs: &[(&str, &str)],
+) -> (Child, String, std::sync::Arc<std::sync::Mutex<String>>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ocr-server"))
+        .envs(envs.iter().copied())
         .args([
             "serve",
             "--host",
@@ -103,21 +135,31 @@ pub fn start_server(data: &std::path::Path, extra: &[&str]) -> (Child, String) {
         .unwrap();
     let mut err = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
+    let mut startup = String::new();
     let addr = loop {
         line.clear();
-        assert!(err.read_line(&mut line).unwrap() > 0, "server exited early");
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "server exited early: {startup}"
+        );
+        startup.push_str(&line);
         if let Some(rest) = line.trim().strip_prefix("ocr-server: listening on http://") {
             break rest.split(' ').next().unwrap().to_string();
         }
     };
-    // Keep draining stderr so the server never blocks on a full pipe.
+    // Keep draining stderr so the server never blocks on a full pipe; keep what it says.
+    let log = std::sync::Arc::new(std::sync::Mutex::new(startup));
+    let sink = log.clone();
     std::thread::spawn(move || {
-        let mut sink = String::new();
-        let _ = err.read_to_string(&mut sink);
+        let mut line = String::new();
+        while err.read_line(&mut line).is_ok_and(|n| n > 0) {
+            sink.lock().unwrap().push_str(&line);
+            line.clear();
+        }
     });
     for _ in 0..600 {
         if http(&addr, "GET", "/health/ready", &[], b"").0 == 200 {
-            return (child, addr);
+            return (child, addr, log);
         }
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -9,7 +9,13 @@
 #      loopback, installed when missing, stopped again when this script exits (however it exits);
 #   5. cargo test: unit tests, fake-model pipeline tests, CLI tests, the job store's contract on
 #      SQLite and PostgreSQL, multi-replica tests, golden tests on the real models over
-#      ../shared/eval/dev, and one pass of each benchmark.
+#      ../shared/eval/dev, hostile input (memory bombs, keys, tenants, HTTP edges), and one pass of
+#      each benchmark;
+#   6. with no arguments (the whole suite, as CI runs it), the hostile-input checks that drive the
+#      binary built above from outside, each bounded: schemathesis against the served OpenAPI
+#      (scripts/schemathesis.sh, $SCHEMATHESIS_EXAMPLES per operation), a short memory soak
+#      (scripts/soak.sh, $SOAK_REQUESTS requests; the 10,000-request soak is `scripts/soak.sh`),
+#      and every cargo-fuzz target for $FUZZ_SECONDS each (scripts/fuzz.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -29,3 +35,8 @@ scripts/services.sh start
 # shellcheck disable=SC1091
 . target/services/env
 cargo test --all-targets "$@"
+if [ $# -eq 0 ]; then
+  scripts/schemathesis.sh "${SCHEMATHESIS_EXAMPLES:-20}"
+  scripts/soak.sh "${SOAK_REQUESTS:-1500}" 4
+  scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
+fi

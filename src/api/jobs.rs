@@ -513,7 +513,14 @@ pub struct JobResult {
 
 /// The job's result so far (completed pages; others null).
 #[utoipa::path(get, path = "/v1/jobs/{id}/result", params(("id" = String, Path), ResultQuery), responses(
-    (status = 200, body = JobResult), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    (status = 200, description = "The result in the asked `format`", content(
+        (JobResult = "application/json"),
+        (String = "text/plain"),
+        (String = "text/vnd.hocr+html"),
+        (Vec<u8> = "application/pdf"),
+    )),
+    (status = 422, body = Problem, content_type = "application/problem+json"),
+    (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn job_result(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,

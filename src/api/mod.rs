@@ -392,7 +392,14 @@ pub struct OcrResponse {
         )
     ),
     responses(
-        (status = 200, description = "The text; headers x-queue-time, x-detect-time, x-classify-time, x-recognize-time and x-total-time (ms) split where the time went", body = OcrResponse, content_type = "application/json"),
+        (status = 200, description = "The text in the asked `format` (JSON by default); headers x-queue-time, x-detect-time, x-classify-time, x-recognize-time and x-total-time (ms) split where the time went", content(
+            (OcrResponse = "application/json"),
+            (String = "text/plain"),
+            (String = "text/vnd.hocr+html"),
+            (Vec<u8> = "application/pdf"),
+        )),
+        (status = 401, description = "A key is required and missing, unknown or revoked", body = Problem, content_type = PROBLEM_JSON),
+        (status = 403, description = "The key lacks the `ocr` scope", body = Problem, content_type = PROBLEM_JSON),
         (status = 202, description = "`Prefer: respond-async` and not done within `wait`: Location names the job", body = jobs::JobView),
         (status = 400, description = "Empty or malformed body", body = Problem, content_type = PROBLEM_JSON),
         (status = 413, description = "Body over the limit", body = Problem, content_type = PROBLEM_JSON),

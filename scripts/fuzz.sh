@@ -59,6 +59,8 @@ fi
 
 # Build every target once (cargo fuzz run would rebuild with its own flags: the binaries are
 # run directly below).
+# (16 codegen units and opt-level 1 instead of cargo-fuzz's 1 and 3 built no faster here: 1071 s
+# against 1104 s from scratch, NOTES.md session 6; the build is dominated by the ~360 crates.)
 build_flags=(-O --debug-assertions --sanitizer "$SANITIZER")
 start=$(date +%s)
 cargo +nightly fuzz build "${build_flags[@]}"

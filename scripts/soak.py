@@ -157,6 +157,8 @@ def main():
     ap.add_argument("--sample", default="samples/phototest.png")
     ap.add_argument("--crop", default="25,85,290,152", help="left,top,right,bottom")
     ap.add_argument("--timeout", type=float, default=120, help="per request, seconds")
+    ap.add_argument("--max-seconds", type=float, default=0,
+                    help="stop sending after this long and fail (0: no bound)")
     ap.add_argument("--json", help="also write the results here")
     a = ap.parse_args()
 
@@ -182,13 +184,15 @@ def main():
         print(f"soak: the probe request got {r.status}: {first[:500]!r}", file=sys.stderr)
         return 1
     probe_text = json.loads(first).get("text", "")
-    print(f"soak: image {len(body)} bytes ({ctype}); the server reads: {probe_text!r}")
+    print(f"soak: image {len(body)} bytes ({ctype}); the server reads: {probe_text!r}",
+          flush=True)
     if not probe_text.strip():
         print("soak: the probe request found no text (the models did not run?)", file=sys.stderr)
         return 1
 
     lock = threading.Lock()
-    state = {"next": 0, "done": 0, "statuses": {}, "conn_errors": {}, "empty": 0}
+    state = {"next": 0, "done": 0, "statuses": {}, "conn_errors": {}, "empty": 0,
+             "overtime": False}
     samples = [(0, rss_kib(a.pid), 0.0)]
     t0 = time.monotonic()
 
@@ -196,12 +200,17 @@ def main():
         # Called with the lock held, once per completed request.
         if done % a.sample_every == 0 or done == a.requests:
             samples.append((done, rss_kib(a.pid), time.monotonic() - t0))
+            n, kib, t = samples[-1]
+            print(f"soak: {n} done, VmRSS {kib} KiB, {t:.1f} s", flush=True)
 
     def worker():
         conn = None
         while True:
             with lock:
                 if state["next"] >= a.requests:
+                    break
+                if a.max_seconds and time.monotonic() - t0 > a.max_seconds:
+                    state["overtime"] = True
                     break
                 state["next"] += 1
             status, err, empty = None, None, False
@@ -219,6 +228,7 @@ def main():
                     conn = None
             except (OSError, http.client.HTTPException) as e:
                 err = type(e).__name__
+                print(f"soak: request error {err}: {e}", flush=True)
                 if conn is not None:
                     conn.close()
                 conn = None
@@ -262,6 +272,9 @@ def main():
           f"{json.dumps(state['conn_errors'])}; 200 without text: {state['empty']}")
 
     failures = []
+    if state["overtime"]:
+        failures.append(f"only {state['done']} of {a.requests} requests within --max-seconds "
+                        f"{a.max_seconds:g}")
     five = sum(v for k, v in statuses.items() if k >= 500)
     if five:
         failures.append(f"{five} 5xx answers")

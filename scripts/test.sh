@@ -14,8 +14,9 @@
 #   6. with no arguments (the whole suite, as CI runs it), the hostile-input checks that drive the
 #      binary built above from outside, each bounded: schemathesis against the served OpenAPI
 #      (scripts/schemathesis.sh, $SCHEMATHESIS_EXAMPLES per operation), a short memory soak
-#      (scripts/soak.sh, $SOAK_REQUESTS requests; the 10,000-request soak is `scripts/soak.sh`),
-#      and every cargo-fuzz target for $FUZZ_SECONDS each (scripts/fuzz.sh).
+#      (scripts/soak.sh, $SOAK_REQUESTS requests, at most $SOAK_MAX_SECONDS (600) s; the
+#      10,000-request soak is `scripts/soak.sh`),
+#      and every cargo-fuzz target for $FUZZ_SECONDS (20) each (scripts/fuzz.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -37,6 +38,6 @@ scripts/services.sh start
 cargo test --all-targets "$@"
 if [ $# -eq 0 ]; then
   scripts/schemathesis.sh "${SCHEMATHESIS_EXAMPLES:-20}"
-  scripts/soak.sh "${SOAK_REQUESTS:-1500}" 4
+  SOAK_MAX_SECONDS=${SOAK_MAX_SECONDS:-600} scripts/soak.sh "${SOAK_REQUESTS:-1500}" 4
   scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
 fi

@@ -24,7 +24,7 @@ use crate::engine::ort::{
     Device, EngineConfig, OrtFactory, SessionConfig, load_engine, resolve_models_dir,
     resolve_ort_lib,
 };
-use crate::engine::{ModelKind, OcrEngine, OcrOptions};
+use crate::engine::{ModelKind, OcrEngine, OcrOptions, RecPad};
 use crate::error::{Error, Result};
 use crate::jobs::documents::DocumentStore;
 use crate::jobs::now_ms;
@@ -276,26 +276,19 @@ pub struct ServeArgs {
     #[arg(long, env = "OCR_CORE_SLOTS", default_value_t = 0)]
     pub core_slots: usize,
     /// Most pages in one detection batch (pages batch only with pages of the same input shape).
-    #[arg(long, env = "OCR_DET_MAX_BATCH", default_value_t = 4)]
-    pub det_max_batch: usize,
+    /// Default: 1 on CPU (fastest there, and bit-for-bit independent of load), 4 with CUDA.
+    #[arg(long, env = "OCR_DET_MAX_BATCH")]
+    pub det_max_batch: Option<usize>,
     /// Most detector input pixels in one detection batch.
     #[arg(long, env = "OCR_DET_MAX_PIXELS", default_value_t = 4_000_000)]
     pub det_max_pixels: u64,
-    /// Most lines in one recognition batch.
-    #[arg(long, env = "OCR_REC_MAX_BATCH", default_value_t = 16)]
-    pub rec_max_batch: usize,
-    /// Most padded input pixels (lines × 48 × bucket width) in one recognition batch.
+    /// Most lines in one recognition batch (lines batch only with lines of the same pad width).
+    /// Default: 1 on CPU (fastest there, and bit-for-bit independent of load), 16 with CUDA.
+    #[arg(long, env = "OCR_REC_MAX_BATCH")]
+    pub rec_max_batch: Option<usize>,
+    /// Most padded input pixels (lines × 48 × pad width) in one recognition batch.
     #[arg(long, env = "OCR_REC_MAX_PIXELS", default_value_t = 48 * 4096)]
     pub rec_max_pixels: u64,
-    /// Recognition width buckets (ascending, comma-separated): lines batch with lines of the same
-    /// bucket, which bounds padding.
-    #[arg(
-        long,
-        env = "OCR_REC_BUCKETS",
-        value_delimiter = ',',
-        default_value = "64,96,128,160,192,256,320,384,480,640,800,960,1280,1600,2400"
-    )]
-    pub rec_buckets: Vec<u32>,
     /// A detection batch closes when its oldest page has waited this long (ms).
     #[arg(long, env = "OCR_DET_MAX_DELAY_MS", default_value_t = 2)]
     pub det_max_delay_ms: u64,
@@ -420,27 +413,30 @@ impl ServeArgs {
     pub fn scheduler_config(&self) -> SchedulerConfig {
         let mut c = SchedulerConfig::for_model(self.pipeline.model);
         c.base = self.pipeline.options();
+        if self.runtime.device == Device::Cuda {
+            c = c.for_cuda();
+        }
+        if let Some(pad) = self.pipeline.rec_pad() {
+            c.base.rec_pad = pad;
+        }
         c.det.workers = self.det_workers;
-        c.det.policy.max_items = self.det_max_batch.max(1);
+        if let Some(n) = self.det_max_batch {
+            c.det.policy.max_items = n.max(1);
+        }
         c.det.policy.max_cost = self.det_max_pixels.max(1);
         c.det.policy.max_delay = Duration::from_millis(self.det_max_delay_ms);
         c.det.policy.capacity = self.queue_capacity.max(1);
         c.cls.workers = self.cls_workers;
         if self.rec_workers > 0 {
             c.rec.workers = self.rec_workers;
-        } else if self.runtime.device == Device::Cuda {
-            // One GPU: more sessions only add memory arenas and contend for the same device.
-            c.rec.workers = 2;
         }
-        c.warm_all_shapes = self.runtime.device == Device::Cuda;
-        c.core_slots = match (self.runtime.device, self.core_slots) {
-            (Device::Cuda, _) => None,
-            (Device::Cpu, 0) => c.core_slots,
-            (Device::Cpu, n) => Some(n),
-        };
-        c.rec.policy.max_items = self.rec_max_batch.max(1);
+        if self.runtime.device == Device::Cpu && self.core_slots > 0 {
+            c.core_slots = Some(self.core_slots);
+        }
+        if let Some(n) = self.rec_max_batch {
+            c.rec.policy.max_items = n.max(1);
+        }
         c.rec.policy.max_cost = self.rec_max_pixels.max(1);
-        c.rec_buckets = self.rec_buckets.clone();
         for p in [&mut c.cls.policy, &mut c.rec.policy] {
             p.max_delay = Duration::from_millis(self.max_delay_ms);
             p.capacity = self.line_queue_capacity.max(1);
@@ -727,9 +723,16 @@ pub struct PipelineArgs {
     /// accuracy change without it, 1.19× faster).
     #[arg(long, default_value_t = 48)]
     pub rec_min_width: u32,
-    /// Lines per recognition batch (`ocr`; the server batches by --rec-max-batch).
-    #[arg(long, default_value_t = 6)]
+    /// Lines per recognition batch (`ocr`; the server batches by --rec-max-batch). 1, as the
+    /// server on CPU: the fastest there, and the same results as the server's.
+    #[arg(long, default_value_t = 1)]
     pub rec_batch: usize,
+    /// Recognition pad widths (ascending, comma-separated): every line is padded to the first
+    /// that holds it, whatever it is batched with, and batches hold one width each. Default:
+    /// the next multiple of 8 px on CPU, `engine::GPU_REC_BUCKETS` with CUDA (16 px steps to
+    /// 160, then about 1/8 of the width, up to 2400).
+    #[arg(long, env = "OCR_REC_BUCKETS", value_delimiter = ',')]
+    pub rec_buckets: Vec<u32>,
     /// Resolution PDF pages are rendered at (lowered for pages that would exceed the pixel
     /// limits).
     #[arg(long, env = "OCR_PDF_DPI", default_value_t = crate::pipeline::decode::DEFAULT_PDF_DPI)]
@@ -781,6 +784,11 @@ pub enum DetNorm {
 }
 
 impl PipelineArgs {
+    /// The recognition padding `--rec-buckets` asks for, if given.
+    pub fn rec_pad(&self) -> Option<RecPad> {
+        (!self.rec_buckets.is_empty()).then(|| RecPad::Buckets(self.rec_buckets.as_slice().into()))
+    }
+
     pub fn options(&self) -> OcrOptions {
         let mut o = OcrOptions::for_model(self.model);
         if let Some(t) = self.det_limit_type {
@@ -807,6 +815,9 @@ impl PipelineArgs {
         o.min_confidence = self.min_confidence;
         o.rec_min_width = self.rec_min_width;
         o.rec_batch = self.rec_batch.max(1);
+        if let Some(pad) = self.rec_pad() {
+            o.rec_pad = pad;
+        }
         o
     }
 }

@@ -1,7 +1,9 @@
 //! The server with the real PP-OCRv6 models on real dev pages: concurrent requests through the
 //! router each get their own text even though their pages and lines shared batches; a
 //! recognition batch provably held lines of several requests; an interactive request overtakes
-//! a flood of bulk work; and the binary serves over TCP and shuts down gracefully on SIGTERM.
+//! a flood of bulk work; a page's JSON is the same alone, among concurrent pages and through the
+//! CLI's one-page engine (batch invariance); and the binary serves over TCP and shuts down
+//! gracefully on SIGTERM.
 //! Needs `scripts/setup.sh`; fails, never skips, without it.
 
 mod common;
@@ -78,7 +80,9 @@ async fn concurrent_requests_share_batches_and_each_gets_its_own_text() {
     .map(|f| dev(f))
     .collect();
     let mut cfg = SchedulerConfig::for_model(ModelKind::V6);
-    // Generous delays so the four requests, decoded in parallel, meet in the queues.
+    // Batches as on a GPU, and generous delays so the four requests, decoded in parallel, meet
+    // in the queues.
+    cfg.det.policy.max_items = 4;
     cfg.det.policy.max_delay = Duration::from_millis(500);
     cfg.rec.policy.max_delay = Duration::from_millis(100);
     cfg.rec.policy.max_items = 32;
@@ -141,6 +145,193 @@ async fn concurrent_requests_share_batches_and_each_gets_its_own_text() {
         st.det_batches < st.det_pages,
         "no detection batch held two pages: {st:?}"
     );
+}
+
+/// One `POST /v1/ocr` through the router: the response's `pages` (text, boxes, confidences of
+/// every line and word), as JSON.
+async fn ocr_pages(router: axum::Router, bytes: Vec<u8>) -> serde_json::Value {
+    let req = Request::post("/v1/ocr")
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .body(Body::from(bytes))
+        .unwrap();
+    let resp = router.oneshot(req).await.unwrap();
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let mut v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    v["pages"].take()
+}
+
+/// Where two `pages` values first differ, for the failure message: a line's index and both
+/// versions of it, or the line counts.
+fn first_difference(a: &serde_json::Value, b: &serde_json::Value) -> String {
+    let (la, lb) = (
+        a[0]["lines"].as_array().cloned().unwrap_or_default(),
+        b[0]["lines"].as_array().cloned().unwrap_or_default(),
+    );
+    for (i, (x, y)) in la.iter().zip(&lb).enumerate() {
+        if x != y {
+            return format!("line {i}:\n  {x}\n  {y}");
+        }
+    }
+    format!("{} lines vs {} lines", la.len(), lb.len())
+}
+
+/// Compares two JSON values: equal, except numbers under a `confidence` key, which may differ
+/// by `tol`. Returns the path of the first difference.
+fn same_within(
+    a: &serde_json::Value,
+    b: &serde_json::Value,
+    tol: f64,
+    path: &str,
+) -> Result<(), String> {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Array(x), Value::Array(y)) => {
+            if x.len() != y.len() {
+                return Err(format!("{path}: {} vs {} items", x.len(), y.len()));
+            }
+            for (i, (p, q)) in x.iter().zip(y).enumerate() {
+                same_within(p, q, tol, &format!("{path}[{i}]"))?;
+            }
+            Ok(())
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            if x.len() != y.len() {
+                return Err(format!("{path}: keys differ"));
+            }
+            for (k, p) in x {
+                let q = y.get(k).ok_or_else(|| format!("{path}.{k}: missing"))?;
+                if k == "confidence" && tol > 0.0 {
+                    let (p, q) = (p.as_f64().unwrap(), q.as_f64().unwrap());
+                    if (p - q).abs() > tol {
+                        return Err(format!("{path}.{k}: {p} vs {q}"));
+                    }
+                } else {
+                    same_within(p, q, tol, &format!("{path}.{k}"))?;
+                }
+            }
+            Ok(())
+        }
+        _ if a == b => Ok(()),
+        _ => Err(format!("{path}: {a} vs {b}")),
+    }
+}
+
+/// Sends `targets` alone, one after the other, then all of them twice among `noise` pages at
+/// once; returns (alone, loaded copies) and the scheduler's stats before and after the load.
+async fn alone_and_loaded(
+    cfg: SchedulerConfig,
+    targets: &[&str],
+    noise: &[&str],
+) -> (Vec<serde_json::Value>, Vec<[serde_json::Value; 2]>, u64) {
+    let read = |f: &str| std::fs::read(dev(f)).unwrap();
+    let factory = Arc::new(OrtFactory::new(engine_config()).unwrap());
+    let scheduler = Arc::new(Scheduler::start(cfg, factory).unwrap());
+    scheduler.wait_ready(Duration::from_secs(120)).unwrap();
+    let router = Api::new(scheduler.clone(), ApiConfig::default()).router();
+    let mut alone = Vec::new();
+    for t in targets {
+        alone.push(ocr_pages(router.clone(), read(t)).await);
+    }
+    let mixed_before = scheduler.stats().rec_mixed_batches;
+    let calls: Vec<_> = targets
+        .iter()
+        .chain(noise.iter())
+        .chain(targets.iter())
+        .map(|f| tokio::spawn(ocr_pages(router.clone(), read(f))))
+        .collect();
+    let mut loaded = Vec::new();
+    for c in calls {
+        loaded.push(c.await.unwrap());
+    }
+    let n = targets.len();
+    let copies = (0..n)
+        .map(|i| [loaded[i].clone(), loaded[n + noise.len() + i].clone()])
+        .collect();
+    (
+        alone,
+        copies,
+        scheduler.stats().rec_mixed_batches - mixed_before,
+    )
+}
+
+// Pages with many lines of many widths (receipts and forms), sent alone and then among other
+// pages at once; the form pages share one detector input shape with the noise forms.
+const TARGETS: [&str; 3] = ["sroie_041.jpg", "funsd_82573104.png", "sroie_151.jpg"];
+const NOISE: [&str; 4] = [
+    "funsd_83443897.png",
+    "sroie_122.jpg",
+    "funsd_85201976.png",
+    "sroie_152.jpg",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_page_gives_the_same_json_alone_under_load_and_through_the_engine() {
+    // The CPU defaults: every line padded by its own width alone, batches of one.
+    let cfg = SchedulerConfig::for_model(ModelKind::V6);
+    let base = cfg.base.clone();
+    let (alone, loaded, _) = alone_and_loaded(cfg, &TARGETS, &NOISE).await;
+    for (i, t) in TARGETS.iter().enumerate() {
+        let lines = alone[i][0]["lines"].as_array().unwrap().len();
+        assert!(lines >= 10, "{t}: only {lines} lines");
+        for (k, got) in loaded[i].iter().enumerate() {
+            assert!(
+                *got == alone[i],
+                "{t}: under load (copy {k}) the result differs from the one alone at {}",
+                first_difference(&alone[i], got)
+            );
+        }
+    }
+    // The CLI's path (the one-page engine) pads and batches the same way: the same JSON.
+    let engine_pages: Vec<serde_json::Value> = tokio::task::spawn_blocking(move || {
+        let mut engine = load_engine(&engine_config()).unwrap();
+        TARGETS
+            .iter()
+            .map(|t| {
+                let page = &decode_pages(&std::fs::read(dev(t)).unwrap(), &DecodeLimits::default())
+                    .unwrap()[0];
+                // Through text, as the API sends it (f32 written shortest, read back as f64).
+                let json = serde_json::to_string(&[engine.ocr_page(page, &base).unwrap()]);
+                serde_json::from_str(&json.unwrap()).unwrap()
+            })
+            .collect()
+    })
+    .await
+    .unwrap();
+    for (i, t) in TARGETS.iter().enumerate() {
+        assert!(
+            engine_pages[i] == alone[i],
+            "{t}: the engine's result differs from the server's at {}",
+            first_difference(&alone[i], &engine_pages[i])
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batched_across_requests_a_page_keeps_its_text_and_boxes() {
+    // Batches as on a GPU (lines of one pad width from any request, pages of one shape), held
+    // open long enough for concurrent pages to meet: each line's input is still its own, so
+    // texts and boxes are the same as alone; the runtime's kernels round differently with the
+    // batch size, so confidences may move in their last digits.
+    let mut cfg = SchedulerConfig::for_model(ModelKind::V6);
+    cfg.det.policy.max_items = 4;
+    cfg.det.policy.max_delay = Duration::from_millis(300);
+    cfg.rec.policy.max_items = 32;
+    cfg.rec.policy.max_delay = Duration::from_millis(100);
+    cfg.base.rec_pad = ocr_server::engine::RecPad::gpu();
+    let (alone, loaded, mixed) = alone_and_loaded(cfg, &TARGETS, &NOISE).await;
+    assert!(
+        mixed > 0,
+        "no recognition batch held lines of two requests under load"
+    );
+    for (i, t) in TARGETS.iter().enumerate() {
+        for (k, got) in loaded[i].iter().enumerate() {
+            if let Err(e) = same_within(&alone[i], got, 1e-4, "pages") {
+                panic!("{t}: batched under load (copy {k}) differs from alone at {e}");
+            }
+        }
+    }
 }
 
 #[test]

@@ -17,13 +17,12 @@ use serde::Serialize;
 
 use super::BenchPage;
 use crate::engine::ort::{EngineConfig, OrtFactory};
-use crate::engine::{Candidate, Model, candidates, detect_batch};
+use crate::engine::{Candidate, Model, ModelFactory, Role, candidates, detect_batch};
 use crate::error::Result;
 use crate::pipeline::Tensor;
 use crate::pipeline::decode::{DecodeLimits, decode_pages};
 use crate::pipeline::preprocess::{det_input_size, det_tensor, rec_tensor};
-use crate::scheduler::service::rec_bucket;
-use crate::scheduler::{ModelFactory, Role, SchedulerConfig};
+use crate::scheduler::SchedulerConfig;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RawResult {
@@ -82,13 +81,13 @@ pub fn raw(
     }
     drop(det);
     let page_count = det_inputs.len();
-    // Lines by bucket, narrowest first inside a bucket, as the scheduler keys them.
-    let mut keyed: Vec<(usize, u32, usize)> = cands
+    // Lines by pad width, narrowest first inside one, as the scheduler keys them.
+    let mut keyed: Vec<(u32, u32, usize)> = cands
         .iter()
         .enumerate()
         .map(|(i, c)| {
             let w = c.rec_width(opts.rec_max_width);
-            (rec_bucket(&sched.rec_buckets, w).0, w, i)
+            (opts.rec_pad_width(w), w, i)
         })
         .collect();
     keyed.sort();
@@ -98,11 +97,11 @@ pub fn raw(
         let mut rec_batches = 0;
         let mut start = 0;
         while start < keyed.len() {
-            let bucket = keyed[start].0;
-            let bucket_w = rec_bucket(&sched.rec_buckets, keyed[start].1).1 as u64;
+            let pad = keyed[start].0;
+            let bucket_w = pad as u64;
             let mut end = start;
             while end < keyed.len()
-                && keyed[end].0 == bucket
+                && keyed[end].0 == pad
                 && end - start < max_batch.max(1)
                 && ((end - start + 1) as u64) * 48 * bucket_w
                     <= sched.rec.policy.max_cost.max(48 * bucket_w)
@@ -111,9 +110,7 @@ pub fn raw(
             }
             let crops: Vec<&image::RgbImage> =
                 keyed[start..end].iter().map(|k| &cands[k.2].crop).collect();
-            let widest = keyed[start..end].iter().map(|k| k.1).max().unwrap_or(1);
-            let padded = widest.max(opts.rec_min_width).min(opts.rec_max_width);
-            units.push(Unit::Rec(rec_tensor(&crops, padded).0));
+            units.push(Unit::Rec(rec_tensor(&crops, pad).0));
             rec_batches += 1;
             start = end;
         }

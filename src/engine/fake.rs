@@ -17,10 +17,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use super::{ModelFactory, Role};
 use crate::error::{Error, Result};
 use crate::pipeline::Tensor;
 use crate::pipeline::ctc::Charset;
-use crate::scheduler::{ModelFactory, Role};
 
 use super::{Model, ModelKind};
 

@@ -1,7 +1,12 @@
 //! The synchronous model seam and the page pipeline that drives it.
 //!
 //! [`Model`] is the only thing that touches an inference runtime: f32 tensor in, f32 tensor out,
-//! `&mut self` because an ONNX Runtime session runs on one thread at a time. [`OcrEngine`] owns
+//! `&mut self` because an ONNX Runtime session runs on one thread at a time; a [`ModelFactory`]
+//! loads the [`Role`]s of one model set (the scheduler calls it once per worker). The step
+//! functions ([`detect_batch`], [`candidates`], [`classify_batch`], [`recognize_batch`],
+//! [`finish_page`]) are what both the scheduler's stages and [`OcrEngine`] call, with the same
+//! batching rule for recognition (one pad width per batch, [`OcrOptions::rec_pad_width`]), so
+//! a page's result does not depend on which path or which batch it took. [`OcrEngine`] owns
 //! one detector, one recogniser and optionally one orientation classifier and runs one page at a
 //! time on the calling thread, calling the pure functions of [`crate::pipeline`] between model
 //! runs. It never blocks on anything but its models; callers put it on a thread of their own.
@@ -41,6 +46,23 @@ pub trait Model: Send {
         let out = self.run(input)?;
         f(&out.shape, &out.data)
     }
+}
+
+/// Which model of a set a worker loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Detector,
+    Classifier,
+    Recognizer,
+}
+
+/// The model seam: loads the models of one set, once per worker, on that worker's thread
+/// (ONNX Runtime in [`ort::OrtFactory`], scripted fakes in [`fake::FakeFactory`]).
+pub trait ModelFactory: Send + Sync + 'static {
+    fn kind(&self) -> ModelKind;
+    fn charset(&self) -> Arc<Charset>;
+    fn has_classifier(&self) -> bool;
+    fn load(&self, role: Role) -> Result<Box<dyn Model>>;
 }
 
 /// The PP-OCR model sets this server ships.
@@ -102,8 +124,52 @@ pub struct OcrOptions {
     pub rec_min_width: u32,
     /// Recognition inputs are at most this wide; longer lines are squeezed (bounds memory).
     pub rec_max_width: u32,
-    /// Lines per recognition batch.
+    /// Lines per recognition batch in [`OcrEngine::ocr_page`] (1, as the scheduler on CPU).
     pub rec_batch: usize,
+    /// How wide a line's recognition input is padded ([`OcrOptions::rec_pad_width`]): a
+    /// function of that line alone, whatever else shares its batch, and batches hold lines of
+    /// one pad width only. This is what makes results independent of load: a transformer
+    /// recogniser's output changes with the padding, and padding to the widest line of a batch
+    /// (as before) made a line's text depend on which other lines the server happened to batch
+    /// it with (1 of 16 pages changed under load, issue 14).
+    pub rec_pad: RecPad,
+}
+
+/// The rule that gives a recognition line its padded width.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecPad {
+    /// Up to the next multiple of this many pixels (8: one CTC step of PP-OCR's recognisers).
+    /// The CPU default: with CPU batches of one line (the fastest there, NOTES.md) shapes cost
+    /// nothing, and any coarser rule is pure extra arithmetic (bench --raw, 2026-12-04: rec
+    /// model 31.9/29.7 s with multiples of 8, 34.2/33.3 s with [`GPU_REC_BUCKETS`]).
+    Multiple(u32),
+    /// Up to the first of these widths (ascending) that holds the line; a line wider than the
+    /// last keeps its width. The CUDA default ([`GPU_REC_BUCKETS`]): a few shapes, each warmed
+    /// up once (cuDNN picks algorithms per shape), and wide batches of one shape.
+    Buckets(Arc<[u32]>),
+}
+
+/// The CUDA default recognition pad widths: steps of 16 px up to 160, then about 1/8 of the
+/// width (multiples of 32), so a line is padded by less than one step (under a third of its
+/// width below 64 px, under a quarter from there on).
+pub const GPU_REC_BUCKETS: [u32; 28] = [
+    48, 64, 80, 96, 112, 128, 144, 160, 192, 224, 256, 288, 320, 352, 384, 448, 512, 576, 640, 736,
+    832, 960, 1088, 1248, 1440, 1664, 1920, 2400,
+];
+
+impl RecPad {
+    /// The CUDA default.
+    pub fn gpu() -> Self {
+        RecPad::Buckets(GPU_REC_BUCKETS.into())
+    }
+
+    /// Widths a full warm-up runs: every bucket, or one common line width for a multiple.
+    pub fn warm_widths(&self) -> Vec<u32> {
+        match self {
+            RecPad::Multiple(_) => vec![320],
+            RecPad::Buckets(b) => b.to_vec(),
+        }
+    }
 }
 
 impl Default for OcrOptions {
@@ -121,8 +187,43 @@ impl Default for OcrOptions {
             min_confidence: 0.5,
             rec_min_width: 48,
             rec_max_width: 2400,
-            rec_batch: 6,
+            rec_batch: 1,
+            rec_pad: RecPad::Multiple(8),
         }
+    }
+}
+
+impl OcrOptions {
+    /// Width a recognition input of a line `width` px wide (at height 48) is padded to, by
+    /// [`OcrOptions::rec_pad`] from `max(width, rec_min_width)`, never over `rec_max_width`
+    /// unless the line itself is. A function of the line alone, so the same line gets the same
+    /// input in any batch.
+    pub fn rec_pad_width(&self, width: u32) -> u32 {
+        let w = width
+            .max(self.rec_min_width)
+            .min(self.rec_max_width.max(width));
+        let padded = match &self.rec_pad {
+            RecPad::Multiple(m) => w.div_ceil((*m).max(1)) * (*m).max(1),
+            RecPad::Buckets(b) => b.iter().copied().find(|&b| b >= w).unwrap_or(w),
+        };
+        padded.min(self.rec_max_width.max(w))
+    }
+
+    /// Checks the recognition padding: a multiple over 0, or a non-empty ascending list of
+    /// widths over 0.
+    pub fn validate(&self) -> Result<()> {
+        let ok = match &self.rec_pad {
+            RecPad::Multiple(m) => *m > 0,
+            RecPad::Buckets(b) => !b.is_empty() && b.is_sorted() && b[0] > 0,
+        };
+        if !ok {
+            return Err(Error::InvalidOption(
+                "recognition padding needs a multiple over 0 or a non-empty ascending list of \
+                 widths"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -206,16 +307,23 @@ impl OcrEngine {
                 }
             }
         }
-        // Batches in order of aspect ratio so each batch pads to a similar width.
-        let mut order: Vec<usize> = (0..cands.len()).collect();
-        let ratio = |c: &Candidate| c.crop.width() as f32 / c.crop.height().max(1) as f32;
-        order.sort_by(|&a, &b| ratio(&cands[a]).total_cmp(&ratio(&cands[b])));
+        // Batches of one pad width each (the scheduler keys its batches the same way), lines in
+        // order of width inside one.
+        let pad = |c: &Candidate| opts.rec_pad_width(c.rec_width(opts.rec_max_width));
+        let mut order: Vec<(u32, u32, usize)> = cands
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (pad(c), c.rec_width(opts.rec_max_width), i))
+            .collect();
+        order.sort_unstable();
         let mut lines: Vec<Option<Line>> = vec![None; cands.len()];
-        for batch in order.chunks(opts.rec_batch.max(1)) {
-            let items: Vec<&Candidate> = batch.iter().map(|&i| &cands[i]).collect();
-            let rec = recognize_batch(self.rec.as_mut(), &self.charset, &items, opts)?;
-            for (&i, line) in batch.iter().zip(rec.lines) {
-                lines[i] = Some(line);
+        for group in order.chunk_by(|a, b| a.0 == b.0) {
+            for batch in group.chunks(opts.rec_batch.max(1)) {
+                let items: Vec<&Candidate> = batch.iter().map(|&(_, _, i)| &cands[i]).collect();
+                let rec = recognize_batch(self.rec.as_mut(), &self.charset, &items, opts)?;
+                for (&(_, _, i), line) in batch.iter().zip(rec.lines) {
+                    lines[i] = Some(line);
+                }
             }
         }
         let lines = lines
@@ -327,8 +435,11 @@ pub struct RecBatch {
     pub padded_width: u32,
 }
 
-/// Recognises one batch of candidates: one model run on `[N, 3, 48, W]` padded to the widest
-/// (at least `rec_min_width`), CTC decoding, and word boxes mapped back to the page.
+/// Recognises one batch of candidates: one model run on `[N, 3, 48, W]`, W the lines' pad width
+/// ([`OcrOptions::rec_pad_width`]), CTC decoding, and word boxes mapped back to the page.
+///
+/// Callers batch lines of one pad width only, so each line's input is what it would be alone;
+/// lines of different pad widths are padded to the widest of them and lose that property.
 pub fn recognize_batch(
     rec: &mut dyn Model,
     charset: &Charset,
@@ -336,12 +447,14 @@ pub fn recognize_batch(
     opts: &OcrOptions,
 ) -> Result<RecBatch> {
     let crops: Vec<&RgbImage> = cands.iter().map(|c| &c.crop).collect();
-    let widest = cands
+    let pads = cands
         .iter()
-        .map(|c| c.rec_width(opts.rec_max_width))
-        .max()
-        .unwrap_or(1);
-    let padded = widest.max(opts.rec_min_width).min(opts.rec_max_width);
+        .map(|c| opts.rec_pad_width(c.rec_width(opts.rec_max_width)));
+    let padded = pads.clone().max().unwrap_or(opts.rec_min_width.max(1));
+    debug_assert!(
+        pads.clone().all(|p| p == padded),
+        "a recognition batch mixes pad widths"
+    );
     let (input, widths) = rec_tensor(&crops, padded);
     // Greedy CTC straight from the runtime's output buffer; only the chosen classes leave it.
     let mut decoded = Vec::with_capacity(cands.len());
@@ -459,6 +572,57 @@ mod tests {
                 (limit, side, norm, dilation),
                 "{kind:?}"
             );
+        }
+    }
+
+    #[test]
+    fn a_lines_pad_width_depends_on_that_line_alone() {
+        // CPU default: the next multiple of 8, at least rec_min_width.
+        let o = OcrOptions::default();
+        assert_eq!(o.rec_pad, RecPad::Multiple(8));
+        assert_eq!(o.rec_pad_width(1), 48);
+        assert_eq!(o.rec_pad_width(49), 56);
+        assert_eq!(o.rec_pad_width(56), 56);
+        assert_eq!(o.rec_pad_width(2399), 2400);
+        // Buckets: the first that holds the line.
+        let g = OcrOptions {
+            rec_pad: RecPad::gpu(),
+            ..OcrOptions::default()
+        };
+        assert_eq!(g.rec_pad_width(48), 48);
+        assert_eq!(g.rec_pad_width(49), 64);
+        assert_eq!(g.rec_pad_width(161), 192);
+        assert_eq!(g.rec_pad_width(2400), 2400);
+        // Wider than every bucket (a custom list): its own width, never over rec_max_width.
+        let short = OcrOptions {
+            rec_pad: RecPad::Buckets([64, 128].into()),
+            rec_max_width: 300,
+            ..OcrOptions::default()
+        };
+        assert_eq!(short.rec_pad_width(100), 128);
+        assert_eq!(short.rec_pad_width(200), 200);
+        let narrow_max = OcrOptions {
+            rec_pad: RecPad::gpu(),
+            rec_max_width: 100,
+            ..OcrOptions::default()
+        };
+        assert_eq!(narrow_max.rec_pad_width(90), 96);
+        assert_eq!(narrow_max.rec_pad_width(99), 100);
+        // Every GPU step is at most a third of the narrower width, and ascending.
+        for w in GPU_REC_BUCKETS.windows(2) {
+            assert!(w[0] < w[1] && (w[1] - w[0]) * 3 <= w[0] + 16, "{w:?}");
+        }
+        assert!(o.validate().is_ok() && g.validate().is_ok());
+        for bad in [
+            RecPad::Buckets([128, 64].into()),
+            RecPad::Buckets([].into()),
+            RecPad::Multiple(0),
+        ] {
+            let o = OcrOptions {
+                rec_pad: bad,
+                ..OcrOptions::default()
+            };
+            assert!(o.validate().is_err(), "{:?}", o.rec_pad);
         }
     }
 }

@@ -322,7 +322,7 @@ impl OrtFactory {
     }
 }
 
-impl crate::scheduler::ModelFactory for OrtFactory {
+impl super::ModelFactory for OrtFactory {
     fn kind(&self) -> ModelKind {
         self.cfg.kind
     }
@@ -335,8 +335,8 @@ impl crate::scheduler::ModelFactory for OrtFactory {
         self.cfg.with_classifier
     }
 
-    fn load(&self, role: crate::scheduler::Role) -> Result<Box<dyn Model>> {
-        use crate::scheduler::Role;
+    fn load(&self, role: super::Role) -> Result<Box<dyn Model>> {
+        use super::Role;
         let file = match role {
             Role::Detector => "det.onnx",
             Role::Classifier => "cls.onnx",

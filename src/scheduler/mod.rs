@@ -10,6 +10,6 @@ pub mod service;
 pub mod stage;
 
 pub use batcher::{BatchPolicy, Class};
-pub use service::{
-    ModelFactory, Outcome, Role, Scheduler, SchedulerConfig, Stats, Ticket, Timings,
-};
+// The model seam lives in `engine`; re-exported here for the scheduler's callers.
+pub use crate::engine::{ModelFactory, Role};
+pub use service::{Outcome, Scheduler, SchedulerConfig, Stats, Ticket, Timings};

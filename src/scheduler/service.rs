@@ -11,9 +11,12 @@
 //! 2. A detection worker runs the batch, post-processes each page with its own options, crops
 //!    its lines and hands each line to the orientation queue (if the request asked for it) or
 //!    the recognition queue, waiting for room if that queue is full.
-//! 3. Recognition items are keyed by **width bucket** (the smallest configured width that holds
-//!    the line at height 48) and cost their bucket's padded pixels. One recognition batch takes
-//!    lines of one bucket from **every in-flight page of every request**, interactive first.
+//! 3. Recognition items are keyed by **pad width** ([`OcrOptions::rec_pad_width`]: on CPU the
+//!    next multiple of 8 px, on CUDA the smallest configured bucket width that holds the line at
+//!    height 48) and cost their padded pixels.
+//!    One recognition batch takes lines of one pad width from **every in-flight page of every
+//!    request**, interactive first; every line is padded to its own bucket's width, so its
+//!    input, and so its text, does not depend on the lines it shares a batch with.
 //! 4. The worker that writes a page's last line assembles the page; the one that finishes a
 //!    request's last page sends the reply on its oneshot channel.
 //!
@@ -39,8 +42,8 @@ use image::RgbImage;
 use tokio::sync::oneshot;
 
 use crate::engine::{
-    Candidate, Model, ModelKind, OcrOptions, candidates, classify_batch, detect_batch, finish_page,
-    recognize_batch,
+    Candidate, Model, ModelFactory, ModelKind, OcrOptions, RecPad, Role, candidates,
+    classify_batch, detect_batch, finish_page, recognize_batch,
 };
 use crate::error::{Error, Result};
 use crate::pipeline::ctc::Charset;
@@ -55,22 +58,6 @@ use super::stage::{Admit, ClassDepth, Stage};
 /// Recognition input height: every crop is resized to it.
 const REC_HEIGHT: u64 = 48;
 
-/// Which model a worker loads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Detector,
-    Classifier,
-    Recognizer,
-}
-
-/// Loads models for workers; called once per worker, on that worker's thread.
-pub trait ModelFactory: Send + Sync + 'static {
-    fn kind(&self) -> ModelKind;
-    fn charset(&self) -> Arc<Charset>;
-    fn has_classifier(&self) -> bool;
-    fn load(&self, role: Role) -> Result<Box<dyn Model>>;
-}
-
 /// One stage's worker count and batch policy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StageConfig {
@@ -84,10 +71,8 @@ pub struct SchedulerConfig {
     /// Used only when the factory has a classifier; 0 workers disables orientation.
     pub cls: StageConfig,
     pub rec: StageConfig,
-    /// Upper widths of the recognition buckets, ascending; a line wider than the last is in the
-    /// last bucket (it is squeezed to `rec_max_width` anyway).
-    pub rec_buckets: Vec<u32>,
-    /// The server's pipeline options; requests change only what `RequestOptions` allows.
+    /// The server's pipeline options, the recognition padding (`rec_pad`) among them;
+    /// requests change only what `RequestOptions` allows.
     pub base: OcrOptions,
     /// Warm up on every recognition width bucket (batch of one and a full batch) and the detector
     /// shapes of common page sizes, not just one of each: on CUDA each new input shape costs a
@@ -100,8 +85,13 @@ pub struct SchedulerConfig {
 }
 
 impl SchedulerConfig {
-    /// Defaults for a model set: one detection and one orientation worker, one recognition
-    /// worker per core (recognition is most of the model time), measured batch limits (README).
+    /// CPU defaults for a model set: one detection and one orientation worker, one recognition
+    /// worker per core (recognition is most of the model time), and batches of one page and one
+    /// line: single-threaded CPU sessions are fastest at batch 1 (bench --raw, NOTES.md rows 15
+    /// and 18) and a batch of one is also bit-for-bit independent of load, since ONNX Runtime's
+    /// kernels round differently with the batch size (a confidence's last digits moved when a
+    /// line shared a batch of 32). Batching across requests is still what feeds a GPU:
+    /// [`SchedulerConfig::for_cuda`].
     pub fn for_model(kind: ModelKind) -> Self {
         let stage = |workers, max_items, max_cost, delay_ms, capacity| StageConfig {
             workers,
@@ -115,16 +105,28 @@ impl SchedulerConfig {
         };
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Self {
-            det: stage(1, 4, 4_000_000, 2, 64),
+            det: stage(1, 1, 4_000_000, 2, 64),
             cls: stage(1, 32, u64::MAX, 2, 4096),
-            rec: stage(cores, 16, REC_HEIGHT * 4096, 5, 4096),
-            rec_buckets: vec![
-                64, 96, 128, 160, 192, 256, 320, 384, 480, 640, 800, 960, 1280, 1600, 2400,
-            ],
+            rec: stage(cores, 1, REC_HEIGHT * 4096, 5, 4096),
             base: OcrOptions::for_model(kind),
             warm_all_shapes: false,
             core_slots: Some(cores),
         }
+    }
+
+    /// These settings for one GPU: detection batches of up to 4 pages and recognition batches
+    /// of up to 16 lines of one pad width from any requests, lines padded to the coarse
+    /// [`RecPad::gpu`] buckets (few shapes), every shape warmed up, two recognition sessions
+    /// (more only add memory arenas on one device) and no core gate. Texts, boxes and
+    /// confidences can then differ from a batch of one by the runtime's rounding.
+    pub fn for_cuda(mut self) -> Self {
+        self.det.policy.max_items = 4;
+        self.rec.policy.max_items = 16;
+        self.rec.workers = 2;
+        self.base.rec_pad = RecPad::gpu();
+        self.warm_all_shapes = true;
+        self.core_slots = None;
+        self
     }
 }
 
@@ -404,11 +406,7 @@ impl Scheduler {
                 "detection and recognition need at least one worker each".into(),
             ));
         }
-        if cfg.rec_buckets.is_empty() || !cfg.rec_buckets.is_sorted() {
-            return Err(Error::InvalidOption(
-                "recognition buckets must be a non-empty ascending list of widths".into(),
-            ));
-        }
+        cfg.base.validate()?;
         let with_cls = factory.has_classifier() && cfg.cls.workers > 0;
         let total = cfg.det.workers + cfg.rec.workers + if with_cls { cfg.cls.workers } else { 0 };
         let shared = Arc::new(Shared {
@@ -757,9 +755,9 @@ fn warm_up(shared: &Shared, role: Role, model: &mut dyn Model) -> Result<()> {
         }
         Role::Recognizer => {
             let widths = if all {
-                shared.cfg.rec_buckets.clone()
+                opts.rec_pad.warm_widths()
             } else {
-                vec![320]
+                vec![opts.rec_pad_width(320)]
             };
             for w in widths {
                 let page = RgbImage::from_pixel(w, 48, image::Rgb([255, 255, 255]));
@@ -953,8 +951,7 @@ fn det_loop(shared: &Shared, model: &mut dyn Model) {
     }
 }
 
-/// Queues a line with its recognition width bucket as key and the bucket's padded pixels as
-/// cost.
+/// Queues a line with its recognition pad width as key and its padded pixels as cost.
 fn line_item(
     shared: &Shared,
     page: &Arc<PageWork>,
@@ -964,10 +961,8 @@ fn line_item(
     deadline: Option<Instant>,
     now: Instant,
 ) -> Queued<LineItem> {
-    let (bucket, width) = rec_bucket(
-        &shared.cfg.rec_buckets,
-        cand.rec_width(shared.cfg.base.rec_max_width),
-    );
+    let opts = &shared.cfg.base;
+    let width = opts.rec_pad_width(cand.rec_width(opts.rec_max_width));
     Queued {
         item: LineItem {
             page: page.clone(),
@@ -978,18 +973,8 @@ fn line_item(
         enqueued: now,
         deadline,
         cost: REC_HEIGHT * width as u64,
-        key: bucket as u64,
+        key: width as u64,
     }
-}
-
-/// The bucket of a recognition width: index of the first bucket width that holds it (the last
-/// bucket takes anything wider), and that bucket's width.
-pub fn rec_bucket(buckets: &[u32], width: u32) -> (usize, u32) {
-    let i = buckets
-        .iter()
-        .position(|&b| width <= b)
-        .unwrap_or(buckets.len() - 1);
-    (i, buckets[i].max(width))
 }
 
 fn cls_loop(shared: &Shared, model: &mut dyn Model) {

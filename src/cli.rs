@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use crate::api::{Api, ApiConfig};
 use crate::document::{Document, select_pages};
+use crate::engine::openvino::{BackendChoice, Precision, resolve_backend, resolve_openvino_lib};
 use crate::engine::ort::{
     Device, EngineConfig, OrtFactory, SessionConfig, load_engine, resolve_models_dir,
     resolve_ort_lib,
@@ -409,15 +410,12 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
-    /// The scheduler configuration these flags describe.
-    pub fn scheduler_config(&self) -> SchedulerConfig {
+    /// The scheduler configuration these flags describe, for models loaded with `session`.
+    pub fn scheduler_config(&self, session: &SessionConfig) -> SchedulerConfig {
         let mut c = SchedulerConfig::for_model(self.pipeline.model);
-        c.base = self.pipeline.options();
+        c.base = self.pipeline.options(session);
         if self.runtime.device == Device::Cuda {
             c = c.for_cuda();
-        }
-        if let Some(pad) = self.pipeline.rec_pad() {
-            c.base.rec_pad = pad;
         }
         c.det.workers = self.det_workers;
         if let Some(n) = self.det_max_batch {
@@ -467,20 +465,12 @@ impl ServeArgs {
 /// Runs the server until SIGINT/SIGTERM, then shuts down gracefully: stop admitting, let every
 /// admitted request finish, join the workers.
 pub fn run_serve(args: &ServeArgs) -> Result<()> {
-    let factory = OrtFactory::new(EngineConfig {
-        kind: args.pipeline.model,
-        models_dir: resolve_models_dir(args.runtime.models_dir.as_deref()),
-        ort_lib: resolve_ort_lib(args.runtime.ort_lib.as_deref()),
-        session: SessionConfig {
-            intra_threads: args.runtime.threads,
-            device: args.runtime.device,
-        },
-        with_classifier: args.cls_workers > 0,
-    })?;
-    let scheduler = Arc::new(Scheduler::start(
-        args.scheduler_config(),
-        Arc::new(factory),
-    )?);
+    let engine = args
+        .runtime
+        .engine_config(args.pipeline.model, args.cls_workers > 0)?;
+    let sched = args.scheduler_config(&engine.session);
+    let factory = OrtFactory::new(engine)?;
+    let scheduler = Arc::new(Scheduler::start(sched, Arc::new(factory))?);
     let object_store_url = match &args.object_store_url {
         Some(u) => u.clone(),
         None => {
@@ -685,6 +675,42 @@ pub struct RuntimeArgs {
     /// common page shapes, and recognition defaults to 2 workers.
     #[arg(long, value_enum, env = "OCR_DEVICE", default_value_t = Device::Cpu, global = true)]
     pub device: Device,
+    /// The runtime the models run on. `auto`: OpenVINO in bf16 on a CPU with bf16 instructions
+    /// (`avx512_bf16`, `amx_bf16`) when scripts/setup.sh installed it (about 1.8× faster per
+    /// model run there, NOTES.md), else ONNX Runtime. The log and `/metrics` (`ocr_backend`)
+    /// say which runs.
+    #[arg(long, value_enum, env = "OCR_BACKEND", default_value_t = BackendChoice::Auto, global = true)]
+    pub backend: BackendChoice,
+    /// OpenVINO's inference precision. Default: bf16 where the CPU has it, else f32.
+    #[arg(long, value_enum, env = "OCR_PRECISION", global = true)]
+    pub precision: Option<Precision>,
+    /// OpenVINO's C library. Default: $OCR_OPENVINO_LIB, else .runtime/openvino/libopenvino_c.so.2640
+    /// in the current directory or the checkout (installed by scripts/setup.sh).
+    #[arg(long, global = true)]
+    pub openvino_lib: Option<PathBuf>,
+}
+
+impl RuntimeArgs {
+    /// Where and how to load `kind`: paths resolved, the backend decided (and logged).
+    pub fn engine_config(&self, kind: ModelKind, with_classifier: bool) -> Result<EngineConfig> {
+        let lib = resolve_openvino_lib(self.openvino_lib.as_deref());
+        Ok(EngineConfig {
+            kind,
+            models_dir: resolve_models_dir(self.models_dir.as_deref()),
+            ort_lib: resolve_ort_lib(self.ort_lib.as_deref()),
+            session: SessionConfig {
+                intra_threads: self.threads,
+                device: self.device,
+                backend: resolve_backend(
+                    self.backend,
+                    self.precision,
+                    self.device == Device::Cuda,
+                    &lib,
+                )?,
+            },
+            with_classifier,
+        })
+    }
 }
 
 /// Options of the OCR pipeline; the defaults are the measured best (README).
@@ -729,8 +755,8 @@ pub struct PipelineArgs {
     pub rec_batch: usize,
     /// Recognition pad widths (ascending, comma-separated): every line is padded to the first
     /// that holds it, whatever it is batched with, and batches hold one width each. Default:
-    /// the next multiple of 8 px on CPU, `engine::GPU_REC_BUCKETS` with CUDA (16 px steps to
-    /// 160, then about 1/8 of the width, up to 2400).
+    /// the next multiple of 8 px with ONNX Runtime on CPU, `engine::REC_BUCKETS` with CUDA or
+    /// OpenVINO (16 px steps to 160, then about 1/8 of the width, up to 2400).
     #[arg(long, env = "OCR_REC_BUCKETS", value_delimiter = ',')]
     pub rec_buckets: Vec<u32>,
     /// Resolution PDF pages are rendered at (lowered for pages that would exceed the pixel
@@ -784,12 +810,9 @@ pub enum DetNorm {
 }
 
 impl PipelineArgs {
-    /// The recognition padding `--rec-buckets` asks for, if given.
-    pub fn rec_pad(&self) -> Option<RecPad> {
-        (!self.rec_buckets.is_empty()).then(|| RecPad::Buckets(self.rec_buckets.as_slice().into()))
-    }
-
-    pub fn options(&self) -> OcrOptions {
+    /// The pipeline options for models loaded with `session` (the recognition padding's
+    /// default depends on the runtime: [`RecPad::for_session`]).
+    pub fn options(&self, session: &SessionConfig) -> OcrOptions {
         let mut o = OcrOptions::for_model(self.model);
         if let Some(t) = self.det_limit_type {
             o.det_resize.limit_type = match t {
@@ -815,9 +838,11 @@ impl PipelineArgs {
         o.min_confidence = self.min_confidence;
         o.rec_min_width = self.rec_min_width;
         o.rec_batch = self.rec_batch.max(1);
-        if let Some(pad) = self.rec_pad() {
-            o.rec_pad = pad;
-        }
+        o.rec_pad = if self.rec_buckets.is_empty() {
+            RecPad::for_session(session)
+        } else {
+            RecPad::Buckets(self.rec_buckets.as_slice().into())
+        };
         o
     }
 }
@@ -887,20 +912,6 @@ pub struct FileResult {
 pub struct FileError {
     pub code: &'static str,
     pub message: String,
-}
-
-/// Builds the engine for the CLI from its arguments.
-pub fn engine_from_args(rt: &RuntimeArgs, p: &PipelineArgs) -> Result<OcrEngine> {
-    load_engine(&EngineConfig {
-        kind: p.model,
-        models_dir: resolve_models_dir(rt.models_dir.as_deref()),
-        ort_lib: resolve_ort_lib(rt.ort_lib.as_deref()),
-        session: SessionConfig {
-            intra_threads: rt.threads,
-            device: rt.device,
-        },
-        with_classifier: p.classify,
-    })
 }
 
 /// OCR of one document's bytes: every page, one decoded page in memory at a time.
@@ -1023,10 +1034,13 @@ pub fn run_ocr(args: &OcrArgs, out: &mut dyn Write) -> Result<bool> {
 
 fn run_ocr_to(args: &OcrArgs, out: &mut dyn Write) -> Result<bool> {
     let jobs = worker_count(args);
+    let cfg = args
+        .runtime
+        .engine_config(args.pipeline.model, args.pipeline.classify)?;
     let engines = (0..jobs)
-        .map(|_| engine_from_args(&args.runtime, &args.pipeline))
+        .map(|_| load_engine(&cfg))
         .collect::<Result<Vec<_>>>()?;
-    let opts = args.pipeline.options();
+    let opts = args.pipeline.options(&cfg.session);
     let limits = args.pipeline.decode_limits();
     let started = Instant::now();
     let mut report = Report {

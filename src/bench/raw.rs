@@ -61,7 +61,9 @@ pub fn raw(
     rec_max_batches: &[usize],
 ) -> Result<Vec<RawResult>> {
     let sched = SchedulerConfig::for_model(cfg.kind);
-    let opts = sched.base.clone();
+    // Padded as the server pads for this runtime.
+    let mut opts = sched.base.clone();
+    opts.rec_pad = crate::engine::RecPad::for_session(&cfg.session);
     let factory = Arc::new(OrtFactory::new(cfg)?);
     let mut det = factory.load(Role::Detector)?;
     let mut det_inputs = Vec::new();

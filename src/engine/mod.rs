@@ -12,6 +12,7 @@
 //! runs. It never blocks on anything but its models; callers put it on a thread of their own.
 
 pub mod fake;
+pub mod openvino;
 pub mod ort;
 
 use std::path::{Path, PathBuf};
@@ -139,28 +140,40 @@ pub struct OcrOptions {
 #[derive(Debug, Clone, PartialEq)]
 pub enum RecPad {
     /// Up to the next multiple of this many pixels (8: one CTC step of PP-OCR's recognisers).
-    /// The CPU default: with CPU batches of one line (the fastest there, NOTES.md) shapes cost
-    /// nothing, and any coarser rule is pure extra arithmetic (bench --raw, 2026-12-04: rec
-    /// model 31.9/29.7 s with multiples of 8, 34.2/33.3 s with [`GPU_REC_BUCKETS`]).
+    /// The ONNX Runtime CPU default: with CPU batches of one line (the fastest there,
+    /// NOTES.md) a new shape costs ONNX Runtime nothing, and any coarser rule is pure extra
+    /// arithmetic (bench --raw, 2026-12-04: recogniser 31.9/29.7 s with multiples of 8,
+    /// 34.2/33.3 s with [`REC_BUCKETS`]).
     Multiple(u32),
     /// Up to the first of these widths (ascending) that holds the line; a line wider than the
-    /// last keeps its width. The CUDA default ([`GPU_REC_BUCKETS`]): a few shapes, each warmed
-    /// up once (cuDNN picks algorithms per shape), and wide batches of one shape.
+    /// last keeps its width. The default ([`REC_BUCKETS`]) for the runtimes that prepare work
+    /// per input shape: CUDA (cuDNN picks algorithms per shape; every bucket is warmed up, and
+    /// batches are wide) and OpenVINO (its CPU plugin caches per shape: recogniser 17.6/18.7 s
+    /// with the buckets, 21.8/22.1 s with multiples of 8, NOTES.md).
     Buckets(Arc<[u32]>),
 }
 
-/// The CUDA default recognition pad widths: steps of 16 px up to 160, then about 1/8 of the
-/// width (multiples of 32), so a line is padded by less than one step (under a third of its
-/// width below 64 px, under a quarter from there on).
-pub const GPU_REC_BUCKETS: [u32; 28] = [
+/// The default recognition pad widths for CUDA and OpenVINO: steps of 16 px up to 160, then
+/// about 1/8 of the width (multiples of 32), so a line is padded by less than one step (under a
+/// third of its width below 64 px, under a quarter from there on).
+pub const REC_BUCKETS: [u32; 28] = [
     48, 64, 80, 96, 112, 128, 144, 160, 192, 224, 256, 288, 320, 352, 384, 448, 512, 576, 640, 736,
     832, 960, 1088, 1248, 1440, 1664, 1920, 2400,
 ];
 
 impl RecPad {
-    /// The CUDA default.
-    pub fn gpu() -> Self {
-        RecPad::Buckets(GPU_REC_BUCKETS.into())
+    /// [`REC_BUCKETS`].
+    pub fn buckets() -> Self {
+        RecPad::Buckets(REC_BUCKETS.into())
+    }
+
+    /// The default for a runtime: buckets on CUDA and OpenVINO, multiples of 8 on ONNX
+    /// Runtime's CPU.
+    pub fn for_session(session: &ort::SessionConfig) -> Self {
+        match (&session.backend, session.device) {
+            (openvino::Backend::Ort, ort::Device::Cpu) => RecPad::Multiple(8),
+            _ => RecPad::buckets(),
+        }
     }
 
     /// Widths a full warm-up runs: every bucket, or one common line width for a multiple.
@@ -586,7 +599,7 @@ mod tests {
         assert_eq!(o.rec_pad_width(2399), 2400);
         // Buckets: the first that holds the line.
         let g = OcrOptions {
-            rec_pad: RecPad::gpu(),
+            rec_pad: RecPad::buckets(),
             ..OcrOptions::default()
         };
         assert_eq!(g.rec_pad_width(48), 48);
@@ -602,14 +615,14 @@ mod tests {
         assert_eq!(short.rec_pad_width(100), 128);
         assert_eq!(short.rec_pad_width(200), 200);
         let narrow_max = OcrOptions {
-            rec_pad: RecPad::gpu(),
+            rec_pad: RecPad::buckets(),
             rec_max_width: 100,
             ..OcrOptions::default()
         };
         assert_eq!(narrow_max.rec_pad_width(90), 96);
         assert_eq!(narrow_max.rec_pad_width(99), 100);
-        // Every GPU step is at most a third of the narrower width, and ascending.
-        for w in GPU_REC_BUCKETS.windows(2) {
+        // Every bucket step is at most a third of the narrower width, and ascending.
+        for w in REC_BUCKETS.windows(2) {
             assert!(w[0] < w[1] && (w[1] - w[0]) * 3 <= w[0] + 16, "{w:?}");
         }
         assert!(o.validate().is_ok() && g.validate().is_ok());

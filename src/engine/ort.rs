@@ -14,6 +14,7 @@ use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::TensorRef;
 
+use super::openvino::{Backend, OvModel};
 use super::{Model, ModelKind, OcrEngine, OutputFn};
 use crate::error::{Error, Result};
 use crate::pipeline::Tensor;
@@ -91,18 +92,31 @@ pub enum Device {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionConfig {
     /// ONNX Runtime intra-op threads for this session (0 = ONNX Runtime's default: all cores).
+    /// OpenVINO sessions are single-threaded.
     pub intra_threads: usize,
     pub device: Device,
+    /// The runtime the models run on ([`super::openvino::resolve_backend`] decides it).
+    pub backend: Backend,
 }
 
 impl SessionConfig {
-    /// CPU sessions with `intra_threads` threads each.
+    /// ONNX Runtime CPU sessions with `intra_threads` threads each.
     pub fn cpu(intra_threads: usize) -> Self {
         Self {
             intra_threads,
             device: Device::Cpu,
+            backend: Backend::Ort,
         }
     }
+}
+
+/// Loads one model with the configured backend: an ONNX Runtime session, or an OpenVINO
+/// compiled model.
+pub fn load_model(env: &Environment, path: &Path, cfg: &SessionConfig) -> Result<Box<dyn Model>> {
+    Ok(match &cfg.backend {
+        Backend::Ort => Box::new(OrtModel::load(env, path, cfg)?),
+        Backend::OpenVino { lib, precision } => Box::new(OvModel::load(lib, path, *precision)?),
+    })
 }
 
 /// Which device sessions really got (`ocr_execution_provider` gauge, logs): set by the first
@@ -273,15 +287,14 @@ pub struct EngineConfig {
 pub fn load_engine(cfg: &EngineConfig) -> Result<OcrEngine> {
     let env = init_runtime(&cfg.ort_lib)?;
     let dir = cfg.kind.dir(&cfg.models_dir);
-    let det = OrtModel::load(env, &dir.join("det.onnx"), &cfg.session)?;
-    let rec = OrtModel::load(env, &dir.join("rec.onnx"), &cfg.session)?;
-    let charset = Arc::new(load_charset(&rec, &dir)?);
-    let cls: Option<Box<dyn Model>> = if cfg.with_classifier {
-        Some(Box::new(OrtModel::load(
-            env,
-            &dir.join("cls.onnx"),
-            &cfg.session,
-        )?))
+    let charset = Arc::new(load_charset(
+        &OrtModel::load(env, &dir.join("rec.onnx"), &SessionConfig::cpu(1))?,
+        &dir,
+    )?);
+    let det = load_model(env, &dir.join("det.onnx"), &cfg.session)?;
+    let rec = load_model(env, &dir.join("rec.onnx"), &cfg.session)?;
+    let cls = if cfg.with_classifier {
+        Some(load_model(env, &dir.join("cls.onnx"), &cfg.session)?)
     } else {
         None
     };
@@ -290,17 +303,12 @@ pub fn load_engine(cfg: &EngineConfig) -> Result<OcrEngine> {
         classes = charset.len(),
         "loaded model set"
     );
-    Ok(OcrEngine::new(
-        cfg.kind,
-        Box::new(det),
-        Box::new(rec),
-        cls,
-        charset,
-    ))
+    Ok(OcrEngine::new(cfg.kind, det, rec, cls, charset))
 }
 
-/// Loads each worker's sessions from a model set on disk (the scheduler's factory). The
-/// dictionary is read once at construction, from a recogniser session that is then dropped.
+/// Loads each worker's models from a model set on disk (the scheduler's factory), with the
+/// configured backend. The dictionary is read once at construction, from an ONNX Runtime
+/// recogniser session that is then dropped.
 pub struct OrtFactory {
     cfg: EngineConfig,
     env: &'static ort::environment::Environment,
@@ -311,7 +319,7 @@ impl OrtFactory {
     pub fn new(cfg: EngineConfig) -> Result<Self> {
         let env = init_runtime(&cfg.ort_lib)?;
         let dir = cfg.kind.dir(&cfg.models_dir);
-        let rec = OrtModel::load(env, &dir.join("rec.onnx"), &cfg.session)?;
+        let rec = OrtModel::load(env, &dir.join("rec.onnx"), &SessionConfig::cpu(1))?;
         let charset = Arc::new(load_charset(&rec, &dir)?);
         if cfg.with_classifier && !dir.join("cls.onnx").is_file() {
             return Err(Error::ModelMissing {
@@ -343,10 +351,6 @@ impl super::ModelFactory for OrtFactory {
             Role::Recognizer => "rec.onnx",
         };
         let path = self.cfg.kind.dir(&self.cfg.models_dir).join(file);
-        Ok(Box::new(OrtModel::load(
-            self.env,
-            &path,
-            &self.cfg.session,
-        )?))
+        load_model(self.env, &path, &self.cfg.session)
     }
 }

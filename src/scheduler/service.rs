@@ -42,8 +42,8 @@ use image::RgbImage;
 use tokio::sync::oneshot;
 
 use crate::engine::{
-    Candidate, Model, ModelFactory, ModelKind, OcrOptions, RecPad, Role, candidates,
-    classify_batch, detect_batch, finish_page, recognize_batch,
+    Candidate, Model, ModelFactory, ModelKind, OcrOptions, Role, candidates, classify_batch,
+    detect_batch, finish_page, recognize_batch,
 };
 use crate::error::{Error, Result};
 use crate::pipeline::ctc::Charset;
@@ -115,15 +115,14 @@ impl SchedulerConfig {
     }
 
     /// These settings for one GPU: detection batches of up to 4 pages and recognition batches
-    /// of up to 16 lines of one pad width from any requests, lines padded to the coarse
-    /// [`RecPad::gpu`] buckets (few shapes), every shape warmed up, two recognition sessions
-    /// (more only add memory arenas on one device) and no core gate. Texts, boxes and
-    /// confidences can then differ from a batch of one by the runtime's rounding.
+    /// of up to 16 lines of one pad width from any requests, every shape warmed up (the
+    /// options' `rec_pad` should be buckets: [`crate::engine::RecPad::for_session`]), two
+    /// recognition sessions (more only add memory arenas on one device) and no core gate.
+    /// Confidences can then differ from a batch of one by the runtime's rounding.
     pub fn for_cuda(mut self) -> Self {
         self.det.policy.max_items = 4;
         self.rec.policy.max_items = 16;
         self.rec.workers = 2;
-        self.base.rec_pad = RecPad::gpu();
         self.warm_all_shapes = true;
         self.core_slots = None;
         self

@@ -16,7 +16,11 @@
 #      (scripts/schemathesis.sh, $SCHEMATHESIS_EXAMPLES per operation), a short memory soak
 #      (scripts/soak.sh, $SOAK_REQUESTS requests, at most $SOAK_MAX_SECONDS (600) s; the
 #      10,000-request soak is `scripts/soak.sh`),
-#      and every cargo-fuzz target for $FUZZ_SECONDS (20) each (scripts/fuzz.sh).
+#      and every cargo-fuzz target for $FUZZ_SECONDS (20) each (scripts/fuzz.sh);
+#   7. with no arguments, the library once more with the `cuda` feature (ONNX Runtime's CUDA
+#      execution provider), so the GPU path always compiles: nothing here has a GPU to run it,
+#      and the feature needs no CUDA to build (about 2 minutes: only `ort` and this crate
+#      rebuild; the next plain `cargo test` rebuilds them back).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -40,4 +44,6 @@ if [ $# -eq 0 ]; then
   scripts/schemathesis.sh "${SCHEMATHESIS_EXAMPLES:-20}"
   SOAK_MAX_SECONDS=${SOAK_MAX_SECONDS:-600} scripts/soak.sh "${SOAK_REQUESTS:-1500}" 4
   scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
+  echo "test.sh: compiling the cuda feature (cargo build --features cuda --lib)" >&2
+  cargo build --features cuda --lib
 fi

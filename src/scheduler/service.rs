@@ -24,6 +24,11 @@
 //! its queued items dropped before any model sees them, counted by stage and reason. A model
 //! error fails every request with an item in that batch; the other requests are untouched.
 //!
+//! Every request carries a tracing span (`ocr_request{request, pages}`, a child of the caller's
+//! span at submit: a job page's `job_page{job, page}`); a worker logs a batch failure or a
+//! dropped item once per request it touches, with that span as parent, so the line names the
+//! request and its job.
+//!
 //! Model runs pass the [`CoreGate`] first (on CPU): at most one run per core across all stages,
 //! interactive batches before bulk ones; the slot is held only while the model runs.
 //!
@@ -206,6 +211,10 @@ fn micros(d: Duration) -> u64 {
 /// One request in flight.
 struct Request {
     id: u64,
+    /// `ocr_request{request, pages}`, a child of the caller's span at submit (a job page's
+    /// `job_page{job, page}`, for instance): workers log what happens to this request's items
+    /// with it as parent, so a batch failure names every request and job it hit.
+    span: tracing::Span,
     opts: OcrOptions,
     reply: Mutex<Option<oneshot::Sender<Result<Outcome>>>>,
     pages: Mutex<Vec<Option<Page>>>,
@@ -533,6 +542,7 @@ impl Scheduler {
         let n = pages.len();
         let req = Arc::new(Request {
             id,
+            span: tracing::info_span!("ocr_request", request = id, pages = n),
             opts,
             reply: Mutex::new(Some(tx)),
             pages: Mutex::new(vec![None; n]),
@@ -817,6 +827,7 @@ fn record_dropped<T>(
     req: impl Fn(&T) -> &Request,
 ) {
     for (q, reason) in dropped {
+        tracing::debug!(parent: &req(&q.item).span, stage, ?reason, "queued item dropped");
         let label = match reason {
             DropReason::CallerGone => {
                 add(&shared.counters.dropped_gone, 1);
@@ -905,9 +916,9 @@ fn det_loop(shared: &Shared, model: &mut dyn Model) {
         let quads = match result {
             Ok(q) => q,
             Err(e) => {
-                tracing::error!(error = %e, pages = batch.len(), "detection batch failed");
                 add(&shared.counters.failed_batches, 1);
                 for r in reqs {
+                    tracing::error!(parent: &r.span, error = %e, pages = batch.len(), "detection batch failed");
                     r.fail(Error::Runtime(e.to_string()));
                 }
                 continue;
@@ -1006,9 +1017,9 @@ fn cls_loop(shared: &Shared, model: &mut dyn Model) {
         let probs = match result {
             Ok(p) => p,
             Err(e) => {
-                tracing::error!(error = %e, lines = batch.len(), "orientation batch failed");
                 add(&shared.counters.failed_batches, 1);
                 for r in reqs {
+                    tracing::error!(parent: &r.span, error = %e, lines = batch.len(), "orientation batch failed");
                     r.fail(Error::Runtime(e.to_string()));
                 }
                 continue;
@@ -1068,9 +1079,9 @@ fn rec_loop(shared: &Shared, model: &mut dyn Model) {
         let rec = match result {
             Ok(r) => r,
             Err(e) => {
-                tracing::error!(error = %e, lines = batch.len(), "recognition batch failed");
                 add(&c.failed_batches, 1);
                 for r in reqs {
+                    tracing::error!(parent: &r.span, error = %e, lines = batch.len(), "recognition batch failed");
                     r.fail(Error::Runtime(e.to_string()));
                 }
                 continue;

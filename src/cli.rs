@@ -22,8 +22,7 @@ use crate::api::{Api, ApiConfig};
 use crate::document::{Document, select_pages};
 use crate::engine::openvino::{BackendChoice, Precision, resolve_backend, resolve_openvino_lib};
 use crate::engine::ort::{
-    Device, EngineConfig, OrtFactory, SessionConfig, load_engine, resolve_models_dir,
-    resolve_ort_lib,
+    Device, EngineConfig, OrtFactory, SessionConfig, resolve_models_dir, resolve_ort_lib,
 };
 use crate::engine::{ModelKind, OcrEngine, OcrOptions, RecPad};
 use crate::error::{Error, Result};
@@ -1037,10 +1036,11 @@ fn run_ocr_to(args: &OcrArgs, out: &mut dyn Write) -> Result<bool> {
     let cfg = args
         .runtime
         .engine_config(args.pipeline.model, args.pipeline.classify)?;
-    let engines = (0..jobs)
-        .map(|_| load_engine(&cfg))
-        .collect::<Result<Vec<_>>>()?;
     let opts = args.pipeline.options(&cfg.session);
+    let factory = OrtFactory::new(cfg)?;
+    let engines = (0..jobs)
+        .map(|_| factory.engine())
+        .collect::<Result<Vec<_>>>()?;
     let limits = args.pipeline.decode_limits();
     let started = Instant::now();
     let mut report = Report {

@@ -115,14 +115,8 @@ async fn concurrent_requests_share_batches_and_each_gets_its_own_text() {
         let router = router.clone();
         let bytes = std::fs::read(f).unwrap();
         tokio::spawn(async move {
-            let req = Request::post("/v1/ocr?output=text")
-                .header(header::CONTENT_TYPE, "image/png")
-                .body(Body::from(bytes))
-                .unwrap();
-            let resp = router.oneshot(req).await.unwrap();
-            let status = resp.status();
-            let body = resp.into_body().collect().await.unwrap().to_bytes();
-            (status, String::from_utf8(body.to_vec()).unwrap())
+            let (status, body) = post_ocr(router, "/v1/ocr?output=text", "image/png", bytes).await;
+            (status, String::from_utf8(body).unwrap())
         })
     });
     let mut texts = Vec::new();
@@ -167,16 +161,27 @@ async fn concurrent_requests_share_batches_and_each_gets_its_own_text() {
     );
 }
 
-/// One `POST /v1/ocr` through the router: the response's `pages` (text, boxes, confidences of
-/// every line and word), as JSON.
-async fn ocr_pages(router: axum::Router, bytes: Vec<u8>) -> serde_json::Value {
-    let req = Request::post("/v1/ocr")
-        .header(header::CONTENT_TYPE, "application/octet-stream")
+/// One POST of `bytes` to `uri` through the router: (status, body).
+async fn post_ocr(
+    router: axum::Router,
+    uri: &str,
+    ctype: &str,
+    bytes: Vec<u8>,
+) -> (StatusCode, Vec<u8>) {
+    let req = Request::post(uri)
+        .header(header::CONTENT_TYPE, ctype)
         .body(Body::from(bytes))
         .unwrap();
     let resp = router.oneshot(req).await.unwrap();
     let status = resp.status();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, body.to_vec())
+}
+
+/// One `POST /v1/ocr` through the router: the response's `pages` (text, boxes, confidences of
+/// every line and word), as JSON.
+async fn ocr_pages(router: axum::Router, bytes: Vec<u8>) -> serde_json::Value {
+    let (status, body) = post_ocr(router, "/v1/ocr", "application/octet-stream", bytes).await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
     let mut v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     v["pages"].take()

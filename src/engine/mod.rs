@@ -322,11 +322,13 @@ impl OcrEngine {
         }
         // Batches of one pad width each (the scheduler keys its batches the same way), lines in
         // order of width inside one.
-        let pad = |c: &Candidate| opts.rec_pad_width(c.rec_width(opts.rec_max_width));
         let mut order: Vec<(u32, u32, usize)> = cands
             .iter()
             .enumerate()
-            .map(|(i, c)| (pad(c), c.rec_width(opts.rec_max_width), i))
+            .map(|(i, c)| {
+                let w = c.rec_width(opts.rec_max_width);
+                (opts.rec_pad_width(w), w, i)
+            })
             .collect();
         order.sort_unstable();
         let mut lines: Vec<Option<Line>> = vec![None; cands.len()];
@@ -460,12 +462,17 @@ pub fn recognize_batch(
     opts: &OcrOptions,
 ) -> Result<RecBatch> {
     let crops: Vec<&RgbImage> = cands.iter().map(|c| &c.crop).collect();
-    let pads = cands
+    let pads: Vec<u32> = cands
         .iter()
-        .map(|c| opts.rec_pad_width(c.rec_width(opts.rec_max_width)));
-    let padded = pads.clone().max().unwrap_or(opts.rec_min_width.max(1));
+        .map(|c| opts.rec_pad_width(c.rec_width(opts.rec_max_width)))
+        .collect();
+    let padded = pads
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or(opts.rec_min_width.max(1));
     debug_assert!(
-        pads.clone().all(|p| p == padded),
+        pads.iter().all(|&p| p == padded),
         "a recognition batch mixes pad widths"
     );
     let (input, widths) = rec_tensor(&crops, padded);

@@ -99,19 +99,11 @@ pub fn cpu_has_bf16() -> bool {
 /// Where OpenVINO's C library is: the explicit path, else `OCR_OPENVINO_LIB`, else the first
 /// existing default (`./.runtime/openvino/…`, then `<checkout>/.runtime/openvino/…`).
 pub fn resolve_openvino_lib(explicit: Option<&Path>) -> PathBuf {
-    if let Some(p) = explicit {
-        return p.to_path_buf();
-    }
-    if let Some(p) = std::env::var_os("OCR_OPENVINO_LIB").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    let local = PathBuf::from(".runtime/openvino").join(OPENVINO_LIB_NAME);
-    if local.exists() {
-        return local;
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(".runtime/openvino")
-        .join(OPENVINO_LIB_NAME)
+    super::ort::resolve_runtime_file(
+        explicit,
+        "OCR_OPENVINO_LIB",
+        &Path::new("openvino").join(OPENVINO_LIB_NAME),
+    )
 }
 
 /// Decides the backend from the request, the device, the CPU and the library, and logs the
@@ -180,6 +172,10 @@ fn ov_err(path: &Path) -> impl Fn(openvino::InferenceError) -> Error + '_ {
 /// One compiled model and its infer request; runs its first input → first output.
 pub struct OvModel {
     request: InferRequest,
+    /// The input tensor of the last run and its shape: reused while the shape repeats (with
+    /// width buckets and batches of one, most runs), so a run copies its input once instead of
+    /// allocating and zeroing a new tensor first.
+    input: Option<(Vec<usize>, openvino::Tensor)>,
     // Kept alive for the request (the C objects are reference counted, but the compiled model
     // and its core are what the request runs on).
     _compiled: CompiledModel,
@@ -214,6 +210,7 @@ impl OvModel {
         let request = compiled.create_infer_request().map_err(&err)?;
         Ok(Self {
             request,
+            input: None,
             _compiled: compiled,
             _core: core,
             path: path.to_path_buf(),
@@ -224,9 +221,20 @@ impl OvModel {
 impl Model for OvModel {
     fn run_with(&mut self, input: &Tensor, f: &mut OutputFn<'_>) -> Result<()> {
         let err = ov_err(&self.path);
-        let dims: Vec<i64> = input.shape.iter().map(|&d| d as i64).collect();
-        let shape = Shape::new(&dims).map_err(&err)?;
-        let mut tensor = openvino::Tensor::new(ElementType::F32, &shape).map_err(&err)?;
+        if self
+            .input
+            .as_ref()
+            .is_none_or(|(shape, _)| *shape != input.shape)
+        {
+            let dims: Vec<i64> = input.shape.iter().map(|&d| d as i64).collect();
+            let shape = Shape::new(&dims).map_err(&err)?;
+            let tensor = openvino::Tensor::new(ElementType::F32, &shape).map_err(&err)?;
+            self.input = Some((input.shape.clone(), tensor));
+        }
+        let (_, tensor) = self
+            .input
+            .as_mut()
+            .expect("the input tensor was just set. This is a bug.");
         let data = tensor.get_data_mut::<f32>().map_err(&err)?;
         if data.len() != input.data.len() {
             return Err(Error::ModelOutput(format!(
@@ -238,7 +246,7 @@ impl Model for OvModel {
             )));
         }
         data.copy_from_slice(&input.data);
-        self.request.set_input_tensor(&tensor).map_err(&err)?;
+        self.request.set_input_tensor(tensor).map_err(&err)?;
         self.request.infer().map_err(&err)?;
         let out = self.request.get_output_tensor_by_index(0).map_err(&err)?;
         let shape: Vec<usize> = out

@@ -28,19 +28,26 @@ static ENVIRONMENT: OnceLock<Environment> = OnceLock::new();
 /// Where the runtime library is: the explicit path, else `ORT_DYLIB_PATH`, else the first
 /// existing default (`./.runtime/…`, then `<checkout>/.runtime/…`).
 pub fn resolve_ort_lib(explicit: Option<&Path>) -> PathBuf {
+    resolve_runtime_file(explicit, "ORT_DYLIB_PATH", Path::new(ORT_LIB_NAME))
+}
+
+/// Where a file that `scripts/setup.sh` installs under `.runtime/` is: the explicit path, else
+/// the environment variable `var` when set, else `./.runtime/REL` when it exists, else
+/// `<checkout>/.runtime/REL`.
+pub fn resolve_runtime_file(explicit: Option<&Path>, var: &str, rel: &Path) -> PathBuf {
     if let Some(p) = explicit {
         return p.to_path_buf();
     }
-    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+    if let Some(p) = std::env::var_os(var).filter(|p| !p.is_empty()) {
         return PathBuf::from(p);
     }
-    let local = PathBuf::from(".runtime").join(ORT_LIB_NAME);
+    let local = Path::new(".runtime").join(rel);
     if local.exists() {
         return local;
     }
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join(".runtime")
-        .join(ORT_LIB_NAME)
+        .join(rel)
 }
 
 /// Where the models are: the explicit path, else `./models` when it holds model sets, else the
@@ -283,27 +290,11 @@ pub struct EngineConfig {
     pub with_classifier: bool,
 }
 
-/// Loads the runtime (once) and the detector, recogniser and (optionally) classifier of a set.
+/// Loads the runtime (once) and the detector, recogniser and (optionally) classifier of a set
+/// ([`OrtFactory::engine`] on a new factory; callers that need several engines build one
+/// factory and call it once per engine, so the dictionary is read once).
 pub fn load_engine(cfg: &EngineConfig) -> Result<OcrEngine> {
-    let env = init_runtime(&cfg.ort_lib)?;
-    let dir = cfg.kind.dir(&cfg.models_dir);
-    let charset = Arc::new(load_charset(
-        &OrtModel::load(env, &dir.join("rec.onnx"), &SessionConfig::cpu(1))?,
-        &dir,
-    )?);
-    let det = load_model(env, &dir.join("det.onnx"), &cfg.session)?;
-    let rec = load_model(env, &dir.join("rec.onnx"), &cfg.session)?;
-    let cls = if cfg.with_classifier {
-        Some(load_model(env, &dir.join("cls.onnx"), &cfg.session)?)
-    } else {
-        None
-    };
-    tracing::debug!(
-        kind = cfg.kind.name(),
-        classes = charset.len(),
-        "loaded model set"
-    );
-    Ok(OcrEngine::new(cfg.kind, det, rec, cls, charset))
+    OrtFactory::new(cfg.clone())?.engine()
 }
 
 /// Loads each worker's models from a model set on disk (the scheduler's factory), with the
@@ -327,6 +318,29 @@ impl OrtFactory {
             });
         }
         Ok(Self { cfg, env, charset })
+    }
+
+    /// A one-page engine over this factory's models (the CLI's path): a detector, a
+    /// recogniser and, when configured, a classifier, sharing the factory's dictionary.
+    pub fn engine(&self) -> Result<OcrEngine> {
+        use super::{ModelFactory, Role};
+        let cls = if self.cfg.with_classifier {
+            Some(self.load(Role::Classifier)?)
+        } else {
+            None
+        };
+        tracing::debug!(
+            kind = self.cfg.kind.name(),
+            classes = self.charset.len(),
+            "loaded model set"
+        );
+        Ok(OcrEngine::new(
+            self.cfg.kind,
+            self.load(Role::Detector)?,
+            self.load(Role::Recognizer)?,
+            cls,
+            self.charset.clone(),
+        ))
     }
 }
 

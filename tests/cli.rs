@@ -128,3 +128,77 @@ fn cuda_unavailable_falls_back_to_cpu_loudly() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("quick brown dog"), "{text}");
 }
+
+/// `ocr` drives the server's scheduler in-process, so it prints exactly what `serve` answers:
+/// the same pages (text, boxes, confidences of every line and word) for a form, a receipt and a
+/// two-page PDF, the CLI's file workers running them side by side.
+#[test]
+fn ocr_prints_what_the_server_answers() {
+    let dev = common::eval_dir().join("dev");
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&dev)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let pick = |prefix: &str, ext: &str| {
+        files
+            .iter()
+            .find(|p| {
+                let n = p.file_name().unwrap().to_string_lossy();
+                n.starts_with(prefix) && n.ends_with(ext)
+            })
+            .unwrap_or_else(|| panic!("no {prefix}*{ext} in {}", dev.display()))
+            .clone()
+    };
+    let chosen = [
+        pick("funsd_", ".png"),
+        pick("sroie_", ".jpg"),
+        pick("", ".pdf"),
+    ];
+    // The two images in one run (side by side), the PDF's first two pages in another.
+    let run = |pages: Option<&str>, files: &[std::path::PathBuf]| -> Vec<serde_json::Value> {
+        let mut cmd = bin();
+        cmd.args(["ocr", "--format", "json"]);
+        if let Some(p) = pages {
+            cmd.args(["--pages", p]);
+        }
+        let out = cmd.args(files).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let mut cli = run(None, &chosen[..2]);
+    cli.extend(run(Some("1-2"), &chosen[2..]));
+    let data = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-vs-server");
+    let _ = std::fs::remove_dir_all(&data);
+    let (mut server, addr) = common::start_server(&data, &[]);
+    for (i, path) in chosen.iter().enumerate() {
+        let bytes = std::fs::read(path).unwrap();
+        let uri = if i == 2 {
+            "/v1/ocr?pages=1-2"
+        } else {
+            "/v1/ocr"
+        };
+        let headers = [("Content-Type", "application/octet-stream")];
+        let (status, body) = common::http(&addr, "POST", uri, &headers, &bytes);
+        assert_eq!(status, 200, "{}: {body}", path.display());
+        let served = &body["pages"];
+        let printed = &cli[i]["pages"];
+        assert!(
+            served.as_array().is_some_and(|p| !p.is_empty()),
+            "{}: {body}",
+            path.display()
+        );
+        assert_eq!(
+            printed,
+            served,
+            "{}: the CLI and the server differ",
+            path.display()
+        );
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+}

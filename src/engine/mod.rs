@@ -9,7 +9,9 @@
 //! a page's result does not depend on which path or which batch it took. [`OcrEngine`] owns
 //! one detector, one recogniser and optionally one orientation classifier and runs one page at a
 //! time on the calling thread, calling the pure functions of [`crate::pipeline`] between model
-//! runs. It never blocks on anything but its models; callers put it on a thread of their own.
+//! runs: the sequential reference that tests compare the scheduler against, and the fake-model
+//! pipeline tests' subject. Everything that serves documents (the server, `ocr-server ocr`, the
+//! golden tests) goes through the scheduler ([`crate::scheduler::document`]).
 
 pub mod fake;
 pub mod openvino;

@@ -1,10 +1,12 @@
 //! Dynamic batching across requests. [`batcher::Batcher`] is the pure batch policy of one stage;
 //! [`stage::Stage`] puts it behind a lock shared by a stage's worker threads; [`service`] runs
 //! the detection, orientation and recognition stages and routes pages and line crops between
-//! them; [`gate::CoreGate`] bounds model runs to the cores, interactive first. See each
-//! module's docs for the rules.
+//! them; [`gate::CoreGate`] bounds model runs to the cores, interactive first;
+//! [`document::ocr_document`] OCRs a document on an in-process scheduler (the CLI, the golden
+//! tests), the same path as the server's. See each module's docs for the rules.
 
 pub mod batcher;
+pub mod document;
 pub mod gate;
 pub mod service;
 pub mod stage;

@@ -529,6 +529,20 @@ impl Scheduler {
         class: Class,
         deadline: Option<Instant>,
     ) -> Result<Ticket> {
+        self.submit_within(pages, opts, class, deadline, Duration::ZERO)
+    }
+
+    /// [`Scheduler::submit`], but waiting up to `patience` for room in the detection queue
+    /// before [`Error::Overloaded`]: the back-pressure of in-process callers
+    /// ([`super::document::ocr_document`]), which would rather wait than retry.
+    pub fn submit_within(
+        &self,
+        pages: Vec<RgbImage>,
+        opts: OcrOptions,
+        class: Class,
+        deadline: Option<Instant>,
+        patience: Duration,
+    ) -> Result<Ticket> {
         if pages.is_empty() {
             return Err(Error::EmptyInput);
         }
@@ -573,7 +587,7 @@ impl Scheduler {
                 }
             })
             .collect();
-        match self.shared.det.admit(items) {
+        match self.shared.det.admit_within(items, patience) {
             Ok(()) => {
                 add(&self.shared.counters.requests, 1);
                 metrics::counter!("ocr_pages_admitted_total", "class" => class_label(class))

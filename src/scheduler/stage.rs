@@ -2,7 +2,8 @@
 //! condition variables, `work` (a batch may be ready) and `space` (room was made).
 //!
 //! - Admission into the first stage is all-or-nothing and never waits: a request that does not
-//!   fit is refused with [`Admit::Full`] (the API's 429).
+//!   fit is refused with [`Admit::Full`] (the API's 429). In-process callers (the CLI) may wait
+//!   a bounded time for room instead ([`Stage::admit_within`]).
 //! - Hand-offs between stages ([`Stage::push_wait`]) wait for room instead: the item is already
 //!   admitted and must not be lost, and the downstream workers never wait on upstream, so the
 //!   wait always ends. This is the back-pressure that keeps every queue bounded.
@@ -66,14 +67,33 @@ impl<T> Stage<T> {
 
     /// Admits all items or none, without waiting.
     pub fn admit(&self, items: Vec<Queued<T>>) -> Result<(), Admit> {
+        self.admit_within(items, Duration::ZERO)
+    }
+
+    /// Admits all items or none, waiting up to `patience` for room (an in-process caller's
+    /// back-pressure; the HTTP API never waits). Items that could never fit at once are refused
+    /// at once.
+    pub fn admit_within(&self, items: Vec<Queued<T>>, patience: Duration) -> Result<(), Admit> {
+        let deadline = Instant::now() + patience;
         let mut st = self.lock();
-        if st.closed {
-            return Err(Admit::Closed);
-        }
-        if st.batcher.room() < items.len() {
-            return Err(Admit::Full {
-                depth: st.batcher.len(),
-            });
+        loop {
+            if st.closed {
+                return Err(Admit::Closed);
+            }
+            if st.batcher.room() >= items.len() {
+                break;
+            }
+            let now = Instant::now();
+            if now >= deadline || items.len() > st.batcher.policy().capacity {
+                return Err(Admit::Full {
+                    depth: st.batcher.len(),
+                });
+            }
+            st = self
+                .space
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
         for q in items {
             if st.batcher.push(q).is_err() {

@@ -1,0 +1,211 @@
+//! The server's lifecycle: `ocr-server serve` opens the stores, starts the scheduler and the
+//! job runner, listens, and on SIGINT/SIGTERM stops admitting, finishes what was admitted and
+//! joins the workers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::ServeArgs;
+use crate::api::Api;
+use crate::engine::ort::OrtFactory;
+use crate::error::{Error, Result};
+use crate::jobs::documents::DocumentStore;
+use crate::jobs::now_ms;
+use crate::jobs::runner::{Runner, RunnerConfig};
+use crate::jobs::service::{JobService, ServiceConfig};
+use crate::jobs::store::JobStore;
+use crate::jobs::webhook::{WebhookConfig, parse_secret};
+use crate::scheduler::Scheduler;
+
+/// Runs the server until SIGINT/SIGTERM, then shuts down gracefully: stop admitting, let every
+/// admitted request finish, join the workers.
+pub fn run_serve(args: &ServeArgs) -> Result<()> {
+    let engine = args
+        .runtime
+        .engine_config(args.pipeline.model, args.cls_workers > 0)?;
+    let sched = args.scheduler_config(&engine.session);
+    let factory = OrtFactory::new(engine)?;
+    let scheduler = Arc::new(Scheduler::start(sched, Arc::new(factory))?);
+    let object_store_url = match &args.object_store_url {
+        Some(u) => u.clone(),
+        None => {
+            let dir = args.data_dir.join("documents");
+            std::fs::create_dir_all(&dir).map_err(|e| Error::Io {
+                path: dir.display().to_string(),
+                source: e,
+            })?;
+            let abs = dir.canonicalize().map_err(|e| Error::Io {
+                path: dir.display().to_string(),
+                source: e,
+            })?;
+            format!("file://{}", abs.display())
+        }
+    };
+    let documents = Arc::new(DocumentStore::open(
+        &object_store_url,
+        args.max_document_bytes.max(1),
+    )?);
+    let database_url = args.database_url.as_ref().map_or_else(
+        || format!("sqlite://{}", args.data_dir.join("jobs.db").display()),
+        |s| s.0.clone(),
+    );
+    let mut webhooks = WebhookConfig::new(
+        args.webhook_secrets
+            .iter()
+            .map(|s| parse_secret(&s.0))
+            .collect::<Result<Vec<_>>>()?,
+        args.webhook_allow.clone(),
+    );
+    webhooks.max_attempts = args.webhook_max_attempts.max(1);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("ocr-http")
+        .build()
+        .map_err(|e| Error::Runtime(format!("starting the async runtime: {e}")))?;
+    let store: Arc<dyn JobStore> = rt.block_on(crate::jobs::store::open(&database_url))?;
+    // One API configuration, so the sync API, the job service and the runner share one memory
+    // budget.
+    let api_cfg = args.api_config();
+    let runner = Runner::new(
+        store.clone(),
+        scheduler.clone(),
+        documents.clone(),
+        RunnerConfig {
+            max_in_flight: args.job_concurrency.max(1),
+            interactive_in_flight: args.interactive_job_concurrency.max(1),
+            max_attempts: args.job_max_attempts.max(1),
+            lease: Duration::from_millis(args.job_lease_ms.max(300)),
+            decode: api_cfg.decode.clone(),
+            webhooks,
+            metric_tags: args.metrics_tags.clone(),
+            ..RunnerConfig::default()
+        },
+    );
+    let jobs = JobService::new(
+        runner.clone(),
+        ServiceConfig {
+            decode: api_cfg.decode.clone(),
+            idempotency_ttl: Duration::from_secs(args.idempotency_ttl_s.max(1)),
+            max_queued_pages: args.max_queued_pages,
+            min_free_disk_bytes: args.min_free_disk_mb << 20,
+        },
+    );
+    let auth = crate::auth::Auth::new(args.auth, Some(store.clone()), args.metrics_open);
+    let api = Api::with_jobs_and_auth(scheduler.clone(), api_cfg, jobs, auth);
+    let http = crate::api::serve::HttpLimits {
+        max_connections: args.max_connections.max(1),
+        header_timeout: Duration::from_millis(args.header_timeout_ms.max(1)),
+        body_timeout: Duration::from_millis(args.body_timeout_ms.max(1)),
+        ..Default::default()
+    };
+    let addr = format!("{}:{}", args.host, args.port);
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .map_err(|e| Error::Io {
+                path: addr.clone(),
+                source: e,
+            })?;
+        let bound = listener
+            .local_addr()
+            .map_or_else(|_| addr.clone(), |a| a.to_string());
+        tracing::info!(addr = %bound, model = args.pipeline.model.name(), "listening");
+        eprintln!(
+            "ocr-server: listening on http://{bound} (model {})",
+            args.pipeline.model.name()
+        );
+        runner.start();
+        tokio::spawn(sweep_forever(
+            store.clone(),
+            documents.clone(),
+            Duration::from_secs(args.retention_s),
+        ));
+        let warm = scheduler.clone();
+        let (fail_tx, fail_rx) = tokio::sync::oneshot::channel::<Error>();
+        tokio::task::spawn_blocking(move || match warm.wait_ready(Duration::from_secs(600)) {
+            Ok(()) => {
+                tracing::info!("models loaded and warmed: ready");
+                eprintln!("ocr-server: ready");
+            }
+            Err(e) => {
+                let _ = fail_tx.send(e);
+            }
+        });
+        let stop_api = api.clone();
+        let stop_runner = runner.clone();
+        let startup_error = Arc::new(std::sync::Mutex::new(None));
+        let startup_error2 = startup_error.clone();
+        crate::api::serve::serve(listener, api.router(), http, async move {
+            tokio::select! {
+                _ = shutdown_signal() => {
+                    eprintln!("ocr-server: shutting down: finishing admitted requests");
+                }
+                Ok(e) = fail_rx => {
+                    *startup_error2.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                }
+            }
+            stop_api.begin_shutdown();
+            stop_runner.stop_claiming();
+        })
+        .await
+        .map_err(|e| Error::Io {
+            path: addr.clone(),
+            source: e,
+        })?;
+        runner.shutdown().await;
+        if let Some(e) = startup_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            return Err(e);
+        }
+        Ok::<(), Error>(())
+    })?;
+    scheduler.shutdown();
+    eprintln!("ocr-server: stopped");
+    Ok(())
+}
+
+/// Deletes finished jobs older than `retention`, with their documents, once a minute
+/// (`needs_review` jobs wait for their reviewer whatever their age).
+async fn sweep_forever(
+    store: Arc<dyn JobStore>,
+    documents: Arc<DocumentStore>,
+    retention: Duration,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        let cutoff = now_ms() - retention.as_millis() as i64;
+        match store.sweep(cutoff).await {
+            Ok(locations) if !locations.is_empty() => {
+                tracing::info!(documents = locations.len(), "swept expired jobs");
+                documents.delete(locations).await;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "sweep failed"),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,7 +1,9 @@
 //! The running scheduler: three stages (detection, orientation, recognition), each a bounded
 //! [`Stage`] queue drained by its own named worker threads (`ocr-det-N`, `ocr-cls-N`,
 //! `ocr-rec-N`). Every worker loads and owns its model session on its own thread; no session is
-//! shared or locked, and no model runs on the async runtime.
+//! shared or locked, and no model runs on the async runtime. The three worker loops are one
+//! generic loop ([`stage_loop`]) over what differs between stages (a [`Step`]: the model call
+//! and the hand-off), so dropping, core slots, metrics and failure handling are written once.
 //!
 //! The flow of one request:
 //! 1. [`Scheduler::submit`] admits all its pages into the detection queue at once or refuses
@@ -47,8 +49,8 @@ use image::RgbImage;
 use tokio::sync::oneshot;
 
 use crate::engine::{
-    Candidate, Model, ModelFactory, ModelKind, OcrOptions, Role, candidates, classify_batch,
-    detect_batch, finish_page, recognize_batch,
+    Candidate, Model, ModelFactory, ModelKind, OcrOptions, RecBatch, Role, candidates,
+    classify_batch, detect_batch, finish_page, recognize_batch,
 };
 use crate::error::{Error, Result};
 use crate::pipeline::ctc::Charset;
@@ -737,14 +739,18 @@ fn worker_main(shared: Arc<Shared>, factory: Arc<dyn ModelFactory>, role: Role) 
         Err(e) => {
             tracing::error!(?role, error = %e, "worker could not load its model");
             // Fail whatever arrives so no caller waits forever.
-            drain_failing(&shared, role, &e);
+            match role {
+                Role::Detector => drain_failing::<Detect>(&shared, &e),
+                Role::Classifier => drain_failing::<Classify>(&shared, &e),
+                Role::Recognizer => drain_failing::<Recognize>(&shared, &e),
+            }
             return;
         }
     };
     match role {
-        Role::Detector => det_loop(&shared, model.as_mut()),
-        Role::Classifier => cls_loop(&shared, model.as_mut()),
-        Role::Recognizer => rec_loop(&shared, model.as_mut()),
+        Role::Detector => stage_loop::<Detect>(&shared, model.as_mut()),
+        Role::Classifier => stage_loop::<Classify>(&shared, model.as_mut()),
+        Role::Recognizer => stage_loop::<Recognize>(&shared, model.as_mut()),
     }
 }
 
@@ -803,34 +809,6 @@ fn warm_up(shared: &Shared, role: Role, model: &mut dyn Model) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// A worker without a model fails every item it takes.
-fn drain_failing(shared: &Shared, role: Role, e: &Error) {
-    let msg = e.to_string();
-    match role {
-        Role::Detector => {
-            while let Some(t) = shared.det.next_batch(|p| p.req.is_gone()) {
-                for q in t.batch {
-                    q.item.req.fail(Error::Runtime(msg.clone()));
-                }
-            }
-        }
-        Role::Classifier | Role::Recognizer => {
-            let stage = if role == Role::Classifier {
-                shared.cls.as_ref()
-            } else {
-                Some(&shared.rec)
-            };
-            if let Some(stage) = stage {
-                while let Some(t) = stage.next_batch(|l| l.page.req.is_gone()) {
-                    for q in t.batch {
-                        q.item.page.req.fail(Error::Runtime(msg.clone()));
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// Counts dropped items and fails expired requests with a deadline error.
@@ -899,52 +877,134 @@ impl Shared {
     }
 }
 
-fn det_loop(shared: &Shared, model: &mut dyn Model) {
-    while let Some(taken) = shared.det.next_batch(|p| p.req.is_gone()) {
-        record_dropped(shared, "det", taken.dropped, |p| &p.req);
+/// What one stage does with a batch; [`stage_loop`] is the skeleton every stage's workers share:
+/// take a batch (dropping items whose caller has gone or whose deadline passed), wait for a
+/// core slot, run the model, free the slot, record the batch's metrics, then either fail every
+/// request in the batch (a model error) or hand each item on ([`Step::hand_off`]).
+trait Step {
+    type Item;
+    /// The model's output for a whole batch.
+    type Out;
+    /// The stage's label in metrics and logs.
+    const NAME: &'static str;
+    /// What a failure log line calls it ("detection batch failed").
+    const WHAT: &'static str;
+    fn stage(shared: &Shared) -> Option<&Stage<Self::Item>>;
+    fn request(item: &Self::Item) -> &Arc<Request>;
+    fn run(
+        shared: &Shared,
+        model: &mut dyn Model,
+        batch: &[Queued<Self::Item>],
+    ) -> Result<Self::Out>;
+    /// Counts the batch and passes each item on, after the core slot is freed (a hand-off may
+    /// wait for room downstream).
+    fn hand_off(
+        shared: &Shared,
+        batch: Vec<Queued<Self::Item>>,
+        out: Self::Out,
+        started: Instant,
+        model_time: Duration,
+        reqs: &[Arc<Request>],
+    );
+}
+
+fn stage_loop<S: Step>(shared: &Shared, model: &mut dyn Model) {
+    let Some(stage) = S::stage(shared) else {
+        return;
+    };
+    while let Some(taken) = stage.next_batch(|i| S::request(i).is_gone()) {
+        record_dropped(shared, S::NAME, taken.dropped, |i| S::request(i).as_ref());
         let batch = taken.batch;
-        let Some(first) = batch.first() else { continue };
-        let size = first.item.size;
+        if batch.is_empty() {
+            continue;
+        }
         let slot = shared.slot(&batch);
         let started = Instant::now();
-        let pages: Vec<(&RgbImage, &OcrOptions)> = batch
-            .iter()
-            .map(|q| (&q.item.image, &q.item.req.opts))
-            .collect();
-        let result = detect_batch(model, &pages, size);
+        let result = S::run(shared, model, &batch);
         let model_time = started.elapsed();
         // Freed before any hand-off that may wait for room downstream: a worker waiting on a
         // full queue must not hold a core slot the downstream workers need to drain it.
         drop(slot);
-        let reqs = distinct(batch.iter().map(|q| &q.item.req));
+        let reqs: Vec<Arc<Request>> = distinct(batch.iter().map(|q| S::request(&q.item)))
+            .into_iter()
+            .cloned()
+            .collect();
         observe_batch(
-            "det",
-            &shared.det.policy(),
+            S::NAME,
+            &stage.policy(),
             &batch,
             started,
             model_time,
             reqs.len(),
         );
-        add(&shared.counters.det_batches, 1);
-        add(&shared.counters.det_pages, batch.len() as u64);
-        let quads = match result {
-            Ok(q) => q,
+        match result {
+            Ok(out) => S::hand_off(shared, batch, out, started, model_time, &reqs),
             Err(e) => {
                 add(&shared.counters.failed_batches, 1);
                 for r in reqs {
-                    tracing::error!(parent: &r.span, error = %e, pages = batch.len(), "detection batch failed");
+                    tracing::error!(parent: &r.span, error = %e, items = batch.len(), "{} batch failed", S::WHAT);
                     r.fail(Error::Runtime(e.to_string()));
                 }
-                continue;
             }
-        };
+        }
+    }
+}
+
+/// A worker without a model fails every item it takes.
+fn drain_failing<S: Step>(shared: &Shared, e: &Error) {
+    let Some(stage) = S::stage(shared) else {
+        return;
+    };
+    let msg = e.to_string();
+    while let Some(t) = stage.next_batch(|i| S::request(i).is_gone()) {
+        for q in t.batch {
+            S::request(&q.item).fail(Error::Runtime(msg.clone()));
+        }
+    }
+}
+
+/// Detection: one `[N,3,H,W]` run over pages of one input shape; each page's lines are cropped
+/// and queued for orientation (when its request asked) or recognition.
+struct Detect;
+
+impl Step for Detect {
+    type Item = PageItem;
+    type Out = Vec<Vec<Quad>>;
+    const NAME: &'static str = "det";
+    const WHAT: &'static str = "detection";
+
+    fn stage(shared: &Shared) -> Option<&Stage<PageItem>> {
+        Some(&shared.det)
+    }
+
+    fn request(item: &PageItem) -> &Arc<Request> {
+        &item.req
+    }
+
+    fn run(_: &Shared, model: &mut dyn Model, batch: &[Queued<PageItem>]) -> Result<Self::Out> {
+        let pages: Vec<(&RgbImage, &OcrOptions)> = batch
+            .iter()
+            .map(|q| (&q.item.image, &q.item.req.opts))
+            .collect();
+        detect_batch(model, &pages, batch[0].item.size)
+    }
+
+    fn hand_off(
+        shared: &Shared,
+        batch: Vec<Queued<PageItem>>,
+        quads: Self::Out,
+        started: Instant,
+        _: Duration,
+        _: &[Arc<Request>],
+    ) {
+        add(&shared.counters.det_batches, 1);
+        add(&shared.counters.det_pages, batch.len() as u64);
         for (q, quads) in batch.into_iter().zip(quads) {
             let det_wait_us = micros(started.saturating_duration_since(q.enqueued));
             let PageItem {
                 req, idx, image, ..
             } = q.item;
             let cands = candidates(&image, &quads, &req.opts);
-            // Detection time as this request saw it: the batch's wall time, crops included.
             let work = Arc::new(PageWork {
                 idx,
                 dims: image.dimensions(),
@@ -955,6 +1015,7 @@ fn det_loop(shared: &Shared, model: &mut dyn Model) {
                 line_wait_us: AtomicU64::new(0),
                 req: req.clone(),
             });
+            // Detection time as this request saw it: the batch's wall time, crops included.
             add(&req.detect_us, micros(started.elapsed()));
             if cands.is_empty() {
                 add(&req.queue_us, det_wait_us);
@@ -970,6 +1031,122 @@ fn det_loop(shared: &Shared, model: &mut dyn Model) {
                     (Some(cls), true) => cls.push_wait(q),
                     _ => shared.rec.push_wait(q),
                 }
+            }
+        }
+    }
+}
+
+/// Orientation: lines classified 0° or 180°, turned when upside down, then queued for
+/// recognition.
+struct Classify;
+
+impl Step for Classify {
+    type Item = LineItem;
+    type Out = Vec<[f32; 2]>;
+    const NAME: &'static str = "cls";
+    const WHAT: &'static str = "orientation";
+
+    fn stage(shared: &Shared) -> Option<&Stage<LineItem>> {
+        shared.cls.as_ref()
+    }
+
+    fn request(item: &LineItem) -> &Arc<Request> {
+        &item.page.req
+    }
+
+    fn run(_: &Shared, model: &mut dyn Model, batch: &[Queued<LineItem>]) -> Result<Self::Out> {
+        let crops: Vec<&RgbImage> = batch.iter().map(|q| &q.item.cand.crop).collect();
+        classify_batch(model, &crops)
+    }
+
+    fn hand_off(
+        shared: &Shared,
+        batch: Vec<Queued<LineItem>>,
+        probs: Self::Out,
+        started: Instant,
+        model_time: Duration,
+        reqs: &[Arc<Request>],
+    ) {
+        add(&shared.counters.cls_batches, 1);
+        add(&shared.counters.cls_lines, batch.len() as u64);
+        for r in reqs {
+            add(&r.classify_us, micros(model_time));
+        }
+        let now = Instant::now();
+        for (q, p) in batch.into_iter().zip(probs) {
+            let wait = micros(started.saturating_duration_since(q.enqueued));
+            q.item.page.line_wait_us.fetch_max(wait, Ordering::Relaxed);
+            let LineItem {
+                page,
+                idx,
+                mut cand,
+            } = q.item;
+            let thresh = page.req.opts.cls_thresh;
+            cand.flip_if_upside_down(p, thresh);
+            let next = line_item(shared, &page, idx, cand, q.class, q.deadline, now);
+            shared.rec.push_wait(next);
+        }
+    }
+}
+
+/// Recognition: lines of one pad width from any requests; the worker that writes a page's
+/// last line finishes the page.
+struct Recognize;
+
+impl Step for Recognize {
+    type Item = LineItem;
+    type Out = RecBatch;
+    const NAME: &'static str = "rec";
+    const WHAT: &'static str = "recognition";
+
+    fn stage(shared: &Shared) -> Option<&Stage<LineItem>> {
+        Some(&shared.rec)
+    }
+
+    fn request(item: &LineItem) -> &Arc<Request> {
+        &item.page.req
+    }
+
+    fn run(shared: &Shared, model: &mut dyn Model, batch: &[Queued<LineItem>]) -> Result<RecBatch> {
+        let cands: Vec<&Candidate> = batch.iter().map(|q| &q.item.cand).collect();
+        recognize_batch(model, &shared.charset, &cands, &shared.cfg.base)
+    }
+
+    fn hand_off(
+        shared: &Shared,
+        batch: Vec<Queued<LineItem>>,
+        rec: RecBatch,
+        started: Instant,
+        model_time: Duration,
+        reqs: &[Arc<Request>],
+    ) {
+        let c = &shared.counters;
+        let max_width = shared.cfg.base.rec_max_width;
+        add(&c.rec_batches, 1);
+        add(&c.rec_lines, batch.len() as u64);
+        if reqs.len() >= 2 {
+            add(&c.rec_mixed_batches, 1);
+        }
+        let padded = batch.len() as u64 * REC_HEIGHT * rec.padded_width as u64;
+        let content: u64 = batch
+            .iter()
+            .map(|q| REC_HEIGHT * q.item.cand.rec_width(max_width).min(rec.padded_width) as u64)
+            .sum();
+        add(&c.rec_padded_px, padded);
+        add(&c.rec_content_px, content);
+        if padded > 0 {
+            metrics::histogram!("ocr_rec_padding_waste_ratio")
+                .record(1.0 - content as f64 / padded as f64);
+        }
+        for r in reqs {
+            add(&r.recognize_us, micros(model_time));
+        }
+        for (q, line) in batch.into_iter().zip(rec.lines) {
+            let wait = micros(started.saturating_duration_since(q.enqueued));
+            let page = &q.item.page;
+            page.line_wait_us.fetch_max(wait, Ordering::Relaxed);
+            if page.line_done(q.item.idx, line, c) {
+                shared.throughput.record();
             }
         }
     }
@@ -998,130 +1175,5 @@ fn line_item(
         deadline,
         cost: REC_HEIGHT * width as u64,
         key: width as u64,
-    }
-}
-
-fn cls_loop(shared: &Shared, model: &mut dyn Model) {
-    let Some(stage) = &shared.cls else { return };
-    while let Some(taken) = stage.next_batch(|l| l.page.req.is_gone()) {
-        record_dropped(shared, "cls", taken.dropped, |l| &l.page.req);
-        let batch = taken.batch;
-        if batch.is_empty() {
-            continue;
-        }
-        let slot = shared.slot(&batch);
-        let started = Instant::now();
-        let crops: Vec<&RgbImage> = batch.iter().map(|q| &q.item.cand.crop).collect();
-        let result = classify_batch(model, &crops);
-        let model_time = started.elapsed();
-        // Freed before any hand-off that may wait for room downstream: a worker waiting on a
-        // full queue must not hold a core slot the downstream workers need to drain it.
-        drop(slot);
-        let reqs = distinct(batch.iter().map(|q| &q.item.page.req));
-        observe_batch(
-            "cls",
-            &stage.policy(),
-            &batch,
-            started,
-            model_time,
-            reqs.len(),
-        );
-        add(&shared.counters.cls_batches, 1);
-        add(&shared.counters.cls_lines, batch.len() as u64);
-        let probs = match result {
-            Ok(p) => p,
-            Err(e) => {
-                add(&shared.counters.failed_batches, 1);
-                for r in reqs {
-                    tracing::error!(parent: &r.span, error = %e, lines = batch.len(), "orientation batch failed");
-                    r.fail(Error::Runtime(e.to_string()));
-                }
-                continue;
-            }
-        };
-        for r in &reqs {
-            add(&r.classify_us, micros(model_time));
-        }
-        let now = Instant::now();
-        for (q, p) in batch.into_iter().zip(probs) {
-            let wait = micros(started.saturating_duration_since(q.enqueued));
-            q.item.page.line_wait_us.fetch_max(wait, Ordering::Relaxed);
-            let LineItem {
-                page,
-                idx,
-                mut cand,
-            } = q.item;
-            let thresh = page.req.opts.cls_thresh;
-            cand.flip_if_upside_down(p, thresh);
-            let next = line_item(shared, &page, idx, cand, q.class, q.deadline, now);
-            shared.rec.push_wait(next);
-        }
-    }
-}
-
-fn rec_loop(shared: &Shared, model: &mut dyn Model) {
-    let opts = &shared.cfg.base;
-    while let Some(taken) = shared.rec.next_batch(|l| l.page.req.is_gone()) {
-        record_dropped(shared, "rec", taken.dropped, |l| &l.page.req);
-        let batch = taken.batch;
-        if batch.is_empty() {
-            continue;
-        }
-        let slot = shared.slot(&batch);
-        let started = Instant::now();
-        let cands: Vec<&Candidate> = batch.iter().map(|q| &q.item.cand).collect();
-        let result = recognize_batch(model, &shared.charset, &cands, opts);
-        let model_time = started.elapsed();
-        // Freed before any hand-off that may wait for room downstream: a worker waiting on a
-        // full queue must not hold a core slot the downstream workers need to drain it.
-        drop(slot);
-        let reqs = distinct(batch.iter().map(|q| &q.item.page.req));
-        observe_batch(
-            "rec",
-            &shared.rec.policy(),
-            &batch,
-            started,
-            model_time,
-            reqs.len(),
-        );
-        let c = &shared.counters;
-        add(&c.rec_batches, 1);
-        add(&c.rec_lines, batch.len() as u64);
-        if reqs.len() >= 2 {
-            add(&c.rec_mixed_batches, 1);
-        }
-        let rec = match result {
-            Ok(r) => r,
-            Err(e) => {
-                add(&c.failed_batches, 1);
-                for r in reqs {
-                    tracing::error!(parent: &r.span, error = %e, lines = batch.len(), "recognition batch failed");
-                    r.fail(Error::Runtime(e.to_string()));
-                }
-                continue;
-            }
-        };
-        let padded = batch.len() as u64 * REC_HEIGHT * rec.padded_width as u64;
-        let content: u64 = cands
-            .iter()
-            .map(|c| REC_HEIGHT * c.rec_width(opts.rec_max_width).min(rec.padded_width) as u64)
-            .sum();
-        add(&c.rec_padded_px, padded);
-        add(&c.rec_content_px, content);
-        if padded > 0 {
-            metrics::histogram!("ocr_rec_padding_waste_ratio")
-                .record(1.0 - content as f64 / padded as f64);
-        }
-        for r in &reqs {
-            add(&r.recognize_us, micros(model_time));
-        }
-        for (q, line) in batch.into_iter().zip(rec.lines) {
-            let wait = micros(started.saturating_duration_since(q.enqueued));
-            let page = &q.item.page;
-            page.line_wait_us.fetch_max(wait, Ordering::Relaxed);
-            if page.line_done(q.item.idx, line, c) {
-                shared.throughput.record();
-            }
-        }
     }
 }

@@ -211,6 +211,9 @@ pub struct Machine {
     /// `avx512_bf16`, `amx_bf16` (bf16, the OpenVINO backend), `avx512f`, `avx2`.
     pub cpu_flags: Vec<String>,
     pub os: String,
+    /// Each NVIDIA GPU `nvidia-smi` lists (`name, driver, memory`), empty without one.
+    /// Utilisation during a run is sampled by `scripts/gpu_bench.sh`.
+    pub gpus: Vec<String>,
 }
 
 fn machine() -> Machine {
@@ -247,7 +250,30 @@ fn machine() -> Machine {
         cpu_model,
         cpu_flags,
         os: std::env::consts::OS.into(),
+        gpus: nvidia_gpus(),
     }
+}
+
+/// `nvidia-smi --query-gpu=name,driver_version,memory.total`, one line per GPU; empty when the
+/// tool is missing or fails (no GPU here).
+fn nvidia_gpus() -> Vec<String> {
+    Command::new("nvidia-smi")
+        .args([
+            "--query-gpu=name,driver_version,memory.total",
+            "--format=csv,noheader",
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .map(|l| l.trim().to_string())
+                .filter(|l| !l.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Everything a run measured (`summary.json`).
@@ -335,6 +361,10 @@ fn spawn_server(args: &BenchArgs) -> Result<(Spawned, String)> {
     if let Some(p) = &args.runtime.openvino_lib {
         cmd.arg("--openvino-lib").arg(p);
     }
+    if let Some(d) = name(&|| args.runtime.device.to_possible_value()) {
+        cmd.args(["--device", &d]);
+    }
+    cmd.args(["--threads", &args.runtime.threads.to_string()]);
     cmd.args(&args.serve_args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -361,11 +391,17 @@ fn spawn_server(args: &BenchArgs) -> Result<(Spawned, String)> {
             break rest.split(' ').next().unwrap_or_default().to_string();
         }
     };
-    // Keep draining the server's log so it never blocks on a full pipe.
+    // The server's log so far and from now on goes to this process's standard error, prefixed
+    // (a CUDA fallback or a failed batch must be visible in the bench's output); draining it also
+    // keeps the server from blocking on a full pipe.
+    for l in log.lines().filter(|l| !l.contains("listening on")) {
+        eprintln!("server: {l}");
+    }
     std::thread::spawn(move || {
-        let mut sink = String::new();
-        while lines.read_line(&mut sink).unwrap_or(0) > 0 {
-            sink.clear();
+        let mut l = String::new();
+        while lines.read_line(&mut l).unwrap_or(0) > 0 {
+            eprint!("server: {l}");
+            l.clear();
         }
     });
     Ok((spawned, addr))

@@ -12,7 +12,7 @@ use crate::engine::openvino::{BackendChoice, Precision, resolve_backend, resolve
 use crate::engine::ort::{
     Device, EngineConfig, SessionConfig, resolve_models_dir, resolve_ort_lib,
 };
-use crate::engine::{ModelKind, OcrOptions, RecPad};
+use crate::engine::{DetScale, ModelKind, OcrOptions, RecPad};
 use crate::error::Result;
 use crate::pipeline::decode::DecodeLimits;
 use crate::pipeline::preprocess::{LimitType, Normalize};
@@ -307,6 +307,18 @@ pub struct PipelineArgs {
     /// Side length for --det-limit-type, in pixels. Default: the model set's (736; v5: 960).
     #[arg(long)]
     pub det_limit_side: Option<u32>,
+    /// Detector scale: `fixed` (the limit rule for every page) or `text` (a probe pass at long
+    /// side --det-probe-side measures the median line height, then the detector runs at the
+    /// scale that makes it --det-text-height px, never above the fixed rule's; pages whose
+    /// fixed input is small skip the probe).
+    #[arg(long, value_enum, env = "OCR_DET_SCALE", default_value_t = DetScaleArg::Fixed)]
+    pub det_scale: DetScaleArg,
+    /// Line height (px) the detector should see with `--det-scale text`.
+    #[arg(long, default_value_t = 24.0)]
+    pub det_text_height: f32,
+    /// Long side (px) of the probe pass of `--det-scale text`.
+    #[arg(long, default_value_t = 960)]
+    pub det_probe_side: u32,
     /// Detector input normalisation. Default: the model set's (v4, v6: half; v5: imagenet).
     #[arg(long, value_enum)]
     pub det_norm: Option<DetNorm>,
@@ -382,6 +394,12 @@ pub enum DetLimit {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DetScaleArg {
+    Fixed,
+    Text,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DetNorm {
     /// (x/255 − 0.5)/0.5, as RapidOCR.
     Half,
@@ -409,6 +427,13 @@ impl PipelineArgs {
                 DetNorm::Imagenet => Normalize::IMAGENET_BGR,
             };
         }
+        o.det_scale = match self.det_scale {
+            DetScaleArg::Fixed => DetScale::Fixed,
+            DetScaleArg::Text => DetScale::TextHeight {
+                probe_side_px: self.det_probe_side.max(32),
+                target_px: self.det_text_height.max(1.0),
+            },
+        };
         if let Some(d) = self.dilation {
             o.db.use_dilation = d;
         }

@@ -27,9 +27,10 @@ use crate::pipeline::ctc::{Charset, ctc_greedy, text_and_confidence, word_spans}
 use crate::pipeline::db::{DbParams, boxes_from_prob_map};
 use crate::pipeline::geometry::{Point, Quad};
 use crate::pipeline::order::reading_order;
+pub use crate::pipeline::preprocess::DetScale;
 use crate::pipeline::preprocess::{
     CropGeometry, DetResize, LimitType, Normalize, cls_tensor, crop_line, det_input_size,
-    det_tensor, rec_tensor, rec_width,
+    det_probe_size, det_size_for_text, det_tensor, rec_tensor, rec_width,
 };
 use crate::pipeline::{Line, Page, Tensor, Word, quad_out};
 
@@ -113,6 +114,9 @@ impl ModelKind {
 #[derive(Debug, Clone, PartialEq)]
 pub struct OcrOptions {
     pub det_resize: DetResize,
+    /// Whether the detector's scale follows the page's text size ([`DetScale`]): see
+    /// [`detect_scaled`].
+    pub det_scale: DetScale,
     pub det_norm: Normalize,
     pub db: DbParams,
     /// Run the 180° orientation classifier on each line.
@@ -195,6 +199,7 @@ impl Default for OcrOptions {
                 limit_side_px: 736,
                 max_side_px: 2048,
             },
+            det_scale: DetScale::Fixed,
             det_norm: Normalize::HALF,
             db: DbParams::default(),
             classify: false,
@@ -302,8 +307,8 @@ impl OcrEngine {
     /// Detects text lines: quads on the page, in reading order.
     pub fn detect(&mut self, page: &RgbImage, opts: &OcrOptions) -> Result<Vec<Quad>> {
         let (w, h) = page.dimensions();
-        let size = det_input_size(w, h, &opts.det_resize);
-        let mut quads = detect_batch(self.det.as_mut(), &[(page, opts)], size)?;
+        let size = det_first_size(w, h, opts);
+        let mut quads = detect_scaled(self.det.as_mut(), &[(page, opts)], size)?;
         Ok(quads.pop().unwrap_or_default())
     }
 
@@ -369,6 +374,41 @@ impl Candidate {
     pub fn rec_width(&self, max_w: u32) -> u32 {
         rec_width(self.crop.width(), self.crop.height(), max_w)
     }
+}
+
+/// The detector input size a page's first detection pass runs at: the probe's when its options
+/// ask for the scale from text size and the page is large enough to gain
+/// ([`det_probe_size`]), else the fixed rule's. Batches group pages by this size.
+pub fn det_first_size(w: u32, h: u32, opts: &OcrOptions) -> (u32, u32) {
+    det_probe_size(w, h, &opts.det_resize, &opts.det_scale)
+        .unwrap_or_else(|| det_input_size(w, h, &opts.det_resize))
+}
+
+/// [`detect_batch`] at the pages' shared first size ([`det_first_size`]), then, for each page
+/// whose first pass was a text-size probe, a second pass alone at the scale its text asks for
+/// ([`det_size_for_text`]) unless the probe's result stands. Returns how many second passes
+/// ran with the quads. A page's result depends on that page alone.
+pub fn detect_scaled(
+    det: &mut dyn Model,
+    pages: &[(&RgbImage, &OcrOptions)],
+    size: (u32, u32),
+) -> Result<Vec<Vec<Quad>>> {
+    let mut quads = detect_batch(det, pages, size)?;
+    for ((page, opts), q) in pages.iter().zip(quads.iter_mut()) {
+        let (w, h) = page.dimensions();
+        if det_probe_size(w, h, &opts.det_resize, &opts.det_scale).is_none() {
+            continue;
+        }
+        if let Some(second) = det_size_for_text(q, w, h, &opts.det_resize, &opts.det_scale) {
+            metrics::counter!("ocr_det_second_passes_total").increment(1);
+            *q = detect_batch(det, &[(page, opts)], second)?
+                .pop()
+                .unwrap_or_default();
+        } else {
+            metrics::counter!("ocr_det_probe_kept_total").increment(1);
+        }
+    }
+    Ok(quads)
 }
 
 /// Detects text lines on a batch of pages that share one detector input `size`: one model run

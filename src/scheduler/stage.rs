@@ -163,6 +163,8 @@ impl<T> Stage<T> {
     pub fn close(&self) {
         self.lock().closed = true;
         self.work.notify_all();
+        // A caller waiting for room ([`Stage::admit_within`]) is refused at once.
+        self.space.notify_all();
     }
 
     /// Depth and oldest age of each class, now.

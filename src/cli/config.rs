@@ -10,7 +10,7 @@ use super::Secret;
 use crate::api::ApiConfig;
 use crate::engine::openvino::{BackendChoice, Precision, resolve_backend, resolve_openvino_lib};
 use crate::engine::ort::{
-    Device, EngineConfig, SessionConfig, resolve_models_dir, resolve_ort_lib,
+    Device, EngineConfig, IoBindingChoice, SessionConfig, resolve_models_dir, resolve_ort_lib,
 };
 use crate::engine::{DetScale, ModelKind, OcrOptions, RecPad};
 use crate::error::Result;
@@ -268,6 +268,11 @@ pub struct RuntimeArgs {
     /// in the current directory or the checkout (installed by scripts/setup.sh).
     #[arg(long, global = true)]
     pub openvino_lib: Option<PathBuf>,
+    /// ONNX Runtime I/O binding: the input staged in memory the execution provider reads
+    /// directly and the output read in place (page-locked host memory on CUDA). `auto`: on where
+    /// the CUDA execution provider registered, off on CPU, where it saves nothing.
+    #[arg(long, value_enum, env = "OCR_IO_BINDING", default_value_t = IoBindingChoice::Auto, global = true)]
+    pub io_binding: IoBindingChoice,
 }
 
 impl RuntimeArgs {
@@ -287,6 +292,7 @@ impl RuntimeArgs {
                     self.device == Device::Cuda,
                     &lib,
                 )?,
+                io_binding: self.io_binding,
             },
             with_classifier,
         })

@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use ort::environment::Environment;
-use ort::session::Session;
+use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::builder::GraphOptimizationLevel;
+use ort::session::{IoBinding, Session};
 use ort::value::TensorRef;
 
 use super::openvino::{Backend, OvModel};
@@ -104,6 +105,22 @@ pub struct SessionConfig {
     pub device: Device,
     /// The runtime the models run on ([`super::openvino::resolve_backend`] decides it).
     pub backend: Backend,
+    /// Whether ONNX Runtime sessions run through an I/O binding ([`OrtModel`]'s docs).
+    pub io_binding: IoBindingChoice,
+}
+
+/// Whether an ONNX Runtime session runs through an I/O binding (`--io-binding`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IoBindingChoice {
+    /// On where the CUDA execution provider registered, off on CPU (where binding host memory
+    /// to a CPU session saves nothing).
+    #[default]
+    Auto,
+    /// Always (on CPU the binding uses ONNX Runtime's CPU allocator: the same arithmetic, so the
+    /// tests check the binding path on machines without a GPU).
+    On,
+    Off,
 }
 
 impl SessionConfig {
@@ -113,6 +130,7 @@ impl SessionConfig {
             intra_threads,
             device: Device::Cpu,
             backend: Backend::Ort,
+            io_binding: IoBindingChoice::Auto,
         }
     }
 }
@@ -135,14 +153,15 @@ static CUDA_FALLBACK_LOGGED: std::sync::atomic::AtomicBool =
 /// CPU builder. cuDNN's convolution search is `HEURISTIC`: the default `EXHAUSTIVE` benchmarks
 /// every algorithm for every new input shape, and OCR inputs change shape with every page and
 /// line width (it made RapidOCR slower on GPU than on CPU).
+/// The second value says whether the CUDA execution provider registered.
 fn with_device(
     b: ort::session::builder::SessionBuilder,
     device: Device,
     path: &Path,
-) -> ort::session::builder::SessionBuilder {
+) -> (ort::session::builder::SessionBuilder, bool) {
     if device == Device::Cpu {
         metrics::gauge!("ocr_execution_provider", "provider" => "cpu").set(1.0);
-        return b;
+        return (b, false);
     }
     #[cfg(feature = "cuda")]
     {
@@ -156,19 +175,19 @@ fn with_device(
             Ok(b) if available => {
                 metrics::gauge!("ocr_execution_provider", "provider" => "cuda").set(1.0);
                 tracing::info!(model = %path.display(), "CUDA execution provider registered");
-                b
+                (b, true)
             }
             Ok(b) => {
                 cuda_fallback(
                     path,
                     "this ONNX Runtime library has no CUDA execution provider (use the onnxruntime-gpu wheel's)",
                 );
-                b
+                (b, false)
             }
             Err(e) => {
                 let why = e.to_string();
                 cuda_fallback(path, &why);
-                e.recover()
+                (e.recover(), false)
             }
         }
     }
@@ -178,7 +197,7 @@ fn with_device(
             path,
             "this binary was built without the `cuda` feature (cargo build --release --features cuda)",
         );
-        b
+        (b, false)
     }
 }
 
@@ -195,9 +214,97 @@ fn cuda_fallback(path: &Path, why: &str) {
 }
 
 /// One ONNX Runtime session; runs its model's first input → first output.
+///
+/// With an I/O binding ([`IoBindingChoice`]; on by default where CUDA registered) the input is
+/// staged in memory the execution provider reads directly (CUDA: page-locked host memory, which
+/// the GPU copies by DMA without the driver's own staging copy; CPU: ONNX Runtime's allocator)
+/// and the output is bound to CPU-readable memory of the provider (CUDA: page-locked), so the
+/// result is read in place with no further copy. The staged input is kept and reused while the
+/// input shape repeats (bucketed recognition widths, the detector's warmed page shapes), and the
+/// output buffer is ONNX Runtime's to reuse between runs. Without a binding, `Session::run`
+/// copies the input from pageable memory and allocates a new output each run.
 pub struct OrtModel {
     session: Session,
+    binding: Option<Binder>,
     path: PathBuf,
+}
+
+/// A session's I/O binding and the input it stages (see [`OrtModel`]).
+struct Binder {
+    io: IoBinding,
+    /// Allocates the staged input: page-locked host memory on CUDA, ONNX Runtime's on CPU.
+    allocator: Allocator,
+    input_name: String,
+    output_name: String,
+    /// Where the output goes: CPU-readable memory of the execution provider.
+    out_mem: MemoryInfo<'static>,
+    /// The staged input and its shape, reused while the shape repeats.
+    staged: Option<(Vec<usize>, ort::value::Tensor<f32>)>,
+}
+
+impl Binder {
+    fn new(session: &Session, cuda: bool) -> Result<Self> {
+        let input_name = session
+            .inputs()
+            .first()
+            .map(|o| o.name().to_string())
+            .ok_or_else(|| Error::ModelOutput("the model has no input".into()))?;
+        let output_name = session
+            .outputs()
+            .first()
+            .map(|o| o.name().to_string())
+            .ok_or_else(|| Error::ModelOutput("the model has no output".into()))?;
+        let (allocator, out_mem) = if cuda {
+            let pinned =
+                |t| MemoryInfo::new(AllocationDevice::CUDA_PINNED, 0, AllocatorType::Device, t);
+            (
+                Allocator::new(session, pinned(MemoryType::CPUInput)?)?,
+                pinned(MemoryType::CPUOutput)?,
+            )
+        } else {
+            (
+                Allocator::default(),
+                MemoryInfo::new(
+                    AllocationDevice::CPU,
+                    0,
+                    AllocatorType::Device,
+                    MemoryType::Default,
+                )?,
+            )
+        };
+        Ok(Self {
+            io: session.create_binding()?,
+            allocator,
+            input_name,
+            output_name,
+            out_mem: out_mem.to_owned(),
+            staged: None,
+        })
+    }
+
+    /// Copies `input` into the staged tensor (a new one when the shape changed) and binds it.
+    /// A new input shape also rebinds the output: after a run ONNX Runtime keeps the output it
+    /// allocated bound (reused while the shape repeats) and refuses a run whose output shape
+    /// differs from it.
+    fn stage(&mut self, input: &Tensor) -> Result<()> {
+        if self.staged.as_ref().is_none_or(|(s, _)| *s != input.shape) {
+            // Drop the old buffer before allocating the new one: page-locked memory is scarce.
+            self.staged = None;
+            let t = ort::value::Tensor::<f32>::new(&self.allocator, input.shape.clone())?;
+            self.staged = Some((input.shape.clone(), t));
+            self.io.clear_outputs();
+            self.io
+                .bind_output_to_device(self.output_name.as_str(), &self.out_mem)?;
+        }
+        let (_, t) = self
+            .staged
+            .as_mut()
+            .expect("staged input set just above. This is a bug.");
+        let (_, buf) = t.extract_tensor_mut();
+        buf.copy_from_slice(&input.data);
+        self.io.bind_input(self.input_name.as_str(), &*t)?;
+        Ok(())
+    }
 }
 
 impl OrtModel {
@@ -215,15 +322,29 @@ impl OrtModel {
         if cfg.intra_threads > 0 {
             b = b.with_intra_threads(cfg.intra_threads).map_err(rt)?;
         }
-        b = with_device(b, cfg.device, path);
+        let (mut b, cuda) = with_device(b, cfg.device, path);
         // Sessions are driven from our own worker threads; ONNX Runtime's spinning inter-op pool
         // would only compete with them for cores.
         b = b.with_inter_threads(1).map_err(rt)?;
         let session = b
             .commit_from_file(path)
             .map_err(|e| Error::Runtime(format!("loading {}: {e}", path.display())))?;
+        let bind = match cfg.io_binding {
+            IoBindingChoice::Auto => cuda,
+            IoBindingChoice::On => true,
+            IoBindingChoice::Off => false,
+        };
+        let binding = if bind {
+            let binder = Binder::new(&session, cuda)
+                .map_err(|e| Error::Runtime(format!("binding {}: {e}", path.display())))?;
+            tracing::debug!(model = %path.display(), cuda, "session runs through an I/O binding");
+            Some(binder)
+        } else {
+            None
+        };
         Ok(Self {
             session,
+            binding,
             path: path.to_path_buf(),
         })
     }
@@ -232,13 +353,26 @@ impl OrtModel {
     pub fn metadata(&self, key: &str) -> Option<String> {
         self.session.metadata().ok()?.custom(key)
     }
+
+    /// Whether runs go through an I/O binding.
+    pub fn is_bound(&self) -> bool {
+        self.binding.is_some()
+    }
 }
 
 impl Model for OrtModel {
     fn run_with(&mut self, input: &Tensor, f: &mut OutputFn<'_>) -> Result<()> {
-        let shape: Vec<i64> = input.shape.iter().map(|&d| d as i64).collect();
-        let value = TensorRef::from_array_view((shape, input.data.as_slice()))?;
-        let outputs = self.session.run(ort::inputs![value])?;
+        let outputs = match &mut self.binding {
+            Some(b) => {
+                b.stage(input)?;
+                self.session.run_binding(&b.io)?
+            }
+            None => {
+                let shape: Vec<i64> = input.shape.iter().map(|&d| d as i64).collect();
+                let value = TensorRef::from_array_view((shape, input.data.as_slice()))?;
+                self.session.run(ort::inputs![value])?
+            }
+        };
         let (shape, data) = outputs[0]
             .try_extract_tensor::<f32>()
             .map_err(|e| Error::ModelOutput(format!("{}: {e}", self.path.display())))?;
@@ -247,16 +381,15 @@ impl Model for OrtModel {
     }
 
     fn run(&mut self, input: &Tensor) -> Result<Tensor> {
-        let shape: Vec<i64> = input.shape.iter().map(|&d| d as i64).collect();
-        let value = TensorRef::from_array_view((shape, input.data.as_slice()))?;
-        let outputs = self.session.run(ort::inputs![value])?;
-        let (shape, data) = outputs[0]
-            .try_extract_tensor::<f32>()
-            .map_err(|e| Error::ModelOutput(format!("{}: {e}", self.path.display())))?;
-        Ok(Tensor {
-            shape: shape.iter().map(|&d| d.max(0) as usize).collect(),
-            data: data.to_vec(),
-        })
+        let mut out = None;
+        self.run_with(input, &mut |shape, data| {
+            out = Some(Tensor {
+                shape: shape.to_vec(),
+                data: data.to_vec(),
+            });
+            Ok(())
+        })?;
+        Ok(out.expect("run_with calls its closure on success. This is a bug."))
     }
 }
 

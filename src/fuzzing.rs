@@ -255,8 +255,7 @@ fn job_options(opts: &JobRequestOptions) {
         det_limit_side: opts.det_limit_side,
         classify: opts.classify,
         min_confidence: opts.min_confidence,
-        format: None,
-        pages: None,
+        ..RequestOptions::default()
     };
     request_options(&as_request);
     let job = JobOptions {

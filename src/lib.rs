@@ -5,7 +5,7 @@
 //! seam ([`engine::Model`]), its ONNX Runtime implementation and test fakes, and the page pipeline
 //! ([`engine::OcrEngine`]); [`scheduler`] dynamic batching across requests on worker threads;
 //! [`api`] the HTTP API; [`jobs`] the durable job store and runner; [`error`] the one error type;
-//! [`output`] the text, hOCR and searchable-PDF writers; [`cli`] the command line; [`client`] the batch-ingestion client (`ocr-server submit`); [`bench`] the benchmark harness (`ocr-server bench`).
+//! [`output`] the text, hOCR and searchable-PDF writers; [`extract`] fields from OCR pages (receipts, MRZ, forms); [`cli`] the command line; [`client`] the batch-ingestion client (`ocr-server submit`); [`bench`] the benchmark harness (`ocr-server bench`).
 
 pub mod api;
 pub mod auth;
@@ -15,6 +15,7 @@ pub mod client;
 pub mod document;
 pub mod engine;
 pub mod error;
+pub mod extract;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod jobs;

@@ -307,8 +307,7 @@ fn job_spec(st: &AppState, opts: &JobRequestOptions, class: JobClass) -> Result<
         det_limit_side: opts.det_limit_side,
         classify: opts.classify,
         min_confidence: opts.min_confidence,
-        format: None,
-        pages: None,
+        ..RequestOptions::default()
     }
     .apply(st.scheduler.kind(), st.scheduler.base_options())?;
     if opts.classify == Some(true) && !st.scheduler.has_classifier() {
@@ -538,6 +537,7 @@ pub(super) async fn job_result(
             selected,
             pages,
             Default::default(),
+            None,
         )
         .await?);
     }
@@ -661,6 +661,7 @@ pub(super) async fn hybrid(
             selected,
             pages,
             Default::default(),
+            options.extract,
         )
         .await?;
         let h = resp.headers_mut();

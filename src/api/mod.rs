@@ -35,6 +35,7 @@ use crate::auth::{self, Auth, Caller};
 use crate::document::{Document, select_pages};
 use crate::engine::{ModelKind, OcrOptions};
 use crate::error::Error;
+use crate::extract::{Extract, Extraction};
 use crate::pipeline::decode::DecodeLimits;
 use crate::pipeline::{Page, document_text};
 use crate::scheduler::service::QueueReport;
@@ -283,6 +284,9 @@ pub struct RequestOptions {
     pub format: Option<Format>,
     /// Pages of a PDF or TIFF, 1-based: `1-3,7`, `5-` (default: all).
     pub pages: Option<String>,
+    /// Fields to extract from each page into the JSON result's `extractions`: `receipt`,
+    /// `mrz`, `kv` (form labels and values) or `auto` (per page, whichever is found).
+    pub extract: Option<Extract>,
 }
 
 impl options::Fields for RequestOptions {
@@ -294,6 +298,7 @@ impl options::Fields for RequestOptions {
         "format",
         "output",
         "pages",
+        "extract",
     ];
 }
 
@@ -306,6 +311,7 @@ impl RequestOptions {
             min_confidence: over.min_confidence.or(self.min_confidence),
             format: over.format.or(self.format),
             pages: over.pages.or(self.pages),
+            extract: over.extract.or(self.extract),
         }
     }
 
@@ -372,6 +378,9 @@ pub struct OcrResponse {
     /// Lines joined by `\n`, pages by a blank line.
     pub text: String,
     pub pages: Vec<Page>,
+    /// With `extract=`: what each page says as fields (pages numbered from 1).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub extractions: Vec<Extraction>,
     pub timings: Timings,
 }
 
@@ -514,6 +523,7 @@ async fn ocr(
         selected,
         pages,
         t,
+        options.extract,
     )
     .await?;
     let total_ms = arrived.elapsed().as_secs_f64() * 1000.0;
@@ -543,11 +553,15 @@ pub(crate) async fn respond(
     selected: Vec<usize>,
     pages: Vec<Page>,
     timings: Timings,
+    extract: Option<Extract>,
 ) -> Result<Response, Error> {
     Ok(match format {
         Format::Json => Json(OcrResponse {
             model,
             text: document_text(&pages),
+            extractions: extract
+                .map(|e| crate::extract::extract(e, &pages))
+                .unwrap_or_default(),
             pages,
             timings,
         })

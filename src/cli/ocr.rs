@@ -22,6 +22,7 @@ use crate::document::{Document, select_pages};
 use crate::engine::OcrOptions;
 use crate::engine::ort::{Device, OrtFactory, SessionConfig};
 use crate::error::{Error, Result};
+use crate::extract::{Extract, Extraction};
 use crate::output;
 use crate::pipeline::decode::DecodeLimits;
 use crate::pipeline::{Page, document_text};
@@ -65,6 +66,10 @@ pub struct OcrArgs {
     /// Write the output to this file instead of standard output.
     #[arg(long, short = 'o')]
     pub output: Option<PathBuf>,
+    /// Fields to extract from each page into the JSON output's `extractions` (`json`,
+    /// `jsonl`): `receipt`, `mrz`, `kv` or `auto`, as `extract=` on `/v1/ocr`.
+    #[arg(long, value_enum)]
+    pub extract: Option<Extract>,
     /// Documents: PDF, PNG, JPEG, TIFF (every page), WebP, BMP.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
@@ -86,6 +91,8 @@ pub struct FileResult {
     pub text: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pages: Option<Vec<Page>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub extractions: Vec<Extraction>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<FileError>,
 }
@@ -220,6 +227,7 @@ fn run_ocr_to(args: &OcrArgs, out: &mut dyn Write) -> Result<bool> {
         pages: 0,
         all_ok: true,
         json_items: Vec::new(),
+        extract: args.extract,
     };
     let window = jobs * WINDOW_PER_WORKER;
     let (permit_tx, permit_rx) = crossbeam_channel::bounded::<()>(window);
@@ -304,6 +312,7 @@ struct Report {
     pages: usize,
     all_ok: bool,
     json_items: Vec<FileResult>,
+    extract: Option<Extract>,
 }
 
 fn stdout_error(e: impl Into<std::io::Error>) -> Error {
@@ -333,6 +342,10 @@ impl Report {
                 FileResult {
                     file: shown.to_string(),
                     text: Some(document_text(&pages)),
+                    extractions: self
+                        .extract
+                        .map(|e| crate::extract::extract(e, &pages))
+                        .unwrap_or_default(),
                     pages: Some(pages),
                     error: None,
                 }
@@ -344,6 +357,7 @@ impl Report {
                     file: shown.to_string(),
                     text: None,
                     pages: None,
+                    extractions: Vec::new(),
                     error: Some(FileError {
                         code: e.code(),
                         message: e.to_string(),

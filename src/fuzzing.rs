@@ -263,6 +263,7 @@ fn job_options(opts: &JobRequestOptions) {
         classify: opts.classify,
         min_confidence: opts.min_confidence,
         pages: opts.pages.clone(),
+        extract: opts.extract,
     };
     for kind in ModelKind::ALL {
         let _ = job.apply(&OcrOptions::for_model(kind));

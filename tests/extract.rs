@@ -27,7 +27,7 @@ use ocr_server::engine::ort::{
 use ocr_server::scheduler::{Scheduler, SchedulerConfig};
 use tower::ServiceExt;
 
-fn router() -> axum::Router {
+fn scheduler() -> Arc<Scheduler> {
     let engine = EngineConfig {
         kind: ModelKind::V6,
         models_dir: resolve_models_dir(None),
@@ -39,11 +39,54 @@ fn router() -> axum::Router {
     let cfg = SchedulerConfig::for_model(ModelKind::V6);
     let scheduler = Arc::new(Scheduler::start(cfg, factory).unwrap());
     scheduler.wait_ready(Duration::from_secs(120)).unwrap();
-    let api = ApiConfig {
+    scheduler
+}
+
+fn api_config() -> ApiConfig {
+    ApiConfig {
         default_timeout: Duration::from_secs(300),
         ..ApiConfig::default()
-    };
-    Api::new(scheduler, api).router()
+    }
+}
+
+fn router() -> axum::Router {
+    Api::new(scheduler(), api_config()).router()
+}
+
+/// The API with jobs: a SQLite store and file documents in a fresh folder, the job runner.
+fn jobs_router(dir: &std::path::Path) -> axum::Router {
+    use ocr_server::jobs::documents::DocumentStore;
+    use ocr_server::jobs::runner::{Runner, RunnerConfig};
+    use ocr_server::jobs::service::{JobService, ServiceConfig};
+    use ocr_server::jobs::sqlite::SqliteStore;
+    std::fs::create_dir_all(dir).unwrap();
+    let scheduler = scheduler();
+    let store = Arc::new(SqliteStore::open(&dir.join("jobs.db")).unwrap());
+    let documents = Arc::new(
+        DocumentStore::open(&format!("file://{}/documents", dir.display()), 64 << 20).unwrap(),
+    );
+    let runner = Runner::new(
+        store,
+        scheduler.clone(),
+        documents,
+        RunnerConfig {
+            poll: Duration::from_millis(50),
+            ..RunnerConfig::default()
+        },
+    );
+    runner.start();
+    let jobs = JobService::new(runner, ServiceConfig::default());
+    Api::with_jobs(scheduler, api_config(), jobs).router()
+}
+
+async fn call(router: &axum::Router, req: Request<Body>) -> (StatusCode, serde_json::Value) {
+    let resp = router.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 async fn ocr(router: &axum::Router, query: &str, ctype: &str, bytes: Vec<u8>) -> serde_json::Value {
@@ -275,26 +318,14 @@ async fn synthetic_passports_and_id_cards_parse_with_every_check_and_a_wrong_dig
     docs.push(corrupted(td3(&mut rng)));
     docs.push(corrupted(td1(&mut rng)));
     for (i, d) in docs.iter().enumerate() {
-        let mut lines = vec![
-            if d.format == "TD3" {
-                "PASSPORT"
-            } else {
-                "IDENTITY CARD"
-            }
-            .to_string(),
-            format!("Surname / Nom: {}", d.surname),
-            String::new(),
-        ];
-        lines.extend(d.zone.iter().cloned());
-        let mut img = render(&lines, 26.0);
         // Every third document is turned a few degrees, every other one gets noise.
-        if i % 3 == 1 {
-            img = rotate(&img, if i % 2 == 0 { 2.5 } else { -2.0 });
-        }
-        if i % 2 == 1 {
-            img = noisy(img, &mut rng, 40);
-        }
-        let json = ocr(&router, "extract=mrz", "image/png", png(&img)).await;
+        let turn = match (i % 3, i % 2) {
+            (1, 0) => 2.5,
+            (1, _) => -2.0,
+            _ => 0.0,
+        };
+        let bytes = document_png(d, &mut rng, turn, i % 2 == 1);
+        let json = ocr(&router, "extract=mrz", "image/png", bytes).await;
         let text = json["text"].as_str().unwrap_or_default();
         let ex = json["extractions"].as_array().cloned().unwrap_or_default();
         assert_eq!(ex.len(), 1, "{}: no MRZ found; OCR read:\n{text}", d.name);
@@ -334,6 +365,138 @@ async fn synthetic_passports_and_id_cards_parse_with_every_check_and_a_wrong_dig
         }
         assert!(e["fields"]["surname"]["box"].is_array(), "{}", d.name);
     }
+}
+
+/// One synthetic document as a page image: a title, a name line and the zone.
+fn document_png(d: &Synthetic, rng: &mut Rng, turn: f32, noise: bool) -> Vec<u8> {
+    let mut lines = vec![
+        if d.format == "TD3" {
+            "PASSPORT"
+        } else {
+            "IDENTITY CARD"
+        }
+        .to_string(),
+        format!("Surname / Nom: {}", d.surname),
+        String::new(),
+    ];
+    lines.extend(d.zone.iter().cloned());
+    let mut img = render(&lines, 26.0);
+    if turn != 0.0 {
+        img = rotate(&img, turn);
+    }
+    if noise {
+        img = noisy(img, rng, 40);
+    }
+    png(&img)
+}
+
+/// Validation drives review: a job extracting MRZ fields from a good passport and one whose
+/// date-of-birth check digit is wrong ends in `needs_review` with no confidence threshold at
+/// all; the page's event names the field; the result carries both documents' extractions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_check_digit_sends_the_job_to_review_naming_the_field() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("extract-jobs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let router = jobs_router(&dir);
+    let mut rng = Rng(0x0dd_ba11_cafe_f00d);
+    let good = td3(&mut rng);
+    let bad = corrupted(td3(&mut rng));
+    let files = [
+        ("good.png", document_png(&good, &mut rng, 0.0, false)),
+        ("bad.png", document_png(&bad, &mut rng, 0.0, false)),
+    ];
+    let b = "extractBoundary";
+    let mut body =
+        format!("--{b}\r\nContent-Disposition: form-data; name=\"extract\"\r\n\r\nmrz\r\n")
+            .into_bytes();
+    for (name, bytes) in &files {
+        body.extend_from_slice(
+            format!(
+                "--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n\
+                 Content-Type: image/png\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{b}--\r\n").as_bytes());
+    let (s, job) = call(
+        &router,
+        Request::post("/v1/jobs")
+            .header(
+                header::CONTENT_TYPE,
+                format!("multipart/form-data; boundary={b}"),
+            )
+            .body(Body::from(body))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    let mut state = String::new();
+    for _ in 0..3000 {
+        let (_, j) = call(
+            &router,
+            Request::get(format!("/v1/jobs/{id}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        state = j["state"].as_str().unwrap_or_default().to_string();
+        if ["needs_review", "completed", "failed", "partially_completed"].contains(&state.as_str())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(state, "needs_review");
+    let (_, events) = call(
+        &router,
+        Request::get(format!("/v1/jobs/{id}/events"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    let reviews: Vec<(u64, String)> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "page_completed")
+        .filter_map(|e| {
+            Some((
+                e["detail"]["document"].as_u64()?,
+                e["detail"]["review"].as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    assert_eq!(
+        reviews.len(),
+        1,
+        "only the bad document is flagged: {events}"
+    );
+    assert_eq!(reviews[0].0, 1, "the second document: {events}");
+    assert!(
+        reviews[0].1.contains("date_of_birth"),
+        "the reason names the field: {}",
+        reviews[0].1
+    );
+    let (_, result) = call(
+        &router,
+        Request::get(format!("/v1/jobs/{id}/result"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    let docs = result["documents"].as_array().unwrap();
+    assert_eq!(docs[0]["extractions"][0]["valid"], true, "{result}");
+    assert_eq!(
+        docs[0]["extractions"][0]["fields"]["surname"]["value"], good.surname,
+        "{result}"
+    );
+    assert_eq!(docs[1]["extractions"][0]["valid"], false, "{result}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn receipts() -> Vec<PathBuf> {

@@ -134,7 +134,44 @@ contract!(
     api_keys_are_stored_hashed_and_revoked,
     tenants_see_their_own_jobs_and_backlog,
     claims_share_turns_between_tenants,
+    a_review_reason_sends_a_confident_page_to_review,
 );
+
+/// A page whose extracted field failed its check is stored with the reason: the job ends in
+/// `needs_review` although every line is over the threshold, the `page_completed` event names
+/// the field, and a page completed without a reason does not.
+async fn a_review_reason_sends_a_confident_page_to_review(s: Arc<dyn JobStore>) {
+    for (id, reason, want) in [
+        ("ok", None, JobState::Completed),
+        (
+            "flagged",
+            Some("mrz date_of_birth: check digit"),
+            JobState::NeedsReview,
+        ),
+    ] {
+        s.create_job(new_job(id, &[1]), 1, 1000).await.unwrap();
+        let got = s.claim(&claim("a", JobClass::Bulk, 1, 2)).await.unwrap();
+        assert_eq!(ids(&got), [(id.into(), 0, 0)]);
+        assert_eq!(
+            s.complete_page(&got[0].lease, &page(0.99), reason, 3)
+                .await
+                .unwrap(),
+            Some(want),
+            "{id}"
+        );
+        let events = s.events(id).await.unwrap();
+        let done = events
+            .iter()
+            .find(|e| e.kind == "page_completed")
+            .expect("a page_completed event");
+        assert_eq!(
+            done.detail["review"].as_str(),
+            reason,
+            "{id}: {}",
+            done.detail
+        );
+    }
+}
 
 fn api_key(name: &str, hash: &str) -> ocr_server::jobs::model::ApiKey {
     ocr_server::jobs::model::ApiKey {
@@ -276,7 +313,7 @@ async fn lifecycle_with_retry_review_and_events(s: Arc<dyn JobStore>) {
         JobState::Processing
     );
     assert_eq!(
-        s.complete_page(&got[0].lease, &page(0.95), 12)
+        s.complete_page(&got[0].lease, &page(0.95), None, 12)
             .await
             .unwrap(),
         Some(JobState::Processing)
@@ -293,12 +330,12 @@ async fn lifecycle_with_retry_review_and_events(s: Arc<dyn JobStore>) {
     let late = s.claim(&claim("a", JobClass::Bulk, 5, 15)).await.unwrap();
     assert_eq!(ids(&late), [("j1".into(), 0, 1)]);
     assert_eq!(late[0].attempts, 2);
-    s.complete_page(&late[0].lease, &page(0.5), 16)
+    s.complete_page(&late[0].lease, &page(0.5), None, 16)
         .await
         .unwrap();
     // The 0.5 page is under the 0.8 review threshold.
     assert_eq!(
-        s.complete_page(&early[0].lease, &page(0.9), 18)
+        s.complete_page(&early[0].lease, &page(0.9), None, 18)
             .await
             .unwrap(),
         Some(JobState::NeedsReview)
@@ -397,7 +434,7 @@ async fn a_lost_lease_is_fenced_out_and_rescued(s: Arc<dyn JobStore>) {
             .is_empty()
     );
     assert_eq!(
-        s.complete_page(&a[0].lease, &page(0.1), 2600)
+        s.complete_page(&a[0].lease, &page(0.1), None, 2600)
             .await
             .unwrap(),
         None
@@ -407,7 +444,7 @@ async fn a_lost_lease_is_fenced_out_and_rescued(s: Arc<dyn JobStore>) {
         None
     );
     assert_eq!(
-        s.complete_page(&b[0].lease, &page(0.99), 2700)
+        s.complete_page(&b[0].lease, &page(0.99), None, 2700)
             .await
             .unwrap(),
         Some(JobState::Completed)
@@ -448,7 +485,7 @@ async fn concurrent_claimers_never_share_a_page(s: Arc<dyn JobStore>) {
                     return mine;
                 }
                 for p in got {
-                    s.complete_page(&p.lease, &page(0.9), 101)
+                    s.complete_page(&p.lease, &page(0.9), None, 101)
                         .await
                         .unwrap()
                         .unwrap();
@@ -534,7 +571,9 @@ async fn cancel_revokes_leases(s: Arc<dyn JobStore>) {
             .is_empty()
     );
     assert_eq!(
-        s.complete_page(&a[0].lease, &page(0.9), 4).await.unwrap(),
+        s.complete_page(&a[0].lease, &page(0.9), None, 4)
+            .await
+            .unwrap(),
         None
     );
     assert!(
@@ -632,9 +671,13 @@ async fn outbox_rows_are_written_with_the_state_and_claimed_once(s: Arc<dyn JobS
     j.webhook_url = Some("http://127.0.0.1:9/hook".into());
     s.create_job(j, 0, 10).await.unwrap();
     let got = s.claim(&claim("a", JobClass::Bulk, 2, 1)).await.unwrap();
-    s.complete_page(&got[0].lease, &page(0.9), 2).await.unwrap();
+    s.complete_page(&got[0].lease, &page(0.9), None, 2)
+        .await
+        .unwrap();
     assert!(s.deliveries("w").await.unwrap().is_empty(), "not final yet");
-    s.complete_page(&got[1].lease, &page(0.9), 3).await.unwrap();
+    s.complete_page(&got[1].lease, &page(0.9), None, 3)
+        .await
+        .unwrap();
     let d = s.deliveries("w").await.unwrap();
     assert_eq!(d.len(), 1, "written in the completing transaction");
     assert_eq!(
@@ -715,7 +758,9 @@ async fn sweep_keeps_unreviewed_jobs_and_lists_with_a_cursor(s: Arc<dyn JobStore
     let got = s.claim(&claim("w", JobClass::Bulk, 5, 11)).await.unwrap();
     let d = got.iter().find(|p| p.lease.page.job_id == "d").unwrap();
     assert_eq!(
-        s.complete_page(&d.lease, &page(0.5), 12).await.unwrap(),
+        s.complete_page(&d.lease, &page(0.5), None, 12)
+            .await
+            .unwrap(),
         Some(JobState::NeedsReview)
     );
     let first: Vec<String> = s
@@ -828,7 +873,7 @@ async fn claim_latency_with_100k_queued() {
             times.push(t.elapsed().as_secs_f64() * 1000.0);
             assert_eq!(got.len(), 16);
             for p in &got {
-                s.complete_page(&p.lease, &page(0.9), 10_000 + i)
+                s.complete_page(&p.lease, &page(0.9), None, 10_000 + i)
                     .await
                     .unwrap();
             }

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::Caller;
 use crate::engine::ModelKind;
 use crate::error::Error;
+use crate::extract::Extract;
 use crate::jobs::model::{JobClass, JobOptions, JobRecord, JobState};
 use crate::jobs::service::{Correction, JobService, JobSpec, Review, Source, Upload};
 use crate::pipeline::Page;
@@ -52,6 +53,10 @@ pub struct JobRequestOptions {
     pub name: Option<String>,
     /// Pages of each PDF or TIFF, 1-based: `1-3,7`, `5-` (default: all).
     pub pages: Option<String>,
+    /// Fields to extract from each page (`receipt`, `mrz`, `kv`, `auto`): the result gains
+    /// `extractions`, and a page whose field fails its check or is under `review_threshold`
+    /// puts the job in `needs_review`, the reason naming the field.
+    pub extract: Option<Extract>,
 }
 
 impl Fields for JobRequestOptions {
@@ -66,6 +71,7 @@ impl Fields for JobRequestOptions {
         "webhook_url",
         "name",
         "pages",
+        "extract",
     ];
 }
 
@@ -82,6 +88,7 @@ impl JobRequestOptions {
             webhook_url: o.webhook_url.or(self.webhook_url),
             name: o.name.or(self.name),
             pages: o.pages.or(self.pages),
+            extract: o.extract.or(self.extract),
         }
     }
 }
@@ -321,6 +328,7 @@ fn job_spec(st: &AppState, opts: &JobRequestOptions, class: JobClass) -> Result<
             classify: opts.classify,
             min_confidence: opts.min_confidence,
             pages: opts.pages.clone(),
+            extract: opts.extract,
         },
         class: Some(class),
         tag: opts.tag.clone(),
@@ -497,6 +505,10 @@ pub struct DocumentResult {
     pub text: String,
     /// Per page: its result, or null when it is not completed (see the job's page states).
     pub pages: Vec<Option<Page>>,
+    /// With the job's `extract`: the fields of each completed page (`page` counts from 1
+    /// within this document).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub extractions: Vec<crate::extract::Extraction>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -551,6 +563,7 @@ pub(super) async fn job_result(
             .join("\n\u{c}");
         return Ok(([(header::CONTENT_TYPE, Format::Text.content_type())], text).into_response());
     }
+    let extract = r.job.options.extract;
     Ok(Json(JobResult {
         id: r.job.id,
         state: r.job.state,
@@ -561,6 +574,21 @@ pub(super) async fn job_result(
             .map(|d| DocumentResult {
                 name: d.name,
                 text: d.texts.join("\n\n"),
+                extractions: extract
+                    .map(|e| {
+                        d.pages
+                            .iter()
+                            .enumerate()
+                            .filter_map(|(i, p)| {
+                                crate::extract::extract_page(
+                                    e,
+                                    p.as_ref().filter(|p| !p.lines.is_empty())?,
+                                    i + 1,
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
                 pages: d.pages,
             })
             .collect(),
@@ -640,6 +668,7 @@ pub(super) async fn hybrid(
         classify: options.classify,
         min_confidence: options.min_confidence,
         pages: options.pages.clone(),
+        extract: options.extract,
         ..JobRequestOptions::default()
     };
     let doc = Upload {

@@ -145,6 +145,10 @@ pub struct JobOptions {
     /// The page selection (`1-3,7`) applied to each document; job page k is the k-th selected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pages: Option<String>,
+    /// Fields to extract from each page; a field that fails its check or is under the job's
+    /// review threshold sends the page to review.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extract: Option<crate::extract::Extract>,
 }
 
 impl JobOptions {
@@ -413,6 +417,45 @@ pub fn derive_state(c: PageCounts) -> JobState {
     } else {
         JobState::Completed
     }
+}
+
+/// Why a completed page needs a person whatever its lines' confidence: its extraction's failed
+/// checks and its fields under `threshold`, each naming the field (`mrz date_of_birth: check
+/// digit`, `receipt total: confidence 0.41 under 0.80`). None when nothing is wrong or the job
+/// extracts nothing.
+pub fn review_reason(
+    extract: Option<crate::extract::Extract>,
+    page: &Page,
+    threshold: Option<f32>,
+) -> Option<String> {
+    let e = crate::extract::extract_page(extract?, page, 1)?;
+    let kind = serde_json::to_value(e.kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let mut reasons: Vec<String> = e.problems.iter().map(|p| format!("{kind} {p}")).collect();
+    if let Some(t) = threshold {
+        for name in e.fields_under(t) {
+            let c = e.fields.get(&name).map_or(0.0, |f| f.confidence);
+            reasons.push(format!("{kind} {name}: confidence {c:.2} under {t:.2}"));
+        }
+    }
+    (!reasons.is_empty()).then(|| reasons.join("; "))
+}
+
+/// The `page_completed` event's detail; `review` says why the page needs a person whatever
+/// its confidence.
+pub fn page_completed(
+    doc: usize,
+    page: usize,
+    worker: Option<&str>,
+    review: Option<&str>,
+) -> serde_json::Value {
+    let mut v = serde_json::json!({"document": doc, "page": page, "worker": worker});
+    if let Some(r) = review {
+        v["review"] = serde_json::Value::from(r);
+    }
+    v
 }
 
 /// The lowest line confidence of a page (None without lines).

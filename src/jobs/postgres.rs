@@ -21,7 +21,8 @@ use tokio::sync::Notify;
 use super::model::{
     ApiKey, Backlog, Claim, ClaimedPage, Created, Delivery, DeliveryAttempt, DeliveryState,
     DocumentRecord, Event, JobClass, JobOptions, JobRecord, JobState, NewJob, PageCounts,
-    PageLease, PageRecord, PageRef, PageState, derive_state, min_confidence, webhook_event,
+    PageLease, PageRecord, PageRef, PageState, derive_state, min_confidence, page_completed,
+    webhook_event,
 };
 use super::store::JobStore;
 use crate::error::{Error, Result};
@@ -36,7 +37,7 @@ const CHANNEL: &str = "ocr_jobs";
 /// Any fixed number: the advisory lock that serialises migrations between replicas.
 const MIGRATION_LOCK: i64 = 0x6f63_7273_7276;
 
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     "
 CREATE TABLE jobs (
     id TEXT PRIMARY KEY,
@@ -143,6 +144,10 @@ CREATE TABLE api_keys (
     created_at BIGINT NOT NULL,
     revoked_at BIGINT
 );
+",
+    // 3: why a completed page needs review whatever its confidence (a field's failed check).
+    "
+ALTER TABLE pages ADD COLUMN review_reason TEXT;
 ",
 ];
 
@@ -281,8 +286,9 @@ async fn counts(tx: &mut Tx<'_>, id: &str, threshold: Option<f64>) -> Result<Pag
             COUNT(*) FILTER (WHERE state = 'processing'),
             COUNT(*) FILTER (WHERE state = 'completed'),
             COUNT(*) FILTER (WHERE state = 'failed'),
-            COUNT(*) FILTER (WHERE state = 'completed' AND min_confidence IS NOT NULL
-                             AND $2::DOUBLE PRECISION IS NOT NULL AND min_confidence < $2),
+            COUNT(*) FILTER (WHERE state = 'completed' AND (review_reason IS NOT NULL
+                             OR (min_confidence IS NOT NULL
+                                 AND $2::DOUBLE PRECISION IS NOT NULL AND min_confidence < $2))),
             COUNT(*) FILTER (WHERE state = 'cancelled')
          FROM pages WHERE job_id = $1",
     )
@@ -907,6 +913,7 @@ impl JobStore for PgStore {
         &self,
         l: &PageLease,
         result: &Page,
+        review: Option<&str>,
         now: i64,
     ) -> Result<Option<JobState>> {
         let json = to_json(result)?;
@@ -919,7 +926,7 @@ impl JobStore for PgStore {
                   AND state = 'processing' FOR UPDATE)
              UPDATE pages p SET state = 'completed', result = $5, min_confidence = $6,
                     error = NULL, lease_owner = NULL, lease_token = NULL, lease_until = NULL,
-                    updated_at = $7
+                    updated_at = $7, review_reason = $8
              FROM old WHERE p.job_id = old.job_id AND p.doc = old.doc AND p.page = old.page
              RETURNING old.lease_owner",
         )
@@ -930,6 +937,7 @@ impl JobStore for PgStore {
         .bind(json)
         .bind(min_conf)
         .bind(now)
+        .bind(review)
         .fetch_optional(&mut *tx)
         .await
         .map_err(db_err)?;
@@ -939,7 +947,7 @@ impl JobStore for PgStore {
             &mut tx,
             &l.page.job_id,
             "page_completed",
-            &serde_json::json!({"document": l.page.doc, "page": l.page.page, "worker": owner}),
+            &page_completed(l.page.doc, l.page.page, owner.as_deref(), review),
             now,
         )
         .await?;

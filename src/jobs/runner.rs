@@ -442,10 +442,22 @@ impl Runner {
                     .review_threshold
                     .is_some_and(|t| super::model::min_confidence(&page).is_some_and(|c| c < t));
                 if low {
-                    metrics::counter!("ocr_job_pages_low_confidence_total", "tag" => tag)
+                    metrics::counter!("ocr_job_pages_low_confidence_total", "tag" => tag.clone())
                         .increment(1);
                 }
-                store.complete_page(&lease, &page, now).await
+                let review = super::model::review_reason(
+                    claimed.options.extract,
+                    &page,
+                    claimed.review_threshold,
+                );
+                if let Some(why) = &review {
+                    tracing::info!(review = %why, "page sent to review by its fields");
+                    metrics::counter!("ocr_job_pages_field_review_total", "tag" => tag)
+                        .increment(1);
+                }
+                store
+                    .complete_page(&lease, &page, review.as_deref(), now)
+                    .await
             }
             Some(Err(e)) => match e.retry() {
                 Retry::After(_) if self.stopping.load(Ordering::Acquire) => {

@@ -16,7 +16,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 use super::model::{
     ApiKey, Backlog, Claim, ClaimedPage, Created, Delivery, DeliveryAttempt, DeliveryState,
     DocumentRecord, Event, JobClass, JobOptions, JobRecord, JobState, NewJob, PageCounts,
-    PageLease, PageRecord, PageState, derive_state, min_confidence, webhook_event,
+    PageLease, PageRecord, PageState, derive_state, min_confidence, page_completed, webhook_event,
 };
 use super::store::JobStore;
 use crate::error::{Error, Result};
@@ -27,7 +27,7 @@ fn db_err(e: rusqlite::Error) -> Error {
 }
 
 /// Numbered schema migrations; each runs once, in order, in its own transaction.
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     // 1: the first release's schema.
     "
 CREATE TABLE IF NOT EXISTS jobs (
@@ -140,6 +140,10 @@ CREATE TABLE api_keys (
     created_at INTEGER NOT NULL,
     revoked_at INTEGER
 );
+",
+    // 4: why a completed page needs review whatever its confidence (a field's failed check).
+    "
+ALTER TABLE pages ADD COLUMN review_reason TEXT;
 ",
 ];
 
@@ -313,8 +317,9 @@ fn counts(tx: &Connection, id: &str, threshold: Option<f64>) -> Result<PageCount
             COALESCE(SUM(state = 'processing'), 0),
             COALESCE(SUM(state = 'completed'), 0),
             COALESCE(SUM(state = 'failed'), 0),
-            COALESCE(SUM(state = 'completed' AND min_confidence IS NOT NULL
-                         AND ?2 IS NOT NULL AND min_confidence < ?2), 0),
+            COALESCE(SUM(state = 'completed' AND (review_reason IS NOT NULL
+                         OR (min_confidence IS NOT NULL AND ?2 IS NOT NULL
+                             AND min_confidence < ?2))), 0),
             COALESCE(SUM(state = 'cancelled'), 0)
          FROM pages WHERE job_id = ?1",
         params![id, threshold],
@@ -872,11 +877,13 @@ impl JobStore for SqliteStore {
         &self,
         lease: &PageLease,
         result: &Page,
+        review: Option<&str>,
         now: i64,
     ) -> Result<Option<JobState>> {
         let json = to_json(result)?;
         let min_conf = min_confidence(result).map(f64::from);
         let l = lease.clone();
+        let review = review.map(str::to_string);
         self.tx(move |tx| {
             let owner: Option<String> = tx
                 .query_row(
@@ -898,7 +905,7 @@ impl JobStore for SqliteStore {
                 .execute(
                     "UPDATE pages SET state = 'completed', result = ?5, min_confidence = ?6,
                             error = NULL, lease_owner = NULL, lease_token = NULL,
-                            lease_until = NULL, updated_at = ?7
+                            lease_until = NULL, updated_at = ?7, review_reason = ?8
                      WHERE job_id = ?1 AND doc = ?2 AND page = ?3 AND lease_token = ?4
                        AND state = 'processing'",
                     params![
@@ -908,7 +915,8 @@ impl JobStore for SqliteStore {
                         l.token,
                         json,
                         min_conf,
-                        now
+                        now,
+                        review
                     ],
                 )
                 .map_err(db_err)?;
@@ -919,8 +927,7 @@ impl JobStore for SqliteStore {
                 tx,
                 &l.page.job_id,
                 "page_completed",
-                &serde_json::json!({"document": l.page.doc, "page": l.page.page,
-                                    "worker": owner}),
+                &page_completed(l.page.doc, l.page.page, owner.as_deref(), review.as_deref()),
                 now,
             )?;
             refresh_state(tx, &l.page.job_id, now).map(Some)

@@ -76,12 +76,15 @@ pub trait JobStore: Send + Sync + 'static {
     /// still holds (a token missing from the answer was lost: cancelled, or expired and
     /// claimed elsewhere).
     async fn renew(&self, owner: &str, tokens: &[String], until_ms: i64) -> Result<Vec<String>>;
-    /// Stores a page's result with its `completed` state. `None` when the lease was lost (the
-    /// write is fenced out); else the job's state after it.
+    /// Stores a page's result with its `completed` state. `review` names why the page needs a
+    /// person whatever its confidence (an extracted field failed its check or is under the
+    /// job's threshold): the job then ends in `needs_review`. `None` when the lease was lost
+    /// (the write is fenced out); else the job's state after it.
     async fn complete_page(
         &self,
         lease: &PageLease,
         result: &Page,
+        review: Option<&str>,
         now_ms: i64,
     ) -> Result<Option<JobState>>;
     /// Records a failed attempt: back to `queued` at `retry_at_ms`, or `failed` for good when

@@ -264,6 +264,8 @@ fn job_options(opts: &JobRequestOptions) {
         min_confidence: opts.min_confidence,
         pages: opts.pages.clone(),
         extract: opts.extract,
+        profile: opts.profile.clone(),
+        first_pass: None,
     };
     for kind in ModelKind::ALL {
         let _ = job.apply(&OcrOptions::for_model(kind));

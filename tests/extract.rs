@@ -53,21 +53,62 @@ fn router() -> axum::Router {
     Api::new(scheduler(), api_config()).router()
 }
 
+/// The two default profiles of `serve`: `accurate` (PP-OCRv6 small, the default rules) and
+/// `fast` (PP-OCRv4 mobile, detection at most 640 px), over one core gate.
+fn two_profiles() -> Arc<ocr_server::scheduler::Profiles> {
+    use ocr_server::pipeline::preprocess::LimitType;
+    use ocr_server::scheduler::{ProfileSpec, Profiles};
+    let spec = |name: &str, kind: ModelKind| {
+        let engine = EngineConfig {
+            kind,
+            models_dir: resolve_models_dir(None),
+            ort_lib: resolve_ort_lib(None),
+            session: SessionConfig::cpu(1),
+            with_classifier: false,
+        };
+        let mut cfg = SchedulerConfig::for_model(kind);
+        if name == "fast" {
+            cfg.base.det_resize.limit_type = LimitType::Max;
+            cfg.base.det_resize.limit_side_px = 640;
+        }
+        ProfileSpec {
+            name: name.into(),
+            cfg,
+            factory: Arc::new(OrtFactory::new(engine).unwrap()),
+        }
+    };
+    let core_slots = SchedulerConfig::for_model(ModelKind::V6).core_slots;
+    let p = Profiles::start(
+        vec![spec("accurate", ModelKind::V6), spec("fast", ModelKind::V4)],
+        core_slots,
+    )
+    .unwrap();
+    p.wait_ready(Duration::from_secs(180)).unwrap();
+    Arc::new(p)
+}
+
 /// The API with jobs: a SQLite store and file documents in a fresh folder, the job runner.
 fn jobs_router(dir: &std::path::Path) -> axum::Router {
+    let profiles = Arc::new(ocr_server::scheduler::Profiles::single(scheduler()));
+    jobs_router_over(dir, profiles)
+}
+
+fn jobs_router_over(
+    dir: &std::path::Path,
+    profiles: Arc<ocr_server::scheduler::Profiles>,
+) -> axum::Router {
     use ocr_server::jobs::documents::DocumentStore;
     use ocr_server::jobs::runner::{Runner, RunnerConfig};
     use ocr_server::jobs::service::{JobService, ServiceConfig};
     use ocr_server::jobs::sqlite::SqliteStore;
     std::fs::create_dir_all(dir).unwrap();
-    let scheduler = scheduler();
     let store = Arc::new(SqliteStore::open(&dir.join("jobs.db")).unwrap());
     let documents = Arc::new(
         DocumentStore::open(&format!("file://{}/documents", dir.display()), 64 << 20).unwrap(),
     );
-    let runner = Runner::new(
+    let runner = Runner::with_profiles(
         store,
-        scheduler.clone(),
+        profiles.clone(),
         documents,
         RunnerConfig {
             poll: Duration::from_millis(50),
@@ -76,7 +117,13 @@ fn jobs_router(dir: &std::path::Path) -> axum::Router {
     );
     runner.start();
     let jobs = JobService::new(runner, ServiceConfig::default());
-    Api::with_jobs(scheduler, api_config(), jobs).router()
+    Api::with_profiles(
+        profiles,
+        api_config(),
+        Some(jobs),
+        ocr_server::auth::Auth::off(),
+    )
+    .router()
 }
 
 async fn call(router: &axum::Router, req: Request<Body>) -> (StatusCode, serde_json::Value) {
@@ -497,6 +544,146 @@ async fn a_failed_check_digit_sends_the_job_to_review_naming_the_field() {
     );
     assert_eq!(docs[1]["extractions"][0]["valid"], false, "{result}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Model profiles and the two-pass hybrid: both profiles are listed and served; an unknown one
+/// is 422; `profile=fast&followup=accurate` answers with the fast pass at once, links a job
+/// that runs `accurate` on the same upload (stored once), whose pages are exactly what
+/// `profile=accurate` answers, and whose `changes` are the fields that differ between the two
+/// passes' extractions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_pass_hybrid_answers_fast_and_follows_up_with_accurate_on_one_stored_upload() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("extract-two-pass-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let router = jobs_router_over(&dir, two_profiles());
+    let get = |uri: String| Request::get(uri).body(Body::empty()).unwrap();
+    let (s, health) = call(&router, get("/health/ready".into())).await;
+    assert_eq!(s, StatusCode::OK, "{health}");
+    let names: Vec<&str> = health["profiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["accurate", "fast"]);
+    assert_eq!(health["profiles"][1]["model"], "v4");
+
+    let receipt = std::fs::read(common::eval_dir().join("dev").join("sroie_041.jpg")).unwrap();
+    let post = |q: &str, bytes: Vec<u8>| {
+        Request::post(format!("/v1/ocr?{q}"))
+            .header(header::CONTENT_TYPE, "image/jpeg")
+            .body(Body::from(bytes))
+            .unwrap()
+    };
+    let (s, p) = call(&router, post("profile=nope", receipt.clone())).await;
+    assert_eq!(
+        (s.as_u16(), p["code"].as_str()),
+        (422, Some("invalid_option")),
+        "{p}"
+    );
+    let (s, p) = call(&router, post("tag=x", receipt.clone())).await;
+    assert_eq!(s.as_u16(), 422, "job options without followup: {p}");
+
+    let (s, accurate) = call(
+        &router,
+        post("profile=accurate&extract=receipt", receipt.clone()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{accurate}");
+    assert_eq!(accurate["model"], "v6");
+    let resp = router
+        .clone()
+        .oneshot(post(
+            "profile=fast&followup=accurate&extract=receipt&tag=two-pass",
+            receipt.clone(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let link = resp.headers()[header::LINK].to_str().unwrap().to_string();
+    let fast: serde_json::Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(fast["model"], "v4", "the first pass is the fast profile's");
+    let id = fast["followup"]["job"].as_str().unwrap().to_string();
+    assert_eq!(fast["followup"]["location"], format!("/v1/jobs/{id}"));
+    assert_eq!(link, format!("</v1/jobs/{id}>; rel=\"followup\""));
+    let mut job = serde_json::Value::Null;
+    for _ in 0..3000 {
+        job = call(&router, get(format!("/v1/jobs/{id}"))).await.1;
+        if ["completed", "needs_review", "failed"].contains(&job["state"].as_str().unwrap_or("")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        ["completed", "needs_review"].contains(&job["state"].as_str().unwrap()),
+        "{job}"
+    );
+    assert_eq!(job["tag"], "two-pass");
+    let (_, result) = call(&router, get(format!("/v1/jobs/{id}/result"))).await;
+    // The job ran the accurate profile: its page is what profile=accurate answers.
+    assert_eq!(
+        result["documents"][0]["pages"][0]["lines"], accurate["pages"][0]["lines"],
+        "the follow-up job's page differs from the accurate profile's answer"
+    );
+    // Its changes are the fields that differ between the two passes.
+    let fields = |v: &serde_json::Value| -> std::collections::BTreeMap<String, String> {
+        v["fields"]
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .map(|(k, f)| {
+                        (
+                            k.clone(),
+                            f["value"].as_str().unwrap_or_default().to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (a, b) = (
+        fields(&fast["extractions"][0]),
+        fields(&result["documents"][0]["extractions"][0]),
+    );
+    let mut want: Vec<String> = a
+        .keys()
+        .chain(b.keys())
+        .filter(|k| a.get(*k) != b.get(*k))
+        .cloned()
+        .collect();
+    want.sort();
+    want.dedup();
+    let mut got: Vec<String> = result["changes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no changes in {result}"))
+        .iter()
+        .map(|c| c["field"].as_str().unwrap().to_string())
+        .collect();
+    got.sort();
+    assert_eq!(got, want, "{}", result["changes"]);
+    // One stored copy of the upload: the job's document, and nothing else.
+    let stored: Vec<_> = walk(&dir.join("documents"));
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(std::fs::read(&stored[0]).unwrap(), receipt);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
 }
 
 fn receipts() -> Vec<PathBuf> {

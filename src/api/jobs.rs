@@ -57,6 +57,8 @@ pub struct JobRequestOptions {
     /// `extractions`, and a page whose field fails its check or is under `review_threshold`
     /// puts the job in `needs_review`, the reason naming the field.
     pub extract: Option<Extract>,
+    /// The model profile the job's pages run on (default: the server's first).
+    pub profile: Option<String>,
 }
 
 impl Fields for JobRequestOptions {
@@ -72,6 +74,7 @@ impl Fields for JobRequestOptions {
         "name",
         "pages",
         "extract",
+        "profile",
     ];
 }
 
@@ -89,6 +92,7 @@ impl JobRequestOptions {
             name: o.name.or(self.name),
             pages: o.pages.or(self.pages),
             extract: o.extract.or(self.extract),
+            profile: o.profile.or(self.profile),
         }
     }
 }
@@ -307,8 +311,14 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Error> {
         .transpose()
 }
 
-/// The job a request asks for, its OCR options validated exactly as `/v1/ocr` validates them.
-fn job_spec(st: &AppState, opts: &JobRequestOptions, class: JobClass) -> Result<JobSpec, Error> {
+/// The job a request asks for, its OCR options validated exactly as `/v1/ocr` validates them
+/// against the profile it names.
+pub(super) fn job_spec(
+    st: &AppState,
+    opts: &JobRequestOptions,
+    class: JobClass,
+) -> Result<JobSpec, Error> {
+    let sched = st.profiles.get(opts.profile.as_deref())?;
     RequestOptions {
         model: opts.model,
         det_limit_side: opts.det_limit_side,
@@ -316,8 +326,8 @@ fn job_spec(st: &AppState, opts: &JobRequestOptions, class: JobClass) -> Result<
         min_confidence: opts.min_confidence,
         ..RequestOptions::default()
     }
-    .apply(st.scheduler.kind(), st.scheduler.base_options())?;
-    if opts.classify == Some(true) && !st.scheduler.has_classifier() {
+    .apply(sched.kind(), sched.base_options())?;
+    if opts.classify == Some(true) && !sched.has_classifier() {
         return Err(Error::InvalidOption(
             "orientation classification is not enabled on this server".into(),
         ));
@@ -329,12 +339,41 @@ fn job_spec(st: &AppState, opts: &JobRequestOptions, class: JobClass) -> Result<
             min_confidence: opts.min_confidence,
             pages: opts.pages.clone(),
             extract: opts.extract,
+            profile: opts.profile.clone(),
+            first_pass: None,
         },
         class: Some(class),
         tag: opts.tag.clone(),
         priority: opts.priority.unwrap_or(0),
         review_threshold: opts.review_threshold,
         webhook_url: opts.webhook_url.clone(),
+    })
+}
+
+/// Creates a two-pass request's follow-up job over the upload the first pass read (stored once,
+/// by the job), remembering the first pass's answer.
+pub(super) async fn followup(
+    st: &AppState,
+    caller: &Caller,
+    upload: bytes::Bytes,
+    options: &RequestOptions,
+    profile: &str,
+    first: crate::jobs::model::FirstPass,
+) -> Result<super::FollowupLink, Error> {
+    let svc = service(st)?;
+    let mut spec = job_spec(st, &options.followup_options(profile), JobClass::Bulk)?;
+    spec.options.first_pass = Some(first);
+    let doc = Upload {
+        name: "document".into(),
+        source: Source::Bytes(upload),
+    };
+    let (job, _) = svc
+        .create(caller, JobService::new_job_id(), vec![doc], spec, None)
+        .await?;
+    metrics::counter!("ocr_followup_jobs_total").increment(1);
+    Ok(super::FollowupLink {
+        location: format!("/v1/jobs/{}", job.id),
+        job: job.id,
     })
 }
 
@@ -520,6 +559,55 @@ pub struct JobResult {
     pub documents: Vec<DocumentResult>,
     /// Corrections made in review; they replace the text of their pages in `text`.
     pub corrections: Vec<Correction>,
+    /// A two-pass job (`followup=` on `/v1/ocr`): the fields whose value this pass changed
+    /// from the first pass's answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changes: Option<Vec<FieldChange>>,
+}
+
+/// A field that differs between a two-pass job's first (fast) pass and this one.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FieldChange {
+    /// The page, from 1.
+    pub page: usize,
+    /// The field's name (`total`, `date_of_birth`, …).
+    pub field: String,
+    /// The first pass's value (null: it found none).
+    pub first: Option<String>,
+    /// This pass's value (null: it found none).
+    pub followup: Option<String>,
+}
+
+/// The fields whose values differ between `first` and `now` (pages of the first document).
+fn field_changes(
+    first: &[crate::extract::Extraction],
+    now: &[crate::extract::Extraction],
+) -> Vec<FieldChange> {
+    let mut out = Vec::new();
+    let pages: std::collections::BTreeSet<usize> =
+        first.iter().chain(now).map(|e| e.page).collect();
+    for page in pages {
+        let fields = |v: &[crate::extract::Extraction]| {
+            v.iter()
+                .filter(|e| e.page == page)
+                .flat_map(|e| e.fields.iter().map(|(k, f)| (k.clone(), f.value.clone())))
+                .collect::<std::collections::BTreeMap<String, String>>()
+        };
+        let (a, b) = (fields(first), fields(now));
+        let names: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+        for name in names {
+            let (x, y) = (a.get(name), b.get(name));
+            if x != y {
+                out.push(FieldChange {
+                    page,
+                    field: name.clone(),
+                    first: x.cloned(),
+                    followup: y.cloned(),
+                });
+            }
+        }
+    }
+    out
 }
 
 /// The job's result so far (completed pages; others null).
@@ -549,7 +637,7 @@ pub(super) async fn job_result(
             selected,
             pages,
             Default::default(),
-            None,
+            super::JsonExtras::default(),
         )
         .await?);
     }
@@ -564,7 +652,8 @@ pub(super) async fn job_result(
         return Ok(([(header::CONTENT_TYPE, Format::Text.content_type())], text).into_response());
     }
     let extract = r.job.options.extract;
-    Ok(Json(JobResult {
+    let first_pass = r.job.options.first_pass.clone();
+    let mut result = JobResult {
         id: r.job.id,
         state: r.job.state,
         tag: r.job.tag,
@@ -593,8 +682,17 @@ pub(super) async fn job_result(
             })
             .collect(),
         corrections: r.corrections,
-    })
-    .into_response())
+        changes: None,
+    };
+    if let Some(first) = first_pass {
+        let now = result
+            .documents
+            .first()
+            .map(|d| d.extractions.as_slice())
+            .unwrap_or_default();
+        result.changes = Some(field_changes(&first.extractions, now));
+    }
+    Ok(Json(result).into_response())
 }
 
 #[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
@@ -669,6 +767,7 @@ pub(super) async fn hybrid(
         min_confidence: options.min_confidence,
         pages: options.pages.clone(),
         extract: options.extract,
+        profile: options.profile.clone(),
         ..JobRequestOptions::default()
     };
     let doc = Upload {
@@ -683,14 +782,22 @@ pub(super) async fn hybrid(
     let location = format!("/v1/jobs/{}", job.id);
     let mut resp = if matches!(job.state, JobState::Completed | JobState::NeedsReview) {
         let (doc, selected, pages) = svc.document_pages(&job, 0).await?;
+        let extractions = options
+            .extract
+            .map(|e| crate::extract::extract(e, &pages))
+            .unwrap_or_default();
+        let kind = st.profiles.get(options.profile.as_deref())?.kind();
         let mut resp = super::respond(
             format,
-            st.scheduler.kind(),
+            kind,
             doc,
             selected,
             pages,
             Default::default(),
-            options.extract,
+            super::JsonExtras {
+                extractions,
+                followup: None,
+            },
         )
         .await?;
         let h = resp.headers_mut();

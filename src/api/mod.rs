@@ -39,7 +39,7 @@ use crate::extract::{Extract, Extraction};
 use crate::pipeline::decode::DecodeLimits;
 use crate::pipeline::{Page, document_text};
 use crate::scheduler::service::QueueReport;
-use crate::scheduler::{Class, Scheduler, Timings};
+use crate::scheduler::{Class, Profiles, Scheduler, Timings};
 
 use problem::{ApiError, PROBLEM_JSON, Problem};
 
@@ -88,7 +88,10 @@ impl Default for ApiConfig {
 }
 
 struct AppState {
+    /// The default profile's scheduler (`profiles.default_scheduler()`).
     scheduler: Arc<Scheduler>,
+    /// Every served model profile ([`Profiles`]); `profile=` picks one.
+    profiles: Arc<Profiles>,
     cfg: ApiConfig,
     shutting_down: AtomicBool,
     metrics: PrometheusHandle,
@@ -107,7 +110,22 @@ pub struct Api {
 
 impl Api {
     pub fn new(scheduler: Arc<Scheduler>, cfg: ApiConfig) -> Self {
-        Self::build(scheduler, cfg, None, Arc::new(Auth::off()))
+        Self::build(
+            Arc::new(Profiles::single(scheduler)),
+            cfg,
+            None,
+            Arc::new(Auth::off()),
+        )
+    }
+
+    /// The API over several model profiles, with jobs (when given) and keys.
+    pub fn with_profiles(
+        profiles: Arc<Profiles>,
+        cfg: ApiConfig,
+        jobs: Option<Arc<crate::jobs::service::JobService>>,
+        auth: Auth,
+    ) -> Self {
+        Self::build(profiles, cfg, jobs, Arc::new(auth))
     }
 
     /// The API with the jobs routes backed by `jobs` (no keys required).
@@ -116,7 +134,12 @@ impl Api {
         cfg: ApiConfig,
         jobs: Arc<crate::jobs::service::JobService>,
     ) -> Self {
-        Self::build(scheduler, cfg, Some(jobs), Arc::new(Auth::off()))
+        Self::build(
+            Arc::new(Profiles::single(scheduler)),
+            cfg,
+            Some(jobs),
+            Arc::new(Auth::off()),
+        )
     }
 
     /// The API with jobs and API keys ([`crate::auth`]).
@@ -126,11 +149,16 @@ impl Api {
         jobs: Arc<crate::jobs::service::JobService>,
         auth: Auth,
     ) -> Self {
-        Self::build(scheduler, cfg, Some(jobs), Arc::new(auth))
+        Self::build(
+            Arc::new(Profiles::single(scheduler)),
+            cfg,
+            Some(jobs),
+            Arc::new(auth),
+        )
     }
 
     fn build(
-        scheduler: Arc<Scheduler>,
+        profiles: Arc<Profiles>,
         cfg: ApiConfig,
         jobs: Option<Arc<crate::jobs::service::JobService>>,
         auth: Arc<Auth>,
@@ -138,7 +166,8 @@ impl Api {
         let permits = cfg.decode_concurrency.max(1);
         Self {
             state: Arc::new(AppState {
-                scheduler,
+                scheduler: profiles.default_scheduler().clone(),
+                profiles,
                 cfg,
                 shutting_down: AtomicBool::new(false),
                 metrics: metrics_handle(),
@@ -287,6 +316,19 @@ pub struct RequestOptions {
     /// Fields to extract from each page into the JSON result's `extractions`: `receipt`,
     /// `mrz`, `kv` (form labels and values) or `auto` (per page, whichever is found).
     pub extract: Option<Extract>,
+    /// The model profile to run (`fast`, `accurate`, …; see `/health/ready`). Default: the
+    /// server's first.
+    pub profile: Option<String>,
+    /// The two-pass hybrid: answer with this request's profile now and create a job that runs
+    /// the named profile over the same stored upload in the bulk class (with `extract`,
+    /// `review_threshold`, `webhook_url` and `tag`); the response links it.
+    pub followup: Option<String>,
+    /// With `followup`: the job's review threshold.
+    pub review_threshold: Option<f32>,
+    /// With `followup`: the job's webhook.
+    pub webhook_url: Option<String>,
+    /// With `followup`: the job's tag.
+    pub tag: Option<String>,
 }
 
 impl options::Fields for RequestOptions {
@@ -299,6 +341,11 @@ impl options::Fields for RequestOptions {
         "output",
         "pages",
         "extract",
+        "profile",
+        "followup",
+        "review_threshold",
+        "webhook_url",
+        "tag",
     ];
 }
 
@@ -312,6 +359,51 @@ impl RequestOptions {
             format: over.format.or(self.format),
             pages: over.pages.or(self.pages),
             extract: over.extract.or(self.extract),
+            profile: over.profile.or(self.profile),
+            followup: over.followup.or(self.followup),
+            review_threshold: over.review_threshold.or(self.review_threshold),
+            webhook_url: over.webhook_url.or(self.webhook_url),
+            tag: over.tag.or(self.tag),
+        }
+    }
+
+    /// The two-pass options make sense together: `followup` names a served profile on a server
+    /// with jobs (its job is validated now, before the first pass runs), and the job's own
+    /// options come only with it.
+    fn check_followup(&self, st: &AppState) -> Result<(), Error> {
+        let Some(profile) = &self.followup else {
+            if self.review_threshold.is_some() || self.webhook_url.is_some() || self.tag.is_some() {
+                return Err(Error::InvalidOption(
+                    "`review_threshold`, `webhook_url` and `tag` go with `followup`".into(),
+                ));
+            }
+            return Ok(());
+        };
+        if st.jobs.is_none() {
+            return Err(Error::JobsDisabled);
+        }
+        jobs::job_spec(
+            st,
+            &self.followup_options(profile),
+            crate::jobs::model::JobClass::Bulk,
+        )
+        .map(|_| ())
+    }
+
+    /// The follow-up job's options: this request's pipeline options (not its `model`, which
+    /// names the first pass's set), extraction and review rules, on `profile`.
+    fn followup_options(&self, profile: &str) -> jobs::JobRequestOptions {
+        jobs::JobRequestOptions {
+            det_limit_side: self.det_limit_side,
+            classify: self.classify,
+            min_confidence: self.min_confidence,
+            review_threshold: self.review_threshold,
+            tag: self.tag.clone(),
+            webhook_url: self.webhook_url.clone(),
+            pages: self.pages.clone(),
+            extract: self.extract,
+            profile: Some(profile.to_string()),
+            ..jobs::JobRequestOptions::default()
         }
     }
 
@@ -381,7 +473,24 @@ pub struct OcrResponse {
     /// With `extract=`: what each page says as fields (pages numbered from 1).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub extractions: Vec<Extraction>,
+    /// With `followup=`: the job running the second pass over the same upload.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub followup: Option<FollowupLink>,
     pub timings: Timings,
+}
+
+/// The follow-up job of a two-pass request.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct FollowupLink {
+    pub job: String,
+    pub location: String,
+}
+
+/// What a JSON result carries beside the pages.
+#[derive(Debug, Default)]
+pub(crate) struct JsonExtras {
+    pub extractions: Vec<Extraction>,
+    pub followup: Option<FollowupLink>,
 }
 
 /// OCR an image or a multi-page TIFF.
@@ -434,7 +543,9 @@ async fn ocr(
     let bytes = read_body(&headers, body, st.cfg.max_body_bytes).await?;
     let (image, body_opts) = split_body(&headers, bytes).await?;
     let options = query.overlay(body_opts);
-    let opts = options.apply(st.scheduler.kind(), st.scheduler.base_options())?;
+    let sched = st.profiles.get(options.profile.as_deref())?.clone();
+    let opts = options.apply(sched.kind(), sched.base_options())?;
+    options.check_followup(&st)?;
     let format = options.response_format(&headers);
     let (respond_async, wait_s) = jobs::parse_prefer(&headers);
     if respond_async && st.jobs.is_some() {
@@ -445,6 +556,8 @@ async fn ocr(
         let wait = Duration::from_secs(wait_s.unwrap_or(0)).min(st.cfg.max_timeout);
         return Ok(jobs::hybrid(&st, &caller, image, &options, format, key, wait, arrived).await?);
     }
+    // A two-pass request keeps the upload (a reference, not a copy) for its follow-up job.
+    let upload = options.followup.is_some().then(|| image.clone());
     let (doc, selected, decoded, _reservation) = {
         let _permit = st
             .decode_permits
@@ -454,6 +567,7 @@ async fn ocr(
         let limits = st.cfg.decode.clone();
         let sync_max = st.cfg.sync_max_pages;
         let spec = options.pages.clone();
+        let caller = caller.clone();
         tokio::task::spawn_blocking(move || -> Result<_, Error> {
             let doc = Document::open(Arc::new(image.to_vec()), &limits)?;
             let selected = select_pages(spec.as_deref(), doc.page_count(), limits.max_pages)?;
@@ -498,9 +612,7 @@ async fn ocr(
             .unwrap_or(Error::EmptyInput)
             .into());
     }
-    let ticket = st
-        .scheduler
-        .submit(images, opts, Class::Interactive, Some(deadline))?;
+    let ticket = sched.submit(images, opts, Class::Interactive, Some(deadline))?;
     let id = ticket.id;
     let outcome = match tokio::time::timeout_at(deadline.into(), ticket.rx).await {
         Err(_) => return Err(Error::DeadlineExceeded.into()),
@@ -516,16 +628,49 @@ async fn ocr(
             None => done.next().unwrap_or_default(),
         })
         .collect();
+    let extractions = options
+        .extract
+        .map(|e| crate::extract::extract(e, &pages))
+        .unwrap_or_default();
+    // The two-pass hybrid: the same stored upload, the follow-up profile, the bulk class.
+    let followup = match (&options.followup, upload) {
+        (Some(profile), Some(bytes)) => Some(
+            jobs::followup(
+                &st,
+                &caller,
+                bytes,
+                &options,
+                profile,
+                crate::jobs::model::FirstPass {
+                    profile: options
+                        .profile
+                        .clone()
+                        .unwrap_or_else(|| st.profiles.default_name().to_string()),
+                    extractions: extractions.clone(),
+                },
+            )
+            .await?,
+        ),
+        _ => None,
+    };
     let mut resp = respond(
         format,
-        st.scheduler.kind(),
+        sched.kind(),
         Arc::new(doc),
         selected,
         pages,
         t,
-        options.extract,
+        JsonExtras {
+            extractions,
+            followup: followup.clone(),
+        },
     )
     .await?;
+    if let Some(f) = &followup
+        && let Ok(v) = HeaderValue::from_str(&format!("<{}>; rel=\"followup\"", f.location))
+    {
+        resp.headers_mut().insert(header::LINK, v);
+    }
     let total_ms = arrived.elapsed().as_secs_f64() * 1000.0;
     let h = resp.headers_mut();
     for (name, v) in [
@@ -553,15 +698,14 @@ pub(crate) async fn respond(
     selected: Vec<usize>,
     pages: Vec<Page>,
     timings: Timings,
-    extract: Option<Extract>,
+    extras: JsonExtras,
 ) -> Result<Response, Error> {
     Ok(match format {
         Format::Json => Json(OcrResponse {
             model,
             text: document_text(&pages),
-            extractions: extract
-                .map(|e| crate::extract::extract(e, &pages))
-                .unwrap_or_default(),
+            extractions: extras.extractions,
+            followup: extras.followup,
             pages,
             timings,
         })
@@ -697,18 +841,42 @@ pub(crate) async fn split_body(
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Health {
     pub status: &'static str,
+    /// The default profile's model set and classifier.
     pub model: ModelKind,
     pub classifier: bool,
+    /// Every served profile, the default first.
+    pub profiles: Vec<ProfileView>,
+}
+
+/// One served model profile.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ProfileView {
+    pub name: String,
+    pub model: ModelKind,
+    pub classifier: bool,
+}
+
+fn health(st: &AppState, status: &'static str) -> Health {
+    Health {
+        status,
+        model: st.scheduler.kind(),
+        classifier: st.scheduler.has_classifier(),
+        profiles: st
+            .profiles
+            .iter()
+            .map(|(name, s)| ProfileView {
+                name: name.to_string(),
+                model: s.kind(),
+                classifier: s.has_classifier(),
+            })
+            .collect(),
+    }
 }
 
 /// Liveness: the process answers.
 #[utoipa::path(get, path = "/health/live", responses((status = 200, body = Health)))]
 async fn live(State(st): State<Arc<AppState>>) -> Json<Health> {
-    Json(Health {
-        status: "live",
-        model: st.scheduler.kind(),
-        classifier: st.scheduler.has_classifier(),
-    })
+    Json(health(&st, "live"))
 }
 
 /// Readiness: models loaded and warmed, and not shutting down.
@@ -720,14 +888,10 @@ async fn ready(State(st): State<Arc<AppState>>) -> Result<Json<Health>, ApiError
     if st.shutting_down.load(Ordering::Acquire) {
         return Err(Error::ShuttingDown.into());
     }
-    if !st.scheduler.is_ready() {
+    if !st.profiles.is_ready() {
         return Err(Error::NotReady.into());
     }
-    Ok(Json(Health {
-        status: "ready",
-        model: st.scheduler.kind(),
-        classifier: st.scheduler.has_classifier(),
-    }))
+    Ok(Json(health(&st, "ready")))
 }
 
 /// This replica's scheduler queues and the job backlog of all replicas.

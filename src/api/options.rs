@@ -150,12 +150,11 @@ mod tests {
 
     #[test]
     fn unknown_names_are_refused_and_named() {
-        let e = parse_query::<RequestOptions>("profile=fast&followup=accurate&classify=true")
-            .unwrap_err();
+        let e = parse_query::<RequestOptions>("quality=high&colour=red&classify=true").unwrap_err();
         assert_eq!(e.code(), "invalid_option");
         let msg = e.to_string();
         assert!(
-            msg.contains("`followup`, `profile`"),
+            msg.contains("`colour`, `quality`"),
             "both unknown names, sorted: {msg}"
         );
         let o = parse_query::<RequestOptions>("classify=true&output=text").unwrap();

@@ -77,6 +77,10 @@ pub struct BenchArgs {
     /// Model set (sent with each request, and loaded by a started server).
     #[arg(long, value_enum)]
     pub model: Option<ModelKind>,
+    /// Model profile sent with each request (`profile=`; then `model` is not sent, since the
+    /// profile names its own set).
+    #[arg(long)]
+    pub profile: Option<String>,
     /// Sync sweep: concurrency levels (closed loop).
     #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16,32")]
     pub concurrency: Vec<usize>,
@@ -505,10 +509,11 @@ pub fn run_bench(args: &BenchArgs) -> Result<bool> {
                 .map_err(|e| Error::Runtime(format!("HTTP client: {e}")))?,
             base,
             pages: pages.clone(),
-            query: args
-                .model
-                .map(|m| vec![("model", m.name().to_string())])
-                .unwrap_or_default(),
+            query: match (&args.profile, args.model) {
+                (Some(p), _) => vec![("profile", p.clone())],
+                (None, Some(m)) => vec![("model", m.name().to_string())],
+                (None, None) => Vec::new(),
+            },
         };
         rt.block_on(async {
             // A started server loads and warms its models; a given one should already be up.

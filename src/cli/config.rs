@@ -31,6 +31,19 @@ pub struct ServeArgs {
     pub runtime: RuntimeArgs,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
+    /// Model profiles served by this process, the first the default for requests without
+    /// `profile=`: `NAME[:KEY=VALUE,...]`, keys `model`, `models-dir`, `det-limit-type`,
+    /// `det-limit-side`, `det-scale`; a key not given takes this server's own flag. Each profile
+    /// has its own workers and batches; all share the core gate. Default: `accurate` (the
+    /// server's flags) and `fast` (PP-OCRv4 mobile, detection at most 640 px on the long side:
+    /// 0.48× the sync p50 of `accurate` on the dev pages, README "Profiles").
+    #[arg(
+        long = "profile",
+        env = "OCR_PROFILES",
+        value_delimiter = ';',
+        default_values = ["accurate", "fast:model=v4,det-limit-type=max,det-limit-side=640"]
+    )]
+    pub profiles: Vec<ProfileArg>,
     /// Detection worker threads (each owns a detector session).
     #[arg(long, env = "OCR_DET_WORKERS", default_value_t = 1)]
     pub det_workers: usize,
@@ -182,11 +195,114 @@ pub struct ServeArgs {
     pub webhook_max_attempts: u32,
 }
 
+/// One model profile (`--profile NAME[:KEY=VALUE,...]`): the server's flags with these
+/// overrides.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfileArg {
+    pub name: String,
+    pub model: Option<ModelKind>,
+    pub models_dir: Option<PathBuf>,
+    pub det_limit_type: Option<DetLimit>,
+    pub det_limit_side: Option<u32>,
+    pub det_scale: Option<DetScaleArg>,
+}
+
+impl std::str::FromStr for ProfileArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let (name, rest) = s.split_once(':').unwrap_or((s, ""));
+        let name = name.trim();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(format!(
+                "profile name `{name}`: letters, digits, - and _ only"
+            ));
+        }
+        let mut p = ProfileArg {
+            name: name.to_string(),
+            model: None,
+            models_dir: None,
+            det_limit_type: None,
+            det_limit_side: None,
+            det_scale: None,
+        };
+        for kv in rest.split(',').map(str::trim).filter(|kv| !kv.is_empty()) {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| format!("profile {name}: `{kv}` is not KEY=VALUE"))?;
+            let bad = |e: String| format!("profile {name}: {k}: {e}");
+            match k {
+                "model" => p.model = Some(ModelKind::from_str(v, true).map_err(bad)?),
+                "models-dir" => p.models_dir = Some(PathBuf::from(v)),
+                "det-limit-type" => {
+                    p.det_limit_type = Some(DetLimit::from_str(v, true).map_err(bad)?)
+                }
+                "det-limit-side" => {
+                    p.det_limit_side = Some(v.parse().map_err(|e| bad(format!("{e}")))?)
+                }
+                "det-scale" => p.det_scale = Some(DetScaleArg::from_str(v, true).map_err(bad)?),
+                _ => {
+                    return Err(format!(
+                        "profile {name}: unknown key `{k}` (model, models-dir, det-limit-type, \
+                         det-limit-side, det-scale)"
+                    ));
+                }
+            }
+        }
+        Ok(p)
+    }
+}
+
 impl ServeArgs {
+    /// Every profile's name, scheduler settings and models (see `--profile`).
+    pub fn profile_specs(&self) -> Result<Vec<crate::scheduler::ProfileSpec>> {
+        self.profiles
+            .iter()
+            .map(|p| {
+                let (mut pipeline, mut runtime) = (self.pipeline.clone(), self.runtime.clone());
+                if let Some(m) = p.model {
+                    pipeline.model = m;
+                }
+                if let Some(d) = &p.models_dir {
+                    runtime.models_dir = Some(d.clone());
+                }
+                if p.det_limit_type.is_some() {
+                    pipeline.det_limit_type = p.det_limit_type;
+                }
+                if p.det_limit_side.is_some() {
+                    pipeline.det_limit_side = p.det_limit_side;
+                }
+                if let Some(s) = p.det_scale {
+                    pipeline.det_scale = s;
+                }
+                let engine = runtime.engine_config(pipeline.model, self.cls_workers > 0)?;
+                let cfg = self.scheduler_config_with(&pipeline, &engine.session);
+                Ok(crate::scheduler::ProfileSpec {
+                    name: p.name.clone(),
+                    cfg,
+                    factory: std::sync::Arc::new(crate::engine::ort::OrtFactory::new(engine)?),
+                })
+            })
+            .collect()
+    }
+
     /// The scheduler configuration these flags describe, for models loaded with `session`.
     pub fn scheduler_config(&self, session: &SessionConfig) -> SchedulerConfig {
-        let mut c = SchedulerConfig::for_model(self.pipeline.model);
-        c.base = self.pipeline.options(session);
+        self.scheduler_config_with(&self.pipeline, session)
+    }
+
+    /// The same with another profile's pipeline flags.
+    fn scheduler_config_with(
+        &self,
+        pipeline: &PipelineArgs,
+        session: &SessionConfig,
+    ) -> SchedulerConfig {
+        let mut c = SchedulerConfig::for_model(pipeline.model);
+        c.base = pipeline.options(session);
         if self.runtime.device == Device::Cuda {
             c = c.for_cuda();
         }

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use super::ServeArgs;
 use crate::api::Api;
-use crate::engine::ort::OrtFactory;
 use crate::error::{Error, Result};
 use crate::jobs::documents::DocumentStore;
 use crate::jobs::now_ms;
@@ -15,17 +14,18 @@ use crate::jobs::runner::{Runner, RunnerConfig};
 use crate::jobs::service::{JobService, ServiceConfig};
 use crate::jobs::store::JobStore;
 use crate::jobs::webhook::{WebhookConfig, parse_secret};
-use crate::scheduler::Scheduler;
+use crate::scheduler::Profiles;
 
 /// Runs the server until SIGINT/SIGTERM, then shuts down gracefully: stop admitting, let every
 /// admitted request finish, join the workers.
 pub fn run_serve(args: &ServeArgs) -> Result<()> {
-    let engine = args
-        .runtime
-        .engine_config(args.pipeline.model, args.cls_workers > 0)?;
-    let sched = args.scheduler_config(&engine.session);
-    let factory = OrtFactory::new(engine)?;
-    let scheduler = Arc::new(Scheduler::start(sched, Arc::new(factory))?);
+    let specs = args.profile_specs()?;
+    let core_slots = specs.first().and_then(|s| s.cfg.core_slots);
+    for s in &specs {
+        tracing::info!(profile = %s.name, model = s.factory.kind().name(),
+                       det = ?s.cfg.base.det_resize, "serving profile");
+    }
+    let profiles = Arc::new(Profiles::start(specs, core_slots)?);
     let object_store_url = match &args.object_store_url {
         Some(u) => u.clone(),
         None => {
@@ -66,9 +66,9 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
     // One API configuration, so the sync API, the job service and the runner share one memory
     // budget.
     let api_cfg = args.api_config();
-    let runner = Runner::new(
+    let runner = Runner::with_profiles(
         store.clone(),
-        scheduler.clone(),
+        profiles.clone(),
         documents.clone(),
         RunnerConfig {
             max_in_flight: args.job_concurrency.max(1),
@@ -91,7 +91,7 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
         },
     );
     let auth = crate::auth::Auth::new(args.auth, Some(store.clone()), args.metrics_open);
-    let api = Api::with_jobs_and_auth(scheduler.clone(), api_cfg, jobs, auth);
+    let api = Api::with_profiles(profiles.clone(), api_cfg, Some(jobs), auth);
     let http = crate::api::serve::HttpLimits {
         max_connections: args.max_connections.max(1),
         header_timeout: Duration::from_millis(args.header_timeout_ms.max(1)),
@@ -109,10 +109,12 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
         let bound = listener
             .local_addr()
             .map_or_else(|_| addr.clone(), |a| a.to_string());
-        tracing::info!(addr = %bound, model = args.pipeline.model.name(), "listening");
+        tracing::info!(addr = %bound, model = args.pipeline.model.name(),
+                       profiles = %profiles.names().join(","), "listening");
         eprintln!(
-            "ocr-server: listening on http://{bound} (model {})",
-            args.pipeline.model.name()
+            "ocr-server: listening on http://{bound} (model {}; profiles {})",
+            args.pipeline.model.name(),
+            profiles.names().join(", ")
         );
         runner.start();
         tokio::spawn(sweep_forever(
@@ -120,7 +122,7 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
             documents.clone(),
             Duration::from_secs(args.retention_s),
         ));
-        let warm = scheduler.clone();
+        let warm = profiles.clone();
         let (fail_tx, fail_rx) = tokio::sync::oneshot::channel::<Error>();
         tokio::task::spawn_blocking(move || match warm.wait_ready(Duration::from_secs(600)) {
             Ok(()) => {
@@ -162,7 +164,7 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
         }
         Ok::<(), Error>(())
     })?;
-    scheduler.shutdown();
+    profiles.shutdown();
     eprintln!("ocr-server: stopped");
     Ok(())
 }

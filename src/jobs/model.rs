@@ -149,6 +149,21 @@ pub struct JobOptions {
     /// review threshold sends the page to review.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extract: Option<crate::extract::Extract>,
+    /// The model profile the pages run on (None: the server's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// A two-pass job: what the first (synchronous) pass answered, so the result can say which
+    /// fields this pass changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_pass: Option<FirstPass>,
+}
+
+/// The first pass of a two-pass request, kept with its follow-up job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FirstPass {
+    /// The profile that answered synchronously.
+    pub profile: String,
+    pub extractions: Vec<crate::extract::Extraction>,
 }
 
 impl JobOptions {

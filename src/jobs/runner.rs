@@ -38,7 +38,7 @@ use crate::document::Document;
 use crate::error::{Error, Result, Retry};
 use crate::pipeline::Page;
 use crate::pipeline::decode::DecodeLimits;
-use crate::scheduler::{Class, Scheduler};
+use crate::scheduler::{Class, Profiles, Scheduler};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunnerConfig {
@@ -97,7 +97,10 @@ struct Running {
 
 pub struct Runner {
     store: Arc<dyn JobStore>,
+    /// The default profile's scheduler (rates and retry-after).
     scheduler: Arc<Scheduler>,
+    /// Every served profile: a page runs on its job's.
+    profiles: Arc<Profiles>,
     documents: Arc<DocumentStore>,
     cfg: RunnerConfig,
     /// This replica's lease owner name.
@@ -143,6 +146,16 @@ impl Runner {
         documents: Arc<DocumentStore>,
         cfg: RunnerConfig,
     ) -> Arc<Self> {
+        Self::with_profiles(store, Arc::new(Profiles::single(scheduler)), documents, cfg)
+    }
+
+    /// A runner whose pages run on their job's profile.
+    pub fn with_profiles(
+        store: Arc<dyn JobStore>,
+        profiles: Arc<Profiles>,
+        documents: Arc<DocumentStore>,
+        cfg: RunnerConfig,
+    ) -> Arc<Self> {
         let owner = format!(
             "{}-{}",
             std::process::id(),
@@ -151,7 +164,8 @@ impl Runner {
         let deliverer = Deliverer::new(store.clone(), cfg.webhooks.clone(), owner.clone());
         Arc::new(Self {
             store,
-            scheduler,
+            scheduler: profiles.default_scheduler().clone(),
+            profiles,
             documents,
             owner,
             wake: [Notify::new(), Notify::new()],
@@ -533,13 +547,11 @@ impl Runner {
             JobClass::Interactive => Class::Interactive,
             JobClass::Bulk => Class::Bulk,
         };
-        let opts = claimed.options.apply(self.scheduler.base_options());
+        let scheduler = self.profiles.get(claimed.options.profile.as_deref())?;
+        let opts = claimed.options.apply(scheduler.base_options());
         let mut wait = Duration::from_millis(250);
         let ticket = loop {
-            match self
-                .scheduler
-                .submit(vec![image.clone()], opts.clone(), class, None)
-            {
+            match scheduler.submit(vec![image.clone()], opts.clone(), class, None) {
                 Err(e @ Error::Overloaded { .. }) | Err(e @ Error::NotReady) => {
                     metrics::counter!("ocr_job_backpressure_waits_total", "class" => claimed.class.as_str())
                         .increment(1);

@@ -365,7 +365,8 @@ struct Shared {
     throughput: Throughput,
     readiness: Readiness,
     next_id: AtomicU64,
-    gate: Option<CoreGate>,
+    /// Shared with the other profiles' schedulers ([`super::profiles`]).
+    gate: Option<Arc<CoreGate>>,
 }
 
 /// Queue state of the whole scheduler, for `/v1/queue`.
@@ -414,6 +415,17 @@ impl Scheduler {
     /// Starts the worker threads; each loads and warms its model. Returns at once: use
     /// [`Scheduler::wait_ready`] before relying on it (work submitted earlier just waits).
     pub fn start(cfg: SchedulerConfig, factory: Arc<dyn ModelFactory>) -> Result<Self> {
+        let gate = cfg.core_slots.map(|n| Arc::new(CoreGate::new(n)));
+        Self::start_with_gate(cfg, factory, gate)
+    }
+
+    /// [`Scheduler::start`] with the core gate given (shared between profiles) instead of one
+    /// of its own from `cfg.core_slots`.
+    pub fn start_with_gate(
+        cfg: SchedulerConfig,
+        factory: Arc<dyn ModelFactory>,
+        gate: Option<Arc<CoreGate>>,
+    ) -> Result<Self> {
         if cfg.det.workers == 0 || cfg.rec.workers == 0 {
             return Err(Error::InvalidOption(
                 "detection and recognition need at least one worker each".into(),
@@ -437,7 +449,7 @@ impl Scheduler {
                 cv: Condvar::new(),
             },
             next_id: AtomicU64::new(1),
-            gate: cfg.core_slots.map(CoreGate::new),
+            gate,
             cfg,
         });
         // Zero-valued series, so dashboards and alerts see them before the first event.

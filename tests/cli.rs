@@ -202,3 +202,52 @@ fn ocr_prints_what_the_server_answers() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// `ocr --extract receipt` adds what `/v1/ocr?extract=receipt` adds: a receipt's fields, each
+/// with its value, confidence and box, and none for a file that failed.
+#[test]
+fn extract_adds_the_fields_to_the_json_output() {
+    let receipt = common::eval_dir().join("dev/sroie_041.jpg");
+    let out = bin()
+        .args([
+            "ocr",
+            "--format",
+            "jsonl",
+            "--extract",
+            "receipt",
+            "--backend",
+            "ort",
+        ])
+        .arg(&receipt)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row: serde_json::Value =
+        serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+    let e = &row["extractions"][0];
+    assert_eq!(e["type"], "receipt", "{row}");
+    assert_eq!(e["page"], 1);
+    let total = &e["fields"]["total"];
+    assert!(total["value"].is_string(), "no total: {e}");
+    assert!(
+        total["confidence"]
+            .as_f64()
+            .is_some_and(|c| c > 0.0 && c <= 1.0),
+        "{total}"
+    );
+    assert_eq!(total["box"].as_array().map(Vec::len), Some(4), "{total}");
+    let bad = bin()
+        .args(["ocr", "--format", "jsonl", "--extract", "invoice"])
+        .arg(&receipt)
+        .output()
+        .unwrap();
+    assert_eq!(
+        bad.status.code(),
+        Some(2),
+        "an unknown extraction is a usage error"
+    );
+}

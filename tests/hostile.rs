@@ -353,10 +353,10 @@ fn unknown_options_are_refused_on_every_route() {
     let cases: Vec<(&str, String, &str, Vec<u8>, &str)> = vec![
         (
             "POST",
-            "/v1/ocr?profile=fast&followup=accurate".into(),
+            "/v1/ocr?profle=fast&folowup=accurate".into(),
             "image/png",
             png.clone(),
-            "profile",
+            "profle",
         ),
         (
             "POST",

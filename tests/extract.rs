@@ -584,6 +584,21 @@ async fn two_pass_hybrid_answers_fast_and_follows_up_with_accurate_on_one_stored
     );
     let (s, p) = call(&router, post("tag=x", receipt.clone())).await;
     assert_eq!(s.as_u16(), 422, "job options without followup: {p}");
+    let (s, p) = call(
+        &router,
+        post("followup=accurate&review_threshold=2", receipt.clone()),
+    )
+    .await;
+    assert_eq!(
+        s.as_u16(),
+        422,
+        "a bad job option is refused before the first pass: {p}"
+    );
+    let mut req = post("followup=accurate", receipt.clone());
+    req.headers_mut()
+        .insert("prefer", "respond-async, wait=0".parse().unwrap());
+    let (s, p) = call(&router, req).await;
+    assert_eq!(s.as_u16(), 422, "followup answers synchronously: {p}");
 
     let (s, accurate) = call(
         &router,

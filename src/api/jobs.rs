@@ -684,13 +684,16 @@ pub(super) async fn job_result(
         corrections: r.corrections,
         changes: None,
     };
-    if let Some(first) = first_pass {
-        let now = result
-            .documents
-            .first()
-            .map(|d| d.extractions.as_slice())
-            .unwrap_or_default();
-        result.changes = Some(field_changes(&first.extractions, now));
+    if let Some(first) = first_pass
+        && let Some(doc) = result.documents.first()
+    {
+        // Only pages this pass completed: a page still running has no second answer yet.
+        let done: Vec<crate::extract::Extraction> = first
+            .extractions
+            .into_iter()
+            .filter(|e| doc.pages.get(e.page - 1).is_some_and(Option::is_some))
+            .collect();
+        result.changes = Some(field_changes(&done, &doc.extractions));
     }
     Ok(Json(result).into_response())
 }

@@ -370,7 +370,12 @@ impl RequestOptions {
     /// The two-pass options make sense together: `followup` names a served profile on a server
     /// with jobs (its job is validated now, before the first pass runs), and the job's own
     /// options come only with it.
-    fn check_followup(&self, st: &AppState) -> Result<(), Error> {
+    fn check_followup(
+        &self,
+        st: &AppState,
+        caller: &Caller,
+        respond_async: bool,
+    ) -> Result<(), Error> {
         let Some(profile) = &self.followup else {
             if self.review_threshold.is_some() || self.webhook_url.is_some() || self.tag.is_some() {
                 return Err(Error::InvalidOption(
@@ -381,6 +386,23 @@ impl RequestOptions {
         };
         if st.jobs.is_none() {
             return Err(Error::JobsDisabled);
+        }
+        if respond_async {
+            return Err(Error::InvalidOption(
+                "`followup` answers synchronously: drop `Prefer: respond-async` (or `followup`)"
+                    .into(),
+            ));
+        }
+        // The follow-up is a job: creating one needs the scope `POST /v1/jobs` needs.
+        if !caller.has(crate::auth::Scope::Jobs) {
+            return Err(Error::Forbidden { scope: "jobs" });
+        }
+        if let Some(t) = self.review_threshold
+            && !(0.0..=1.0).contains(&t)
+        {
+            return Err(Error::InvalidOption(format!(
+                "review_threshold must be in 0..=1, got {t}"
+            )));
         }
         jobs::job_spec(
             st,
@@ -545,9 +567,9 @@ async fn ocr(
     let options = query.overlay(body_opts);
     let sched = st.profiles.get(options.profile.as_deref())?.clone();
     let opts = options.apply(sched.kind(), sched.base_options())?;
-    options.check_followup(&st)?;
     let format = options.response_format(&headers);
     let (respond_async, wait_s) = jobs::parse_prefer(&headers);
+    options.check_followup(&st, &caller, respond_async && st.jobs.is_some())?;
     if respond_async && st.jobs.is_some() {
         let key = headers
             .get("idempotency-key")

@@ -287,8 +287,18 @@ impl Binder {
     /// allocated bound (reused while the shape repeats) and refuses a run whose output shape
     /// differs from it.
     fn stage(&mut self, input: &Tensor) -> Result<()> {
+        let n: usize = input.shape.iter().product();
+        if n != input.data.len() {
+            return Err(Error::Runtime(format!(
+                "input of shape {:?} holds {} values, not {n}",
+                input.shape,
+                input.data.len()
+            )));
+        }
         if self.staged.as_ref().is_none_or(|(s, _)| *s != input.shape) {
-            // Drop the old buffer before allocating the new one: page-locked memory is scarce.
+            // Release the old buffer (the binding holds it too) before allocating the new one:
+            // page-locked memory is scarce.
+            self.io.clear_inputs();
             self.staged = None;
             let t = ort::value::Tensor::<f32>::new(&self.allocator, input.shape.clone())?;
             self.staged = Some((input.shape.clone(), t));

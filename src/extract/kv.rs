@@ -25,7 +25,12 @@ pub fn extract(page: &Page, number: usize) -> Extraction {
                 continue;
             };
             let key = line.text[..colon].trim();
-            let rest = line.text[colon + 1..].trim();
+            // The colon may be the full-width `：` (three bytes).
+            let after = line.text[colon..]
+                .chars()
+                .next()
+                .map_or(colon + 1, |c| colon + c.len_utf8());
+            let rest = line.text[after..].trim();
             let (value, vlines): (String, Vec<&Line>) = if !rest.is_empty() {
                 (rest.to_string(), vec![*line])
             } else if let Some(next) = row
@@ -101,6 +106,7 @@ mod tests {
             ("Address:", 10.0, 90.0),
             ("12 High Street", 10.0, 115.0),
             ("Opening at 10:30 daily", 10.0, 300.0),
+            ("Città：Roma", 10.0, 340.0),
         ]);
         let e = extract(&p, 3);
         assert_eq!(e.page, 3);
@@ -114,7 +120,8 @@ mod tests {
             [
                 ("Name", "Jane Roe"),
                 ("Date", "12 March 1998"),
-                ("Address", "12 High Street")
+                ("Address", "12 High Street"),
+                ("Città", "Roma")
             ]
         );
     }

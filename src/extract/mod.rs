@@ -312,6 +312,36 @@ mod tests {
         assert_eq!(got, [Kind::Mrz, Kind::Receipt, Kind::Kv]);
     }
 
+    /// OCR output is untrusted: every extraction takes any text without panicking (multi-byte
+    /// characters next to colons, dates and amounts; case changes that move byte offsets).
+    #[test]
+    fn odd_text_never_panics() {
+        let odd = [
+            "ﬁ：ß 12/03/2018 ＴＯＴＡＬ 12.50",
+            "İstanbul: 1,234.50 € Straße:",
+            "：：：",
+            "TOTA L ǅ 31/12/99 RM1.00%",
+            "P<UTOß<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<",
+            "«««««««««««««««««««««««««««««««««««««««««««",
+            "ΣΊΣΥΦΟΣ: DATE 01-ΝΟΕ-2017 🧾 total 9.99",
+            "",
+        ];
+        let lines: Vec<(&str, f32, f32)> = odd
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (*t, 10.0, 10.0 + 30.0 * i as f32))
+            .collect();
+        let p = page(&lines);
+        for what in [Extract::Receipt, Extract::Mrz, Extract::Kv, Extract::Auto] {
+            let _ = extract(what, std::slice::from_ref(&p));
+        }
+        let r = receipt::extract(&p, 1);
+        assert_eq!(r.fields["date"].value, "12/03/2018");
+        let k = kv::extract(&p, 1);
+        let keys: Vec<&str> = k.pairs.iter().map(|p| p.key.value.as_str()).collect();
+        assert!(keys.contains(&"İstanbul"), "{keys:?}");
+    }
+
     #[test]
     fn a_field_takes_its_lines_lowest_confidence_and_their_union_box() {
         let p = page(&[("A", 10.0, 10.0), ("B", 50.0, 40.0)]);

@@ -316,12 +316,20 @@ static DATE_WORDS: LazyLock<Regex> = LazyLock::new(|| {
 fn find_date<'a>(rows: &[Row<'a>], texts: &[String]) -> Option<FoundDate<'a>> {
     let mut first: Option<FoundDate<'a>> = None;
     for (i, t) in texts.iter().enumerate() {
-        let Some((m, iso)) = parse_date(t) else {
+        // Dates are read from the row's own text in upper case (not the key-word-mended one,
+        // whose byte offsets may differ), and printed from the row's own case where the same
+        // bytes of it upper-case to the match.
+        let raw = rows[i].text();
+        let up = raw.to_uppercase();
+        let Some((m, iso)) = parse_date(&up) else {
             continue;
         };
-        // The text as printed, from the row's own case.
-        let raw = rows[i].text();
-        let text = raw.get(m.0..m.1).unwrap_or(&t[m.0..m.1]).to_string();
+        let upper = &up[m.0..m.1];
+        let text = raw
+            .get(m.0..m.1)
+            .filter(|r| r.to_uppercase() == upper)
+            .unwrap_or(upper)
+            .to_string();
         let found = FoundDate {
             row: i,
             text,
@@ -674,6 +682,7 @@ mod tests {
             ("01.06.18", "01.06.18", Some("2018-06-01")),
             ("18-03-201811:23", "18-03-2018", Some("2018-03-18")),
             ("01-NoV-2017_11:20:04AM", "01-NoV-2017", Some("2017-11-01")),
+            ("Straße 3 · 12/03/2018", "12/03/2018", Some("2018-03-12")),
             ("19- 18/01/2018", "18/01/2018", Some("2018-01-18")),
         ] {
             let up = text.to_uppercase();

@@ -765,13 +765,8 @@ pub(super) async fn hybrid(
     let svc = service(st)?;
     let opts = JobRequestOptions {
         model: options.model,
-        det_limit_side: options.det_limit_side,
-        classify: options.classify,
-        min_confidence: options.min_confidence,
-        pages: options.pages.clone(),
-        extract: options.extract,
         profile: options.profile.clone(),
-        ..JobRequestOptions::default()
+        ..options.job_options()
     };
     let doc = Upload {
         name: "document".into(),

@@ -412,9 +412,10 @@ impl RequestOptions {
         .map(|_| ())
     }
 
-    /// The follow-up job's options: this request's pipeline options (not its `model`, which
-    /// names the first pass's set), extraction and review rules, on `profile`.
-    fn followup_options(&self, profile: &str) -> jobs::JobRequestOptions {
+    /// The job options this request carries over to a job (`Prefer: respond-async`, or the
+    /// follow-up of a two-pass request): pipeline options, page selection, extraction and
+    /// review rules. Not `model` or `profile`: each caller says which set the job runs.
+    fn job_options(&self) -> jobs::JobRequestOptions {
         jobs::JobRequestOptions {
             det_limit_side: self.det_limit_side,
             classify: self.classify,
@@ -424,8 +425,16 @@ impl RequestOptions {
             webhook_url: self.webhook_url.clone(),
             pages: self.pages.clone(),
             extract: self.extract,
-            profile: Some(profile.to_string()),
             ..jobs::JobRequestOptions::default()
+        }
+    }
+
+    /// The follow-up job's options: [`Self::job_options`] on `profile` (not this request's
+    /// `model`, which names the first pass's set).
+    fn followup_options(&self, profile: &str) -> jobs::JobRequestOptions {
+        jobs::JobRequestOptions {
+            profile: Some(profile.to_string()),
+            ..self.job_options()
         }
     }
 

@@ -149,6 +149,26 @@ mod tests {
     }
 
     #[test]
+    fn extract_names_parse_and_unknown_ones_are_refused() {
+        use crate::extract::Extract;
+        for (s, e) in [
+            ("receipt", Extract::Receipt),
+            ("mrz", Extract::Mrz),
+            ("kv", Extract::Kv),
+            ("auto", Extract::Auto),
+        ] {
+            let o = parse_query::<RequestOptions>(&format!("extract={s}")).unwrap();
+            assert_eq!(o.extract, Some(e));
+        }
+        assert_eq!(
+            parse_query::<RequestOptions>("extract=invoice")
+                .unwrap_err()
+                .code(),
+            "invalid_option"
+        );
+    }
+
+    #[test]
     fn unknown_names_are_refused_and_named() {
         let e = parse_query::<RequestOptions>("quality=high&colour=red&classify=true").unwrap_err();
         assert_eq!(e.code(), "invalid_option");

@@ -23,7 +23,6 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
 use crate::pipeline::{Line, Page};
 
 pub use rows::{Row, rows};
@@ -54,20 +53,6 @@ pub enum Extract {
     Auto,
 }
 
-impl Extract {
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "receipt" => Ok(Self::Receipt),
-            "mrz" => Ok(Self::Mrz),
-            "kv" => Ok(Self::Kv),
-            "auto" => Ok(Self::Auto),
-            _ => Err(Error::InvalidOption(format!(
-                "extract: `{s}` is not one of `receipt`, `mrz`, `kv`, `auto`"
-            ))),
-        }
-    }
-}
-
 /// The kind of one extraction in a result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -75,6 +60,17 @@ pub enum Kind {
     Receipt,
     Mrz,
     Kv,
+}
+
+impl Kind {
+    /// The name in results and review reasons.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Receipt => "receipt",
+            Kind::Mrz => "mrz",
+            Kind::Kv => "kv",
+        }
+    }
 }
 
 /// One extracted value.
@@ -106,7 +102,7 @@ impl Field {
             confidence: lines
                 .iter()
                 .map(|l| l.confidence)
-                .fold(None, |m: Option<f32>, c| Some(m.map_or(c, |m| m.min(c))))
+                .reduce(f32::min)
                 .unwrap_or(0.0),
             bbox: union_box(lines.iter().map(|l| &l.bbox)),
             valid: None,
@@ -271,22 +267,6 @@ pub(crate) mod testing {
 mod tests {
     use super::testing::page;
     use super::*;
-
-    #[test]
-    fn extract_names_parse_and_unknown_ones_are_refused() {
-        for (s, e) in [
-            ("receipt", Extract::Receipt),
-            ("mrz", Extract::Mrz),
-            ("kv", Extract::Kv),
-            ("auto", Extract::Auto),
-        ] {
-            assert_eq!(Extract::parse(s).unwrap(), e);
-        }
-        assert_eq!(
-            Extract::parse("invoice").unwrap_err().code(),
-            "invalid_option"
-        );
-    }
 
     #[test]
     fn auto_picks_the_mrz_then_a_receipt_then_pairs() {

@@ -37,8 +37,7 @@ pub fn extract(page: &Page, number: usize) -> Extraction {
     let date = find_date(&rows, &texts);
     let subtotal = find_amount(&rows, &texts, Role::Subtotal);
     // Without a total row, the last subtotal is what was paid (it is restated after rounding).
-    let total = find_amount(&rows, &texts, Role::Total)
-        .or_else(|| find_amount(&rows, &texts, Role::Subtotal));
+    let total = find_amount(&rows, &texts, Role::Total).or_else(|| subtotal.clone());
     let tax = find_amount(&rows, &texts, Role::Tax);
     // The header ends at the first row that holds a date or a total (amounts above it are
     // often a till's own numbers printed at the very top).
@@ -431,6 +430,7 @@ enum Role {
     Tax,
 }
 
+#[derive(Clone)]
 struct FoundAmount<'a> {
     row: usize,
     /// As printed (without a currency mark).

@@ -444,10 +444,7 @@ pub fn review_reason(
     threshold: Option<f32>,
 ) -> Option<String> {
     let e = crate::extract::extract_page(extract?, page, 1)?;
-    let kind = serde_json::to_value(e.kind)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
+    let kind = e.kind.as_str();
     let mut reasons: Vec<String> = e.problems.iter().map(|p| format!("{kind} {p}")).collect();
     if let Some(t) = threshold {
         for name in e.fields_under(t) {

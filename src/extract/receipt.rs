@@ -5,14 +5,19 @@
 //! - **company**: in the header (the rows above the first date, total or item row), the first
 //!   row that carries a company form (`SDN BHD`, `LTD`, `GMBH`, `ENTERPRISE`, …), else the first
 //!   row of mostly letters that is not a document title (`TAX INVOICE`, `RECEIPT`, …);
-//! - **address**: the header rows after the company, skipping registration numbers, up to the
-//!   first contact or tax row (`TEL`, `FAX`, `GST`, `EMAIL`, …), joined by spaces;
+//! - **address**: the header rows after the company, skipping registration numbers and a
+//!   branch's name, up to the first contact or tax row (`TEL`, `FAX`, `GST`, `EMAIL`, a phone
+//!   number, …; a row that goes on into a contact gives the part before it), joined by spaces,
+//!   with OCR's full stop for a thermal printer's comma mended;
 //! - **date**: the first date on a row that says `DATE`, else the first date anywhere; formats
-//!   `dd/mm/yyyy` (`-`, `.`), `yyyy-mm-dd`, `dd MMM yyyy`, `MMM dd, yyyy`, two-digit years; the
+//!   `dd/mm/yyyy` (`-`, `.`), `yyyy-mm-dd`, `dd MMM yyyy`, `MMM dd, yyyy`, two-digit years, and
+//!   failing those `ddmmyyyy` standing alone or before a time; the
 //!   value as printed, `normalized` in ISO 8601, `valid` whether it is a calendar day;
 //! - **total**: the amount of the strongest total row (`GRAND TOTAL`, `ROUNDED TOTAL`, `NETT
 //!   TOTAL`, `TOTAL`, `AMOUNT DUE`, … but not `SUBTOTAL`, `TOTAL QTY` or `TOTAL EXCL. GST`),
-//!   its amount on the row or just below; **subtotal** and **tax** the same way; **currency**
+//!   its amount on the row or just below, a row of two label/amount columns read pair by pair,
+//!   `TOTAL`/`AMOUNT` as OCR misreads them mended and a lone decimal comma on a page of decimal
+//!   points read as a point; **subtotal** and **tax** the same way; **currency**
 //!   from a mark beside an amount (`RM`, `$`, `€`, `£`, …);
 //! - **items**: the rows between the header and the subtotal or total that end in an amount,
 //!   with a quantity where the row prints one (`2 x`, `2 @`, a leading count).
@@ -39,6 +44,13 @@ pub fn extract(page: &Page, number: usize) -> Extraction {
     // Without a total row, the last subtotal is what was paid (it is restated after rounding).
     let total = find_amount(&rows, &texts, Role::Total).or_else(|| subtotal.clone());
     let tax = find_amount(&rows, &texts, Role::Tax);
+    // A lone decimal comma on a page that prints decimal points is OCR's misread of the point.
+    let [subtotal, total, tax] = [subtotal, total, tax].map(|a| {
+        a.map(|mut a| {
+            a.text = page_decimal_point(&texts, &a.text);
+            a
+        })
+    });
     // The header ends at the first row that holds a date or a total (amounts above it are
     // often a till's own numbers printed at the very top).
     let first_body = [date.as_ref().map(|d| d.row), total.as_ref().map(|t| t.row)]
@@ -160,13 +172,17 @@ static REGISTRATION: LazyLock<Regex> = LazyLock::new(|| {
         .expect("a constant pattern. This is a bug.")
 });
 
-/// A row's text in upper case with OCR's misreads of the key word TOTAL mended (`TOTA1`,
-/// `T0TAL`, `TOTA L`); amounts and dates are untouched.
+/// A row's text in upper case with OCR's misreads of the key words TOTAL (`TOTA1`, `T0TAL`,
+/// `TOTA L`, `IUIAL`) and AMOUNT (`ANOUNT`) mended; amounts and dates are untouched.
 fn key_words(t: &str) -> String {
     static TOTAL: LazyLock<Regex> = LazyLock::new(|| {
-        Regex::new(r"T[O0]TA ?[L1I]").expect("a constant pattern. This is a bug.")
+        Regex::new(r"[TI1][OU0][TI1]A ?[L1I]").expect("a constant pattern. This is a bug.")
     });
-    TOTAL.replace_all(&t.to_uppercase(), "TOTAL").into_owned()
+    static AMOUNT: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"\bA[MN]{1,2}OUNT\b").expect("a constant pattern. This is a bug.")
+    });
+    let t = TOTAL.replace_all(&t.to_uppercase(), "TOTAL").into_owned();
+    AMOUNT.replace_all(&t, "AMOUNT").into_owned()
 }
 
 fn is_contact(t: &str) -> bool {
@@ -195,8 +211,11 @@ fn find_company(header: &[Row<'_>]) -> Option<(usize, Field)> {
         .map(|t| TRAILING_REGISTRATION.replace(t.trim(), "").into_owned())
         .collect();
     let limit = header.len().min(8);
-    // The legal entity when one is printed, else the first name-like row (a shop's sign).
-    let i = (0..limit)
+    // The legal entity when one is printed above the shop's contact rows (one printed below
+    // them, `OWNED BY: … SDN BHD`, is the shop's owner), else the first name-like row (a
+    // shop's sign).
+    let contacts = (0..limit).find(|&i| is_contact(&texts[i])).unwrap_or(limit);
+    let i = (0..contacts)
         .find(|&i| LEGAL_FORM.is_match(&names[i]) && plausible(&names[i]))
         .or_else(|| (0..limit).find(|&i| plausible(&names[i])))?;
     let texts = names;
@@ -247,47 +266,135 @@ fn fix_legal_form(t: &str) -> String {
 static POSTCODE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\b\d{5}\b").expect("a constant pattern. This is a bug."));
 
+/// A telephone number printed without its label (or with a misread one): a leading `0` or `+`
+/// and eight or more digits in dash- or space-separated groups (`05-60952052`, `+603-3362 4137`).
+static PHONE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(^|[\s:])(\+\d{1,3}[-\s]?|0)\d{1,3}[-\s]\d{3,4}\s?\d{3,5}\b|#\s*\d{6,}")
+        .expect("a constant pattern. This is a bug.")
+});
+
 /// The address: the header rows after the company from the first that looks like an address
-/// (a number, or a street word), registration and tax-ID rows skipped, up to the first contact
-/// row, at most five rows.
+/// (a number, or a street word), registration and tax-ID rows and a branch name in brackets
+/// skipped, up to the first contact row, at most five rows. A row that starts with the address
+/// and goes on with a contact (`81750 JOHOR BAHRU. TEL: 07-…`) gives the part before it. A word
+/// or two without a street word or postcode before the first contact row was a branch's name
+/// (`BENTONG-2`), not its address, and the search goes on below it. The punctuation is mended as an address prints it (see
+/// [`address_punctuation`]).
 fn find_address(after: &[Row<'_>]) -> Option<Field> {
     static STREET: LazyLock<Regex> = LazyLock::new(|| {
         Regex::new(r"\b(NO|LOT|JALAN|JLN|LEVEL|LVL|BLOCK|BLK|TAMAN|LORONG|PERSIARAN|STREET|ST|ROAD|RD|AVENUE|AVE|FLOOR|UNIT|SUITE|PLAZA|MENARA|WISMA|KOMPLEKS|BANGUNAN)\b|\d")
             .expect("a constant pattern. This is a bug.")
     });
-    let mut parts = Vec::new();
+    static STREET_WORD: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"\b(NO|LOT|JALAN|JLN|LEVEL|LVL|BLOCK|BLK|TAMAN|LORONG|PERSIARAN|STREET|ST|ROAD|RD|AVENUE|AVE|FLOOR|UNIT|SUITE|PLAZA|MENARA|WISMA|KOMPLEKS|BANGUNAN|SEKSYEN|SECTION|BANDAR|KAWASAN|PUSAT)\b")
+            .expect("a constant pattern. This is a bug.")
+    });
+    let contact_at = |t: &str| {
+        CONTACT
+            .find(t)
+            .map(|m| m.start())
+            .into_iter()
+            .chain(PHONE.find(t).map(|m| m.start()))
+            .min()
+            // A label too short to be an address (`LEL:`, OCR's `TEL:`) goes with its number.
+            .map(|at| if t[..at].trim().len() <= 5 { 0 } else { at })
+    };
+    let mut parts: Vec<String> = Vec::new();
     let mut lines: Vec<&Line> = Vec::new();
-    for r in after {
-        let t = r.text().to_uppercase();
+    let mut i = 0;
+    while i < after.len() {
+        let r = &after[i];
+        i += 1;
+        let text = r.text();
+        let t = text.to_uppercase();
         if parts.is_empty() {
             let tax_id = CONTACT.is_match(&t) && !t.contains("TEL") && !t.contains("FAX");
+            let bracketed = t.trim_start().starts_with('(') && t.trim_end().ends_with(')');
             if REGISTRATION.is_match(&t)
+                || bracketed
                 || tax_id && (t.contains("GST") || t.contains("SST") || t.contains("REG"))
             {
                 continue;
             }
-            if !STREET.is_match(&t) {
+            if !STREET.is_match(&t) || contact_at(&t) == Some(0) {
                 continue;
             }
         }
         let after_postcode = parts.iter().any(|p: &String| POSTCODE.is_match(p));
-        if is_contact(&t)
+        // The row's own address part: all of it, or what precedes a contact on it.
+        let own = match contact_at(&t) {
+            Some(at) if at > 0 && t.len() == text.len() && text.is_char_boundary(at) => {
+                Some(text[..at].trim_end_matches([' ', ',', ':']).to_string())
+            }
+            Some(_) => None,
+            None => Some(text.clone()),
+        };
+        let stop = own.is_none()
             || TITLE.is_match(&t)
             || (!parts.is_empty() && REGISTRATION.is_match(&t))
             || AMOUNT_END.is_match(&t)
             || parts.len() == 5
             // After the postcode's row only a state or country name (no digits) follows.
-            || (after_postcode && (t.chars().any(|c| c.is_ascii_digit()) || parts.len() > 1 && POSTCODE.is_match(&parts[parts.len() - 2])))
-        {
+            || (after_postcode && (t.chars().any(|c| c.is_ascii_digit()) || parts.len() > 1 && POSTCODE.is_match(&parts[parts.len() - 2])));
+        if stop {
+            let joined = parts.join(" ").to_uppercase();
+            let branch = !STREET_WORD.is_match(&joined)
+                && !POSTCODE.is_match(&joined)
+                && joined.split_whitespace().count() <= 2;
+            if !parts.is_empty() && branch {
+                // A branch's name: look again below it.
+                parts.clear();
+                lines.clear();
+                i -= 1;
+                if own.is_none() || REGISTRATION.is_match(&t) {
+                    i += 1;
+                }
+                continue;
+            }
             break;
         }
-        parts.push(r.text());
-        lines.extend(&r.lines);
-        if after_postcode {
+        let own = own.unwrap_or_default();
+        let cut = own.len() < text.len();
+        if !own.is_empty() {
+            parts.push(own);
+            lines.extend(&r.lines);
+        }
+        if after_postcode || cut {
             break;
         }
     }
-    (!parts.is_empty()).then(|| Field::from_lines(parts.join(" "), &lines))
+    (!parts.is_empty()).then(|| Field::from_lines(address_punctuation(&parts.join(" ")), &lines))
+}
+
+/// An address's punctuation as printed: OCR reads a thermal printer's comma as a full stop. A
+/// full stop between two parts of an address is a comma: after a word of three or more letters
+/// or a number, before a space, before a five-digit postcode, or between two words of three or
+/// more letters (`RAWANG.SELANGOR`); abbreviations (`NO.`, `KG.`, `D.E`) and the final full
+/// stop stay. A house number's label `NO,` is `NO.`, and a letter O ending a number is a zero
+/// (`29O`).
+fn address_punctuation(t: &str) -> String {
+    static STOP: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"\b([A-Za-z]{3,}|\d+)\.(\s+\S|\d{5}\b|[A-Za-z]{3,})")
+            .expect("a constant pattern. This is a bug.")
+    });
+    static NO_COMMA: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"^(?i)(NO),(\s*\d)").expect("a constant pattern. This is a bug.")
+    });
+    static ZERO: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"\b(\d{2,})O\b").expect("a constant pattern. This is a bug."));
+    let t = NO_COMMA.replace(t, "$1.$2");
+    let t = ZERO.replace_all(&t, "${1}0");
+    STOP.replace_all(&t, |c: &regex::Captures<'_>| {
+        let word = &c[1];
+        if ["NO", "KG", "JLN", "LOT", "BLK", "LRG", "TMN", "SG", "BT"]
+            .contains(&word.to_uppercase().as_str())
+        {
+            c[0].to_string()
+        } else {
+            format!("{},{}", word, &c[2])
+        }
+    })
+    .into_owned()
 }
 
 struct FoundDate<'a> {
@@ -342,7 +449,38 @@ fn find_date<'a>(rows: &[Row<'a>], texts: &[String]) -> Option<FoundDate<'a>> {
             first = Some(found);
         }
     }
-    first
+    first.or_else(|| compact_date(rows))
+}
+
+/// Without a separated date, a date printed without separators (`25032018`, day first) that is
+/// a calendar day of this century and stands as a word of its own, followed by a time of day or
+/// with no other number on its row.
+fn compact_date<'a>(rows: &[Row<'a>]) -> Option<FoundDate<'a>> {
+    static COMPACT: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"(?:^|\s)(\d{2})(\d{2})(20\d{2})(?:$|\s+(\d{1,2}:\d{2})?)")
+            .expect("a constant pattern. This is a bug.")
+    });
+    rows.iter().enumerate().find_map(|(i, r)| {
+        let up = r.text().to_uppercase();
+        COMPACT.captures_iter(&up).find_map(|c| {
+            let whole = c.get(0)?;
+            let others = up[..whole.start()]
+                .chars()
+                .chain(up[whole.end()..].chars())
+                .any(|ch| ch.is_ascii_digit());
+            if c.get(4).is_none() && others {
+                return None;
+            }
+            let n = |k: usize| c[k].parse::<u32>().ok();
+            let iso = iso_date(n(3)?, n(2)?, n(1)?)?;
+            Some(FoundDate {
+                row: i,
+                text: format!("{}{}{}", &c[1], &c[2], &c[3]),
+                iso: Some(iso),
+                lines: r.lines.clone(),
+            })
+        })
+    })
 }
 
 /// The first date in `t` (upper case): its byte range and its ISO form when it is a calendar
@@ -519,6 +657,8 @@ fn strength(t: &str, role: Role) -> u8 {
                 "PAID",
                 "TENDER",
                 "RECEIVED",
+                "ACCEPTED",
+                "GROSS",
             ];
             // "GST @6% included in total" is a tax row.
             let tax_first = ["GST", "SST", "VAT", "TAX"]
@@ -534,6 +674,10 @@ fn strength(t: &str, role: Role) -> u8 {
                 || has("TOTAL PAYABLE")
                 || has("AMOUNT DUE")
                 || has("TOTAL DUE")
+                || has("NET AMT")
+                || has("NETT AMT")
+                || has("NET AMOUNT")
+                || has("NETT AMOUNT")
             {
                 4
             } else if has("TOTAL") && (has("INCL") || has("AMOUNT") || has("RM") || has("SALES")) {
@@ -547,56 +691,115 @@ fn strength(t: &str, role: Role) -> u8 {
     }
 }
 
+/// `amount` as printed, with a decimal comma read as the point the rest of the page prints
+/// (`174,90` on a page of `150.00`, `25.10`).
+fn page_decimal_point(texts: &[String], amount: &str) -> String {
+    static POINT: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"\d\.\d{2}\b").expect("a constant pattern. This is a bug."));
+    static COMMA: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"\d,\d{2}\b").expect("a constant pattern. This is a bug."));
+    static COMMA_END: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"^([^.]*\d),(\d{2})$").expect("a constant pattern. This is a bug.")
+    });
+    if !COMMA_END.is_match(amount) {
+        return amount.to_string();
+    }
+    let count = |re: &Regex| texts.iter().map(|t| re.find_iter(t).count()).sum::<usize>();
+    if count(&POINT) > 2 * count(&COMMA) {
+        COMMA_END.replace(amount, "$1.$2").into_owned()
+    } else {
+        amount.to_string()
+    }
+}
+
+/// A row's label-and-amount pairs: the text up to and including each amount (a row of one
+/// pair, or none, is itself).
+fn pairs(t: &str) -> Vec<&str> {
+    // Byte ranges of the pairs so far.
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    let mut from = 0;
+    for c in AMOUNT.captures_iter(t) {
+        let (Some(m), Some(whole)) = (c.get(2), c.get(0)) else {
+            continue;
+        };
+        if t[m.end()..].trim_start().starts_with('%') {
+            continue;
+        }
+        // A pair needs a label: an amount right after the last one (a price and its total)
+        // stays with it.
+        let label = t[from..m.start()].chars().any(char::is_alphabetic);
+        match out.last_mut() {
+            Some(last) if !label => last.1 = whole.end(),
+            _ => out.push((from, whole.end())),
+        }
+        from = whole.end();
+    }
+    if out.is_empty() {
+        return vec![t];
+    }
+    // What follows the last amount: a pair of its own when it is a label, else its tail.
+    let rest = &t[from..];
+    if rest.chars().any(char::is_alphabetic) && rest.trim().len() > 3 {
+        out.push((from, t.len()));
+    } else if let Some(last) = out.last_mut() {
+        last.1 = t.len();
+    }
+    out.into_iter().map(|(a, b)| t[a..b].trim()).collect()
+}
+
 /// The amount of `role`'s strongest row (the last such row on a tie: totals are restated after
 /// rounding), read on the row itself or, when the row prints only the label, the row below.
 fn find_amount<'a>(rows: &[Row<'a>], texts: &[String], role: Role) -> Option<FoundAmount<'a>> {
     let mut best: Option<(u8, FoundAmount<'a>)> = None;
-    for (i, t) in texts.iter().enumerate() {
-        let s = strength(t, role);
-        if s == 0 {
-            continue;
-        }
-        let (at, (text, value, currency)) = match last_amount(t) {
-            Some(a) => (i, a),
-            None => match texts
-                .get(i + 1)
-                .filter(|n| strength(n, role) == 0)
-                .and_then(|n| last_amount(n))
-            {
-                Some(a)
-                    if role == Role::Total
-                        && AMOUNT_END.is_match(&texts[i + 1])
-                        && texts[i + 1].split_whitespace().count() <= 2 =>
+    for (i, row) in texts.iter().enumerate() {
+        // A row of two columns ("TOTAL SAVING 0.00   TOTAL 12.00") is read pair by pair.
+        for t in pairs(row) {
+            let s = strength(t, role);
+            if s == 0 {
+                continue;
+            }
+            let (at, (text, value, currency)) = match last_amount(t) {
+                Some(a) => (i, a),
+                None => match texts
+                    .get(i + 1)
+                    .filter(|n| strength(n, role) == 0)
+                    .and_then(|n| last_amount(n))
                 {
-                    (i + 1, a)
-                }
-                _ => continue,
-            },
-        };
-        if value <= 0.0 {
-            continue;
-        }
-        if best.as_ref().is_none_or(|(bs, _)| s >= *bs) {
-            let lines = rows[i]
-                .lines
-                .iter()
-                .chain(if at != i {
-                    rows[at].lines.iter()
-                } else {
-                    [].iter()
-                })
-                .copied()
-                .collect();
-            best = Some((
-                s,
-                FoundAmount {
-                    row: i,
-                    text,
-                    value,
-                    currency,
-                    lines,
+                    Some(a)
+                        if role == Role::Total
+                            && AMOUNT_END.is_match(&texts[i + 1])
+                            && texts[i + 1].split_whitespace().count() <= 2 =>
+                    {
+                        (i + 1, a)
+                    }
+                    _ => continue,
                 },
-            ));
+            };
+            if value <= 0.0 {
+                continue;
+            }
+            if best.as_ref().is_none_or(|(bs, _)| s >= *bs) {
+                let lines = rows[i]
+                    .lines
+                    .iter()
+                    .chain(if at != i {
+                        rows[at].lines.iter()
+                    } else {
+                        [].iter()
+                    })
+                    .copied()
+                    .collect();
+                best = Some((
+                    s,
+                    FoundAmount {
+                        row: i,
+                        text,
+                        value,
+                        currency,
+                        lines,
+                    },
+                ));
+            }
         }
     }
     best.map(|(_, a)| a)
@@ -813,6 +1016,149 @@ mod tests {
         assert_eq!(e.fields["total"].valid, Some(false));
         assert_eq!(e.valid, Some(false));
         assert!(e.problems[0].starts_with("total:"), "{:?}", e.problems);
+    }
+
+    #[test]
+    fn address_punctuation_is_mended_as_an_address_prints_it() {
+        for (ocr, want) in [
+            (
+                "NO 290, JALAN AIR PANAS. SETAPAK, 53200, KUALA LUMPUR.",
+                "NO 290, JALAN AIR PANAS, SETAPAK, 53200, KUALA LUMPUR.",
+            ),
+            (
+                "NO.32 & 33. JALAN SR 1/9, SEKSYEN 9. TAMAN SERDANG RAYA",
+                "NO.32 & 33, JALAN SR 1/9, SEKSYEN 9, TAMAN SERDANG RAYA",
+            ),
+            (
+                "SRI PETALING.57000 KUALA LUMPUR.",
+                "SRI PETALING,57000 KUALA LUMPUR.",
+            ),
+            ("48000 RAWANG.SELANGOR D.E", "48000 RAWANG,SELANGOR D.E"),
+            ("NO, 89&91, JALAN UTAMA", "NO. 89&91, JALAN UTAMA"),
+            ("NO 29O, JALAN AIR PANAS", "NO 290, JALAN AIR PANAS"),
+            // Abbreviations and the final full stop stay; a comma is never moved.
+            (
+                "KG. DUSUN NANDING, NO. 1 JLN. 5",
+                "KG. DUSUN NANDING, NO. 1 JLN. 5",
+            ),
+            ("107,JALAN BANDAR RAWANG 2.", "107,JALAN BANDAR RAWANG 2."),
+        ] {
+            assert_eq!(address_punctuation(ocr), want, "{ocr}");
+        }
+    }
+
+    #[test]
+    fn an_address_ends_at_a_contact_even_mid_row_and_skips_a_branch_name() {
+        let p = page(&[
+            ("MOONLIGHT CAKE HOUSE SDN BHD", 10.0, 10.0),
+            ("(GST Reg No: 001559298048)", 10.0, 40.0),
+            (
+                "No.1, Jalan Permas 10/5, Bandar Baru Permas Jaya",
+                10.0,
+                70.0,
+            ),
+            (
+                "81750 Johor Bahru, Johor. Tel No.: 07-387 3322",
+                10.0,
+                100.0,
+            ),
+            ("DATE 04/06/2018", 10.0, 130.0),
+        ]);
+        let e = extract(&p, 1);
+        assert_eq!(
+            e.fields["address"].value,
+            "No.1, Jalan Permas 10/5, Bandar Baru Permas Jaya 81750 Johor Bahru, Johor."
+        );
+        let p = page(&[
+            ("TF VALUE-MART SDN BHD (482123-U)", 10.0, 10.0),
+            ("BENTONG-2", 10.0, 40.0),
+            ("GST REG NO 000184401920", 10.0, 70.0),
+            ("JALAN TRAS BATU 1", 10.0, 100.0),
+            ("28700 BENTONG", 10.0, 130.0),
+            ("PAHANG DARUL MAKMUR.", 10.0, 160.0),
+            ("lel:05-60952052", 10.0, 190.0),
+            ("DATE 19/05/18", 10.0, 220.0),
+        ]);
+        let e = extract(&p, 1);
+        assert_eq!(
+            e.fields["address"].value,
+            "JALAN TRAS BATU 1 28700 BENTONG PAHANG DARUL MAKMUR."
+        );
+        // A branch in brackets under the name is not the address either.
+        let p = page(&[
+            ("DE LUXE FRESH MART SDN BHD", 10.0, 10.0),
+            ("(Mutiara Rini 16)", 10.0, 40.0),
+            ("No. 89&91, Jalan Utama,", 10.0, 70.0),
+            ("81300 Skudai, Johor.", 10.0, 100.0),
+            ("Tel:016-7780546", 10.0, 130.0),
+        ]);
+        assert_eq!(
+            extract(&p, 1).fields["address"].value,
+            "No. 89&91, Jalan Utama, 81300 Skudai, Johor."
+        );
+    }
+
+    #[test]
+    fn the_owner_printed_under_the_contacts_is_not_the_shop() {
+        let p = page(&[
+            ("SANYU STATIONERY SHOP", 10.0, 10.0),
+            ("NO. 31G&33G, JALAN SETIA INDAH X ,U13/X", 10.0, 40.0),
+            ("40170 SETIA ALAM", 10.0, 70.0),
+            ("Tel: +603-3362 4137", 10.0, 100.0),
+            ("Owned By:", 10.0, 130.0),
+            ("SANYU SUPPLY SDN BHD (1135772K)", 10.0, 160.0),
+            ("DATE 06/09/2017", 10.0, 190.0),
+        ]);
+        let e = extract(&p, 1);
+        assert_eq!(e.fields["company"].value, "SANYU STATIONERY SHOP");
+        assert_eq!(
+            e.fields["address"].value,
+            "NO. 31G&33G, JALAN SETIA INDAH X ,U13/X 40170 SETIA ALAM"
+        );
+    }
+
+    #[test]
+    fn two_columns_of_pairs_misread_key_words_and_a_stray_decimal_comma() {
+        assert_eq!(
+            pairs("TOTAL SAVING: 0.00 TOTAL 12.00"),
+            ["TOTAL SAVING: 0.00", "TOTAL 12.00"]
+        );
+        assert_eq!(pairs("3 X 2.90 8.70 SR"), ["3 X 2.90 8.70 SR"]);
+        assert_eq!(pairs("TOTAL"), ["TOTAL"]);
+        assert_eq!(key_words("SUBIUIAL 2.28"), "SUBTOTAL 2.28");
+        assert_eq!(key_words("Anount Incl. GST"), "AMOUNT INCL. GST");
+        assert_eq!(strength("ACCEPTED TOTAL 10.00 RM", Role::Total), 0);
+        assert_eq!(strength("NET AMT : 136.00", Role::Total), 4);
+        let texts: Vec<String> = ["SUB TOTAL 150.00", "CASH 200.00", "CHANGE 25.10"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(page_decimal_point(&texts, "174,90"), "174.90");
+        assert_eq!(page_decimal_point(&texts, "1,174.90"), "1,174.90");
+        let euro: Vec<String> = ["SUMME 12,50", "BAR 20,00"].map(String::from).to_vec();
+        assert_eq!(page_decimal_point(&euro, "12,50"), "12,50");
+        // A two-column row: the total is the pair that says TOTAL alone.
+        let p = page(&[
+            ("SHOP ENTERPRISE", 10.0, 10.0),
+            ("DATE 12/05/18", 10.0, 40.0),
+            ("TOTAL SAVING: 0.00", 10.0, 100.0),
+            ("TOTAL 12.00", 300.0, 100.0),
+        ]);
+        assert_eq!(extract(&p, 1).fields["total"].value, "12.00");
+    }
+
+    #[test]
+    fn a_date_printed_without_separators() {
+        let p = page(&[
+            ("WATSONS SDN BHD", 10.0, 10.0),
+            ("00004285 9926016", 10.0, 40.0),
+            ("00440010036 25032018 13:11:54 0003", 10.0, 70.0),
+        ]);
+        let e = extract(&p, 1);
+        assert_eq!(e.fields["date"].value, "25032018");
+        assert_eq!(e.fields["date"].normalized.as_deref(), Some("2018-03-25"));
+        // A number with other numbers beside it and no time is not a date.
+        let p = page(&[("SHOP", 10.0, 10.0), ("INV 25032018 QTY 3", 10.0, 40.0)]);
+        assert!(!extract(&p, 1).fields.contains_key("date"));
     }
 
     #[test]

@@ -6,6 +6,8 @@
 #      which scripts/restrict_vocab.py writes the Latin-only model set models/latin/v6;
 #   3. poppler-utils, qpdf and mupdf-tools (Debian) for the document tests (a second PDF reader
 #      checks the searchable PDFs; no check is skipped when its tool is missing);
+#   3b. Chromium (Debian) and playwright-core (npm, tests/review) for the review desk's browser
+#      test (tests/review_desk.rs);
 #   4. scripts/services.sh: a throwaway PostgreSQL cluster and an S3 server (SeaweedFS) on
 #      loopback, installed when missing, stopped again when this script exits (however it exits);
 #   5. cargo test: unit tests, fake-model pipeline tests, CLI tests, the job store's contract on
@@ -31,6 +33,15 @@ if ! command -v pdftotext >/dev/null || ! command -v qpdf >/dev/null || ! comman
   SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
   $SUDO apt-get update -q >/dev/null &&
     $SUDO apt-get install -y -q poppler-utils qpdf mupdf-tools >/dev/null
+fi
+# The review desk's browser test drives Debian's Chromium with playwright-core from npm (pinned in
+# tests/review/package-lock.json).
+if ! command -v chromium >/dev/null; then
+  SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+  $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q chromium >/dev/null
+fi
+if [ ! -d tests/review/node_modules/playwright-core ]; then
+  npm ci --prefix tests/review --no-audit --no-fund >/dev/null
 fi
 if ! .venv-eval/bin/python -c 'import rapidfuzz, numpy, onnx' >/dev/null 2>&1; then
   python3 -m venv .venv-eval

@@ -390,7 +390,10 @@ pub enum Need {
 pub fn need(method: &axum::http::Method, path: &str, metrics_open: bool) -> Need {
     use axum::http::Method;
     match (path, method) {
-        ("/health/live" | "/health/ready" | "/openapi.json", _) => Need::Open,
+        // The review desk's page holds no data: what it shows comes from the API with the
+        // reviewer's key.
+        ("/health/live" | "/health/ready" | "/openapi.json" | "/review", _) => Need::Open,
+        ("/v1/review/queue", _) => Need::One(Scope::Review),
         ("/metrics", _) if metrics_open => Need::Open,
         ("/metrics", _) => Need::One(Scope::Admin),
         ("/v1/ocr" | "/v1/queue", _) => Need::One(Scope::Ocr),

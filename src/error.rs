@@ -59,6 +59,8 @@ pub enum Error {
     IdempotencyConflict(String),
     #[error("no job {0}")]
     JobNotFound(String),
+    #[error("{0}")]
+    PageNotFound(String),
     #[error("job {0} already finished; nothing to cancel")]
     JobFinished(String),
     #[error("job {id} is {state}, not needs_review")]
@@ -148,6 +150,7 @@ impl Error {
             Error::Unauthorized(_) => (401, "unauthorized", "Unauthorized", Never),
             Error::Forbidden { .. } => (403, "forbidden", "Forbidden", Never),
             Error::JobNotFound(_) => (404, "job_not_found", "Not found", Never),
+            Error::PageNotFound(_) => (404, "page_not_found", "Not found", Never),
             Error::JobsDisabled => (404, "jobs_disabled", "Jobs not enabled", Never),
             Error::RouteNotFound(_) => (404, "not_found", "Not found", Never),
             Error::MethodNotAllowed(_) => (405, "method_not_allowed", "Method not allowed", Never),

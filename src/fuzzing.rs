@@ -266,6 +266,7 @@ fn job_options(opts: &JobRequestOptions) {
         extract: opts.extract,
         profile: opts.profile.clone(),
         first_pass: None,
+        review_sample_rate: opts.review_sample_rate,
     };
     for kind in ModelKind::ALL {
         let _ = job.apply(&OcrOptions::for_model(kind));

@@ -40,6 +40,7 @@ fn pages() -> Vec<Page> {
         confidence: 0.5,
         bbox: [[10.0, 400.0], [200.0, 400.0], [200.0, 420.0], [10.0, 420.0]],
         words: vec![],
+        char_confidences: vec![],
     };
     let mut with_empty = line([10.0, 480.0], 20.0, 0.0, 10.0, &["keep", "", "this"]);
     with_empty.words[2].confidence = 1.7; // out of range: clamped
@@ -52,6 +53,7 @@ fn pages() -> Vec<Page> {
             confidence: f32::NAN,
             bbox: [[-5.0, 590.0], [60.0, 590.0], [60.0, 610.0], [-5.0, 610.0]],
         }],
+        char_confidences: vec![],
     };
     vec![
         Page {
@@ -74,6 +76,7 @@ fn pages() -> Vec<Page> {
                     confidence: 0.1,
                     bbox: [[0.0; 2]; 4],
                     words: vec![],
+                    char_confidences: vec![],
                 },
             ],
             error: None,

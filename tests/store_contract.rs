@@ -51,6 +51,7 @@ fn page(conf: f32) -> Page {
             confidence: conf,
             bbox: [[0.0; 2]; 4],
             words: Vec::new(),
+            char_confidences: Vec::new(),
         }],
         error: None,
     }

@@ -59,6 +59,9 @@ pub struct JobRequestOptions {
     pub extract: Option<Extract>,
     /// The model profile the job's pages run on (default: the server's first).
     pub profile: Option<String>,
+    /// Random sampling as a review trigger: this fraction (0–1) of completed pages goes to
+    /// review whatever its confidence, the reason saying it was sampled.
+    pub review_sample_rate: Option<f32>,
 }
 
 impl Fields for JobRequestOptions {
@@ -75,6 +78,7 @@ impl Fields for JobRequestOptions {
         "pages",
         "extract",
         "profile",
+        "review_sample_rate",
     ];
 }
 
@@ -93,6 +97,7 @@ impl JobRequestOptions {
             pages: o.pages.or(self.pages),
             extract: o.extract.or(self.extract),
             profile: o.profile.or(self.profile),
+            review_sample_rate: o.review_sample_rate.or(self.review_sample_rate),
         }
     }
 }
@@ -341,6 +346,7 @@ pub(super) fn job_spec(
             extract: opts.extract,
             profile: opts.profile.clone(),
             first_pass: None,
+            review_sample_rate: opts.review_sample_rate,
         },
         class: Some(class),
         tag: opts.tag.clone(),
@@ -486,7 +492,8 @@ pub struct ReviewRequest {
     /// Approve the result as it is.
     #[serde(default)]
     pub approve: bool,
-    /// Replace the text of these pages.
+    /// Corrections: of a line (`line` given; its box and words stay, and the JSON result, hOCR
+    /// and searchable PDF carry it) or of a page's whole text (text outputs only).
     #[serde(default)]
     pub corrections: Vec<Correction>,
     pub reviewer: Option<String>,

@@ -11,6 +11,7 @@ pub mod dto;
 pub mod jobs;
 pub mod options;
 pub mod problem;
+mod review;
 pub mod serve;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -198,6 +199,12 @@ impl Api {
             .route("/v1/admin/pause", post(jobs::pause))
             .route("/v1/admin/resume", post(jobs::resume))
             .route("/v1/admin/pauses", get(jobs::pauses))
+            .route("/v1/review/queue", get(review::queue))
+            .route(
+                "/v1/jobs/{id}/documents/{d}/pages/{p}/image",
+                get(review::page_image),
+            )
+            .route("/review", get(review::desk))
             .route("/health/live", get(live))
             .route("/health/ready", get(ready))
             .route("/metrics", get(metrics_text))
@@ -1003,7 +1010,10 @@ async fn method_not_allowed(method: axum::http::Method) -> ApiError {
         jobs::resend_webhooks,
         jobs::pause,
         jobs::resume,
-        jobs::pauses
+        jobs::pauses,
+        review::queue,
+        review::page_image,
+        review::desk
     ),
     components(schemas(
         OcrResponse,

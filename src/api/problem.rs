@@ -162,6 +162,7 @@ mod tests {
             Error::BadRequest("x".into()),
             Error::IdempotencyConflict("k".into()),
             Error::JobNotFound("j".into()),
+            Error::PageNotFound("p".into()),
             Error::JobFinished("j".into()),
             Error::NotInReview {
                 id: "j".into(),
@@ -243,6 +244,7 @@ mod tests {
             Error::RouteNotFound(_) => 34,
             Error::MethodNotAllowed(_) => 35,
             Error::NotCompleted(_) => 36,
+            Error::PageNotFound(_) => 37,
         }
     }
 

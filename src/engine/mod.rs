@@ -23,7 +23,9 @@ use std::sync::Arc;
 use image::RgbImage;
 
 use crate::error::{Error, Result};
-use crate::pipeline::ctc::{Charset, ctc_greedy, text_and_confidence, word_spans};
+use crate::pipeline::ctc::{
+    Charset, char_confidences, ctc_greedy, text_and_confidence, word_spans,
+};
 use crate::pipeline::db::{DbParams, boxes_from_prob_map};
 use crate::pipeline::geometry::{Point, Quad};
 use crate::pipeline::order::reading_order;
@@ -572,6 +574,7 @@ pub fn recognize_batch(
                 })
                 .collect();
             Line {
+                char_confidences: char_confidences(&chars, charset),
                 text,
                 confidence,
                 bbox: quad_out(&cand.quad),

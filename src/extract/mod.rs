@@ -249,6 +249,7 @@ pub(crate) mod testing {
             confidence: 0.95,
             bbox: [[x, y], [x + w, y], [x + w, y + h], [x, y + h]],
             words: Vec::new(),
+            char_confidences: Vec::new(),
         }
     }
 

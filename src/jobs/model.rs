@@ -8,6 +8,7 @@
 //! PostgreSQL cannot disagree on them.
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::engine::OcrOptions;
 use crate::pipeline::Page;
@@ -156,6 +157,11 @@ pub struct JobOptions {
     /// fields this pass changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_pass: Option<FirstPass>,
+    /// The fraction of completed pages sent to review whatever their confidence (random
+    /// sampling as a review trigger; which pages is a hash of the job id and the page, so a
+    /// page retried or claimed by another replica is sampled the same way).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review_sample_rate: Option<f32>,
 }
 
 /// The first pass of a two-pass request, kept with its follow-up job.
@@ -455,6 +461,21 @@ pub fn review_reason(
     (!reasons.is_empty()).then(|| reasons.join("; "))
 }
 
+/// Whether random sampling at `rate` sends this page to review: a hash of the job id, document
+/// and page mapped to [0, 1) (stable across retries and replicas) under `rate`.
+pub fn sampled_for_review(rate: Option<f32>, job_id: &str, doc: usize, page: usize) -> bool {
+    let Some(rate) = rate.filter(|r| *r > 0.0) else {
+        return false;
+    };
+    let mut h = Sha256::new();
+    h.update(job_id.as_bytes());
+    h.update(doc.to_le_bytes());
+    h.update(page.to_le_bytes());
+    let d = h.finalize();
+    let x = u64::from_le_bytes(d[..8].try_into().unwrap_or_default());
+    ((x >> 11) as f64 / (1u64 << 53) as f64) < f64::from(rate)
+}
+
 /// The `page_completed` event's detail; `review` says why the page needs a person whatever
 /// its confidence.
 pub fn page_completed(
@@ -478,20 +499,27 @@ pub fn min_confidence(page: &Page) -> Option<f32> {
         .min_by(|a, b| a.total_cmp(b))
 }
 
-/// The webhook event (`job.<state>`) and its body for a job that reached `state`, or None for
-/// states that send nothing. The body is built once, stored in the outbox row and sent as is on
-/// every attempt.
+/// The webhook event (`job.<state>`, or `job.reviewed` when a review completes a job in
+/// `needs_review`) and its body for a job that went from `from` to `state`, or None for states
+/// that send nothing. The body is built once, stored in the outbox row and sent as is on every
+/// attempt; a review's names its reviewer.
 pub fn webhook_event(
     job_id: &str,
     tag: Option<&str>,
-    state: JobState,
+    (from, state): (JobState, JobState),
     counts: PageCounts,
+    reviewer: Option<&str>,
     now_ms: i64,
 ) -> Option<(String, String)> {
     if !state.is_final() {
         return None;
     }
-    let event = format!("job.{}", state.as_str());
+    let reviewed = from == JobState::NeedsReview && state == JobState::Completed;
+    let event = if reviewed {
+        "job.reviewed".to_string()
+    } else {
+        format!("job.{}", state.as_str())
+    };
     let total =
         counts.queued + counts.processing + counts.completed + counts.failed + counts.cancelled;
     let body = serde_json::json!({
@@ -500,9 +528,12 @@ pub fn webhook_event(
         "data": {"id": job_id, "state": state.as_str(), "tag": tag,
                  "pages_total": total, "pages_done": counts.completed,
                  "pages_failed": counts.failed},
-    })
-    .to_string();
-    Some((event, body))
+    });
+    let mut body = body;
+    if reviewed {
+        body["data"]["reviewer"] = serde_json::Value::from(reviewer);
+    }
+    Some((event, body.to_string()))
 }
 
 /// An API key as stored: only its SHA-256 hash, never the key.
@@ -564,13 +595,77 @@ mod tests {
             failed: 1,
             ..PageCounts::default()
         };
-        assert!(webhook_event("j", None, JobState::Processing, counts, 5000).is_none());
-        let (event, body) =
-            webhook_event("j", Some("t"), JobState::PartiallyCompleted, counts, 5000).unwrap();
+        assert!(
+            webhook_event(
+                "j",
+                None,
+                (JobState::Queued, JobState::Processing),
+                counts,
+                None,
+                5000
+            )
+            .is_none()
+        );
+        let (event, body) = webhook_event(
+            "j",
+            Some("t"),
+            (JobState::Processing, JobState::PartiallyCompleted),
+            counts,
+            None,
+            5000,
+        )
+        .unwrap();
         assert_eq!(event, "job.partially_completed");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["data"]["pages_total"], 3);
         assert_eq!(v["data"]["tag"], "t");
         assert_eq!(v["timestamp"], 5);
+        // A review completing a job is its own event, naming the reviewer.
+        let (event, body) = webhook_event(
+            "j",
+            None,
+            (JobState::NeedsReview, JobState::Completed),
+            counts,
+            Some("ada"),
+            5000,
+        )
+        .unwrap();
+        assert_eq!(event, "job.reviewed");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            (v["data"]["state"].as_str(), v["data"]["reviewer"].as_str()),
+            (Some("completed"), Some("ada"))
+        );
+        let (event, _) = webhook_event(
+            "j",
+            None,
+            (JobState::Processing, JobState::Completed),
+            counts,
+            None,
+            5000,
+        )
+        .unwrap();
+        assert_eq!(event, "job.completed");
+    }
+
+    #[test]
+    fn review_sampling_takes_about_its_rate_and_the_same_pages_every_time() {
+        let hits = |rate: f32| {
+            (0..2000)
+                .filter(|p| sampled_for_review(Some(rate), "job-1", 0, *p))
+                .count()
+        };
+        assert_eq!(hits(0.0), 0);
+        assert_eq!(hits(1.0), 2000);
+        let tenth = hits(0.1);
+        assert!((150..=250).contains(&tenth), "{tenth} of 2000 at 0.1");
+        assert!(!sampled_for_review(None, "job-1", 0, 0));
+        let again: Vec<bool> = (0..50)
+            .map(|p| sampled_for_review(Some(0.5), "job-2", 1, p))
+            .collect();
+        let once_more: Vec<bool> = (0..50)
+            .map(|p| sampled_for_review(Some(0.5), "job-2", 1, p))
+            .collect();
+        assert_eq!(again, once_more);
     }
 }

@@ -329,6 +329,11 @@ async fn transition(
         return Ok(());
     }
     let mut ev = serde_json::json!({"from": from.as_str(), "to": next.as_str()});
+    let detail_reviewer = detail.as_ref().and_then(|d| {
+        d.pointer("/review/reviewer")
+            .and_then(|r| r.as_str())
+            .map(str::to_string)
+    });
     if let Some(d) = detail {
         ev["detail"] = d;
     }
@@ -343,7 +348,14 @@ async fn transition(
     let threshold: Option<f64> = r.try_get(2).map_err(db_err)?;
     let Some(url) = url else { return Ok(()) };
     let c = counts(tx, id, threshold).await?;
-    if let Some((event_name, payload)) = webhook_event(id, tag.as_deref(), next, c, now) {
+    if let Some((event_name, payload)) = webhook_event(
+        id,
+        tag.as_deref(),
+        (from, next),
+        c,
+        detail_reviewer.as_deref(),
+        now,
+    ) {
         let did = format!("msg_{}", uuid::Uuid::new_v4().simple());
         sqlx::query(
             "INSERT INTO deliveries (id, job_id, url, event, payload, state, attempts, next_at,

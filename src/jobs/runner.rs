@@ -459,11 +459,25 @@ impl Runner {
                     metrics::counter!("ocr_job_pages_low_confidence_total", "tag" => tag.clone())
                         .increment(1);
                 }
-                let review = super::model::review_reason(
+                let mut review = super::model::review_reason(
                     claimed.options.extract,
                     &page,
                     claimed.review_threshold,
                 );
+                let lease_page = &claimed.lease.page;
+                if super::model::sampled_for_review(
+                    claimed.options.review_sample_rate,
+                    &lease_page.job_id,
+                    lease_page.doc,
+                    lease_page.page,
+                ) {
+                    let rate = claimed.options.review_sample_rate.unwrap_or_default();
+                    let why = format!("sampled for review (review_sample_rate {rate})");
+                    review = Some(match review {
+                        Some(r) => format!("{r}; {why}"),
+                        None => why,
+                    });
+                }
                 if let Some(why) = &review {
                     tracing::info!(review = %why, "page sent to review by its fields");
                     metrics::counter!("ocr_job_pages_field_review_total", "tag" => tag)

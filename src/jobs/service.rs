@@ -93,13 +93,55 @@ pub struct JobsQueue {
     pub store: &'static str,
 }
 
-/// A correction of one page's text made in review.
+/// A correction made in review: of one line (its box and words stay attached, so the JSON
+/// result, hOCR and the searchable PDF carry it), or of a page's whole text (the text outputs
+/// only).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Correction {
     pub document: usize,
     pub page: usize,
+    /// The line (0-based, in the page's `lines`); absent: the page's whole text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
     pub text: String,
+    /// The text before the correction, recorded by the server (what a client sends here is
+    /// ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<String>,
+}
+
+/// Applies a review's line corrections to a document's pages (`doc`): the line's text is the
+/// reviewer's, its confidence 1, its words the corrected text's words on the old words' boxes
+/// when their number agrees, else one word over the line's box. Page-wide corrections change
+/// no line.
+pub fn apply_line_corrections(doc: usize, pages: &mut [Option<Page>], corrections: &[Correction]) {
+    for c in corrections.iter().filter(|c| c.document == doc) {
+        let Some(line) = c.line.and_then(|l| {
+            pages
+                .get_mut(c.page)
+                .and_then(Option::as_mut)
+                .and_then(|p| p.lines.get_mut(l))
+        }) else {
+            continue;
+        };
+        let words: Vec<&str> = c.text.split_whitespace().collect();
+        if words.len() == line.words.len() {
+            for (w, t) in line.words.iter_mut().zip(&words) {
+                w.text = (*t).to_string();
+                w.confidence = 1.0;
+            }
+        } else {
+            line.words = vec![crate::pipeline::Word {
+                text: c.text.trim().to_string(),
+                confidence: 1.0,
+                bbox: line.bbox,
+            }];
+        }
+        line.text = c.text.clone();
+        line.confidence = 1.0;
+        line.char_confidences.clear();
+    }
 }
 
 /// A review: approve as is, or correct pages' text.
@@ -208,6 +250,13 @@ impl JobService {
         {
             return Err(Error::InvalidOption(format!(
                 "review_threshold must be in 0..=1, got {t}"
+            )));
+        }
+        if let Some(r) = spec.options.review_sample_rate
+            && !(0.0..=1.0).contains(&r)
+        {
+            return Err(Error::InvalidOption(format!(
+                "review_sample_rate must be in 0..=1, got {r}"
             )));
         }
         if let Some(url) = &spec.webhook_url {
@@ -460,7 +509,7 @@ impl JobService {
                 "send `approve: true` or `corrections`".into(),
             ));
         }
-        for c in &review.corrections {
+        for c in &mut review.corrections {
             let ok = job
                 .documents
                 .get(c.document)
@@ -471,6 +520,36 @@ impl JobService {
                     c.page, c.document
                 )));
             }
+            let page = self
+                .store
+                .page_results(id, c.document)
+                .await?
+                .into_iter()
+                .nth(c.page)
+                .flatten();
+            c.original = match (c.line, page) {
+                (Some(l), Some(p)) => Some(
+                    p.lines
+                        .get(l)
+                        .ok_or_else(|| {
+                            Error::InvalidOption(format!(
+                                "no line {l} on page {} of document {} ({} lines)",
+                                c.page,
+                                c.document,
+                                p.lines.len()
+                            ))
+                        })?
+                        .text
+                        .clone(),
+                ),
+                (Some(l), None) => {
+                    return Err(Error::InvalidOption(format!(
+                        "no line {l}: page {} of document {} has no result",
+                        c.page, c.document
+                    )));
+                }
+                (None, p) => p.map(|p| document_text(std::slice::from_ref(&p))),
+            };
         }
         let detail = serde_json::to_value(&review)
             .map_err(|e| Error::Runtime(format!("serialising a review: {e}")))?;
@@ -522,14 +601,15 @@ impl JobService {
         let corrections = self.corrections(id).await?;
         let mut documents = Vec::with_capacity(job.documents.len());
         for d in &job.documents {
-            let pages = self.store.page_results(id, d.index).await?;
+            let mut pages = self.store.page_results(id, d.index).await?;
+            apply_line_corrections(d.index, &mut pages, &corrections);
             let texts = pages
                 .iter()
                 .enumerate()
                 .map(|(i, p)| {
                     corrections
                         .iter()
-                        .find(|c| c.document == d.index && c.page == i)
+                        .find(|c| c.document == d.index && c.page == i && c.line.is_none())
                         .map(|c| c.text.clone())
                         .or_else(|| p.as_ref().map(|p| document_text(std::slice::from_ref(p))))
                         .unwrap_or_default()
@@ -562,10 +642,9 @@ impl JobService {
             .ok_or_else(|| Error::InvalidOption(format!("the job has no document {index}")))?;
         let doc = self.runner.open_document(&d.location).await?;
         let selected = d.pages.iter().map(|p| p.source_index).collect();
-        let pages = self
-            .store
-            .page_results(&job.id, index)
-            .await?
+        let mut pages = self.store.page_results(&job.id, index).await?;
+        apply_line_corrections(index, &mut pages, &self.corrections(&job.id).await?);
+        let pages = pages
             .into_iter()
             .zip(&d.pages)
             .map(|(page, p)| {
@@ -573,6 +652,11 @@ impl JobService {
             })
             .collect();
         Ok((doc, selected, pages))
+    }
+
+    /// A stored document, opened (shared with the runner's cache of open documents).
+    pub async fn open_document(&self, location: &str) -> Result<Arc<Document>> {
+        self.runner.open_document(location).await
     }
 
     /// Waits until the job is final or `wait` passes.

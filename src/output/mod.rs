@@ -194,6 +194,7 @@ mod tests {
                 confidence: 1.0,
                 bbox: [[0.0; 2]; 4],
                 words: vec![],
+                char_confidences: vec![],
             }],
             error: None,
         };

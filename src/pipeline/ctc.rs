@@ -83,6 +83,18 @@ pub fn text_and_confidence(chars: &[CtcChar], charset: &Charset) -> (String, f32
     (text, conf)
 }
 
+/// The probability of each character of the decoded text (a symbol of several characters
+/// repeats its probability), rounded to three decimals.
+pub fn char_confidences(chars: &[CtcChar], charset: &Charset) -> Vec<f32> {
+    chars
+        .iter()
+        .flat_map(|c| {
+            let p = (c.prob * 1000.0).round() / 1000.0;
+            std::iter::repeat_n(p, charset.symbol(c.class).chars().count())
+        })
+        .collect()
+}
+
 /// A word as a span of the recognition input: text, confidence and horizontal extent in pixels
 /// of the resized (unpadded) crop.
 #[derive(Debug, Clone, PartialEq)]

@@ -39,7 +39,7 @@ pub struct Word {
 
 /// A recognised text line: text, mean character confidence in [0, 1], its quad on the page
 /// (tl, tr, br, bl) and its words.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Line {
     pub text: String,
     pub confidence: f32,
@@ -47,6 +47,11 @@ pub struct Line {
     #[schema(value_type = Vec<Vec<f32>>)]
     pub bbox: [[f32; 2]; 4],
     pub words: Vec<Word>,
+    /// Optional: the CTC decoder's probability of each character of `text` as recognised (one
+    /// per `char`, three decimals); absent where nothing recognised the line (a correction).
+    /// The review desk marks the characters under the job's threshold with it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub char_confidences: Vec<f32>,
 }
 
 /// The OCR result of one page, lines in reading order.
@@ -117,6 +122,7 @@ mod tests {
             confidence: 1.0,
             bbox: [[0.0; 2]; 4],
             words: vec![],
+            char_confidences: vec![],
         }
     }
 

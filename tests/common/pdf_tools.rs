@@ -71,6 +71,7 @@ pub fn line(origin: [f32; 2], h: f32, angle_deg: f32, cw: f32, words: &[&str]) -
         confidence: 0.9,
         bbox: [first[0], last[1], last[2], first[3]],
         words: out,
+        char_confidences: Vec::new(),
     }
 }
 

@@ -326,6 +326,14 @@ fn a_reviewer_corrects_a_line_in_the_browser_and_approves_the_job() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    let (_, metrics) = http(&addr, "GET", "/metrics", &[], b"");
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains("ocr_job_reviews_total{outcome=\"corrected\"} 1"),
+        "{metrics}"
+    );
     let reviewed = reviewed.expect("no job.reviewed webhook arrived");
     assert_eq!(reviewed["data"]["id"], id.as_str());
     assert_eq!(reviewed["data"]["reviewer"], "Ada Reviewer");

@@ -479,7 +479,7 @@ impl Runner {
                     });
                 }
                 if let Some(why) = &review {
-                    tracing::info!(review = %why, "page sent to review by its fields");
+                    tracing::info!(review = %why, "page sent to review by its fields or sampling");
                     metrics::counter!("ocr_job_pages_field_review_total", "tag" => tag)
                         .increment(1);
                 }

@@ -561,6 +561,21 @@ impl JobService {
                 state: now.state.as_str(),
             });
         }
+        let outcome = if review.corrections.is_empty() {
+            "approved"
+        } else {
+            "corrected"
+        };
+        metrics::counter!("ocr_job_reviews_total", "outcome" => outcome).increment(1);
+        metrics::counter!("ocr_job_review_corrections_total")
+            .increment(review.corrections.len() as u64);
+        tracing::info!(
+            job = id,
+            reviewer = review.reviewer.as_deref().unwrap_or(""),
+            corrections = review.corrections.len(),
+            outcome,
+            "job reviewed"
+        );
         self.runner.announce_delivery();
         self.get(caller, id).await
     }

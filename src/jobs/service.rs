@@ -743,3 +743,87 @@ impl JobService {
         Ok(Some((unfinished.max(ahead) as f64 / rate).ceil() as u64))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::{Line, Word};
+
+    fn word(t: &str, x: f32) -> Word {
+        Word {
+            text: t.into(),
+            confidence: 0.5,
+            bbox: [[x, 0.0], [x + 10.0, 0.0], [x + 10.0, 5.0], [x, 5.0]],
+        }
+    }
+
+    fn page() -> Page {
+        Page {
+            width: 100,
+            height: 50,
+            lines: vec![Line {
+                text: "T0TAL 12.5O".into(),
+                confidence: 0.4,
+                bbox: [[0.0, 0.0], [40.0, 0.0], [40.0, 5.0], [0.0, 5.0]],
+                words: vec![word("T0TAL", 0.0), word("12.5O", 20.0)],
+                char_confidences: vec![0.5; 11],
+            }],
+            error: None,
+        }
+    }
+
+    fn fix(line: Option<usize>, doc: usize, text: &str) -> Correction {
+        Correction {
+            document: doc,
+            page: 0,
+            line,
+            text: text.into(),
+            original: None,
+        }
+    }
+
+    #[test]
+    fn a_line_correction_keeps_the_box_and_the_words_boxes_when_they_agree() {
+        let mut pages = vec![Some(page())];
+        apply_line_corrections(0, &mut pages, &[fix(Some(0), 0, "TOTAL 12.50")]);
+        let l = &pages[0].as_ref().unwrap().lines[0];
+        assert_eq!(l.text, "TOTAL 12.50");
+        assert_eq!(l.bbox, page().lines[0].bbox);
+        assert_eq!(l.confidence, 1.0);
+        assert!(l.char_confidences.is_empty());
+        let words: Vec<(&str, f32)> = l
+            .words
+            .iter()
+            .map(|w| (w.text.as_str(), w.bbox[0][0]))
+            .collect();
+        assert_eq!(words, [("TOTAL", 0.0), ("12.50", 20.0)]);
+
+        // Another number of words: one word over the line's box.
+        let mut pages = vec![Some(page())];
+        apply_line_corrections(0, &mut pages, &[fix(Some(0), 0, "TOTAL DUE 12.50")]);
+        let l = &pages[0].as_ref().unwrap().lines[0];
+        assert_eq!(l.words.len(), 1);
+        assert_eq!(
+            (l.words[0].text.as_str(), l.words[0].bbox),
+            ("TOTAL DUE 12.50", l.bbox)
+        );
+
+        // Another document's correction, a page-wide one, a missing line or page: nothing.
+        let mut pages = vec![Some(page()), None];
+        apply_line_corrections(
+            0,
+            &mut pages,
+            &[
+                fix(Some(0), 1, "x"),
+                fix(None, 0, "x"),
+                fix(Some(7), 0, "x"),
+                Correction {
+                    page: 1,
+                    ..fix(Some(0), 0, "x")
+                },
+            ],
+        );
+        assert_eq!(pages[0], Some(page()));
+        assert_eq!(pages[1], None);
+    }
+}

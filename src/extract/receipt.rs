@@ -342,12 +342,12 @@ fn find_address(after: &[Row<'_>]) -> Option<Field> {
                 && !POSTCODE.is_match(&joined)
                 && joined.split_whitespace().count() <= 2;
             if !parts.is_empty() && branch {
-                // A branch's name: look again below it.
+                // A branch's name: look again from this row on (past it when it is a contact
+                // or registration row).
                 parts.clear();
                 lines.clear();
-                i -= 1;
-                if own.is_none() || REGISTRATION.is_match(&t) {
-                    i += 1;
+                if own.is_some() && !REGISTRATION.is_match(&t) {
+                    i -= 1;
                 }
                 continue;
             }

@@ -329,11 +329,6 @@ async fn transition(
         return Ok(());
     }
     let mut ev = serde_json::json!({"from": from.as_str(), "to": next.as_str()});
-    let detail_reviewer = detail.as_ref().and_then(|d| {
-        d.pointer("/review/reviewer")
-            .and_then(|r| r.as_str())
-            .map(str::to_string)
-    });
     if let Some(d) = detail {
         ev["detail"] = d;
     }
@@ -353,7 +348,8 @@ async fn transition(
         tag.as_deref(),
         (from, next),
         c,
-        detail_reviewer.as_deref(),
+        ev.pointer("/detail/review/reviewer")
+            .and_then(serde_json::Value::as_str),
         now,
     ) {
         let did = format!("msg_{}", uuid::Uuid::new_v4().simple());

@@ -509,6 +509,8 @@ impl JobService {
                 "send `approve: true` or `corrections`".into(),
             ));
         }
+        // Each document's results, read once however many corrections name it.
+        let mut results: std::collections::HashMap<usize, Vec<Option<Page>>> = Default::default();
         for c in &mut review.corrections {
             let ok = job
                 .documents
@@ -520,13 +522,13 @@ impl JobService {
                     c.page, c.document
                 )));
             }
-            let page = self
-                .store
-                .page_results(id, c.document)
-                .await?
-                .into_iter()
-                .nth(c.page)
-                .flatten();
+            if let std::collections::hash_map::Entry::Vacant(e) = results.entry(c.document) {
+                e.insert(self.store.page_results(id, c.document).await?);
+            }
+            let page = results
+                .get(&c.document)
+                .and_then(|pages| pages.get(c.page))
+                .and_then(Option::as_ref);
             c.original = match (c.line, page) {
                 (Some(l), Some(p)) => Some(
                     p.lines
@@ -548,7 +550,7 @@ impl JobService {
                         c.page, c.document
                     )));
                 }
-                (None, p) => p.map(|p| document_text(std::slice::from_ref(&p))),
+                (None, p) => p.map(|p| document_text(std::slice::from_ref(p))),
             };
         }
         let detail = serde_json::to_value(&review)
@@ -658,7 +660,10 @@ impl JobService {
         let doc = self.runner.open_document(&d.location).await?;
         let selected = d.pages.iter().map(|p| p.source_index).collect();
         let mut pages = self.store.page_results(&job.id, index).await?;
-        apply_line_corrections(index, &mut pages, &self.corrections(&job.id).await?);
+        // Corrections exist only on a job a review completed: other states read no events.
+        if job.state == JobState::Completed {
+            apply_line_corrections(index, &mut pages, &self.corrections(&job.id).await?);
+        }
         let pages = pages
             .into_iter()
             .zip(&d.pages)

@@ -3,7 +3,7 @@
 // Opens /review, finds the job in the queue, selects the line by clicking its box on the page,
 // types the correction, presses Enter, takes a screenshot, presses Approve and waits for the
 // desk to say so. Prints one JSON line; exits non-zero on any failure or console error.
-import { chromium } from "playwright-core";
+import { launch } from "./browser.mjs";
 
 const env = (k) => {
   const v = process.env[k];
@@ -16,14 +16,7 @@ const line = Number(env("LINE"));
 const correction = env("CORRECTION");
 const reviewer = env("REVIEWER");
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  // Offline-safe flags (../shared/docs/FACTS.md): without the background-networking ones
-  // Chromium keeps trying hosts this network refuses.
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const browser = await launch();
 const errors = [];
 const out = { job, line };
 try {

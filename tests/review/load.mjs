@@ -2,17 +2,12 @@
 // (how many jobs the queue must show), RUNS. For each run: a fresh page, /review until WAITING
 // queue entries are drawn (queue_ms), then the first entry opened until its page image is
 // drawn (open_ms). Prints one JSON line; exits non-zero on a console error.
-import { chromium } from "playwright-core";
+import { launch } from "./browser.mjs";
 
 const base = process.env.BASE_URL;
 const waiting = Number(process.env.WAITING);
 const runs = Number(process.env.RUNS || 3);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const browser = await launch();
 const errors = [];
 const out = { waiting, runs: [] };
 try {

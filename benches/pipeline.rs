@@ -70,7 +70,8 @@ fn benches(c: &mut Criterion) {
                 let chars = ctc_greedy(
                     black_box(&out[k * steps * classes..(k + 1) * steps * classes]),
                     steps,
-                    classes,
+                    &charset,
+                    1.0,
                 );
                 black_box(word_spans(&chars, &charset, 8.0, 320.0));
             }

@@ -717,11 +717,12 @@ fn receipts() -> Vec<PathBuf> {
 }
 
 /// The lowest overall field F1 this rule set must keep on the 48 receipts (naive rules: 0.495).
-/// The target is 0.90 and is not reached: the rules measured 0.822 here when last
-/// changed (company 0.771, date 0.968, address 0.568, total 0.979; NOTES.md), and most misses
-/// left are the recogniser's (a letter misread, a space lost between words), which SROIE's exact
-/// match counts whole. The bar is that figure less a margin for OCR noise between CPUs.
-const RECEIPT_F1_BAR: f64 = 0.79;
+/// The target is 0.90 and is not reached: the rules measured 0.832 here when last
+/// changed (company 0.771, date 0.968, address 0.611, total 0.979; 0.822 before the decoder kept
+/// the spaces the blank outvoted; NOTES.md), and most misses left are the recogniser's (a letter
+/// misread, a space the model gave no weight), which SROIE's exact match counts whole. The bar is
+/// that figure less a margin for OCR noise between CPUs.
+const RECEIPT_F1_BAR: f64 = 0.80;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sroie_receipts_fields_score_above_the_bar() {

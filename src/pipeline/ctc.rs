@@ -9,6 +9,11 @@
 #[derive(Debug, Clone, PartialEq)]
 pub struct Charset {
     symbols: Vec<String>,
+    /// The space class (PaddleOCR's trailing `' '`), where the dictionary has one.
+    space: Option<usize>,
+    /// Classes that may be part of a number (`0-9 . ,`): no space is inserted inside a number
+    /// ([`Charset::in_number`], [`ctc_greedy`]).
+    numeric: Vec<bool>,
 }
 
 impl Charset {
@@ -21,7 +26,27 @@ impl Charset {
                 .map(|l| l.as_ref().trim_end_matches(['\r', '\n']).to_string()),
         );
         symbols.push(" ".to_string());
-        Self { symbols }
+        let numeric = symbols
+            .iter()
+            .map(|s| matches!(s.as_bytes(), [b'0'..=b'9' | b'.' | b',']))
+            .collect();
+        Self {
+            space: Some(symbols.len() - 1),
+            symbols,
+            numeric,
+        }
+    }
+
+    /// Whether `next` continues a number that `before` ends: a digit after a digit or a
+    /// separator (`.` `,`), or a separator after a digit. A separator after a letter (`Alam,`)
+    /// ends a word, so `Alam, 40150` may get its space.
+    fn in_number(&self, before: &[CtcChar], next: usize) -> bool {
+        let digit = |c: usize| self.numeric[c] && self.symbols[c].as_bytes()[0].is_ascii_digit();
+        match before {
+            [.., a, b] if !digit(b.class) => digit(a.class) && digit(next) && self.numeric[b.class],
+            [.., b] => digit(b.class) && self.numeric[next],
+            [] => false,
+        }
     }
 
     /// Number of classes including blank and space.
@@ -46,12 +71,29 @@ pub struct CtcChar {
     pub prob: f32,
 }
 
-/// Greedy CTC over one `[T, C]` row-major block: arg-max per step, repeated classes collapsed,
-/// blanks dropped.
-pub fn ctc_greedy(probs: &[f32], steps: usize, classes: usize) -> Vec<CtcChar> {
+/// Greedy CTC over one `[T, C]` row-major block (C = `charset.len()`): arg-max per step,
+/// repeated classes collapsed, blanks dropped; then the space rule below.
+///
+/// **Spaces the arg-max misses.** Between two words on a tightly printed line (receipts, forms)
+/// the recogniser often gives the space class real probability without it ever beating the
+/// blank: `SANYU STATIONERY` decodes as `SANYUSTATIONERY` with the space class peaking at 0.25
+/// between `U` and `S`, where inside a word it stays under 0.05 (NOTES.md, session 12). So a
+/// space is also emitted between two characters when the space class peaked at `space_min` or
+/// more at some step between them, at that step and with that probability, except between two
+/// characters of a number (`0-9 . ,`), where a space splits an amount (`38 .00`). `space_min`
+/// ≥ 1 is pure greedy decoding.
+pub fn ctc_greedy(probs: &[f32], steps: usize, charset: &Charset, space_min: f32) -> Vec<CtcChar> {
+    let classes = charset.len();
     debug_assert_eq!(probs.len(), steps * classes);
-    let mut out = Vec::new();
+    let space = charset.space.filter(|_| space_min < 1.0);
+    let mut out: Vec<CtcChar> = Vec::new();
     let mut prev = usize::MAX;
+    // The space class's peak since the last emitted character.
+    let mut gap_space = CtcChar {
+        class: 0,
+        step: 0,
+        prob: 0.0,
+    };
     for (t, row) in probs.chunks_exact(classes).take(steps).enumerate() {
         let (mut best, mut best_p) = (0usize, f32::MIN);
         for (c, &p) in row.iter().enumerate() {
@@ -60,7 +102,29 @@ pub fn ctc_greedy(probs: &[f32], steps: usize, classes: usize) -> Vec<CtcChar> {
                 best = c;
             }
         }
+        if let Some(sp) = space
+            && row[sp] > gap_space.prob
+        {
+            gap_space = CtcChar {
+                class: sp,
+                step: t,
+                prob: row[sp],
+            };
+        }
         if best != 0 && best != prev {
+            if let (Some(sp), Some(last)) = (space, out.last()) {
+                let inside_number = charset.in_number(&out, best);
+                if best != sp
+                    && last.class != sp
+                    && gap_space.prob >= space_min
+                    && gap_space.step > last.step
+                    && gap_space.step < t
+                    && !inside_number
+                {
+                    out.push(gap_space);
+                }
+            }
+            gap_space.prob = 0.0;
             out.push(CtcChar {
                 class: best,
                 step: t,
@@ -170,13 +234,61 @@ mod tests {
             (&[2, 0, 2, 0, 2], "bbb"),
         ];
         for (seq, want) in cases {
-            let chars = ctc_greedy(&steps(seq), seq.len(), 5);
+            let chars = ctc_greedy(&steps(seq), seq.len(), &cs, 1.0);
             assert_eq!(text_and_confidence(&chars, &cs).0, *want, "{seq:?}");
         }
-        let chars = ctc_greedy(&steps(&[1, 0, 2]), 3, 5);
+        let chars = ctc_greedy(&steps(&[1, 0, 2]), 3, &cs, 1.0);
         assert_eq!(chars.iter().map(|c| c.step).collect::<Vec<_>>(), vec![0, 2]);
         assert!((text_and_confidence(&chars, &cs).1 - 0.9).abs() < 1e-6);
         assert_eq!(text_and_confidence(&[], &cs), (String::new(), 0.0));
+    }
+
+    /// `[T, C]` rows from (class, probability) pairs: the rest of each row's mass on the blank.
+    fn rows(cs: &Charset, seq: &[(usize, f32, f32)]) -> Vec<f32> {
+        let sp = cs.len() - 1;
+        seq.iter()
+            .flat_map(|&(c, p, space)| {
+                let mut row = vec![0.0; cs.len()];
+                row[c] = p;
+                row[sp] = space;
+                row[0] += 1.0 - p - space;
+                row
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_space_the_blank_outvoted_is_kept_outside_numbers() {
+        let cs = Charset::from_dictionary(["a", "b", "1", ".", ","]); // space = 6
+        let text = |seq: &[(usize, f32, f32)], min: f32| {
+            text_and_confidence(&ctc_greedy(&rows(&cs, seq), seq.len(), &cs, min), &cs).0
+        };
+        // a, a gap whose space class peaks at 0.3 under a blank of 0.7, then b.
+        let gap = [(1, 0.9, 0.0), (0, 0.0, 0.1), (0, 0.0, 0.3), (2, 0.9, 0.0)];
+        assert_eq!(text(&gap, 0.2), "a b");
+        assert_eq!(text(&gap, 0.35), "ab", "under the threshold");
+        assert_eq!(text(&gap, 1.0), "ab", "1 is plain greedy");
+        let spaced = ctc_greedy(&rows(&cs, &gap), 4, &cs, 0.2);
+        assert_eq!(
+            (spaced[1].step, spaced[1].prob),
+            (2, 0.3),
+            "at the space's peak"
+        );
+        // A peak on a character's own step is not between two characters.
+        let own = [(1, 0.6, 0.3), (2, 0.9, 0.0)];
+        assert_eq!(text(&own, 0.2), "ab");
+        // Never inside a number (1.1, 1,1, 11); b, 1 and 1 a get theirs.
+        let num = |a: usize, b: usize, c: usize| {
+            [(a, 0.9, 0.0), (b, 0.9, 0.0), (0, 0.0, 0.4), (c, 0.9, 0.0)]
+        };
+        assert_eq!(text(&num(3, 4, 3), 0.2), "1.1");
+        assert_eq!(text(&num(3, 5, 3), 0.2), "1,1");
+        assert_eq!(text(&num(2, 5, 3), 0.2), "b, 1");
+        assert_eq!(text(&num(1, 3, 3), 0.2), "a11", "two digits");
+        assert_eq!(text(&num(2, 3, 1), 0.2), "b1 a");
+        // A space the arg-max emitted is not doubled.
+        let real = [(1, 0.9, 0.0), (6, 0.6, 0.0), (0, 0.0, 0.3), (2, 0.9, 0.0)];
+        assert_eq!(text(&real, 0.2), "a b");
     }
 
     #[test]

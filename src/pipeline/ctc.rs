@@ -64,11 +64,17 @@ impl Charset {
 }
 
 /// One emitted character: its class, the time step where it peaked and its probability.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct CtcChar {
     pub class: usize,
     pub step: usize,
     pub prob: f32,
+    /// A space the arg-max did not emit, inserted by [`ctc_greedy`]'s space rule. It keeps its
+    /// own (low) probability in [`char_confidences`], so a reviewer sees an uncertain gap, but
+    /// it does not count in the line's mean ([`text_and_confidence`]): a line reads as
+    /// confidently as plain greedy decoding read it, so the space rule never pushes a line
+    /// under `min_confidence` or a job into review.
+    pub inserted: bool,
 }
 
 /// Greedy CTC over one `[T, C]` row-major block (C = `charset.len()`): arg-max per step,
@@ -79,21 +85,18 @@ pub struct CtcChar {
 /// blank: `SANYU STATIONERY` decodes as `SANYUSTATIONERY` with the space class peaking at 0.25
 /// between `U` and `S`, where inside a word it stays under 0.05 (NOTES.md, session 12). So a
 /// space is also emitted between two characters when the space class peaked at `space_min` or
-/// more at some step between them, at that step and with that probability, except between two
-/// characters of a number (`0-9 . ,`), where a space splits an amount (`38 .00`). `space_min`
-/// ≥ 1 is pure greedy decoding.
+/// more at a blank step between them (a step whose arg-max is the blank: not the characters'
+/// own steps, nor the repeated steps of the first), at that step and with that probability,
+/// except between two characters of a number (`0-9 . ,`), where a space splits an amount
+/// (`38 .00`). `space_min` ≥ 1 is pure greedy decoding.
 pub fn ctc_greedy(probs: &[f32], steps: usize, charset: &Charset, space_min: f32) -> Vec<CtcChar> {
     let classes = charset.len();
     debug_assert_eq!(probs.len(), steps * classes);
     let space = charset.space.filter(|_| space_min < 1.0);
     let mut out: Vec<CtcChar> = Vec::new();
     let mut prev = usize::MAX;
-    // The space class's peak since the last emitted character.
-    let mut gap_space = CtcChar {
-        class: 0,
-        step: 0,
-        prob: 0.0,
-    };
+    // The space class's peak on the blank steps since the last emitted character.
+    let mut gap_space = CtcChar::default();
     for (t, row) in probs.chunks_exact(classes).take(steps).enumerate() {
         let (mut best, mut best_p) = (0usize, f32::MIN);
         for (c, &p) in row.iter().enumerate() {
@@ -102,33 +105,32 @@ pub fn ctc_greedy(probs: &[f32], steps: usize, charset: &Charset, space_min: f32
                 best = c;
             }
         }
-        if let Some(sp) = space
-            && row[sp] > gap_space.prob
-        {
-            gap_space = CtcChar {
-                class: sp,
-                step: t,
-                prob: row[sp],
-            };
-        }
-        if best != 0 && best != prev {
-            if let (Some(sp), Some(last)) = (space, out.last()) {
-                let inside_number = charset.in_number(&out, best);
-                if best != sp
-                    && last.class != sp
-                    && gap_space.prob >= space_min
-                    && gap_space.step > last.step
-                    && gap_space.step < t
-                    && !inside_number
-                {
-                    out.push(gap_space);
-                }
+        if best == 0 {
+            if let Some(sp) = space
+                && row[sp] > gap_space.prob
+            {
+                gap_space = CtcChar {
+                    class: sp,
+                    step: t,
+                    prob: row[sp],
+                    inserted: true,
+                };
+            }
+        } else if best != prev {
+            if let (Some(sp), Some(last)) = (space, out.last())
+                && best != sp
+                && last.class != sp
+                && gap_space.prob >= space_min
+                && !charset.in_number(&out, best)
+            {
+                out.push(gap_space);
             }
             gap_space.prob = 0.0;
             out.push(CtcChar {
                 class: best,
                 step: t,
                 prob: best_p,
+                inserted: false,
             });
         }
         prev = best;
@@ -136,14 +138,15 @@ pub fn ctc_greedy(probs: &[f32], steps: usize, charset: &Charset, space_min: f32
     out
 }
 
-/// Text and mean probability of decoded characters (confidence 0 for an empty line, as PaddleOCR).
+/// Text and mean probability of decoded characters (confidence 0 for an empty line, as
+/// PaddleOCR); spaces the space rule inserted are in the text but not in the mean.
 pub fn text_and_confidence(chars: &[CtcChar], charset: &Charset) -> (String, f32) {
     let text: String = chars.iter().map(|c| charset.symbol(c.class)).collect();
-    let conf = if chars.is_empty() {
-        0.0
-    } else {
-        chars.iter().map(|c| c.prob).sum::<f32>() / chars.len() as f32
-    };
+    let (sum, n) = chars
+        .iter()
+        .filter(|c| !c.inserted)
+        .fold((0.0f32, 0usize), |(s, n), c| (s + c.prob, n + 1));
+    let conf = if n == 0 { 0.0 } else { sum / n as f32 };
     (text, conf)
 }
 
@@ -274,9 +277,20 @@ mod tests {
             (2, 0.3),
             "at the space's peak"
         );
-        // A peak on a character's own step is not between two characters.
+        // The line reads as confidently as plain greedy: the inserted space is not in the mean,
+        // but keeps its own probability per character.
+        let conf = text_and_confidence(&spaced, &cs).1;
+        assert!((conf - 0.9).abs() < 1e-6, "line confidence {conf}");
+        assert_eq!(char_confidences(&spaced, &cs), vec![0.9, 0.3, 0.9]);
+        // A peak on a character's own step, or on the repeated steps of a character, is not
+        // between two characters.
         let own = [(1, 0.6, 0.3), (2, 0.9, 0.0)];
         assert_eq!(text(&own, 0.2), "ab");
+        let repeated = [(1, 0.6, 0.3), (1, 0.6, 0.35), (2, 0.9, 0.0)];
+        assert_eq!(text(&repeated, 0.2), "ab");
+        // A higher space value on the next character's own step does not hide the gap's peak.
+        let hidden = [(1, 0.9, 0.0), (0, 0.0, 0.25), (2, 0.6, 0.3)];
+        assert_eq!(text(&hidden, 0.2), "a b");
         // Never inside a number (1.1, 1,1, 11); b, 1 and 1 a get theirs.
         let num = |a: usize, b: usize, c: usize| {
             [(a, 0.9, 0.0), (b, 0.9, 0.0), (0, 0.0, 0.4), (c, 0.9, 0.0)]
@@ -286,6 +300,7 @@ mod tests {
         assert_eq!(text(&num(2, 5, 3), 0.2), "b, 1");
         assert_eq!(text(&num(1, 3, 3), 0.2), "a11", "two digits");
         assert_eq!(text(&num(2, 3, 1), 0.2), "b1 a");
+        assert_eq!(text(&num(1, 3, 4), 0.2), "a1.", "a separator after a digit");
         // A space the arg-max emitted is not doubled.
         let real = [(1, 0.9, 0.0), (6, 0.6, 0.0), (0, 0.0, 0.3), (2, 0.9, 0.0)];
         assert_eq!(text(&real, 0.2), "a b");
@@ -310,21 +325,25 @@ mod tests {
                 class: 1,
                 step: 1,
                 prob: 0.8,
+                inserted: false,
             },
             CtcChar {
                 class: 2,
                 step: 3,
                 prob: 1.0,
+                inserted: false,
             },
             CtcChar {
                 class: 4,
                 step: 5,
                 prob: 0.9,
+                inserted: true,
             },
             CtcChar {
                 class: 3,
                 step: 8,
                 prob: 0.7,
+                inserted: false,
             },
         ];
         let w = word_spans(&chars, &cs, 8.0, 70.0);

@@ -6,9 +6,16 @@
 //!   plain hash is enough (no password stretching), and lookups go by hash, so no comparison
 //!   of secrets leaks timing.
 //! - **Modes** (`serve --auth`): `required`, `off`, or `auto` (the default): required as soon as
-//!   one key exists (checked every [`CACHE_TTL`]). A request without a key while keys are not
-//!   required is the anonymous caller, which is not a tenant and sees every job; a request that
-//!   does present a key is always checked.
+//!   the store has ever had a key (checked every [`CACHE_TTL`] until then). Auth never opens by
+//!   itself: revoking every key (the first step of rotating a leaked one) locks the server
+//!   instead of opening it, and the log says so; only an explicit `--auth off` serves without
+//!   keys once one was made. A request without a key while keys are not required is the
+//!   anonymous caller, which is not a tenant and sees every job; a request that does present a
+//!   key is always checked.
+//! - **Startup** ([`check_exposure`], [`bootstrap_key`]): `serve` on a non-loopback address
+//!   with `--auth auto` and no key in the store refuses to start; a bootstrap key from the
+//!   environment or a secret file (`OCR_BOOTSTRAP_KEY`, `--bootstrap-key-file`) is stored
+//!   (hashed, `admin` scope) before the listener opens, so a container can start locked.
 //! - **Scopes**: `ocr` (`POST /v1/ocr`, `GET /v1/queue`), `jobs` (create, read, cancel and retry
 //!   jobs), `review` (read jobs and review them), `admin` (everything, every tenant's jobs,
 //!   `/v1/admin/*`, `/metrics` unless `--metrics-open`). `/health/*` and `/openapi.json` are open.
@@ -21,9 +28,14 @@
 //!   counted in the shared store and holds across replicas.
 //! - Keys are cached by hash for [`CACHE_TTL`]: a revocation takes effect on every replica
 //!   within that time.
+//! - **Failed authentications are rate-limited per client address** ([`Auth::failure_gate`]):
+//!   every unknown token costs a store query (random tokens always miss the cache), so a client
+//!   that presents [`FAILURE_BURST`] bad keys is refused with 429 before any lookup until its
+//!   bucket refills at [`FAILURES_PER_S`]; the store's queue writes never wait behind a flood.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,15 +45,27 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::jobs::model::ApiKey;
-use crate::jobs::store::JobStore;
+use crate::jobs::store::{JobStore, KeyCounts};
 
 /// How long a key lookup (and, in `auto` mode, the number of keys) is cached.
 pub const CACHE_TTL: Duration = Duration::from_secs(2);
 
+/// Bad keys one client address may present in a burst before it is refused without a lookup
+/// (a client retrying a mistyped key a few times is not one).
+pub const FAILURE_BURST: u32 = 20;
+/// How fast that allowance refills: one store lookup per second per address at most, under a
+/// flood.
+pub const FAILURES_PER_S: f64 = 1.0;
+
+/// Client addresses tracked for failed authentications at most (past it, the entries whose
+/// block has ended are dropped; a flood from more addresses than this still costs at most one
+/// lookup per request).
+const MAX_TRACKED_CLIENTS: usize = 100_000;
+
 /// `serve --auth`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
 pub enum AuthMode {
-    /// Required as soon as one key exists.
+    /// Required as soon as the store has ever had a key (revoking them all locks, never opens).
     #[default]
     Auto,
     Required,
@@ -103,6 +127,8 @@ pub fn new_key() -> String {
 pub fn check_name(what: &str, name: &str) -> Result<()> {
     if name.is_empty()
         || name.len() > 64
+        // "." and ".." would be path segments of their own in the document store.
+        || name.bytes().all(|b| b == b'.')
         || !name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
@@ -229,8 +255,13 @@ pub struct Auth {
     store: Option<Arc<dyn JobStore>>,
     metrics_open: bool,
     keys: Mutex<HashMap<String, (Option<ApiKey>, Instant)>>,
-    active: Mutex<Option<(u64, Instant)>>,
+    /// The store's key counts and when they were read (`auto` mode).
+    counts: Mutex<Option<(KeyCounts, Instant)>>,
+    /// Set for good once the store has had a key (`auto` mode): keys are required from then on.
+    locked: AtomicBool,
     limits: Mutex<HashMap<String, Limits>>,
+    /// Failed authentications per client address, and until when each address is refused.
+    failures: Mutex<HashMap<std::net::IpAddr, (Bucket, Option<Instant>)>>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -249,8 +280,58 @@ impl Auth {
             store,
             metrics_open,
             keys: Mutex::new(HashMap::new()),
-            active: Mutex::new(None),
+            counts: Mutex::new(None),
+            locked: AtomicBool::new(false),
             limits: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Refuses (429) a client address that presented too many bad keys, before its key is
+    /// looked up. `None` (no address: an in-process caller) is never refused.
+    pub fn failure_gate(&self, client: Option<std::net::IpAddr>) -> Result<()> {
+        let Some(ip) = client else { return Ok(()) };
+        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((bucket, Some(until))) = failures.get(&ip) {
+            let now = Instant::now();
+            if *until > now {
+                metrics::counter!("ocr_auth_failures_refused_total").increment(1);
+                return Err(Error::RateLimited {
+                    key: ip.to_string(),
+                    unit: bucket.unit,
+                    limit: bucket.burst,
+                    window_s: bucket.window_s,
+                    retry_after_s: (*until - now).as_secs_f64().ceil().max(1.0) as u64,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts a bad key presented by `client`; once its allowance is spent, the address is
+    /// refused by [`Auth::failure_gate`] until the bucket has room again.
+    pub fn note_failure(&self, client: Option<std::net::IpAddr>) {
+        let Some(ip) = client else { return };
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if failures.len() >= MAX_TRACKED_CLIENTS {
+            let now = Instant::now();
+            failures.retain(|_, (_, until)| until.is_some_and(|u| u > now));
+        }
+        let entry = failures.entry(ip).or_insert_with(|| {
+            (
+                Bucket::new(
+                    "failed authentications",
+                    FAILURES_PER_S,
+                    Some(FAILURE_BURST),
+                )
+                .expect(
+                    "the failure bucket's rate and burst are positive constants. This is a bug.",
+                ),
+                None,
+            )
+        });
+        if let Err(Error::RateLimited { retry_after_s, .. }) = entry.0.take(&ip.to_string(), 1) {
+            entry.1 = Some(Instant::now() + Duration::from_secs(retry_after_s));
         }
     }
 
@@ -263,20 +344,58 @@ impl Auth {
         self.metrics_open
     }
 
-    /// Whether a request without a key is refused now.
+    /// Whether a request without a key is refused now. In `auto` mode that is once the store
+    /// has ever had a key, for good: the answer never goes from true back to false.
     async fn required(&self) -> Result<bool> {
         match (self.mode, &self.store) {
             (AuthMode::Off, _) | (AuthMode::Auto, None) => Ok(false),
             (AuthMode::Required, _) => Ok(true),
+            (AuthMode::Auto, Some(_)) if self.locked.load(Ordering::Acquire) => Ok(true),
             (AuthMode::Auto, Some(store)) => {
-                if let Some((n, at)) = *self.active.lock().unwrap_or_else(|p| p.into_inner())
+                if let Some((c, at)) = *self.counts.lock().unwrap_or_else(|p| p.into_inner())
                     && at.elapsed() < CACHE_TTL
                 {
-                    return Ok(n > 0);
+                    return Ok(c.total > 0);
                 }
-                let n = store.active_keys().await?;
-                *self.active.lock().unwrap_or_else(|p| p.into_inner()) = Some((n, Instant::now()));
-                Ok(n > 0)
+                let c = store.key_counts().await?;
+                *self.counts.lock().unwrap_or_else(|p| p.into_inner()) = Some((c, Instant::now()));
+                if c.total > 0 && !self.locked.swap(true, Ordering::AcqRel) {
+                    tracing::info!(
+                        keys = c.total,
+                        "API keys exist: every request needs a key from now on"
+                    );
+                }
+                Ok(c.total > 0)
+            }
+        }
+    }
+
+    /// Says in the log when no key can open the server any more (every key revoked): the
+    /// server stays locked, it never falls back to anonymous access. Called after a refusal,
+    /// at most once per [`CACHE_TTL`].
+    async fn note_locked(&self) {
+        let Some(store) = &self.store else { return };
+        let stale = self
+            .counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none_or(|(_, at)| at.elapsed() >= CACHE_TTL);
+        if !stale {
+            return;
+        }
+        if let Ok(c) = store.key_counts().await {
+            let was = self
+                .counts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .replace((c, Instant::now()));
+            let was_active = was.map_or(u64::MAX, |(w, _)| w.active);
+            if c.active == 0 && was_active != 0 {
+                tracing::error!(
+                    keys = c.total,
+                    "every API key is revoked: the server is locked (every request gets 401) \
+                     until a key is created with `ocr-server keys create`"
+                );
             }
         }
     }
@@ -337,6 +456,7 @@ impl Auth {
         let key = match presented {
             None if !self.required().await? => return Ok(Caller::anonymous()),
             None => {
+                self.note_locked().await;
                 return Err(Error::Unauthorized(
                     "this server requires an API key: send `Authorization: Bearer KEY`".into(),
                 ));
@@ -375,6 +495,73 @@ impl Auth {
             pages,
         })
     }
+}
+
+/// Whether `host` (a `serve --host` value) only listens on loopback.
+pub fn is_loopback_host(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost")
+        || h.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Refuses to serve an address other machines reach with no key to require: `--auth auto` on
+/// a non-loopback host while the store has never had a key (anyone who reaches the port could
+/// do everything). `--auth off` says that is meant; `--auth required` with no key is locked,
+/// which is safe.
+pub fn check_exposure(mode: AuthMode, host: &str, counts: KeyCounts) -> Result<()> {
+    if mode == AuthMode::Auto && counts.total == 0 && !is_loopback_host(host) {
+        return Err(Error::InvalidOption(format!(
+            "refusing to serve on {host} with no API key: anyone who reaches the port could read \
+             and change every job. Create a key first (`ocr-server keys create --name NAME \
+             --scopes admin`), give a bootstrap key (OCR_BOOTSTRAP_KEY or --bootstrap-key-file), \
+             bind to 127.0.0.1, or pass --auth off if the network itself is trusted"
+        )));
+    }
+    Ok(())
+}
+
+/// Shortest bootstrap key accepted (a key is a bearer secret: 32 characters of a random
+/// string are at least 128 bits for hex, more for base64).
+pub const MIN_BOOTSTRAP_KEY_CHARS: usize = 32;
+
+/// Stores the operator's bootstrap key (`admin` scope, tenant `bootstrap`) unless a key with
+/// its hash exists already, revoked or not (a revoked bootstrap key stays revoked across
+/// restarts). Returns the name of the key it created, if any.
+pub async fn bootstrap_key(store: &dyn JobStore, key: &str, now_ms: i64) -> Result<Option<String>> {
+    let key = key.trim();
+    if key.chars().count() < MIN_BOOTSTRAP_KEY_CHARS || key.chars().any(char::is_whitespace) {
+        return Err(Error::InvalidOption(format!(
+            "a bootstrap key needs at least {MIN_BOOTSTRAP_KEY_CHARS} characters and no spaces \
+             (make one with `openssl rand -hex 32`)"
+        )));
+    }
+    let hash = hash_key(key);
+    if store.key_by_hash(&hash).await?.is_some() {
+        return Ok(None);
+    }
+    let taken: Vec<String> = store.keys().await?.into_iter().map(|k| k.name).collect();
+    let name = if taken.iter().any(|n| n == "bootstrap") {
+        format!("bootstrap-{}", &hash[..8])
+    } else {
+        "bootstrap".to_string()
+    };
+    store
+        .create_key(&ApiKey {
+            name: name.clone(),
+            tenant: "bootstrap".into(),
+            hash,
+            scopes: vec![Scope::Admin.as_str().to_string()],
+            rate_per_s: None,
+            burst: None,
+            pages_per_s: None,
+            page_burst: None,
+            max_queued_pages: None,
+            created_ms: now_ms,
+            revoked_ms: None,
+        })
+        .await?;
+    Ok(Some(name))
 }
 
 /// The scope a route needs; None: any authenticated caller; `Open`: no key at all.
@@ -437,7 +624,7 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert!(check_name("key", "ingest-1.prod_A").is_ok());
-        for bad in ["", "a b", "x/y", &"a".repeat(65)] {
+        for bad in ["", "a b", "x/y", ".", "..", &"a".repeat(65)] {
             assert_eq!(check_name("key", bad).unwrap_err().code(), "invalid_option");
         }
     }
@@ -461,6 +648,42 @@ mod tests {
         c.scopes = vec![Scope::Admin];
         assert!(allow(&c, need(&Method::POST, "/v1/admin/pause", false)).is_ok());
         assert!(allow(&c, need(&Method::POST, "/v1/ocr", false)).is_ok());
+    }
+
+    #[test]
+    fn exposure_needs_a_key_off_loopback() {
+        let none = KeyCounts::default();
+        let one = KeyCounts {
+            total: 1,
+            active: 0,
+        };
+        for host in ["127.0.0.1", "localhost", "::1", "[::1]", "127.0.0.2"] {
+            assert!(check_exposure(AuthMode::Auto, host, none).is_ok(), "{host}");
+        }
+        for host in ["0.0.0.0", "::", "10.1.2.3", "example.org"] {
+            let e = check_exposure(AuthMode::Auto, host, none).unwrap_err();
+            assert!(e.to_string().contains("--auth off"), "{e}");
+            assert!(check_exposure(AuthMode::Auto, host, one).is_ok());
+            assert!(check_exposure(AuthMode::Off, host, none).is_ok());
+            assert!(check_exposure(AuthMode::Required, host, none).is_ok());
+        }
+    }
+
+    #[test]
+    fn a_client_presenting_bad_keys_is_refused_before_any_lookup() {
+        let auth = Auth::off();
+        let ip: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+        let other: std::net::IpAddr = "192.0.2.8".parse().unwrap();
+        for _ in 0..FAILURE_BURST {
+            assert!(auth.failure_gate(Some(ip)).is_ok());
+            auth.note_failure(Some(ip));
+        }
+        assert!(auth.failure_gate(Some(ip)).is_ok(), "the burst is allowed");
+        auth.note_failure(Some(ip));
+        let e = auth.failure_gate(Some(ip)).unwrap_err();
+        assert_eq!((e.code(), e.meta().status), ("rate_limited", 429));
+        assert!(auth.failure_gate(Some(other)).is_ok(), "per address");
+        assert!(auth.failure_gate(None).is_ok());
     }
 
     #[test]

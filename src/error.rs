@@ -109,6 +109,8 @@ pub enum Error {
     MethodNotAllowed(String),
     #[error("the page is {0}, not completed")]
     NotCompleted(&'static str),
+    #[error("refused: {0}")]
+    ForeignOrigin(String),
     #[error("I/O error on {path}: {source}")]
     Io {
         path: String,
@@ -149,6 +151,7 @@ impl Error {
             Error::BadRequest(_) => (400, "bad_request", "Malformed request", Never),
             Error::Unauthorized(_) => (401, "unauthorized", "Unauthorized", Never),
             Error::Forbidden { .. } => (403, "forbidden", "Forbidden", Never),
+            Error::ForeignOrigin(_) => (403, "foreign_origin", "Foreign host or origin", Never),
             Error::JobNotFound(_) => (404, "job_not_found", "Not found", Never),
             Error::PageNotFound(_) => (404, "page_not_found", "Not found", Never),
             Error::JobsDisabled => (404, "jobs_disabled", "Jobs not enabled", Never),

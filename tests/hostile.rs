@@ -199,6 +199,58 @@ fn memory_bombs_stay_inside_the_budget() {
         peak >> 20,
         idle >> 20
     );
+    // The review desk's page image renders the whole page (issue 26): 20 at once for the
+    // 8000×8000 page of a job stay inside the same bound.
+    let (s, job) = http(
+        &addr,
+        "POST",
+        "/v1/jobs",
+        &[("Content-Type", "image/png")],
+        &png,
+    );
+    assert_eq!(s, 202, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    let mut state = String::new();
+    for _ in 0..1200 {
+        let (_, j) = http(&addr, "GET", &format!("/v1/jobs/{id}"), &[], b"");
+        state = j["state"].as_str().unwrap_or("").to_string();
+        if ["completed", "failed", "needs_review"].contains(&state.as_str()) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(state, "completed");
+    let images: Vec<_> = (0..20)
+        .map(|_| {
+            let addr = addr.clone();
+            let path = format!("/v1/jobs/{id}/documents/0/pages/0/image");
+            std::thread::spawn(move || http_full(&addr, "GET", &path, &[], b""))
+        })
+        .collect();
+    let mut statuses = std::collections::BTreeMap::new();
+    for t in images {
+        let (s, h, _) = t.join().unwrap();
+        assert!(s == 200 || s == 503, "page image: {s}");
+        if s == 200 {
+            assert!(
+                h.iter()
+                    .any(|(k, v)| k == "content-type" && v == "image/jpeg")
+            );
+        }
+        *statuses.entry(s).or_insert(0) += 1;
+    }
+    let peak = proc_kb(pid, "VmHWM:");
+    eprintln!(
+        "20 page images of the 8000x8000 page: {statuses:?}; peak RSS {} MiB",
+        peak >> 20
+    );
+    assert!(statuses.get(&200).copied().unwrap_or(0) > 0, "{statuses:?}");
+    assert!(
+        peak < idle + (BUDGET_MB << 20),
+        "page images: peak RSS {} MiB over idle {} MiB + budget {BUDGET_MB} MiB",
+        peak >> 20,
+        idle >> 20
+    );
     // Still serving.
     let (s, _) = http(
         &addr,

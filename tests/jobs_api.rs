@@ -1043,8 +1043,18 @@ async fn a_full_disk_is_507() {
     assert!(h.contains_key(header::RETRY_AFTER));
     let (_, _, list) = send(&f.router, get("/v1/jobs")).await;
     assert_eq!(list["jobs"].as_array().unwrap().len(), 0);
-    let stored = std::fs::read_dir(f._dir.0.join("documents"))
-        .unwrap()
-        .count();
-    assert_eq!(stored, 0, "the streamed upload was deleted again");
+    // Files, at any depth (the tenant's directory under uploads/ stays, empty).
+    fn files(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir).map_or(0, |entries| {
+            entries
+                .map(|e| e.unwrap().path())
+                .map(|p| if p.is_dir() { files(&p) } else { 1 })
+                .sum()
+        })
+    }
+    assert_eq!(
+        files(&f._dir.0.join("documents")),
+        0,
+        "the streamed upload was deleted again"
+    );
 }

@@ -240,9 +240,10 @@ fn two_replicas_share_one_queue_and_survive_a_kill() {
     let more: Vec<String> = (JOBS..JOBS + 4)
         .map(|n| submit(&addr_b2, &hook, n, &bytes))
         .collect();
-    // A document already in the bucket, by reference: no upload.
+    // A document already in the bucket, by reference: no upload. It lies in the caller's own
+    // area (`tenants/<tenant>/`, `_` for the anonymous caller of a server without keys).
     let key = format!(
-        "{}/inbox/phototest.png",
+        "{}/tenants/_/inbox/phototest.png",
         bucket
             .trim_start_matches("s3://")
             .split_once('/')
@@ -269,7 +270,7 @@ fn two_replicas_share_one_queue_and_survive_a_kill() {
         .unwrap();
     });
     let body = serde_json::json!({"documents": [
-        {"name": "by-reference.png", "url": format!("{bucket}/inbox/phototest.png")}]});
+        {"name": "by-reference.png", "url": format!("{bucket}/tenants/_/inbox/phototest.png")}]});
     let (s, job) = http(
         &addr_b2,
         "POST",
@@ -283,6 +284,8 @@ fn two_replicas_share_one_queue_and_survive_a_kill() {
         "s3://another-bucket/x.png".to_string(),
         format!("{bucket}/../x.png"),
         "http://127.0.0.1:1/x.png".to_string(),
+        // outside any tenant's area
+        format!("{bucket}/inbox/phototest.png"),
     ] {
         let body = serde_json::json!({"documents": [{"url": url}]});
         let (s, p) = http(

@@ -6,7 +6,9 @@
 //! its events name the reviewer with the original and corrected text, and a `job.reviewed`
 //! webhook naming the reviewer was delivered. Also: the page-image route (JPEG, bounded size,
 //! 404 for a page or document that does not exist), line corrections refused for a line that
-//! does not exist, per-character confidences in results, and `review_sample_rate`.
+//! does not exist, per-character confidences in results, and `review_sample_rate`. Last, a
+//! hostile page in the same Chromium (`tests/review/hostile.mjs`): framing, simple cross-origin
+//! requests and DNS rebinding are all refused.
 //!
 //! Needs `scripts/setup.sh`, Chromium (`/usr/bin/chromium`, or `CHROMIUM`) and
 //! `tests/review/node_modules` (`npm ci --prefix tests/review`): `scripts/test.sh` installs
@@ -370,6 +372,58 @@ fn a_reviewer_corrects_a_line_in_the_browser_and_approves_the_job() {
         (s, p["code"].as_str()),
         (422, Some("invalid_option")),
         "{p}"
+    );
+
+    // A hostile page against this keyless loopback server (issue 26): it cannot frame the desk,
+    // pause the queue or create a job with "simple" cross-origin requests, or read through DNS
+    // rebinding.
+    let (_, before) = http(&addr, "GET", "/v1/jobs?limit=100", &[], b"");
+    let run = std::process::Command::new("node")
+        .arg("tests/review/hostile.mjs")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("BASE_URL", format!("http://{addr}"))
+        .env("CHROMIUM", &chromium)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&run.stdout).to_string();
+    eprintln!(
+        "hostile.mjs: {said}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        run.status.success(),
+        "the hostile page's run failed: {said}"
+    );
+    let hostile: Value = serde_json::from_str(said.trim().lines().last().unwrap()).unwrap();
+    assert_eq!(
+        hostile["statuses"]["POST /v1/admin/pause"], 403,
+        "{hostile}"
+    );
+    assert_eq!(hostile["statuses"]["POST /v1/jobs"], 403, "{hostile}");
+    assert_eq!(hostile["statuses"]["GET /review"], 200, "{hostile}");
+    assert_eq!(
+        hostile["frame_shows_desk"], false,
+        "the desk was framed: {hostile}"
+    );
+    assert_eq!(hostile["rebind_status"], 403, "{hostile}");
+    assert!(
+        !hostile["rebind_body"]
+            .as_str()
+            .unwrap_or("")
+            .contains("\"jobs\""),
+        "{hostile}"
+    );
+    let (_, pauses) = http(&addr, "GET", "/v1/admin/pauses", &[], b"");
+    assert_eq!(
+        pauses["paused"].as_array().map(Vec::len),
+        Some(0),
+        "{pauses}"
+    );
+    let (_, after) = http(&addr, "GET", "/v1/jobs?limit=100", &[], b"");
+    assert_eq!(
+        before["jobs"].as_array().map(Vec::len),
+        after["jobs"].as_array().map(Vec::len),
+        "no job was created"
     );
 
     server.kill().unwrap();

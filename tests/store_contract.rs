@@ -13,7 +13,7 @@ use ocr_server::jobs::model::{
 };
 use ocr_server::jobs::postgres::PgStore;
 use ocr_server::jobs::sqlite::SqliteStore;
-use ocr_server::jobs::store::JobStore;
+use ocr_server::jobs::store::{JobStore, KeyCounts};
 use ocr_server::pipeline::{Line, Page};
 
 fn new_job(id: &str, pages: &[usize]) -> NewJob {
@@ -191,7 +191,8 @@ fn api_key(name: &str, hash: &str) -> ocr_server::jobs::model::ApiKey {
 }
 
 async fn api_keys_are_stored_hashed_and_revoked(s: Arc<dyn JobStore>) {
-    assert_eq!(s.active_keys().await.unwrap(), 0);
+    let counts = |total, active| KeyCounts { total, active };
+    assert_eq!(s.key_counts().await.unwrap(), counts(0, 0));
     s.create_key(&api_key("b", "hb")).await.unwrap();
     s.create_key(&api_key("a", "ha")).await.unwrap();
     let e = s.create_key(&api_key("a", "hx")).await.unwrap_err();
@@ -204,7 +205,7 @@ async fn api_keys_are_stored_hashed_and_revoked(s: Arc<dyn JobStore>) {
     assert_eq!(keys[0], api_key("a", "ha"));
     assert_eq!(s.key_by_hash("hb").await.unwrap(), Some(api_key("b", "hb")));
     assert_eq!(s.key_by_hash("nope").await.unwrap(), None);
-    assert_eq!(s.active_keys().await.unwrap(), 2);
+    assert_eq!(s.key_counts().await.unwrap(), counts(2, 2));
     assert!(s.revoke_key("a", 50).await.unwrap());
     assert!(!s.revoke_key("a", 60).await.unwrap(), "already revoked");
     assert!(!s.revoke_key("zz", 60).await.unwrap());
@@ -212,9 +213,12 @@ async fn api_keys_are_stored_hashed_and_revoked(s: Arc<dyn JobStore>) {
         s.key_by_hash("ha").await.unwrap().unwrap().revoked_ms,
         Some(50)
     );
-    assert_eq!(s.active_keys().await.unwrap(), 1);
+    assert_eq!(s.key_counts().await.unwrap(), counts(2, 1));
     // A revoked name is never reused.
     assert!(s.create_key(&api_key("a", "hy")).await.is_err());
+    // Revoking the last key leaves the count of keys ever made (what `--auth auto` reads).
+    assert!(s.revoke_key("b", 70).await.unwrap());
+    assert_eq!(s.key_counts().await.unwrap(), counts(2, 0));
 }
 
 fn tenant_job(id: &str, tenant: &str, pages: usize) -> NewJob {
@@ -246,6 +250,19 @@ async fn tenants_see_their_own_jobs_and_backlog(s: Arc<dyn JobStore>) {
         ids(s.list_jobs(None, None, None, 10).await.unwrap()),
         ["jb", "ja"]
     );
+    assert_eq!(
+        ids(s.list_jobs(None, None, Some("jb"), 10).await.unwrap()),
+        ["ja"]
+    );
+    // A cursor is one of the caller's own jobs; another tenant's or an unknown id is refused
+    // (it never restarts from the newest job, nor positions a listing by another's job).
+    for (tenant, cursor) in [(Some("acme"), "jb"), (Some("acme"), "nope"), (None, "nope")] {
+        let e = s
+            .list_jobs(tenant, None, Some(cursor), 10)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), "invalid_option", "{tenant:?} {cursor}: {e}");
+    }
     assert_eq!(s.get_job("ja").await.unwrap().unwrap().tenant, "acme");
     assert_eq!(s.tenant_backlog("acme").await.unwrap(), 3);
     assert_eq!(s.tenant_backlog("globex").await.unwrap(), 2);
@@ -786,12 +803,12 @@ async fn sweep_keeps_unreviewed_jobs_and_lists_with_a_cursor(s: Arc<dyn JobStore
         .unwrap();
     assert_eq!(review.len(), 1);
     assert_eq!(
-        s.sweep(5).await.unwrap(),
+        s.sweep(5, 5).await.unwrap(),
         Vec::<String>::new(),
         "b was updated at 10"
     );
     assert_eq!(
-        s.sweep(1_000_000).await.unwrap(),
+        s.sweep(1_000_000, 5).await.unwrap(),
         vec!["/tmp/b-0".to_string()]
     );
     assert!(s.get_job("b").await.unwrap().is_none());
@@ -807,6 +824,11 @@ async fn sweep_keeps_unreviewed_jobs_and_lists_with_a_cursor(s: Arc<dyn JobStore
         s.events("b").await.unwrap().is_empty(),
         "events go with the job"
     );
+    // ... but not for ever: past the review retention they go too (issue 26: any tenant could
+    // park every job in review and grow the store without bound).
+    s.sweep(1_000_000, 1_000_000).await.unwrap();
+    assert!(s.get_job("d").await.unwrap().is_none(), "review retention");
+    assert!(s.get_job("a").await.unwrap().is_some());
 }
 
 /// A data directory of the first release (schema version 1, no leases) opens, migrates, and

@@ -286,7 +286,7 @@ pub(super) async fn create_job(
         }
         let stored = svc
             .documents()
-            .upload(&id, 0, body.into_data_stream())
+            .upload(&caller.owner, &id, 0, body.into_data_stream())
             .await?;
         let name = query.name.clone().unwrap_or_else(|| "document".into());
         let doc = Upload {

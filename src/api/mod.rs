@@ -7,6 +7,7 @@
 //! `code` ([`problem`]). The OpenAPI 3.1 document is generated from the handler annotations and
 //! types below (utoipa), so it cannot drift from the code.
 
+pub mod browser;
 pub mod dto;
 pub mod jobs;
 pub mod options;
@@ -72,6 +73,8 @@ pub struct ApiConfig {
     pub sync_max_pages: usize,
     /// How long an `Idempotency-Key` names its job.
     pub idempotency_ttl: Duration,
+    /// The `Host` names served ([`browser`]); others get 403 `foreign_origin`.
+    pub allowed_hosts: browser::AllowedHosts,
 }
 
 impl Default for ApiConfig {
@@ -84,6 +87,7 @@ impl Default for ApiConfig {
             decode_concurrency: 4,
             sync_max_pages: 10,
             idempotency_ttl: Duration::from_secs(24 * 3600),
+            allowed_hosts: browser::AllowedHosts::default(),
         }
     }
 }
@@ -215,6 +219,10 @@ impl Api {
             ))
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::new(self.state.cfg.allowed_hosts.clone()),
+                browser::guard,
+            ))
             .layer(axum::middleware::from_fn(count_requests))
             .with_state(self.state.clone())
     }
@@ -270,11 +278,18 @@ async fn authorize(State(st): State<Arc<AppState>>, mut req: Request, next: Next
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let caller = st
-        .auth
-        .authenticate(header)
-        .await
-        .and_then(|c| auth::allow(&c, need).map(|()| c));
+    let client = req
+        .extensions()
+        .get::<serve::ClientAddr>()
+        .map(|c| c.0.ip());
+    if let Err(e) = st.auth.failure_gate(client) {
+        return ApiError(e).into_response();
+    }
+    let authenticated = st.auth.authenticate(header).await;
+    if header.is_some() && matches!(authenticated, Err(Error::Unauthorized(_))) {
+        st.auth.note_failure(client);
+    }
+    let caller = authenticated.and_then(|c| auth::allow(&c, need).map(|()| c));
     match caller {
         Ok(c) => {
             req.extensions_mut().insert(c);
@@ -587,6 +602,10 @@ async fn ocr(
     let (respond_async, wait_s) = jobs::parse_prefer(&headers);
     options.check_followup(&st, &caller, respond_async && st.jobs.is_some())?;
     if respond_async && st.jobs.is_some() {
+        // The hybrid stores a job: it needs the scope `POST /v1/jobs` needs.
+        if !caller.has(crate::auth::Scope::Jobs) {
+            return Err(Error::Forbidden { scope: "jobs" }.into());
+        }
         let key = headers
             .get("idempotency-key")
             .and_then(|v| v.to_str().ok())

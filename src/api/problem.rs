@@ -1,5 +1,9 @@
 //! Errors as HTTP responses: `application/problem+json` bodies (RFC 9457) with the crate's
 //! stable `code`, and the one mapping from error code to status.
+//!
+//! A 500's own message (a store driver's error, a file path, a runtime's text) never reaches
+//! the client: the body says only that it failed and names a fresh `request_id`, which is also
+//! the `X-Request-Id` header and a field of the error line in the log that holds the message.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -20,6 +24,9 @@ pub struct Problem {
     /// Seconds to wait before retrying (429 and 503 only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after_s: Option<u64>,
+    /// For an internal error (500): the id under which the server logged what went wrong.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -38,6 +45,7 @@ impl Problem {
             detail,
             code,
             retry_after_s: None,
+            request_id: None,
         }
     }
 
@@ -46,7 +54,17 @@ impl Problem {
     pub fn from_error(e: &Error) -> Self {
         let m = e.meta();
         let status = StatusCode::from_u16(m.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut p = Self::new(status, m.title, m.code, e.to_string());
+        let detail = if m.status == 500 {
+            "the server failed to handle the request; its log has the details under this \
+             request_id"
+                .to_string()
+        } else {
+            e.to_string()
+        };
+        let mut p = Self::new(status, m.title, m.code, detail);
+        if m.status == 500 {
+            p.request_id = Some(uuid::Uuid::new_v4().simple().to_string());
+        }
         // 5xx that are retried with backoff say nothing; only "come back later" errors
         // (429, 503, 507) carry a time.
         p.retry_after_s = match m.retry {
@@ -69,6 +87,13 @@ impl IntoResponse for Problem {
         let mut resp = (status, body).into_response();
         let h = resp.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if let Some(id) = self
+            .request_id
+            .as_deref()
+            .and_then(|i| HeaderValue::from_str(i).ok())
+        {
+            h.insert(super::X_REQUEST_ID, id);
+        }
         if let Some(s) = retry {
             h.insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
@@ -106,7 +131,8 @@ impl IntoResponse for ApiError {
             _ => None,
         };
         if p.status >= 500 {
-            tracing::error!(code = p.code, error = %self.0, "request failed");
+            let id = p.request_id.as_deref().unwrap_or("");
+            tracing::error!(code = p.code, request_id = id, error = %self.0, "request failed");
         } else {
             tracing::debug!(code = p.code, error = %self.0, "request refused");
         }
@@ -202,6 +228,7 @@ mod tests {
             Error::RouteNotFound("/x".into()),
             Error::MethodNotAllowed("PUT".into()),
             Error::NotCompleted("queued"),
+            Error::ForeignOrigin("x".into()),
         ]
     }
 
@@ -245,6 +272,7 @@ mod tests {
             Error::MethodNotAllowed(_) => 35,
             Error::NotCompleted(_) => 36,
             Error::PageNotFound(_) => 37,
+            Error::ForeignOrigin(_) => 38,
         }
     }
 
@@ -272,6 +300,16 @@ mod tests {
             assert_eq!(p.kind, format!("/problems/{}", m.code));
             assert!(StatusCode::from_u16(p.status).is_ok());
             assert_eq!(p.status < 500, e.is_client_error(), "{e:?}");
+            // A 500 says nothing of its cause (paths, driver errors) and names a request id.
+            if p.status == 500 {
+                assert!(!p.detail.contains(&e.to_string()), "{p:?}");
+                assert_eq!(p.request_id.as_ref().map(String::len), Some(32), "{p:?}");
+            } else {
+                assert_eq!(
+                    (p.detail.clone(), p.request_id.clone()),
+                    (e.to_string(), None)
+                );
+            }
             // Retry-After exactly for the "come back later" rule, and only on 429/503/507.
             match m.retry {
                 Retry::After(s) => {

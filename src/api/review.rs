@@ -47,7 +47,7 @@ pub(super) async fn desk() -> Response {
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (
                 header::CONTENT_SECURITY_POLICY,
-                "default-src 'self'; img-src 'self' blob: data:; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'",
+                "default-src 'self'; img-src 'self' blob: data:; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
             ),
             (header::CACHE_CONTROL, "no-cache"),
         ],
@@ -189,8 +189,18 @@ pub(super) async fn page_image(
     let doc = job.documents.get(d).ok_or_else(missing)?;
     let page = doc.pages.iter().find(|x| x.page == p).ok_or_else(missing)?;
     let source = page.source_index;
+    // Rendering is bounded like any decode: one of the API's decode permits, and the page's
+    // worst case reserved from the memory budget while its pixels live (issue 26: 20 parallel
+    // requests for an 8000×8000 page were 9 GB outside the budget).
+    let _permit = st
+        .decode_permits
+        .acquire()
+        .await
+        .map_err(|_| Error::ShuttingDown)?;
     let opened = svc.open_document(&doc.location).await?;
     let jpeg = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, Error> {
+        let (mut checks, _reservation) = opened.reserve(&[source])?;
+        checks.pop().unwrap_or(Ok(()))?;
         let img = opened.page(source)?;
         let (w, h) = img.dimensions();
         let scale = (IMAGE_MAX_SIDE as f32 / w.max(h) as f32).min(1.0);

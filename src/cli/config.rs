@@ -148,10 +148,28 @@ pub struct ServeArgs {
     /// interactive requests always find room.
     #[arg(long, env = "OCR_JOB_CONCURRENCY", default_value_t = 8)]
     pub job_concurrency: usize,
-    /// API keys: `auto` (required as soon as one key exists in the store), `required`, or
-    /// `off` (anyone who reaches the port may do anything). Keys: `ocr-server keys create`.
+    /// API keys: `auto` (required as soon as the store has ever had a key; revoking them all
+    /// locks the server), `required`, or `off` (anyone who reaches the port may do anything).
+    /// With `auto`, a non-loopback --host and no key, `serve` refuses to start. Keys:
+    /// `ocr-server keys create`.
     #[arg(long, env = "OCR_AUTH", value_enum, default_value_t = crate::auth::AuthMode::Auto)]
     pub auth: crate::auth::AuthMode,
+    /// A bootstrap key (at least 32 characters), stored hashed with the `admin` scope before the
+    /// server listens, unless a key with that hash exists (revoked or not). Prefer the file.
+    #[arg(long, env = "OCR_BOOTSTRAP_KEY", hide_env_values = true)]
+    pub bootstrap_key: Option<Secret>,
+    /// Host names the server answers to besides loopback and the bound address (`*`: any);
+    /// other `Host` headers get 403 (DNS rebinding). Bound to 0.0.0.0 with none given, any
+    /// Host is answered (keys are required there).
+    #[arg(
+        long = "allowed-host",
+        env = "OCR_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Vec<String>,
+    /// A file holding the bootstrap key (a mounted secret), read at startup.
+    #[arg(long, env = "OCR_BOOTSTRAP_KEY_FILE")]
+    pub bootstrap_key_file: Option<PathBuf>,
     /// Serve /metrics without a key (else it needs the `admin` scope while keys are required).
     #[arg(long, env = "OCR_METRICS_OPEN")]
     pub metrics_open: bool,
@@ -165,12 +183,20 @@ pub struct ServeArgs {
     /// Longest pause while a request body is read (ms); the body is cut off after it.
     #[arg(long, env = "OCR_BODY_TIMEOUT_MS", default_value_t = 30_000)]
     pub body_timeout_ms: u64,
+    /// Slowest average request-body rate (bytes/s) accepted once --body-timeout-ms has passed
+    /// since the request began; a slower body is cut off (0: no minimum).
+    #[arg(long, env = "OCR_BODY_MIN_RATE", default_value_t = 16 << 10)]
+    pub body_min_rate: u64,
     /// Attempts per job page before it is failed for good (dead-lettered).
     #[arg(long, env = "OCR_JOB_MAX_ATTEMPTS", default_value_t = 3)]
     pub job_max_attempts: u32,
     /// Finished jobs (results, documents, events) are deleted this long after they finished.
     #[arg(long, env = "OCR_RETENTION_S", default_value_t = 7 * 24 * 3600)]
     pub retention_s: u64,
+    /// Jobs waiting for review (`needs_review`) untouched this long are deleted too (never
+    /// shorter than --retention-s).
+    #[arg(long, env = "OCR_REVIEW_RETENTION_S", default_value_t = 30 * 24 * 3600)]
+    pub review_retention_s: u64,
     /// How long an Idempotency-Key names its job.
     #[arg(long, env = "OCR_IDEMPOTENCY_TTL_S", default_value_t = 24 * 3600)]
     pub idempotency_ttl_s: u64,
@@ -346,7 +372,24 @@ impl ServeArgs {
             default_timeout: Duration::from_millis(self.request_timeout_ms.max(1)),
             idempotency_ttl: Duration::from_secs(self.idempotency_ttl_s.max(1)),
             sync_max_pages: self.sync_max_pages.max(1),
+            allowed_hosts: self.allowed_hosts(),
             ..ApiConfig::default()
+        }
+    }
+
+    /// The `Host` names to answer ([`crate::api::browser`]): from `--host` and
+    /// `--allowed-host`.
+    fn allowed_hosts(&self) -> crate::api::browser::AllowedHosts {
+        use crate::api::browser::AllowedHosts;
+        let host = self.host.trim_start_matches('[').trim_end_matches(']');
+        match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => AllowedHosts::for_bind(ip, &self.allowed_hosts),
+            // A name (`localhost`, a machine's name): loopback and the name itself.
+            Err(_) => {
+                let mut extra = self.allowed_hosts.clone();
+                extra.push(host.to_string());
+                AllowedHosts::for_bind(std::net::Ipv4Addr::LOCALHOST.into(), &extra)
+            }
         }
     }
 }

@@ -19,6 +19,25 @@ use crate::scheduler::Profiles;
 /// Runs the server until SIGINT/SIGTERM, then shuts down gracefully: stop admitting, let every
 /// admitted request finish, join the workers.
 pub fn run_serve(args: &ServeArgs) -> Result<()> {
+    // The store first: whether this server may start at all (keys, exposure) is decided before
+    // any model is loaded.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("ocr-http")
+        .build()
+        .map_err(|e| Error::Runtime(format!("starting the async runtime: {e}")))?;
+    let database_url = args.database_url.as_ref().map_or_else(
+        || format!("sqlite://{}", args.data_dir.join("jobs.db").display()),
+        |s| s.0.clone(),
+    );
+    if database_url.starts_with("sqlite://") {
+        std::fs::create_dir_all(&args.data_dir).map_err(|e| Error::Io {
+            path: args.data_dir.display().to_string(),
+            source: e,
+        })?;
+    }
+    let store: Arc<dyn JobStore> = rt.block_on(crate::jobs::store::open(&database_url))?;
+    rt.block_on(secure_startup(args, store.as_ref()))?;
     let specs = args.profile_specs()?;
     let core_slots = specs.first().and_then(|s| s.cfg.core_slots);
     for s in &specs {
@@ -45,10 +64,6 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
         &object_store_url,
         args.max_document_bytes.max(1),
     )?);
-    let database_url = args.database_url.as_ref().map_or_else(
-        || format!("sqlite://{}", args.data_dir.join("jobs.db").display()),
-        |s| s.0.clone(),
-    );
     let mut webhooks = WebhookConfig::new(
         args.webhook_secrets
             .iter()
@@ -57,12 +72,6 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
         args.webhook_allow.clone(),
     );
     webhooks.max_attempts = args.webhook_max_attempts.max(1);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("ocr-http")
-        .build()
-        .map_err(|e| Error::Runtime(format!("starting the async runtime: {e}")))?;
-    let store: Arc<dyn JobStore> = rt.block_on(crate::jobs::store::open(&database_url))?;
     // One API configuration, so the sync API, the job service and the runner share one memory
     // budget.
     let api_cfg = args.api_config();
@@ -96,6 +105,7 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
         max_connections: args.max_connections.max(1),
         header_timeout: Duration::from_millis(args.header_timeout_ms.max(1)),
         body_timeout: Duration::from_millis(args.body_timeout_ms.max(1)),
+        body_min_rate: args.body_min_rate,
         ..Default::default()
     };
     let addr = format!("{}:{}", args.host, args.port);
@@ -121,6 +131,7 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
             store.clone(),
             documents.clone(),
             Duration::from_secs(args.retention_s),
+            Duration::from_secs(args.review_retention_s.max(args.retention_s)),
         ));
         let warm = profiles.clone();
         let (fail_tx, fail_rx) = tokio::sync::oneshot::channel::<Error>();
@@ -169,18 +180,53 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
     Ok(())
 }
 
-/// Deletes finished jobs older than `retention`, with their documents, once a minute
-/// (`needs_review` jobs wait for their reviewer whatever their age).
+/// Before the listener opens: stores the bootstrap key, if one is given, then refuses an
+/// exposed address with no key to require ([`crate::auth::check_exposure`]).
+async fn secure_startup(args: &ServeArgs, store: &dyn JobStore) -> Result<()> {
+    let from_file = match &args.bootstrap_key_file {
+        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| Error::Io {
+            path: path.display().to_string(),
+            source: e,
+        })?),
+        None => None,
+    };
+    if let Some(key) = from_file.or_else(|| args.bootstrap_key.as_ref().map(|s| s.0.clone()))
+        && let Some(name) = crate::auth::bootstrap_key(store, &key, now_ms()).await?
+    {
+        tracing::info!(key = %name, "stored the bootstrap key (admin scope)");
+        eprintln!("ocr-server: stored the bootstrap key as {name:?} (admin scope)");
+    }
+    let counts = store.key_counts().await?;
+    crate::auth::check_exposure(args.auth, &args.host, counts)?;
+    if args.auth != crate::auth::AuthMode::Off && counts.total > 0 && counts.active == 0 {
+        tracing::error!(
+            "every API key is revoked: the server is locked (every request gets 401) until a \
+             key is created with `ocr-server keys create`"
+        );
+    }
+    if args.auth == crate::auth::AuthMode::Off && !crate::auth::is_loopback_host(&args.host) {
+        tracing::warn!(host = %args.host, "--auth off on a non-loopback address: anyone who \
+                       reaches the port may read and change every job");
+    }
+    Ok(())
+}
+
+/// Deletes finished jobs older than `retention`, with their documents, once a minute, and
+/// `needs_review` jobs untouched for `review_retention` (longer: they wait for a reviewer, but
+/// a tenant that parks every job in review must not grow the store for ever).
 async fn sweep_forever(
     store: Arc<dyn JobStore>,
     documents: Arc<DocumentStore>,
     retention: Duration,
+    review_retention: Duration,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tick.tick().await;
-        let cutoff = now_ms() - retention.as_millis() as i64;
-        match store.sweep(cutoff).await {
+        let now = now_ms();
+        let cutoff = now - retention.as_millis() as i64;
+        let review_cutoff = now - review_retention.as_millis() as i64;
+        match store.sweep(cutoff, review_cutoff).await {
             Ok(locations) if !locations.is_empty() => {
                 tracing::info!(documents = locations.len(), "swept expired jobs");
                 documents.delete(locations).await;

@@ -8,13 +8,27 @@
 //!   variables (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
 //!   `AWS_ALLOW_HTTP`); many replicas share it.
 //!
-//! Locations stored with jobs are URLs (`file:///…/JOB/0.bin`, `s3://BUCKET/PREFIX/JOB/0.bin`);
+//! **Tenants own their documents.** The store's keys are laid out by tenant:
+//! - `uploads/<tenant>/<job>/<i>.bin`: what the server writes for a job (multipart, JSON base64,
+//!   streamed bodies). Nobody can name these in a reference, not even their own tenant: a
+//!   reference is read in place and never copied, so a reference into an upload area would
+//!   outlive or reach into another job's documents.
+//! - `tenants/<tenant>/…`: where a tenant's own pipeline (or the operator) puts documents that
+//!   jobs then name by URL ([`DocumentStore::reference`]). A caller can only name keys under its
+//!   own tenant's prefix.
+//!
+//! A reference anywhere else (another tenant's prefix, an upload area, outside the store, a
+//! path with `..`) gets exactly the answer of one that does not exist, before the store is
+//! asked anything, so a reference is no oracle for what exists; no error names the store's
+//! base or a local path. `<tenant>` is the tenant name (`_` for the anonymous caller of a server
+//! without keys); tenant names are `A-Z a-z 0-9 _ . -` and never only dots
+//! ([`crate::auth::check_name`]).
+//!
+//! Locations stored with jobs are URLs (`file:///…/uploads/T/JOB/0.bin`,
+//! `s3://BUCKET/PREFIX/…`), so jobs written before this layout (`…/JOB/0.bin`) still read;
 //! bare absolute paths written by the first release are read as files. Uploads are streamed
 //! to the store in parts while they are hashed ([`DocumentStore::upload`]), so the HTTP layer
-//! never holds a whole job document; `--max-document-bytes` bounds each. A job may also name a
-//! document already in the configured bucket ([`DocumentStore::reference`]): only locations
-//! under the store's own bucket and prefix are accepted, so a reference can never make the
-//! server fetch from anywhere else.
+//! never holds a whole job document; `--max-document-bytes` bounds each.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,6 +43,21 @@ use crate::error::{Error, Result};
 
 /// Bytes per part of a streamed upload (S3's minimum part size is 5 MiB).
 const PART_BYTES: usize = 8 << 20;
+
+/// Where the server writes job documents, by tenant (never a reference's target).
+const UPLOADS: &str = "uploads";
+/// Where each tenant's own documents live, the only place a reference may name.
+const TENANTS: &str = "tenants";
+
+/// A tenant's directory name: the tenant itself (names are path-safe and never only dots),
+/// `_` for the anonymous caller.
+fn tenant_dir(tenant: &str) -> &str {
+    if tenant.is_empty() || tenant.bytes().all(|b| b == b'.') {
+        "_"
+    } else {
+        tenant
+    }
+}
 
 /// A stored document: its location, size and SHA-256.
 #[derive(Debug, Clone, PartialEq)]
@@ -123,6 +152,14 @@ impl DocumentStore {
             .collect()
     }
 
+    /// The key of document `index` of `job` of `tenant`.
+    fn upload_key(&self, tenant: &str, job_id: &str, index: usize) -> ObjectPath {
+        self.key(&format!(
+            "{UPLOADS}/{}/{job_id}/{index}.bin",
+            tenant_dir(tenant)
+        ))
+    }
+
     fn location_of(&self, key: &ObjectPath) -> String {
         let rel = key
             .as_ref()
@@ -145,14 +182,20 @@ impl DocumentStore {
         Some(self.key(rel))
     }
 
-    /// Streams `body` to `<job>/<index>.bin` in parts while hashing it. Over `max_bytes` the
-    /// upload is aborted and [`Error::PayloadTooLarge`] returned.
-    pub async fn upload<S, E>(&self, job_id: &str, index: usize, mut body: S) -> Result<Stored>
+    /// Streams `body` to `uploads/<tenant>/<job>/<index>.bin` in parts while hashing it. Over
+    /// `max_bytes` the upload is aborted and [`Error::PayloadTooLarge`] returned.
+    pub async fn upload<S, E>(
+        &self,
+        tenant: &str,
+        job_id: &str,
+        index: usize,
+        mut body: S,
+    ) -> Result<Stored>
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin + Send,
         E: std::fmt::Display,
     {
-        let key = self.key(&format!("{job_id}/{index}.bin"));
+        let key = self.upload_key(tenant, job_id, index);
         let upload = self.store.put_multipart(&key).await.map_err(store_err)?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
         let mut hash = Sha256::new();
@@ -190,13 +233,19 @@ impl DocumentStore {
     }
 
     /// Stores bytes already in memory (multipart and JSON bodies, bounded by the body limit).
-    pub async fn put(&self, job_id: &str, index: usize, bytes: Bytes) -> Result<Stored> {
+    pub async fn put(
+        &self,
+        tenant: &str,
+        job_id: &str,
+        index: usize,
+        bytes: Bytes,
+    ) -> Result<Stored> {
         if bytes.len() as u64 > self.max_bytes {
             return Err(Error::PayloadTooLarge {
                 limit: self.max_bytes as usize,
             });
         }
-        let key = self.key(&format!("{job_id}/{index}.bin"));
+        let key = self.upload_key(tenant, job_id, index);
         let sha256 = hex(&Sha256::digest(&bytes));
         let n = bytes.len() as u64;
         self.store
@@ -211,19 +260,24 @@ impl DocumentStore {
         })
     }
 
-    /// A document already in this store, named by its URL: checked (it must be under this
-    /// store's base; it must exist and fit `max_bytes`) and hashed.
-    pub async fn reference(&self, url: &str) -> Result<Stored> {
-        let key = self.key_of(url).ok_or_else(|| {
+    /// A document of `tenant`'s, named by its URL: it must lie under `tenants/<tenant>/` of
+    /// this store, exist and fit `max_bytes`; it is hashed. Anything else is the one answer
+    /// "does not exist" (see the module docs).
+    pub async fn reference(&self, tenant: &str, url: &str) -> Result<Stored> {
+        let missing = || {
             Error::InvalidOption(format!(
-                "document url {url:?} is not in this server's object store ({}/...)",
-                self.base
+                "document url {url:?} does not exist (a job may name documents under \
+                 {TENANTS}/<your tenant>/ of this server's object store)"
             ))
-        })?;
+        };
+        let own = ObjectPath::from(format!("{TENANTS}/{}", tenant_dir(tenant)));
+        let key = self
+            .key_of(url)
+            .filter(|k| k.prefix_matches(&self.key(own.as_ref())))
+            .filter(|k| k.parts().count() > self.prefix.parts().count() + 2)
+            .ok_or_else(missing)?;
         let meta = self.store.head(&key).await.map_err(|e| match e {
-            object_store::Error::NotFound { .. } => {
-                Error::InvalidOption(format!("document url {url:?} does not exist"))
-            }
+            object_store::Error::NotFound { .. } => missing(),
             other => store_err(other),
         })?;
         if meta.size as u64 > self.max_bytes {
@@ -259,8 +313,7 @@ impl DocumentStore {
         }
         let key = self.key_of(location).ok_or_else(|| {
             Error::Store(format!(
-                "document {location:?} is not in this server's object store ({})",
-                self.base
+                "document {location:?} is not in this server's object store"
             ))
         })?;
         let got = self.store.get(&key).await.map_err(store_err)?;
@@ -303,9 +356,12 @@ impl DocumentStore {
         (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
     }
 
-    /// fsyncs a file just written under the local root (and its directory).
+    /// fsyncs a file just written under the local root, and every directory from its own up to
+    /// the root: a job's directory (and its tenant's) may be new, and a new directory's entry
+    /// lives in its parent, so syncing only the file's own directory could lose the file in a
+    /// crash after the job was acknowledged.
     async fn sync(&self, key: &ObjectPath) -> Result<()> {
-        let Some(root) = &self.local_root else {
+        let Some(root) = self.local_root.clone() else {
             return Ok(());
         };
         let path = root.join(key.as_ref());
@@ -317,10 +373,13 @@ impl DocumentStore {
             std::fs::File::open(&path)
                 .and_then(|f| f.sync_all())
                 .map_err(io)?;
-            if let Some(dir) = path.parent() {
+            for dir in path.ancestors().skip(1) {
                 std::fs::File::open(dir)
                     .and_then(|d| d.sync_all())
                     .map_err(io)?;
+                if dir == root {
+                    break;
+                }
             }
             Ok(())
         })
@@ -337,32 +396,67 @@ mod tests {
     async fn local_round_trip_references_and_refusals() {
         let dir = std::env::temp_dir().join(format!("ocr-docs-{}", uuid::Uuid::new_v4()));
         let s = DocumentStore::open(&format!("file://{}", dir.display()), 10).unwrap();
-        let a = s.put("j", 0, Bytes::from_static(b"hello")).await.unwrap();
-        assert_eq!(a.location, format!("file://{}/j/0.bin", dir.display()));
+        let a = s
+            .put("acme", "j", 0, Bytes::from_static(b"hello"))
+            .await
+            .unwrap();
+        assert_eq!(
+            a.location,
+            format!("file://{}/uploads/acme/j/0.bin", dir.display())
+        );
         assert_eq!(s.get(&a.location).await.unwrap(), b"hello");
         let chunks = futures_util::stream::iter(vec![
             Ok::<_, std::io::Error>(Bytes::from_static(b"hel")),
             Ok(Bytes::from_static(b"lo")),
         ]);
-        let b = s.upload("j", 1, chunks).await.unwrap();
+        let b = s.upload("acme", "j", 1, chunks).await.unwrap();
         assert_eq!((b.bytes, b.sha256.clone()), (5, a.sha256.clone()));
         let big =
             futures_util::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from(vec![0u8; 11]))]);
         assert!(matches!(
-            s.upload("j", 2, big).await,
+            s.upload("acme", "j", 2, big).await,
             Err(Error::PayloadTooLarge { .. })
         ));
-        let r = s.reference(&a.location).await.unwrap();
-        assert_eq!(r.sha256, a.sha256);
-        for bad in [
-            "s3://other/j/0.bin".to_string(),
-            format!("file://{}/../etc/passwd", dir.display()),
-            "file:///etc/passwd".to_string(),
-            format!("file://{}/j/missing.bin", dir.display()),
+        // A tenant's own area: referenced in place.
+        let own = dir.join("tenants/acme/in/doc.png");
+        std::fs::create_dir_all(own.parent().unwrap()).unwrap();
+        std::fs::write(&own, b"hello").unwrap();
+        std::fs::create_dir_all(dir.join("tenants/globex")).unwrap();
+        std::fs::write(dir.join("tenants/globex/doc.png"), b"hello").unwrap();
+        let own_url = format!("file://{}", own.display());
+        let r = s.reference("acme", &own_url).await.unwrap();
+        assert_eq!(
+            (r.location.as_str(), r.sha256.as_str()),
+            (own_url.as_str(), a.sha256.as_str())
+        );
+        // Everything else, existing or not, gets the answer of a missing document, which names
+        // no path of the server's.
+        let base = format!("file://{}", dir.display());
+        for (tenant, bad) in [
+            ("globex", own_url.clone()),
+            ("acme", a.location.clone()),
+            ("acme", format!("{base}/tenants/globex/doc.png")),
+            ("acme", format!("{base}/tenants/acme")),
+            (
+                "acme",
+                format!("{base}/tenants/acme/in/../../globex/doc.png"),
+            ),
+            ("acme", format!("{base}/tenants/acme/missing.png")),
+            ("acme", "s3://other/j/0.bin".to_string()),
+            ("acme", format!("{base}/../etc/passwd")),
+            ("acme", "file:///etc/passwd".to_string()),
+            ("", format!("{base}/tenants/acme/in/doc.png")),
         ] {
-            assert!(
-                matches!(s.reference(&bad).await, Err(Error::InvalidOption(_))),
-                "{bad}"
+            let e = s.reference(tenant, &bad).await.unwrap_err();
+            let text = e.to_string().replace(&bad, "URL");
+            assert_eq!(
+                (e.code(), text.as_str()),
+                (
+                    "invalid_option",
+                    "invalid option: document url \"URL\" does not exist (a job may name \
+                     documents under tenants/<your tenant>/ of this server's object store)"
+                ),
+                "{tenant} {bad}"
             );
         }
         s.delete(vec![a.location.clone()]).await;

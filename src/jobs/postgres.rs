@@ -24,7 +24,7 @@ use super::model::{
     PageLease, PageRecord, PageRef, PageState, derive_state, min_confidence, page_completed,
     webhook_event,
 };
-use super::store::JobStore;
+use super::store::{JobStore, KeyCounts};
 use crate::error::{Error, Result};
 use crate::pipeline::Page;
 
@@ -696,15 +696,21 @@ impl JobStore for PgStore {
     ) -> Result<Vec<JobRecord>> {
         let mut conn = self.pool.acquire().await.map_err(db_err)?;
         let cursor = match after {
-            Some(a) => sqlx::query("SELECT created_at, id FROM jobs WHERE id = $1")
+            Some(a) => Some(
+                sqlx::query(
+                    "SELECT created_at, id FROM jobs WHERE id = $1 AND ($2::TEXT IS NULL OR tenant = $2)",
+                )
                 .bind(a)
+                .bind(tenant)
                 .fetch_optional(&mut *conn)
                 .await
                 .map_err(db_err)?
                 .map(|r| -> Result<(i64, String)> {
                     Ok((r.try_get(0).map_err(db_err)?, r.try_get(1).map_err(db_err)?))
                 })
-                .transpose()?,
+                .transpose()?
+                .ok_or_else(|| super::store::unknown_cursor(a))?,
+            ),
             None => None,
         };
         let (c_at, c_id) = cursor.unwrap_or((i64::MAX, String::new()));
@@ -1176,17 +1182,19 @@ impl JobStore for PgStore {
             .collect()
     }
 
-    async fn sweep(&self, before: i64) -> Result<Vec<String>> {
+    async fn sweep(&self, before: i64, review_before: i64) -> Result<Vec<String>> {
         let mut tx = self.begin().await?;
         let paths: Vec<String> = sqlx::query_scalar(
             "WITH gone AS (
                 DELETE FROM jobs
-                WHERE state IN ('completed', 'partially_completed', 'failed', 'cancelled')
-                  AND updated_at < $1
+                WHERE (state IN ('completed', 'partially_completed', 'failed', 'cancelled')
+                       AND updated_at < $1)
+                   OR (state = 'needs_review' AND updated_at < $2)
                 RETURNING id)
              SELECT d.path FROM documents d JOIN gone ON gone.id = d.job_id WHERE d.owned",
         )
         .bind(before)
+        .bind(review_before)
         .fetch_all(&mut *tx)
         .await
         .map_err(db_err)?;
@@ -1417,12 +1425,17 @@ impl JobStore for PgStore {
             .transpose()
     }
 
-    async fn active_keys(&self) -> Result<u64> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE revoked_at IS NULL")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db_err)?;
-        Ok(n as u64)
+    async fn key_counts(&self) -> Result<KeyCounts> {
+        let (total, active): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COUNT(*) FILTER (WHERE revoked_at IS NULL) FROM api_keys",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(KeyCounts {
+            total: total as u64,
+            active: active as u64,
+        })
     }
 
     async fn tenant_backlog(&self, tenant: &str) -> Result<u64> {

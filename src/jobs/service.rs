@@ -290,7 +290,7 @@ impl JobService {
                 Source::Bytes(b) => (b.to_vec(), None, true),
                 Source::Stored(s) => (self.documents().get(&s.location).await?, Some(s), true),
                 Source::Url(url) => {
-                    let s = self.documents().reference(&url).await?;
+                    let s = self.documents().reference(&caller.owner, &url).await?;
                     (self.documents().get(&s.location).await?, Some(s), false)
                 }
             };
@@ -330,8 +330,10 @@ impl JobService {
             }
         }
         caller.take_pages(new_pages as usize)?;
-        if class == JobClass::Bulk {
-            let backlog = self.store.backlog(JobClass::Bulk).await?;
+        // Admission for both classes: an interactive job (`Prefer: respond-async`) is stored
+        // work like any other and is bounded the same way.
+        {
+            let backlog = self.store.backlog(class).await?;
             if backlog.queued + new_pages > self.cfg.max_queued_pages {
                 metrics::counter!("ocr_jobs_refused_total", "reason" => "backlog").increment(1);
                 return Err(Error::Overloaded {
@@ -358,7 +360,10 @@ impl JobService {
                 Some(s) => s,
                 None => {
                     let bytes = Arc::try_unwrap(bytes).unwrap_or_else(|b| (*b).clone());
-                    let s = self.documents().put(id, i, bytes.into()).await?;
+                    let s = self
+                        .documents()
+                        .put(&caller.owner, id, i, bytes.into())
+                        .await?;
                     written.push(s.location.clone());
                     s
                 }

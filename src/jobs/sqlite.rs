@@ -18,7 +18,7 @@ use super::model::{
     DocumentRecord, Event, JobClass, JobOptions, JobRecord, JobState, NewJob, PageCounts,
     PageLease, PageRecord, PageState, derive_state, min_confidence, page_completed, webhook_event,
 };
-use super::store::JobStore;
+use super::store::{JobStore, KeyCounts, unknown_cursor};
 use crate::error::{Error, Result};
 use crate::pipeline::Page;
 
@@ -682,12 +682,16 @@ impl JobStore for SqliteStore {
         let tenant = tenant.map(str::to_string);
         self.read(move |conn| {
             let cursor: Option<(i64, String)> = match &after {
-                Some(a) => conn
-                    .query_row("SELECT created_at, id FROM jobs WHERE id = ?1", [a], |r| {
-                        Ok((r.get(0)?, r.get(1)?))
-                    })
+                Some(a) => Some(
+                    conn.query_row(
+                        "SELECT created_at, id FROM jobs WHERE id = ?1 AND (?2 IS NULL OR tenant = ?2)",
+                        params![a, tenant],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
                     .optional()
-                    .map_err(db_err)?,
+                    .map_err(db_err)?
+                    .ok_or_else(|| unknown_cursor(a))?,
+                ),
                 None => None,
             };
             let (c_at, c_id) = cursor.unwrap_or((i64::MAX, String::new()));
@@ -1146,26 +1150,25 @@ impl JobStore for SqliteStore {
         .await
     }
 
-    async fn sweep(&self, before: i64) -> Result<Vec<String>> {
+    async fn sweep(&self, before: i64, review_before: i64) -> Result<Vec<String>> {
         self.tx(move |tx| {
             const SWEPT: &str =
-                "j.state IN ('completed', 'partially_completed', 'failed', 'cancelled')";
+                "((j.state IN ('completed', 'partially_completed', 'failed', 'cancelled')
+                   AND j.updated_at < ?1)
+                  OR (j.state = 'needs_review' AND j.updated_at < ?2))";
             let paths = tx
                 .prepare(&format!(
                     "SELECT d.path FROM documents d JOIN jobs j ON j.id = d.job_id
-                     WHERE {SWEPT} AND j.updated_at < ?1 AND d.owned"
+                     WHERE {SWEPT} AND d.owned"
                 ))
                 .and_then(|mut s| {
-                    s.query_map([before], |r| r.get::<_, String>(0))?
+                    s.query_map([before, review_before], |r| r.get::<_, String>(0))?
                         .collect::<rusqlite::Result<Vec<_>>>()
                 })
                 .map_err(db_err)?;
             tx.execute(
-                &format!(
-                    "DELETE FROM jobs WHERE id IN (SELECT j.id FROM jobs j
-                     WHERE {SWEPT} AND j.updated_at < ?1)"
-                ),
-                [before],
+                &format!("DELETE FROM jobs WHERE id IN (SELECT j.id FROM jobs j WHERE {SWEPT})"),
+                [before, review_before],
             )
             .map_err(db_err)?;
             Ok(paths)
@@ -1429,14 +1432,18 @@ impl JobStore for SqliteStore {
         .await
     }
 
-    async fn active_keys(&self) -> Result<u64> {
+    async fn key_counts(&self) -> Result<KeyCounts> {
         self.read(|c| {
             c.query_row(
-                "SELECT COUNT(*) FROM api_keys WHERE revoked_at IS NULL",
+                "SELECT COUNT(*), COALESCE(SUM(CASE WHEN revoked_at IS NULL THEN 1 ELSE 0 END), 0)
+                 FROM api_keys",
                 [],
-                |r| r.get::<_, i64>(0),
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
             )
-            .map(|n| n as u64)
+            .map(|(total, active)| KeyCounts {
+                total: total as u64,
+                active: active as u64,
+            })
             .map_err(db_err)
         })
         .await

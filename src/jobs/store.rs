@@ -61,7 +61,8 @@ pub trait JobStore: Send + Sync + 'static {
     async fn create_job(&self, job: NewJob, now_ms: i64, key_ttl_ms: i64) -> Result<Created>;
     async fn get_job(&self, id: &str) -> Result<Option<JobRecord>>;
     /// Jobs, newest first, of one tenant (None: every tenant), optionally of one state, after
-    /// a cursor (the last id of a page).
+    /// a cursor (the last id of a page); a cursor that is not a job of that tenant is
+    /// [`unknown_cursor`].
     async fn list_jobs(
         &self,
         tenant: Option<&str>,
@@ -123,9 +124,10 @@ pub trait JobStore: Send + Sync + 'static {
         now_ms: i64,
     ) -> Result<()>;
     async fn events(&self, id: &str) -> Result<Vec<Event>>;
-    /// Deletes final jobs last updated before `before_ms` (never `needs_review` ones: they wait
-    /// for a reviewer); returns their document locations.
-    async fn sweep(&self, before_ms: i64) -> Result<Vec<String>>;
+    /// Deletes final jobs last updated before `before_ms`, and `needs_review` jobs (which wait
+    /// for a reviewer, but not for ever) last updated before `review_before_ms`; returns their
+    /// owned document locations.
+    async fn sweep(&self, before_ms: i64, review_before_ms: i64) -> Result<Vec<String>>;
 
     /// Pauses (or resumes) bulk work: `None` is everything, `Some(tag)` one tag.
     async fn set_paused(&self, tag: Option<&str>, paused: bool, now_ms: i64) -> Result<()>;
@@ -164,10 +166,27 @@ pub trait JobStore: Send + Sync + 'static {
     async fn revoke_key(&self, name: &str, now_ms: i64) -> Result<bool>;
     /// The key with this hash (revoked or not: the caller checks).
     async fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>>;
-    /// How many keys are not revoked.
-    async fn active_keys(&self) -> Result<u64>;
+    /// How many keys the store has ever had (revoked ones too) and how many are not revoked.
+    /// Rows of keys are never deleted, so `total` never goes down: once it is above zero,
+    /// `--auth auto` requires a key for good.
+    async fn key_counts(&self) -> Result<KeyCounts>;
     /// Queued and processing pages of the tenant's jobs (both classes).
     async fn tenant_backlog(&self, tenant: &str) -> Result<u64>;
+}
+
+/// The answer to a listing cursor that names no job the caller can see (it never silently
+/// restarts from the newest job).
+pub fn unknown_cursor(cursor: &str) -> Error {
+    Error::InvalidOption(format!(
+        "unknown cursor {cursor:?}: pass the next_cursor of a listing, or none to start over"
+    ))
+}
+
+/// What [`JobStore::key_counts`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KeyCounts {
+    pub total: u64,
+    pub active: u64,
 }
 
 /// Opens the store a URL names: `sqlite://PATH` (created if missing) or `postgres://…` /

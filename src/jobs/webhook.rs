@@ -101,25 +101,55 @@ pub fn sign(secrets: &[Vec<u8>], msg_id: &str, timestamp: i64, body: &str) -> St
         .join(" ")
 }
 
+/// Whether `ip` is anything but a globally routable unicast address: webhooks are never sent
+/// there unless the host is allowed (`--webhook-allow`). IPv4: this network (0/8), private,
+/// carrier-grade NAT, loopback, link-local, IETF protocol assignments (192.0.0/24),
+/// documentation, benchmarking (198.18/15), multicast (224/4) and reserved (240/4, broadcast).
+/// IPv6: unspecified, loopback, multicast, unique and link-local, site-local, documentation,
+/// discard, Teredo, and every form that carries an IPv4 address (mapped, IPv4-compatible, NAT64
+/// `64:ff9b::/96` and `64:ff9b:1::/48`, 6to4 `2002::/16`), judged by the address it carries.
 fn is_private(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
-            v4.is_loopback()
+            let [a, b, c, _] = v4.octets();
+            a == 0
                 || v4.is_private()
+                || (a == 100 && (b & 0xc0) == 64)
+                || a == 127
                 || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                // 100.64.0.0/10, carrier-grade NAT
-                || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
+                || (a == 192 && b == 0 && c == 0)
+                || v4.is_documentation()
+                || (a == 198 && (b & 0xfe) == 18)
+                || a >= 224
         }
         IpAddr::V6(v6) => {
-            v6.is_loopback()
-                || v6.is_unspecified()
+            let seg = v6.segments();
+            let embedded = |hi: u16, lo: u16| {
+                std::net::Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8)
+            };
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_private(IpAddr::V4(v4));
+            }
+            // ::/96, IPv4-compatible (deprecated); :: and ::1 fall in it too.
+            if seg[..6].iter().all(|&s| s == 0) {
+                return true;
+            }
+            // NAT64, well-known prefix: the IPv4 address it reaches.
+            if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                return is_private(IpAddr::V4(embedded(seg[6], seg[7])));
+            }
+            // 6to4: the IPv4 address of its relay.
+            if seg[0] == 0x2002 {
+                return is_private(IpAddr::V4(embedded(seg[1], seg[2])));
+            }
+            v6.is_multicast()
                 || v6.is_unique_local()
                 || v6.is_unicast_link_local()
-                || v6
-                    .to_ipv4_mapped()
-                    .is_some_and(|v4| is_private(IpAddr::V4(v4)))
+                || (seg[0] & 0xffc0) == 0xfec0 // site-local (deprecated)
+                || (seg[0] == 0x64 && seg[1] == 0xff9b && seg[2] == 1) // local-use NAT64
+                || (seg[0] == 0x2001 && seg[1] == 0x0db8) // documentation
+                || (seg[0] == 0x0100 && seg[1..4] == [0, 0, 0]) // discard
+                || (seg[0] == 0x2001 && seg[1] == 0) // Teredo
         }
     }
 }
@@ -333,6 +363,9 @@ impl Deliverer {
         let client = reqwest::Client::builder()
             .timeout(self.cfg.timeout)
             .redirect(reqwest::redirect::Policy::none())
+            // The addresses were checked; a proxy from HTTP(S)_PROXY would connect wherever
+            // the name resolves for it, so none is used.
+            .no_proxy()
             .resolve_to_addrs(&target.host, &target.addrs)
             .build()
             .map_err(|e| (None, format!("HTTP client: {e}"), true))?;
@@ -387,6 +420,28 @@ mod tests {
             ("http://[fd00::1]/", false),
             ("http://100.64.0.1/", false),
             ("ftp://8.8.8.8/", false),
+            // The ranges issue 26 found missing.
+            ("http://0.1.2.3/", false),
+            ("http://198.18.0.1/", false),
+            ("http://198.19.255.254/", false),
+            ("http://240.0.0.1/", false),
+            ("http://255.255.255.255/", false),
+            ("http://224.0.0.1/", false),
+            ("http://239.1.2.3/", false),
+            ("http://192.0.0.8/", false),
+            ("http://[ff02::1]/", false),
+            ("http://[::ffff:10.0.0.1]/", false),
+            ("http://[::127.0.0.1]/", false),
+            ("http://[64:ff9b::7f00:1]/", false),
+            ("http://[64:ff9b:1::1]/", false),
+            ("http://[2002:7f00:1::1]/", false),
+            ("http://[2002:a00:1::]/", false),
+            ("http://[2001:db8::1]/", false),
+            ("http://[2001:0:4136:e378::1]/", false),
+            ("http://[fec0::1]/", false),
+            ("http://[64:ff9b::808:808]/", true),
+            ("http://[2002:808:808::1]/", true),
+            ("http://198.20.0.1/hook", true),
             ("http://8.8.8.8/hook", true),
             ("https://[2001:4860:4860::8888]/hook", true),
         ];

@@ -1,0 +1,723 @@
+//! Secure by default (issue 26): the regressions of what a careful operator found on day one,
+//! each reproducing its trigger. Through the router over the real scheduler (fake models: these
+//! test admission, keys and tenancy, not OCR), the job runner, and each real store: SQLite and
+//! PostgreSQL for the jobs and keys, a local directory and S3 (SeaweedFS) for the documents.
+//! The real binary's startup refusal and bootstrap key are in `startup_*` below.
+
+mod common;
+
+use std::io::Cursor;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use image::{Rgb, RgbImage};
+use ocr_server::api::{Api, ApiConfig};
+use ocr_server::auth::{Auth, AuthMode, hash_key};
+use ocr_server::engine::ModelKind;
+use ocr_server::engine::fake::FakeFactory;
+use ocr_server::jobs::documents::DocumentStore;
+use ocr_server::jobs::model::ApiKey;
+use ocr_server::jobs::runner::{Runner, RunnerConfig};
+use ocr_server::jobs::service::{JobService, ServiceConfig};
+use ocr_server::jobs::store::JobStore;
+use ocr_server::scheduler::{Scheduler, SchedulerConfig};
+use serde_json::Value;
+use tower::ServiceExt;
+
+fn png(bars: u32) -> Vec<u8> {
+    let mut img = RgbImage::from_pixel(160, 40 + 40 * bars, Rgb([255, 255, 255]));
+    for b in 0..bars {
+        for y in 30 + 40 * b..50 + 40 * b {
+            for x in 20..140 {
+                img.put_pixel(x, y, Rgb([0, 0, 0]));
+            }
+        }
+    }
+    let mut buf = Cursor::new(Vec::new());
+    img.write_to(&mut buf, image::ImageFormat::Png).unwrap();
+    buf.into_inner()
+}
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Fixture {
+    router: Router,
+    store: Arc<dyn JobStore>,
+    documents: Arc<DocumentStore>,
+    scheduler: Arc<Scheduler>,
+    runner: Arc<Runner>,
+    dir: TempDir,
+}
+
+/// Which job store and document store a fixture runs on.
+#[derive(Debug, Clone, Copy)]
+enum Stores {
+    SqliteFiles,
+    PostgresS3,
+}
+
+/// A server over `stores` with `--auth auto`; None when the services are skipped on purpose.
+async fn fixture(stores: Stores) -> Option<Fixture> {
+    let dir = std::env::temp_dir().join(format!("ocr-secure-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (store, documents_url): (Arc<dyn JobStore>, String) = match stores {
+        Stores::SqliteFiles => (
+            ocr_server::jobs::store::open(&format!("sqlite://{}", dir.join("jobs.db").display()))
+                .await
+                .unwrap(),
+            format!("file://{}/documents", dir.display()),
+        ),
+        Stores::PostgresS3 => {
+            let db = common::test_database_url().await?;
+            let s3 = common::test_s3_url("secure")?;
+            (ocr_server::jobs::store::open(&db).await.unwrap(), s3)
+        }
+    };
+    let mut sc = SchedulerConfig::for_model(ModelKind::V6);
+    sc.base.det_resize.limit_side_px = 32;
+    let scheduler = Arc::new(Scheduler::start(sc, Arc::new(FakeFactory::default())).unwrap());
+    scheduler.wait_ready(Duration::from_secs(60)).unwrap();
+    let documents = Arc::new(DocumentStore::open(&documents_url, 64 << 20).unwrap());
+    let runner = Runner::new(
+        store.clone(),
+        scheduler.clone(),
+        documents.clone(),
+        RunnerConfig {
+            max_in_flight: 2,
+            poll: Duration::from_millis(20),
+            ..RunnerConfig::default()
+        },
+    );
+    runner.start();
+    let router = router_over(&store, &scheduler, &runner);
+    Some(Fixture {
+        router,
+        store,
+        documents,
+        scheduler,
+        runner,
+        dir: TempDir(dir),
+    })
+}
+
+/// A fresh API (a fresh `Auth`, as after a restart) over the fixture's store.
+fn router_over(
+    store: &Arc<dyn JobStore>,
+    scheduler: &Arc<Scheduler>,
+    runner: &Arc<Runner>,
+) -> Router {
+    let jobs = JobService::new(runner.clone(), ServiceConfig::default());
+    let auth = Auth::new(AuthMode::Auto, Some(store.clone()), false);
+    Api::with_jobs_and_auth(scheduler.clone(), ApiConfig::default(), jobs, auth).router()
+}
+
+async fn key(store: &Arc<dyn JobStore>, name: &str, tenant: &str, scopes: &[&str]) -> String {
+    let k = format!("ocr_test_{name}_{}", uuid::Uuid::new_v4().simple());
+    store
+        .create_key(&ApiKey {
+            name: name.into(),
+            tenant: tenant.into(),
+            hash: hash_key(&k),
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            rate_per_s: None,
+            burst: None,
+            pages_per_s: None,
+            page_burst: None,
+            max_queued_pages: None,
+            created_ms: 1,
+            revoked_ms: None,
+        })
+        .await
+        .unwrap();
+    k
+}
+
+async fn send(router: &Router, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Value) {
+    let resp = router.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let v = serde_json::from_slice(&body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into()));
+    (status, headers, v)
+}
+
+fn req(method: &str, uri: &str, key: Option<&str>) -> axum::http::request::Builder {
+    let mut r = Request::builder().method(method).uri(uri);
+    if let Some(k) = key {
+        r = r.header(header::AUTHORIZATION, format!("Bearer {k}"));
+    }
+    r
+}
+
+fn get(uri: &str, key: Option<&str>) -> Request<Body> {
+    req("GET", uri, key).body(Body::empty()).unwrap()
+}
+
+fn pause(key: Option<&str>) -> Request<Body> {
+    req("POST", "/v1/admin/pause", key)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from("{}"))
+        .unwrap()
+}
+
+async fn wait_final(router: &Router, id: &str, key: &str) -> Value {
+    for _ in 0..3000 {
+        let (s, _, job) = send(router, get(&format!("/v1/jobs/{id}"), Some(key))).await;
+        assert_eq!(s, StatusCode::OK, "{job}");
+        if ["completed", "failed", "partially_completed", "needs_review"]
+            .contains(&job["state"].as_str().unwrap())
+        {
+            return job;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("job {id} never finished");
+}
+
+/// Until `f` answers `want` (at most `within`); the last answer.
+async fn until_status(
+    router: &Router,
+    make: impl Fn() -> Request<Body>,
+    want: u16,
+    within: Duration,
+) -> u16 {
+    let start = Instant::now();
+    loop {
+        let s = send(router, make()).await.0.as_u16();
+        if s == want || start.elapsed() > within {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Issue 26's first finding: with `--auth auto`, revoking every key opened the server to
+/// anonymous callers (every tenant's jobs, admin routes). Now it locks, here and after a
+/// restart.
+async fn revoking_every_key_locks_the_server(stores: Stores) {
+    let Some(f) = fixture(stores).await else {
+        return;
+    };
+    // No key yet: a fresh local server is open (loopback only; see `startup_*`).
+    assert_eq!(
+        send(&f.router, get("/v1/jobs", None)).await.0,
+        StatusCode::OK
+    );
+    let alice = key(&f.store, "alice", "alice", &["ocr", "jobs"]).await;
+    let _bob = key(&f.store, "bob", "bob", &["ocr", "jobs"]).await;
+    assert_eq!(
+        until_status(
+            &f.router,
+            || get("/v1/jobs", None),
+            401,
+            Duration::from_secs(5)
+        )
+        .await,
+        401,
+        "keys exist: anonymous refused"
+    );
+    let (s, _, job) = send(
+        &f.router,
+        req("POST", "/v1/jobs", Some(&alice))
+            .header(header::CONTENT_TYPE, "image/png")
+            .body(Body::from(png(1)))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+    // Revoke both, as when rotating a leaked key; wait out every cache.
+    assert!(f.store.revoke_key("alice", 2).await.unwrap());
+    assert!(f.store.revoke_key("bob", 2).await.unwrap());
+    tokio::time::sleep(ocr_server::auth::CACHE_TTL + Duration::from_millis(500)).await;
+    let fresh = router_over(&f.store, &f.scheduler, &f.runner);
+    for router in [&f.router, &fresh] {
+        for _ in 0..3 {
+            let (s, _, p) = send(router, get("/v1/jobs", None)).await;
+            assert_eq!(
+                (s.as_u16(), p["code"].as_str()),
+                (401, Some("unauthorized")),
+                "{p}"
+            );
+            let (s, _, p) = send(router, pause(None)).await;
+            assert_eq!(s.as_u16(), 401, "{p}");
+            let (s, _, p) = send(router, get("/v1/jobs", Some(&alice))).await;
+            assert_eq!(s.as_u16(), 401, "a revoked key: {p}");
+            tokio::time::sleep(Duration::from_millis(700)).await;
+        }
+    }
+    // A new key opens it for its holder only.
+    let carol = key(&f.store, "carol", "carol", &["jobs"]).await;
+    let (s, _, list) = send(&fresh, get("/v1/jobs", Some(&carol))).await;
+    assert_eq!(s, StatusCode::OK, "{list}");
+    assert!(
+        list["jobs"].as_array().unwrap().is_empty(),
+        "carol sees no one's jobs: {list}"
+    );
+    drop(f.dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_every_key_locks_the_server_sqlite() {
+    revoking_every_key_locks_the_server(Stores::SqliteFiles).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_every_key_locks_the_server_postgres() {
+    revoking_every_key_locks_the_server(Stores::PostgresS3).await;
+}
+
+/// Issue 26's second finding: Bob named Alice's upload by URL and read her text. Now a reference
+/// reaches only the caller's own `tenants/<tenant>/` area, and everything else (Alice's upload,
+/// Alice's area, a path outside the store, a missing object) gets one answer that names no path
+/// of the server's.
+async fn references_stay_inside_the_tenant(stores: Stores) {
+    let Some(f) = fixture(stores).await else {
+        return;
+    };
+    let alice = key(&f.store, "alice", "alice", &["ocr", "jobs"]).await;
+    let bob = key(&f.store, "bob", "bob", &["ocr", "jobs"]).await;
+    let base = f.documents.base().to_string();
+    let (s, _, job) = send(
+        &f.router,
+        req("POST", "/v1/jobs", Some(&alice))
+            .header(header::CONTENT_TYPE, "image/png")
+            .body(Body::from(png(2)))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+    let alice_job = job["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        wait_final(&f.router, &alice_job, &alice).await["state"],
+        "completed"
+    );
+    // Documents each tenant keeps in its own area.
+    let put = |rel: &str, bytes: Vec<u8>| {
+        let docs = f.documents.clone();
+        let rel = rel.to_string();
+        async move { write_object(&docs, &rel, bytes).await }
+    };
+    put("tenants/alice/in/secret.png", png(3)).await;
+    put("tenants/bob/in/mine.png", png(1)).await;
+
+    let reference = |url: String| {
+        req("POST", "/v1/jobs", Some(&bob))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(
+                serde_json::json!({"documents": [{"url": url}]}).to_string(),
+            ))
+            .unwrap()
+    };
+    let mut answers = Vec::new();
+    for url in [
+        format!("{base}/uploads/alice/{alice_job}/0.bin"),
+        format!("{base}/{alice_job}/0.bin"),
+        format!("{base}/tenants/alice/in/secret.png"),
+        format!("{base}/tenants/bob/in/../../alice/in/secret.png"),
+        format!("{base}/tenants/bob/in/missing.png"),
+        format!("{base}/tenants/bob"),
+        "file:///etc/passwd".to_string(),
+        "s3://another-bucket/tenants/bob/x.png".to_string(),
+    ] {
+        let (s, _, p) = send(&f.router, reference(url.clone())).await;
+        let detail = p["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .replace(&url, "URL");
+        assert_eq!(
+            (s.as_u16(), p["code"].as_str()),
+            (422, Some("invalid_option")),
+            "{url}: {p}"
+        );
+        let server_path = base
+            .trim_start_matches("file://")
+            .trim_start_matches("s3://");
+        assert!(
+            !detail.contains(server_path),
+            "{url}: the body names the store: {p}"
+        );
+        answers.push(detail);
+    }
+    answers.dedup();
+    assert_eq!(answers.len(), 1, "one answer for all of them: {answers:?}");
+    // Bob's own document works, and his job reads his text, not Alice's.
+    let (s, _, job) = send(
+        &f.router,
+        reference(format!("{base}/tenants/bob/in/mine.png")),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+    let bob_job = job["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        wait_final(&f.router, &bob_job, &bob).await["state"],
+        "completed"
+    );
+    let (_, _, result) = send(
+        &f.router,
+        get(&format!("/v1/jobs/{bob_job}/result"), Some(&bob)),
+    )
+    .await;
+    let lines = result["documents"][0]["pages"][0]["lines"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(lines, 1, "bob's one-bar page: {result}");
+    // Uploads land under the uploader's tenant.
+    let (_, _, a) = send(
+        &f.router,
+        get(&format!("/v1/jobs/{alice_job}"), Some(&alice)),
+    )
+    .await;
+    assert_eq!(a["state"], "completed");
+    assert!(
+        object_exists(&f.documents, &format!("uploads/alice/{alice_job}/0.bin")).await,
+        "alice's upload is in her area"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn references_stay_inside_the_tenant_sqlite_files() {
+    references_stay_inside_the_tenant(Stores::SqliteFiles).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn references_stay_inside_the_tenant_postgres_s3() {
+    references_stay_inside_the_tenant(Stores::PostgresS3).await;
+}
+
+/// Writes an object at `rel` under the document store's base, as a tenant's pipeline would.
+async fn write_object(docs: &DocumentStore, rel: &str, bytes: Vec<u8>) {
+    let base = docs.base();
+    if let Some(root) = base.strip_prefix("file://") {
+        let path = PathBuf::from(root).join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+        return;
+    }
+    let (bucket, prefix) = base.trim_start_matches("s3://").split_once('/').unwrap();
+    use object_store::ObjectStore;
+    let s3 = object_store::aws::AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .build()
+        .unwrap();
+    s3.put(
+        &object_store::path::Path::from(format!("{prefix}/{rel}")),
+        bytes.into(),
+    )
+    .await
+    .unwrap();
+}
+
+async fn object_exists(docs: &DocumentStore, rel: &str) -> bool {
+    docs.get(&format!("{}/{rel}", docs.base())).await.is_ok()
+}
+
+/// Browser safety through the router: a foreign Host (DNS rebinding), a cross-site Origin, an
+/// HTML form's POST are refused before authentication; every answer carries nosniff and
+/// refuses framing. The same in a real Chromium is in `tests/review_desk.rs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_cannot_reach_in_from_other_sites() {
+    let Some(f) = fixture(Stores::SqliteFiles).await else {
+        return;
+    };
+    let with = |method: &str, uri: &str, pairs: &[(&str, &str)]| {
+        let mut r = req(method, uri, None);
+        for (k, v) in pairs {
+            r = r.header(*k, *v);
+        }
+        r.body(Body::empty()).unwrap()
+    };
+    // No key exists: this is the open local server a web page would attack.
+    for (what, request) in [
+        (
+            "rebinding",
+            with("GET", "/v1/jobs", &[("host", "evil.example:8080")]),
+        ),
+        (
+            "cross-site read",
+            with(
+                "GET",
+                "/v1/jobs",
+                &[
+                    ("host", "127.0.0.1:8080"),
+                    ("origin", "https://evil.example"),
+                ],
+            ),
+        ),
+        (
+            "cross-site simple POST",
+            with(
+                "POST",
+                "/v1/admin/pause",
+                &[
+                    ("host", "127.0.0.1:8080"),
+                    ("origin", "https://evil.example"),
+                    ("content-type", "text/plain"),
+                ],
+            ),
+        ),
+        (
+            "a same-site form",
+            with(
+                "POST",
+                "/v1/admin/pause",
+                &[
+                    ("host", "localhost:8080"),
+                    ("sec-fetch-mode", "navigate"),
+                    ("sec-fetch-site", "same-site"),
+                ],
+            ),
+        ),
+        (
+            "sandboxed frame",
+            with(
+                "DELETE",
+                "/v1/jobs/x",
+                &[("host", "localhost:8080"), ("origin", "null")],
+            ),
+        ),
+    ] {
+        let (s, h, p) = send(&f.router, request).await;
+        assert_eq!(
+            (s.as_u16(), p["code"].as_str()),
+            (403, Some("foreign_origin")),
+            "{what}: {p}"
+        );
+        assert_eq!(h["x-content-type-options"], "nosniff", "{what}");
+    }
+    let (_, _, pauses) = send(&f.router, get("/v1/admin/pauses", None)).await;
+    assert_eq!(
+        pauses["paused"].as_array().map(Vec::len),
+        Some(0),
+        "{pauses}"
+    );
+    // The server's own page, and programs, still work.
+    let (s, h, _) = send(
+        &f.router,
+        with("GET", "/review", &[("host", "127.0.0.1:8080")]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h["x-frame-options"], "DENY");
+    let csp = h[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+    assert!(
+        csp.contains("frame-ancestors 'none'") && csp.contains("default-src 'self'"),
+        "{csp}"
+    );
+    let (s, h, p) = send(
+        &f.router,
+        with(
+            "GET",
+            "/v1/jobs",
+            &[
+                ("host", "localhost:8080"),
+                ("origin", "http://localhost:8080"),
+                ("sec-fetch-site", "same-origin"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{p}");
+    assert_eq!(h[header::CONTENT_SECURITY_POLICY], "frame-ancestors 'none'");
+    let (s, _, p) = send(&f.router, with("GET", "/nope", &[])).await;
+    assert_eq!(s.as_u16(), 404, "{p}");
+}
+
+/// `serve` on an address other machines reach, with `--auth auto` and no key, refuses to start
+/// (before loading any model); with a bootstrap key from a secret file it starts locked, and the
+/// bootstrap key is an admin's.
+#[test]
+fn startup_refuses_an_exposed_server_without_keys_and_takes_a_bootstrap_key() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = TempDir(std::env::temp_dir().join(format!("ocr-startup-{}", uuid::Uuid::new_v4())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let serve = |extra: &[&str], envs: &[(&str, &str)]| {
+        Command::new(env!("CARGO_BIN_EXE_ocr-server"))
+            .args([
+                "serve",
+                "--host",
+                "0.0.0.0",
+                "--port",
+                "0",
+                "--cls-workers",
+                "0",
+            ])
+            .arg("--data-dir")
+            .arg(&dir.0)
+            .args(extra)
+            .envs(envs.iter().copied())
+            .env_remove("OCR_BOOTSTRAP_KEY")
+            .env_remove("OCR_AUTH")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let refused = serve(&[], &[]).wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{said}");
+    assert!(
+        said.contains("refusing to serve on 0.0.0.0 with no API key"),
+        "{said}"
+    );
+    // A too-short bootstrap key is refused too.
+    let short = dir.0.join("short.key");
+    std::fs::write(&short, "abc\n").unwrap();
+    let out = serve(&["--bootstrap-key-file", short.to_str().unwrap()], &[])
+        .wait_with_output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 32 characters"));
+
+    let secret = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let file = dir.0.join("bootstrap.key");
+    std::fs::write(&file, format!("{secret}\n")).unwrap();
+    let mut child = serve(&[], &[("OCR_BOOTSTRAP_KEY_FILE", file.to_str().unwrap())]);
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let mut said = String::new();
+    let port = loop {
+        line.clear();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "server exited: {said}"
+        );
+        said.push_str(&line);
+        if let Some(rest) = line
+            .trim()
+            .strip_prefix("ocr-server: listening on http://0.0.0.0:")
+        {
+            break rest.split(' ').next().unwrap().to_string();
+        }
+    };
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        while err.read_line(&mut sink).is_ok_and(|n| n > 0) {
+            sink.clear();
+        }
+    });
+    assert!(
+        said.contains("stored the bootstrap key as \"bootstrap\""),
+        "{said}"
+    );
+    assert!(!said.contains(&secret), "the key is never logged");
+    let addr = format!("127.0.0.1:{port}");
+    let (s, p) = common::http(&addr, "GET", "/v1/jobs", &[], b"");
+    assert_eq!(s, 401, "{p}");
+    let bearer = format!("Bearer {secret}");
+    let (s, p) = common::http(
+        &addr,
+        "GET",
+        "/v1/admin/pauses",
+        &[("Authorization", &bearer)],
+        b"",
+    );
+    assert_eq!(s, 200, "the bootstrap key is an admin's: {p}");
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+/// Slowloris (issue 26, item 8): one byte every second never trips the per-frame body timeout
+/// (2 s here), but the body falls under the minimum rate once the grace period (the body
+/// timeout) has passed, and is cut; the answer is a 400. A body at a fair rate passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickling_body_is_cut_at_the_minimum_rate() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(f) = fixture(Stores::SqliteFiles).await else {
+        return;
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let limits = ocr_server::api::serve::HttpLimits {
+        body_timeout: Duration::from_secs(2),
+        body_min_rate: 1000,
+        ..Default::default()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(ocr_server::api::serve::serve(
+        listener,
+        f.router.clone(),
+        limits,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let body = png(1);
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!(
+            "POST /v1/jobs HTTP/1.1\r\nHost: {addr}\r\nContent-Type: image/png\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    // One byte a second, while reading whatever comes back.
+    let (mut rd, mut wr) = s.into_split();
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        let _ = rd.read_to_end(&mut got).await;
+        String::from_utf8_lossy(&got).to_string()
+    });
+    let mut sent = 0;
+    while sent < 30 && !reader.is_finished() {
+        if wr.write_all(&body[sent..sent + 1]).await.is_err() {
+            break;
+        }
+        sent += 1;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let answer = tokio::time::timeout(Duration::from_secs(10), reader)
+        .await
+        .expect("the server never answered a trickling body")
+        .unwrap();
+    assert!(
+        sent < 30,
+        "30 bytes at 1 byte/s were all accepted: {answer}"
+    );
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        answer.contains("slower than 1000 bytes per second"),
+        "{answer}"
+    );
+    // A whole body sent at once is served.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!(
+            "POST /v1/jobs HTTP/1.1\r\nHost: {addr}\r\nContent-Type: image/png\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    s.write_all(&body).await.unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).await.unwrap();
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 202"), "{got}");
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+}

@@ -514,7 +514,7 @@ fn idle_connections_are_closed_and_connections_are_capped() {
     assert_eq!(n, 0, "an idle connection got data instead of being closed");
     // Half a request header, never finished: closed too.
     let mut slow = TcpStream::connect(&addr).unwrap();
-    slow.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n")
+    slow.write_all(b"GET /health/live HTTP/1.1\r\nHost: localhost\r\n")
         .unwrap();
     slow.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
@@ -528,7 +528,7 @@ fn idle_connections_are_closed_and_connections_are_capped() {
     // The cap: two open connections (each sends a keep-alive request so it counts as served),
     // then a third gets no answer while they stay open, and its answer once they close.
     let open = |s: &mut TcpStream| {
-        s.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.write_all(b"GET /health/live HTTP/1.1\r\nHost: localhost\r\n\r\n")
             .unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut b = [0u8; 512];
@@ -540,7 +540,7 @@ fn idle_connections_are_closed_and_connections_are_capped() {
     open(&mut c1);
     open(&mut c2);
     let mut c3 = TcpStream::connect(&addr).unwrap();
-    c3.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    c3.write_all(b"GET /health/live HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .unwrap();
     c3.set_read_timeout(Some(Duration::from_millis(300)))
         .unwrap();

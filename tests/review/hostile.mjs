@@ -11,7 +11,15 @@ import { launch } from "./browser.mjs";
 const base = process.env.BASE_URL;
 if (!base) throw new Error("missing BASE_URL");
 const port = new URL(base).port;
-const browser = await launch([`--host-resolver-rules=MAP rebind.test 127.0.0.1`]);
+// Chromium's own Local/Private Network Access checks would block a public page's requests to
+// loopback before the server sees them; they are off here so that what is tested is the
+// server's refusal (other browsers, older ones, and pages on the same network have no such
+// check).
+const browser = await launch([
+  "--host-resolver-rules=MAP rebind.test 127.0.0.1",
+  "--disable-features=LocalNetworkAccessChecks,BlockInsecurePrivateNetworkRequests," +
+    "PrivateNetworkAccessSendPreflights,PrivateNetworkAccessRespectPreflightResults",
+]);
 const out = { statuses: {} };
 try {
   const page = await browser.newPage();

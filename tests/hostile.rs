@@ -641,3 +641,70 @@ fn authenticated_requests_cost_little_and_rate_limits_answer_429() {
     let _ = std::fs::remove_dir_all(&data);
     let _ = std::fs::remove_dir_all(&open_data);
 }
+
+/// Overload answered early (issue 26, item 11): jobs run, then 48 synchronous requests arrive at
+/// once with a 4 s deadline, far more than two cores finish in 4 s. Each is either served (200)
+/// or refused (429 `overloaded` with `Retry-After`): refused at admission when the pages ahead of
+/// it cannot start before its deadline, or when its deadline passes before any of its pages
+/// reached a model. None waits out its deadline for a 504.
+#[test]
+fn a_sync_flood_beside_running_jobs_gets_200_or_429_never_504() {
+    let data = tmp("flood");
+    let (child, addr) = start_server(&data, &["--request-timeout-ms", "4000"]);
+    let _server = Server(child);
+    let page = small_png();
+    // The busy rate is measured from completed pages: a few sync requests first.
+    for _ in 0..8 {
+        let (s, v) = http(
+            &addr,
+            "POST",
+            "/v1/ocr",
+            &[("Content-Type", "image/png")],
+            &page,
+        );
+        assert_eq!(s, 200, "{v}");
+    }
+    let dev = common::dev_images();
+    for img in dev.iter().take(6) {
+        let (s, v) = http(
+            &addr,
+            "POST",
+            "/v1/jobs",
+            &[("Content-Type", "image/png")],
+            &std::fs::read(img).unwrap(),
+        );
+        assert_eq!(s, 202, "{v}");
+    }
+    let page = std::sync::Arc::new(page);
+    let flood: Vec<_> = (0..48)
+        .map(|_| {
+            let (addr, page) = (addr.clone(), page.clone());
+            std::thread::spawn(move || {
+                http_full(
+                    &addr,
+                    "POST",
+                    "/v1/ocr",
+                    &[("Content-Type", "image/png")],
+                    &page,
+                )
+            })
+        })
+        .collect();
+    let mut statuses = std::collections::BTreeMap::new();
+    for t in flood {
+        let (s, h, v) = t.join().unwrap();
+        assert!(s == 200 || s == 429, "{s}: {v}");
+        if s == 429 {
+            assert_eq!(v["code"], "overloaded", "{v}");
+            assert!(h.iter().any(|(k, _)| k == "retry-after"), "{h:?}");
+        }
+        *statuses.entry(s).or_insert(0) += 1;
+    }
+    eprintln!("48 sync requests with a 4 s deadline beside 6 jobs: {statuses:?}");
+    assert!(statuses.contains_key(&200), "{statuses:?}");
+    assert!(
+        statuses.contains_key(&429),
+        "the flood did not overload: {statuses:?}"
+    );
+    let _ = std::fs::remove_dir_all(&data);
+}

@@ -101,7 +101,8 @@ fn gone_and_expired_work_is_dropped_before_the_model() {
     drop(gone);
     gate.open();
     assert!(wait(running).is_ok());
-    assert!(matches!(wait(expired), Err(Error::DeadlineExceeded)));
+    // It expired before any model saw it: the server was too busy to start it (429).
+    assert!(matches!(wait(expired), Err(Error::Overloaded { .. })));
     assert!(wait(kept).is_ok());
     let st = s.stats();
     assert_eq!((st.dropped_gone, st.dropped_expired), (1, 1));
@@ -109,6 +110,59 @@ fn gone_and_expired_work_is_dropped_before_the_model() {
         st.det_pages, 2,
         "only the running and the kept page were detected"
     );
+}
+
+/// Deadline-aware admission (issue 26, item 11): once the busy rate is known, a request whose
+/// estimated start (the interactive pages ahead of it at that rate) is past its deadline is
+/// refused at once with `Overloaded` and a Retry-After, and one whose deadline leaves time is
+/// admitted; with nothing ahead, even an instant deadline is admitted.
+#[test]
+fn a_request_that_cannot_start_before_its_deadline_is_refused_at_admission() {
+    let (s, gate) = gated(256);
+    // Ten completions, one permit each: the rate is measured (and fast: milliseconds a page).
+    for _ in 0..10 {
+        let t = submit(&s, 1, Class::Interactive);
+        gate.permits.send(()).unwrap();
+        gate.entered.recv_timeout(Duration::from_secs(30)).unwrap();
+        assert!(wait(t).is_ok());
+    }
+    // The detector holds one page; 100 interactive pages queue behind it: 101 in flight.
+    let running = submit(&s, 1, Class::Interactive);
+    gate.entered.recv_timeout(Duration::from_secs(30)).unwrap();
+    let queued: Vec<Ticket> = (0..100)
+        .map(|_| submit(&s, 1, Class::Interactive))
+        .collect();
+    let at = |d: Duration| {
+        s.submit(
+            vec![page(1)],
+            s.base_options().clone(),
+            Class::Interactive,
+            Some(Instant::now() + d),
+        )
+    };
+    match at(Duration::from_micros(1)) {
+        Err(Error::Overloaded {
+            depth,
+            retry_after_s,
+        }) => assert!(
+            depth == 101 && retry_after_s >= 1,
+            "{depth} {retry_after_s}"
+        ),
+        other => panic!("admitted or another error: {:?}", other.map(|t| t.id)),
+    }
+    let roomy = at(Duration::from_secs(3600)).expect("an hour is enough for 100 pages");
+    // Bulk work has no deadline: never refused for one.
+    let bulk = submit(&s, 1, Class::Bulk);
+    gate.open();
+    assert!(wait(running).is_ok());
+    for t in queued {
+        assert!(wait(t).is_ok());
+    }
+    assert!(wait(roomy).is_ok());
+    assert!(wait(bulk).is_ok());
+    // Nothing ahead: admitted whatever the deadline (the estimate only counts work ahead).
+    let idle = at(Duration::from_millis(50)).expect("nothing ahead");
+    let _ = wait(idle);
 }
 
 #[test]

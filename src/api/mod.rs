@@ -671,7 +671,13 @@ async fn ocr(
     }
     let ticket = sched.submit(images, opts, Class::Interactive, Some(deadline))?;
     let id = ticket.id;
+    let started = ticket.started.clone();
     let outcome = match tokio::time::timeout_at(deadline.into(), ticket.rx).await {
+        // None of its pages reached a model: the server was too busy to start it (429), not
+        // too slow to finish it (504).
+        Err(_) if !started.load(std::sync::atomic::Ordering::Acquire) => {
+            return Err(sched.overloaded().into());
+        }
         Err(_) => return Err(Error::DeadlineExceeded.into()),
         Ok(Err(_)) => return Err(Error::ShuttingDown.into()),
         Ok(Ok(r)) => r?,

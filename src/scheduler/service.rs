@@ -26,7 +26,14 @@
 //!    request's last page sends the reply on its oneshot channel.
 //!
 //! A request whose receiver was dropped (the HTTP caller went away) or whose deadline passed has
-//! its queued items dropped before any model sees them, counted by stage and reason. A model
+//! its queued items dropped before any model sees them, counted by stage and reason.
+//!
+//! **Deadline-aware admission.** A request with a deadline whose estimated start (the pages
+//! ahead of it in its class, at the measured busy rate: [`Throughput`]) is past that deadline is
+//! refused at once with [`Error::Overloaded`] and a `Retry-After` from the queue, instead of
+//! being admitted and abandoned; and one that still reaches its deadline before any of its
+//! pages reached a model is answered the same way (the server did none of its work: that is
+//! overload, 429), never [`Error::DeadlineExceeded`], which is kept for work that started. A model
 //! error fails every request with an item in that batch; the other requests are untouched.
 //!
 //! Every request carries a tracing span (`ocr_request{request, pages}`, a child of the caller's
@@ -163,6 +170,15 @@ pub struct Outcome {
 pub struct Ticket {
     pub id: u64,
     pub rx: oneshot::Receiver<Result<Outcome>>,
+    /// Set when the first of the request's pages enters a model run.
+    pub(crate) started: Arc<AtomicBool>,
+}
+
+impl Ticket {
+    /// Whether any of the request's pages has reached a model yet.
+    pub fn started(&self) -> bool {
+        self.started.load(Ordering::Acquire)
+    }
 }
 
 /// Counters since start, for `/v1/queue`, tests and the closing measurements.
@@ -224,10 +240,25 @@ struct Request {
     reply: Mutex<Option<oneshot::Sender<Result<Outcome>>>>,
     pages: Mutex<Vec<Option<Page>>>,
     pages_left: AtomicUsize,
+    /// When it was admitted (the busy-rate estimate of [`Throughput`]).
+    admitted: Instant,
+    /// Set by the detection worker that first runs one of its pages.
+    started: Arc<AtomicBool>,
+    /// Its class's count of pages in flight ([`Shared::in_flight`]).
+    in_flight: Arc<AtomicUsize>,
     queue_us: AtomicU64,
     detect_us: AtomicU64,
     classify_us: AtomicU64,
     recognize_us: AtomicU64,
+}
+
+impl Drop for Request {
+    /// The pages that did not complete (failed, dropped, or never run) leave the in-flight
+    /// count with the request.
+    fn drop(&mut self) {
+        let left = self.pages_left.load(Ordering::Acquire);
+        self.in_flight.fetch_sub(left, Ordering::AcqRel);
+    }
 }
 
 impl Request {
@@ -246,6 +277,7 @@ impl Request {
 
     fn page_done(&self, idx: usize, page: Page, counters: &Counters) {
         add(&counters.pages_done, 1);
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
         self.pages.lock().unwrap_or_else(|p| p.into_inner())[idx] = Some(page);
         if self.pages_left.fetch_sub(1, Ordering::AcqRel) != 1 {
             return;
@@ -322,28 +354,46 @@ struct LineItem {
     cand: Candidate,
 }
 
-/// Page completions, for the throughput estimate behind Retry-After and ETAs.
+/// Page completions, for the throughput estimate behind Retry-After, ETAs and deadline-aware
+/// admission. The rate is a **busy** rate: each completion counts the time since the one
+/// before it, but never more than its own request has been in the scheduler, so an idle hour
+/// before a burst does not make the server look slow.
 struct Throughput {
-    recent: Mutex<VecDeque<Instant>>,
+    /// (completed at, busy seconds it accounts for), the last [`Throughput::WINDOW`].
+    recent: Mutex<VecDeque<(Instant, f64)>>,
 }
 
 impl Throughput {
     const WINDOW: usize = 64;
+    /// Completions needed before the rate is trusted to refuse a request.
+    const MIN_FOR_ADMISSION: usize = 8;
 
-    fn record(&self) {
+    fn record(&self, admitted: Instant) {
+        let now = Instant::now();
         let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let since_last = r.back().map_or(f64::INFINITY, |(t, _)| {
+            now.saturating_duration_since(*t).as_secs_f64()
+        });
+        let in_scheduler = now.saturating_duration_since(admitted).as_secs_f64();
         if r.len() == Self::WINDOW {
             r.pop_front();
         }
-        r.push_back(Instant::now());
+        r.push_back((now, since_last.min(in_scheduler)));
     }
 
-    /// Pages per second over the last completions, if at least two are known.
-    fn rate(&self) -> Option<f64> {
+    /// Pages per second while busy, over the last completions, if at least `min` are known.
+    fn rate_from(&self, min: usize) -> Option<f64> {
         let r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        let (first, last) = (r.front()?, r.back()?);
-        let span = last.saturating_duration_since(*first).as_secs_f64();
-        (r.len() >= 2 && span > 0.0).then(|| (r.len() - 1) as f64 / span)
+        if r.len() < min.max(2) {
+            return None;
+        }
+        // The first completion's interval reaches back before the window: leave it out.
+        let busy: f64 = r.iter().skip(1).map(|(_, b)| b).sum();
+        (busy > 0.0).then(|| (r.len() - 1) as f64 / busy)
+    }
+
+    fn rate(&self) -> Option<f64> {
+        self.rate_from(2)
     }
 }
 
@@ -367,6 +417,10 @@ struct Shared {
     next_id: AtomicU64,
     /// Shared with the other profiles' schedulers ([`super::profiles`]).
     gate: Option<Arc<CoreGate>>,
+    /// Pages admitted and not yet done (completed, failed or dropped), interactive and bulk:
+    /// the work ahead of a new request, wherever it is in the pipeline ([`Request`] keeps it
+    /// exact: a page done counts off one, the request's end what is left).
+    in_flight: [Arc<AtomicUsize>; 2],
 }
 
 /// Queue state of the whole scheduler, for `/v1/queue`.
@@ -402,6 +456,13 @@ pub struct Scheduler {
     shared: Arc<Shared>,
     workers: Mutex<Vec<(Role, JoinHandle<()>)>>,
     closed: AtomicBool,
+}
+
+fn class_index(c: Class) -> usize {
+    match c {
+        Class::Interactive => 0,
+        Class::Bulk => 1,
+    }
 }
 
 fn class_label(c: Class) -> &'static str {
@@ -450,6 +511,7 @@ impl Scheduler {
             },
             next_id: AtomicU64::new(1),
             gate,
+            in_flight: [Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0))],
             cfg,
         });
         // Zero-valued series, so dashboards and alerts see them before the first event.
@@ -582,8 +644,22 @@ impl Scheduler {
             detect_us: AtomicU64::new(0),
             classify_us: AtomicU64::new(0),
             recognize_us: AtomicU64::new(0),
+            admitted: Instant::now(),
+            started: Arc::new(AtomicBool::new(false)),
+            // Counted now; the request's drop gives back whatever does not complete.
+            in_flight: {
+                let c = self.shared.in_flight[class_index(class)].clone();
+                c.fetch_add(n, Ordering::AcqRel);
+                c
+            },
         });
         let now = Instant::now();
+        if let Some(deadline) = deadline
+            && let Some(e) = self.late_start(class, n, now, deadline)
+        {
+            return Err(e);
+        }
+        let started = req.started.clone();
         let items = pages
             .into_iter()
             .enumerate()
@@ -609,7 +685,7 @@ impl Scheduler {
                 add(&self.shared.counters.requests, 1);
                 metrics::counter!("ocr_pages_admitted_total", "class" => class_label(class))
                     .increment(n as u64);
-                Ok(Ticket { id, rx })
+                Ok(Ticket { id, rx, started })
             }
             Err(Admit::Closed) => Err(Error::ShuttingDown),
             Err(Admit::Full { depth }) => Err(Error::Overloaded {
@@ -617,6 +693,48 @@ impl Scheduler {
                 retry_after_s: self.retry_after(depth + n),
             }),
         }
+    }
+
+    /// The refusal of a request of `pages` pages in `class` that cannot be done by `deadline`:
+    /// the pages in flight ahead of it (its class's; interactive pages are ahead of bulk ones)
+    /// and its own, at the measured busy rate. In flight, not only queued for detection: the
+    /// lines of every admitted page share the recognition stage, so admitted work finishes
+    /// together, at about the rate. None when it fits, when nothing is ahead, or while too few
+    /// pages have completed to know the rate.
+    fn late_start(
+        &self,
+        class: Class,
+        pages: usize,
+        now: Instant,
+        deadline: Instant,
+    ) -> Option<Error> {
+        let rate = self
+            .shared
+            .throughput
+            .rate_from(Throughput::MIN_FOR_ADMISSION)?;
+        let load = |c: Class| self.shared.in_flight[class_index(c)].load(Ordering::Acquire);
+        // This request's own pages were counted in already.
+        let ahead = match class {
+            Class::Interactive => load(Class::Interactive),
+            Class::Bulk => load(Class::Interactive) + load(Class::Bulk),
+        }
+        .saturating_sub(pages);
+        let done_at = now + Duration::from_secs_f64((ahead + pages) as f64 / rate);
+        if ahead == 0 || done_at <= deadline {
+            return None;
+        }
+        metrics::counter!("ocr_admission_refused_total", "reason" => "deadline", "class" => class_label(class))
+            .increment(1);
+        Some(Error::Overloaded {
+            depth: ahead,
+            retry_after_s: self.retry_after(ahead + pages),
+        })
+    }
+
+    /// The answer to a request whose deadline passed before any of its pages reached a model:
+    /// overload (429 with `Retry-After` from the queue), not a deadline error.
+    pub fn overloaded(&self) -> Error {
+        overloaded(&self.shared)
     }
 
     /// Seconds until `pages` queued pages are likely done, from measured throughput (one page
@@ -826,7 +944,22 @@ fn warm_up(shared: &Shared, role: Role, model: &mut dyn Model) -> Result<()> {
     Ok(())
 }
 
-/// Counts dropped items and fails expired requests with a deadline error.
+/// 429 `overloaded` with the detection queue's depth and the time to drain it.
+fn overloaded(shared: &Shared) -> Error {
+    let depth = shared.det.len();
+    let rate = shared
+        .throughput
+        .rate()
+        .unwrap_or(shared.cfg.det.workers as f64)
+        .max(1e-3);
+    Error::Overloaded {
+        depth,
+        retry_after_s: ((depth.max(1) as f64 / rate).ceil() as u64).clamp(1, 600),
+    }
+}
+
+/// Counts dropped items and fails expired requests: overload when none of the request's pages
+/// reached a model, else a deadline error.
 fn record_dropped<T>(
     shared: &Shared,
     stage: &'static str,
@@ -842,7 +975,12 @@ fn record_dropped<T>(
             }
             DropReason::Expired => {
                 add(&shared.counters.dropped_expired, 1);
-                req(&q.item).fail(Error::DeadlineExceeded);
+                let r = req(&q.item);
+                r.fail(if r.started.load(Ordering::Acquire) {
+                    Error::DeadlineExceeded
+                } else {
+                    overloaded(shared)
+                });
                 "expired"
             }
         };
@@ -997,6 +1135,9 @@ impl Step for Detect {
     }
 
     fn run(_: &Shared, model: &mut dyn Model, batch: &[Queued<PageItem>]) -> Result<Self::Out> {
+        for q in batch {
+            q.item.req.started.store(true, Ordering::Release);
+        }
         let pages: Vec<(&RgbImage, &OcrOptions)> = batch
             .iter()
             .map(|q| (&q.item.image, &q.item.req.opts))
@@ -1036,7 +1177,7 @@ impl Step for Detect {
                 add(&req.queue_us, det_wait_us);
                 let page = finish_page(work.dims, &[], Vec::new(), req.opts.min_confidence);
                 req.page_done(idx, page, &shared.counters);
-                shared.throughput.record();
+                shared.throughput.record(req.admitted);
                 continue;
             }
             let now = Instant::now();
@@ -1161,7 +1302,7 @@ impl Step for Recognize {
             let page = &q.item.page;
             page.line_wait_us.fetch_max(wait, Ordering::Relaxed);
             if page.line_done(q.item.idx, line, c) {
-                shared.throughput.record();
+                shared.throughput.record(page.req.admitted);
             }
         }
     }

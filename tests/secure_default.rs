@@ -111,6 +111,31 @@ async fn fixture(stores: Stores) -> Option<Fixture> {
     })
 }
 
+/// [`fixture`] with a short lease (the heartbeat renews every third of it), for the tests of
+/// what the queue's writes wait on.
+async fn fixture_with_lease(stores: Stores, lease: Duration) -> Option<Fixture> {
+    let f = fixture(stores).await?;
+    f.runner.stop_claiming();
+    let runner = Runner::new(
+        f.store.clone(),
+        f.scheduler.clone(),
+        f.documents.clone(),
+        RunnerConfig {
+            max_in_flight: 4,
+            poll: Duration::from_millis(20),
+            lease,
+            ..RunnerConfig::default()
+        },
+    );
+    runner.start();
+    let router = router_over(&f.store, &f.scheduler, &runner);
+    Some(Fixture {
+        router,
+        runner,
+        ..f
+    })
+}
+
 /// A fresh API (a fresh `Auth`, as after a restart) over the fixture's store.
 fn router_over(
     store: &Arc<dyn JobStore>,
@@ -720,4 +745,84 @@ async fn a_trickling_body_is_cut_at_the_minimum_rate() {
     assert!(got.starts_with("HTTP/1.1 202"), "{got}");
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+}
+
+/// The queue's writes never wait behind reads (issue 26, item 4): bulk pages run under a 900 ms
+/// lease (renewed every 300 ms) while eight clients flood the store with job listings, queue
+/// reports and random bearer tokens (each an unknown-key lookup). No lease expires, no page
+/// runs twice, every job completes.
+async fn a_read_flood_does_not_starve_the_queue(stores: Stores) {
+    const JOBS: usize = 200;
+    let Some(f) = fixture_with_lease(stores, Duration::from_millis(900)).await else {
+        return;
+    };
+    let k = key(&f.store, "bulk", "bulk", &["ocr", "jobs"]).await;
+    let started = Instant::now();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut flood = Vec::new();
+    for i in 0..8 {
+        let (router, stop, k) = (f.router.clone(), stop.clone(), k.clone());
+        flood.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = match (i + n) % 3 {
+                    0 => get("/v1/jobs?limit=500", Some(&k)),
+                    1 => get("/v1/queue", Some(&k)),
+                    _ => get(
+                        "/v1/jobs",
+                        Some(&format!("ocr_{}", uuid::Uuid::new_v4().simple())),
+                    ),
+                };
+                let _ = send(&router, r).await;
+                n += 1;
+            }
+            n
+        }));
+    }
+    let mut ids = Vec::new();
+    for _ in 0..JOBS {
+        let (s, _, job) = send(
+            &f.router,
+            req("POST", "/v1/jobs", Some(&k))
+                .header(header::CONTENT_TYPE, "image/png")
+                .body(Body::from(png(4)))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+        ids.push(job["id"].as_str().unwrap().to_string());
+    }
+    for id in &ids {
+        assert_eq!(wait_final(&f.router, id, &k).await["state"], "completed");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut requests = 0;
+    for t in flood {
+        requests += t.await.unwrap();
+    }
+    let mut expired = 0;
+    for id in &ids {
+        let (_, _, events) = send(&f.router, get(&format!("/v1/jobs/{id}/events"), Some(&k))).await;
+        expired += events.to_string().matches("lease_expired").count();
+        let (_, _, job) = send(&f.router, get(&format!("/v1/jobs/{id}"), Some(&k))).await;
+        for p in job["documents"][0]["pages"].as_array().unwrap() {
+            assert_eq!(p["attempts"], 1, "a page ran twice: {job}");
+        }
+    }
+    eprintln!(
+        "{stores:?}: {requests} flood requests in {:.1} s while {JOBS} jobs of one 4-line page \
+         ran; {expired} leases expired",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(expired, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_flood_does_not_starve_the_queue_sqlite() {
+    a_read_flood_does_not_starve_the_queue(Stores::SqliteFiles).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_flood_does_not_starve_the_queue_postgres() {
+    a_read_flood_does_not_starve_the_queue(Stores::PostgresS3).await;
 }

@@ -8,13 +8,21 @@
 //! - new work is announced with `NOTIFY ocr_jobs` in the creating transaction (delivered at
 //!   commit); idle replicas `LISTEN` and fall back to polling if the listener drops;
 //! - migrations run under a transaction-scoped advisory lock, so replicas starting together
-//!   migrate once.
+//!   migrate once;
+//! - **the queue's writes never wait behind reads**: claim, renew, complete, fail and release
+//!   run on a pool of their own ([`QUEUE_CONNECTIONS`]), everything else (the API's reads, job
+//!   creation, webhooks, keys) on the other ([`API_CONNECTIONS`]), so a flood of listings or
+//!   key lookups cannot make a lease renewal wait for a connection. Every connection has a
+//!   `statement_timeout` and a `lock_timeout` (shorter on the queue's): a stuck statement fails
+//!   and is retried instead of holding a lease's renewal past its expiry.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgListener, PgPoolOptions};
+use std::str::FromStr;
+
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 use tokio::sync::Notify;
 
@@ -31,6 +39,19 @@ use crate::pipeline::Page;
 fn db_err(e: sqlx::Error) -> Error {
     Error::Store(e.to_string())
 }
+
+/// Connections reserved for the queue's writes (claim, renew, complete, fail, release): the
+/// runner has a claim loop, a heartbeat and a few pages finishing at once.
+pub const QUEUE_CONNECTIONS: u32 = 4;
+/// Connections for everything else.
+pub const API_CONNECTIONS: u32 = 12;
+/// A queue write that takes longer than this fails (and is retried) rather than letting a
+/// lease expire behind it: the heartbeat renews well inside the lease (at a third of it).
+const QUEUE_STATEMENT_TIMEOUT_MS: u64 = 5_000;
+/// Any other statement (a large listing, a sweep) gets longer, but not for ever.
+const API_STATEMENT_TIMEOUT_MS: u64 = 30_000;
+/// Waiting for a row lock: a claim skips locked rows; others wait at most this.
+const LOCK_TIMEOUT_MS: u64 = 2_000;
 
 /// The channel idle replicas listen on.
 const CHANNEL: &str = "ocr_jobs";
@@ -153,7 +174,10 @@ ALTER TABLE pages ADD COLUMN review_reason TEXT;
 
 /// The PostgreSQL store: a connection pool and a listener that wakes idle claimers.
 pub struct PgStore {
+    /// The API's reads and every write that is not the queue's.
     pool: PgPool,
+    /// The queue's writes only.
+    queue: PgPool,
     work: Arc<Notify>,
 }
 
@@ -162,20 +186,37 @@ type Tx<'a> = Transaction<'a, Postgres>;
 impl PgStore {
     /// Connects, migrates, and starts listening for new work.
     pub async fn connect(url: &str) -> Result<Self> {
+        let options = |statement_ms: u64| -> Result<PgConnectOptions> {
+            Ok(PgConnectOptions::from_str(url).map_err(db_err)?.options([
+                ("statement_timeout", statement_ms.to_string()),
+                ("lock_timeout", LOCK_TIMEOUT_MS.to_string()),
+            ]))
+        };
         let pool = PgPoolOptions::new()
-            .max_connections(16)
+            .max_connections(API_CONNECTIONS)
             .acquire_timeout(Duration::from_secs(30))
-            .connect(url)
+            .connect_with(options(API_STATEMENT_TIMEOUT_MS)?)
             .await
             .map_err(db_err)?;
         migrate(&pool).await?;
+        let queue = PgPoolOptions::new()
+            .max_connections(QUEUE_CONNECTIONS)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options(QUEUE_STATEMENT_TIMEOUT_MS)?)
+            .await
+            .map_err(db_err)?;
         let work = Arc::new(Notify::new());
         tokio::spawn(listen_forever(pool.clone(), work.clone()));
-        Ok(Self { pool, work })
+        Ok(Self { pool, queue, work })
     }
 
     async fn begin(&self) -> Result<Tx<'static>> {
         self.pool.begin().await.map_err(db_err)
+    }
+
+    /// A transaction on the queue's own connections.
+    async fn begin_queue(&self) -> Result<Tx<'static>> {
+        self.queue.begin().await.map_err(db_err)
     }
 }
 
@@ -740,7 +781,7 @@ impl JobStore for PgStore {
     }
 
     async fn claim(&self, c: &Claim) -> Result<Vec<ClaimedPage>> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin_queue().await?;
         rescue_expired(&mut tx, c.now_ms, c.max_attempts).await?;
         // Fair share: the runnable pages of each tenant (an index seek each), least recently
         // served tenant first, one page of each per round until the claim is full; then the
@@ -918,7 +959,7 @@ impl JobStore for PgStore {
         .bind(tokens)
         .bind(owner)
         .bind(until)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.queue)
         .await
         .map_err(db_err)
     }
@@ -932,7 +973,7 @@ impl JobStore for PgStore {
     ) -> Result<Option<JobState>> {
         let json = to_json(result)?;
         let min_conf = min_confidence(result).map(f64::from);
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin_queue().await?;
         let owner: Option<Option<String>> = sqlx::query_scalar(
             "WITH old AS (
                 SELECT job_id, doc, page, lease_owner FROM pages
@@ -977,7 +1018,7 @@ impl JobStore for PgStore {
         retry_at: Option<i64>,
         now: i64,
     ) -> Result<Option<JobState>> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin_queue().await?;
         let n = sqlx::query(
             "UPDATE pages SET state = $5, error = $6, run_at = $7, lease_owner = NULL,
                     lease_token = NULL, lease_until = NULL, updated_at = $8
@@ -1023,7 +1064,7 @@ impl JobStore for PgStore {
     }
 
     async fn release_page(&self, l: &PageLease, run_at: i64, now: i64) -> Result<bool> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin_queue().await?;
         let n = sqlx::query(
             "UPDATE pages SET state = 'queued', attempts = GREATEST(attempts - 1, 0), run_at = $5,
                     lease_owner = NULL, lease_token = NULL, lease_until = NULL, updated_at = $6

@@ -1,7 +1,14 @@
-//! The embedded SQLite job store (the default: `sqlite://<data-dir>/jobs.db`). One connection
-//! behind a mutex, WAL, `synchronous = FULL`; every operation is one short `IMMEDIATE`
-//! transaction run on tokio's blocking pool, so claims from several tasks (or several processes
-//! on one file) are serialised by SQLite's write lock and never hand out a page twice.
+//! The embedded SQLite job store (the default: `sqlite://<data-dir>/jobs.db`). WAL,
+//! `synchronous = FULL`; every write is one short `IMMEDIATE` transaction run on tokio's
+//! blocking pool, so claims from several tasks (or several processes on one file) are
+//! serialised by SQLite's write lock and never hand out a page twice.
+//!
+//! Three connections, each behind its own mutex, so **the queue's writes never wait behind
+//! reads**: one for the queue's writes (claim, renew, complete, fail, release), one for every
+//! other write, and a read-only one for reads (WAL lets readers run beside a writer). A flood of
+//! listings or key lookups queues on the reader's mutex, never on the queue's. (An in-memory
+//! database, for tests, is one connection shared by all three: each `:memory:` connection
+//! would be a database of its own.)
 //!
 //! Schema changes are numbered migrations ([`MIGRATIONS`]), recorded in `schema_migrations`;
 //! version 1 is the schema of the first release, so existing data directories are upgraded in
@@ -235,30 +242,57 @@ fn migrate(conn: &mut Connection) -> Result<()> {
 
 /// The embedded SQLite store.
 pub struct SqliteStore {
+    /// Writes that are not the queue's.
     conn: Arc<Mutex<Connection>>,
+    /// The queue's writes.
+    queue: Arc<Mutex<Connection>>,
+    /// Reads (read-only).
+    reader: Arc<Mutex<Connection>>,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and migrates it. Blocking.
     pub fn open(path: &Path) -> Result<Self> {
-        Self::init(Connection::open(path).map_err(db_err)?)
+        let conn = Self::init(Connection::open(path).map_err(db_err)?)?;
+        let more = |query_only: bool| -> Result<Arc<Mutex<Connection>>> {
+            let c = Connection::open(path).map_err(db_err)?;
+            Self::configure(&c)?;
+            if query_only {
+                c.execute_batch("PRAGMA query_only = ON;").map_err(db_err)?;
+            }
+            Ok(Arc::new(Mutex::new(c)))
+        };
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            queue: more(false)?,
+            reader: more(true)?,
+        })
     }
 
-    /// A private in-memory database (tests).
+    /// A private in-memory database (tests): one connection for everything.
     pub fn in_memory() -> Result<Self> {
-        Self::init(Connection::open_in_memory().map_err(db_err)?)
+        let conn = Arc::new(Mutex::new(Self::init(
+            Connection::open_in_memory().map_err(db_err)?,
+        )?));
+        Ok(Self {
+            queue: conn.clone(),
+            reader: conn.clone(),
+            conn,
+        })
     }
 
-    fn init(mut conn: Connection) -> Result<Self> {
+    fn configure(conn: &Connection) -> Result<()> {
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;
              PRAGMA busy_timeout = 10000;",
         )
-        .map_err(db_err)?;
+        .map_err(db_err)
+    }
+
+    fn init(mut conn: Connection) -> Result<Connection> {
+        Self::configure(&conn)?;
         migrate(&mut conn)?;
-        Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
-        })
+        Ok(conn)
     }
 
     /// Runs `f` in one IMMEDIATE transaction on the blocking pool.
@@ -266,7 +300,21 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Transaction) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let conn = self.conn.clone();
+        Self::tx_on(self.conn.clone(), f).await
+    }
+
+    /// [`SqliteStore::tx`] on the queue's own connection.
+    async fn tx_queue<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Transaction) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        Self::tx_on(self.queue.clone(), f).await
+    }
+
+    async fn tx_on<T: Send + 'static>(
+        conn: Arc<Mutex<Connection>>,
+        f: impl FnOnce(&Transaction) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         tokio::task::spawn_blocking(move || {
             let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
             let tx = conn
@@ -285,7 +333,7 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let conn = self.conn.clone();
+        let conn = self.reader.clone();
         tokio::task::spawn_blocking(move || {
             let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
             f(&conn)
@@ -731,7 +779,7 @@ impl JobStore for SqliteStore {
 
     async fn claim(&self, claim: &Claim) -> Result<Vec<ClaimedPage>> {
         let c = claim.clone();
-        self.tx(move |tx| {
+        self.tx_queue(move |tx| {
             rescue_expired(tx, c.now_ms, c.max_attempts)?;
             type Row = (
                 String,
@@ -866,7 +914,7 @@ impl JobStore for SqliteStore {
 
     async fn renew(&self, owner: &str, tokens: &[String], until: i64) -> Result<Vec<String>> {
         let (owner, tokens) = (owner.to_string(), tokens.to_vec());
-        self.tx(move |tx| {
+        self.tx_queue(move |tx| {
             let mut held = Vec::new();
             for t in tokens {
                 let n = tx
@@ -896,7 +944,7 @@ impl JobStore for SqliteStore {
         let min_conf = min_confidence(result).map(f64::from);
         let l = lease.clone();
         let review = review.map(str::to_string);
-        self.tx(move |tx| {
+        self.tx_queue(move |tx| {
             let owner: Option<String> = tx
                 .query_row(
                     "SELECT lease_owner FROM pages
@@ -955,7 +1003,7 @@ impl JobStore for SqliteStore {
         now: i64,
     ) -> Result<Option<JobState>> {
         let (l, reason) = (lease.clone(), reason.to_string());
-        self.tx(move |tx| {
+        self.tx_queue(move |tx| {
             let n = tx
                 .execute(
                     "UPDATE pages SET state = ?5, error = ?6, run_at = ?7, lease_owner = NULL,
@@ -1000,7 +1048,7 @@ impl JobStore for SqliteStore {
 
     async fn release_page(&self, lease: &PageLease, run_at: i64, now: i64) -> Result<bool> {
         let l = lease.clone();
-        self.tx(move |tx| {
+        self.tx_queue(move |tx| {
             let n = tx
                 .execute(
                     "UPDATE pages SET state = 'queued', attempts = MAX(attempts - 1, 0),

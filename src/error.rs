@@ -111,6 +111,8 @@ pub enum Error {
     NotCompleted(&'static str),
     #[error("refused: {0}")]
     ForeignOrigin(String),
+    #[error("the page took longer than {seconds} s to {stage}")]
+    PageTimedOut { stage: &'static str, seconds: u64 },
     #[error("I/O error on {path}: {source}")]
     Io {
         path: String,
@@ -213,6 +215,7 @@ impl Error {
                 (503, "memory_exhausted", "Memory budget exhausted", After(2))
             }
             Error::DeadlineExceeded => (504, "deadline_exceeded", "Deadline exceeded", Backoff),
+            Error::PageTimedOut { .. } => (504, "page_timed_out", "Page timed out", Backoff),
             Error::InsufficientStorage { .. } => (
                 507,
                 "insufficient_storage",

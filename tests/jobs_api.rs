@@ -349,6 +349,48 @@ async fn cancel_drops_queued_pages_before_the_model() {
     );
 }
 
+/// A page that never finishes (issue 26, item 3): the detector holds it for ever; past the page
+/// limit it fails with `page_timed_out`, is retried once with backoff, and is dead-lettered,
+/// instead of keeping its lease (renewed by the heartbeat) for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_that_never_finishes_is_failed_at_its_limit() {
+    let gate = Gate::new();
+    let mut sc = fake_config();
+    sc.det.policy.max_items = 1;
+    let factory = FakeFactory {
+        gate: Some(gate.clone()),
+        ..FakeFactory::default()
+    };
+    let f = fixture_full(
+        Arc::new(factory),
+        sc,
+        Some(&gate),
+        RunnerConfig {
+            page_timeout: Duration::from_millis(400),
+            ..RunnerConfig::default()
+        },
+        ServiceConfig::default(),
+    );
+    let (s, _, job) = send(&f.router, post("/v1/jobs", "image/png", None, png(1))).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let id = job["id"].as_str().unwrap().to_string();
+    let failed = wait_state(&f.router, &id, &["failed"]).await;
+    gate.open();
+    let page = &failed["documents"][0]["pages"][0];
+    assert_eq!(
+        (page["state"].as_str(), page["attempts"].as_u64()),
+        (Some("failed"), Some(2)),
+        "{failed}"
+    );
+    assert!(
+        page["error"]
+            .as_str()
+            .unwrap()
+            .contains("longer than 1 s to recognise"),
+        "{page}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_failures_retry_then_dead_letter_and_can_be_retried() {
     let factory = FakeFactory {

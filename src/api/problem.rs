@@ -229,6 +229,10 @@ mod tests {
             Error::MethodNotAllowed("PUT".into()),
             Error::NotCompleted("queued"),
             Error::ForeignOrigin("x".into()),
+            Error::PageTimedOut {
+                stage: "decode",
+                seconds: 1,
+            },
         ]
     }
 
@@ -273,6 +277,7 @@ mod tests {
             Error::NotCompleted(_) => 36,
             Error::PageNotFound(_) => 37,
             Error::ForeignOrigin(_) => 38,
+            Error::PageTimedOut { .. } => 39,
         }
     }
 

@@ -187,6 +187,10 @@ pub struct ServeArgs {
     /// since the request began; a slower body is cut off (0: no minimum).
     #[arg(long, env = "OCR_BODY_MIN_RATE", default_value_t = 16 << 10)]
     pub body_min_rate: u64,
+    /// Longest a job page's decode, and separately its recognition, may take (s); past it the
+    /// page fails with page_timed_out and is retried with backoff, then dead-lettered.
+    #[arg(long, env = "OCR_JOB_PAGE_TIMEOUT_S", default_value_t = 600)]
+    pub job_page_timeout_s: u64,
     /// Attempts per job page before it is failed for good (dead-lettered).
     #[arg(long, env = "OCR_JOB_MAX_ATTEMPTS", default_value_t = 3)]
     pub job_max_attempts: u32,

@@ -87,6 +87,7 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
             decode: api_cfg.decode.clone(),
             webhooks,
             metric_tags: args.metrics_tags.clone(),
+            page_timeout: Duration::from_secs(args.job_page_timeout_s.max(1)),
             ..RunnerConfig::default()
         },
     );

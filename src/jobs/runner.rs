@@ -20,6 +20,13 @@
 //! others are retried with exponential backoff up to `max_attempts`, then the page is failed
 //! (dead-lettered, visible with its reason, retryable by hand). On shutdown, running pages are
 //! released to the queue without counting the attempt.
+//!
+//! **A hung page ends.** Decoding a page and its run through the scheduler each have a
+//! wall-clock limit (`page_timeout`, `--job-page-timeout-s`); waiting for memory or for room in
+//! the scheduler is back-pressure and does not count. A page over it fails with
+//! `page_timed_out` and follows the retry rule (backoff, then dead letter), so a page that never
+//! finishes can no longer hold its lease for ever. The thread of a decode that never returns
+//! cannot be stopped from outside; its page is failed and its lease given up all the same.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,6 +68,8 @@ pub struct RunnerConfig {
     /// Tags that get their own label in metrics; every other tag is `other` (bounded
     /// cardinality), no tag is the empty label.
     pub metric_tags: Vec<String>,
+    /// Longest a page's decode, and separately its run through the scheduler, may take.
+    pub page_timeout: Duration,
 }
 
 impl Default for RunnerConfig {
@@ -76,6 +85,7 @@ impl Default for RunnerConfig {
             decode: DecodeLimits::default(),
             webhooks: WebhookConfig::new(Vec::new(), Vec::new()),
             metric_tags: Vec::new(),
+            page_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -530,6 +540,14 @@ impl Runner {
         drop(done);
     }
 
+    fn timed_out(&self, stage: &'static str) -> Error {
+        metrics::counter!("ocr_job_page_timeouts_total", "stage" => stage).increment(1);
+        Error::PageTimedOut {
+            stage,
+            seconds: self.cfg.page_timeout.as_secs_f64().ceil() as u64,
+        }
+    }
+
     /// Decodes the page from its document and runs it through the scheduler in its class.
     /// Overload is back-pressure: wait (backing off to 5 s) and submit again, however long it
     /// takes; the lease is renewed meanwhile.
@@ -541,12 +559,16 @@ impl Runner {
         // with its lease, no attempt counted).
         let (image, _reservation) = loop {
             let source = source.clone();
-            let decoded = tokio::task::spawn_blocking(move || {
-                let (mut checks, reservation) = source.reserve(&[index])?;
-                checks.pop().unwrap_or(Ok(()))?;
-                Ok::<_, Error>((source.page(index)?, reservation))
-            })
+            let decoded = tokio::time::timeout(
+                self.cfg.page_timeout,
+                tokio::task::spawn_blocking(move || {
+                    let (mut checks, reservation) = source.reserve(&[index])?;
+                    checks.pop().unwrap_or(Ok(()))?;
+                    Ok::<_, Error>((source.page(index)?, reservation))
+                }),
+            )
             .await
+            .map_err(|_| self.timed_out("decode"))?
             .map_err(|e| Error::Runtime(format!("decode task: {e}")))?;
             match decoded {
                 Err(e @ Error::MemoryExhausted { .. }) => {
@@ -576,10 +598,14 @@ impl Runner {
                 other => break other?,
             }
         };
-        // A dropped reply means a worker failed with the page (a panic), not a shutdown.
-        let outcome = ticket.rx.await.map_err(|_| {
-            Error::Runtime("the scheduler dropped the page without an answer".into())
-        })??;
+        // A dropped reply means a worker failed with the page (a panic), not a shutdown. Past
+        // the limit the ticket is dropped: what is still queued of the page is not computed.
+        let outcome = tokio::time::timeout(self.cfg.page_timeout, ticket.rx)
+            .await
+            .map_err(|_| self.timed_out("recognise"))?
+            .map_err(|_| {
+                Error::Runtime("the scheduler dropped the page without an answer".into())
+            })??;
         outcome
             .pages
             .into_iter()

@@ -123,6 +123,26 @@ pub fn new_key() -> String {
     k
 }
 
+/// The token of an `Authorization: Bearer TOKEN` header.
+fn bearer(header: &str) -> Option<&str> {
+    header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .map(str::trim)
+}
+
+/// The address failed authentications are counted under: an IPv4 address, or an IPv6
+/// address's /64 (one host usually holds a whole /64 and could rotate through it).
+fn client_key(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => {
+            let s = v6.segments();
+            std::net::IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
 /// A name of a key or tenant: 1–64 of `A-Z a-z 0-9 _ . -`.
 pub fn check_name(what: &str, name: &str) -> Result<()> {
     if name.is_empty()
@@ -288,9 +308,22 @@ impl Auth {
     }
 
     /// Refuses (429) a client address that presented too many bad keys, before its key is
-    /// looked up. `None` (no address: an in-process caller) is never refused.
-    pub fn failure_gate(&self, client: Option<std::net::IpAddr>) -> Result<()> {
-        let Some(ip) = client else { return Ok(()) };
+    /// looked up. `None` (no address: an in-process caller) is never refused, and neither is a
+    /// request whose key this process has seen valid (clients behind one proxy or NAT share an
+    /// address: one of them sending bad keys must not lock the others out).
+    pub fn failure_gate(
+        &self,
+        client: Option<std::net::IpAddr>,
+        authorization: Option<&str>,
+    ) -> Result<()> {
+        let Some(ip) = client.map(client_key) else {
+            return Ok(());
+        };
+        if let Some(key) = authorization.and_then(bearer)
+            && self.known_valid(&hash_key(key))
+        {
+            return Ok(());
+        }
         let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((bucket, Some(until))) = failures.get(&ip) {
             let now = Instant::now();
@@ -311,7 +344,9 @@ impl Auth {
     /// Counts a bad key presented by `client`; once its allowance is spent, the address is
     /// refused by [`Auth::failure_gate`] until the bucket has room again.
     pub fn note_failure(&self, client: Option<std::net::IpAddr>) {
-        let Some(ip) = client else { return };
+        let Some(ip) = client.map(client_key) else {
+            return;
+        };
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         if failures.len() >= MAX_TRACKED_CLIENTS {
             let now = Instant::now();
@@ -370,6 +405,16 @@ impl Auth {
         }
     }
 
+    /// Whether the key with this hash was valid when last looked up (however long ago: the
+    /// lookup that follows checks it again).
+    fn known_valid(&self, hash: &str) -> bool {
+        self.keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(hash)
+            .is_some_and(|(k, _)| k.as_ref().is_some_and(|k| k.revoked_ms.is_none()))
+    }
+
     /// Says in the log when no key can open the server any more (every key revoked): the
     /// server stays locked, it never falls back to anonymous access. Called after a refusal,
     /// at most once per [`CACHE_TTL`].
@@ -383,12 +428,18 @@ impl Auth {
         if !stale {
             return;
         }
+        // Marked fresh before the query, so a burst of refusals makes one query, not one each.
+        let was = {
+            let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+            let was = *counts;
+            *counts = Some((
+                was.map_or_else(KeyCounts::default, |(c, _)| c),
+                Instant::now(),
+            ));
+            was
+        };
         if let Ok(c) = store.key_counts().await {
-            let was = self
-                .counts
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .replace((c, Instant::now()));
+            *self.counts.lock().unwrap_or_else(|p| p.into_inner()) = Some((c, Instant::now()));
             let was_active = was.map_or(u64::MAX, |(w, _)| w.active);
             if c.active == 0 && was_active != 0 {
                 tracing::error!(
@@ -448,11 +499,7 @@ impl Auth {
     /// missing, or presented and unknown or revoked. Takes a token from the key's request
     /// bucket (429 when empty).
     pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Caller> {
-        let presented = authorization.map(|h| {
-            h.strip_prefix("Bearer ")
-                .or_else(|| h.strip_prefix("bearer "))
-                .map(str::trim)
-        });
+        let presented = authorization.map(bearer);
         let key = match presented {
             None if !self.required().await? => return Ok(Caller::anonymous()),
             None => {
@@ -546,7 +593,7 @@ pub async fn bootstrap_key(store: &dyn JobStore, key: &str, now_ms: i64) -> Resu
     } else {
         "bootstrap".to_string()
     };
-    store
+    let created = store
         .create_key(&ApiKey {
             name: name.clone(),
             tenant: "bootstrap".into(),
@@ -560,8 +607,13 @@ pub async fn bootstrap_key(store: &dyn JobStore, key: &str, now_ms: i64) -> Resu
             created_ms: now_ms,
             revoked_ms: None,
         })
-        .await?;
-    Ok(Some(name))
+        .await;
+    match created {
+        Ok(()) => Ok(Some(name)),
+        // Another replica starting at the same time stored it first.
+        Err(_) if store.key_by_hash(&hash_key(key)).await?.is_some() => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// The scope a route needs; None: any authenticated caller; `Open`: no key at all.
@@ -675,15 +727,49 @@ mod tests {
         let ip: std::net::IpAddr = "192.0.2.7".parse().unwrap();
         let other: std::net::IpAddr = "192.0.2.8".parse().unwrap();
         for _ in 0..FAILURE_BURST {
-            assert!(auth.failure_gate(Some(ip)).is_ok());
+            assert!(auth.failure_gate(Some(ip), None).is_ok());
             auth.note_failure(Some(ip));
         }
-        assert!(auth.failure_gate(Some(ip)).is_ok(), "the burst is allowed");
+        assert!(
+            auth.failure_gate(Some(ip), None).is_ok(),
+            "the burst is allowed"
+        );
         auth.note_failure(Some(ip));
-        let e = auth.failure_gate(Some(ip)).unwrap_err();
+        let e = auth
+            .failure_gate(Some(ip), Some("Bearer ocr_nope"))
+            .unwrap_err();
         assert_eq!((e.code(), e.meta().status), ("rate_limited", 429));
-        assert!(auth.failure_gate(Some(other)).is_ok(), "per address");
-        assert!(auth.failure_gate(None).is_ok());
+        assert!(auth.failure_gate(Some(other), None).is_ok(), "per address");
+        assert!(auth.failure_gate(None, None).is_ok());
+        // A key seen valid passes from the same address (clients behind one NAT).
+        let good = "ocr_good";
+        auth.keys.lock().unwrap().insert(
+            hash_key(good),
+            (
+                Some(ApiKey {
+                    name: "g".into(),
+                    tenant: "g".into(),
+                    hash: hash_key(good),
+                    scopes: vec!["ocr".into()],
+                    rate_per_s: None,
+                    burst: None,
+                    pages_per_s: None,
+                    page_burst: None,
+                    max_queued_pages: None,
+                    created_ms: 0,
+                    revoked_ms: None,
+                }),
+                Instant::now(),
+            ),
+        );
+        assert!(auth.failure_gate(Some(ip), Some("Bearer ocr_good")).is_ok());
+        // IPv6 is counted by /64.
+        let a: std::net::IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: std::net::IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        for _ in 0..=FAILURE_BURST {
+            auth.note_failure(Some(a));
+        }
+        assert!(auth.failure_gate(Some(b), None).is_err(), "same /64");
     }
 
     #[test]

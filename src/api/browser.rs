@@ -7,13 +7,16 @@
 //!   HTTP/2 authority) names a host that is not allowed is refused. Allowed by default: the
 //!   loopback names (`localhost`, `127.0.0.1`, `::1`) and the address the server is bound to;
 //!   `--allowed-host` adds names (`*` allows any). A server bound to every address (`0.0.0.0`)
-//!   checks no Host unless `--allowed-host` is given: it must have keys to start at all
-//!   ([`crate::auth::check_exposure`]), and a rebinding page has no key. A request without a Host
-//!   (an in-process test, HTTP/1.0) is not a browser's and passes.
+//!   with keys checks no Host unless `--allowed-host` is given: it must have keys to start
+//!   ([`crate::auth::check_exposure`]), and a rebinding page has no key; with `--auth off` it
+//!   answers only the loopback names and `--allowed-host`. A request without a Host (an
+//!   in-process test, HTTP/1.0) is not a browser's and passes.
 //! - **Cross-origin requests**: a browser sends `Origin` on every cross-origin request and on
 //!   every POST; one whose origin is not the server's own (scheme-less comparison of host and
-//!   port with the request's Host) is refused, as is `Origin: null` (sandboxed frames, `data:`
-//!   pages) on a route that changes state. `Sec-Fetch-Site: cross-site`/`same-site` is refused too.
+//!   port with the request's Host) is refused, unless its host is one of the `--allowed-host`
+//!   names (behind a proxy that rewrites `Host`, the desk's origin is the public name); so is
+//!   `Origin: null` (sandboxed frames, `data:` pages) on a route that changes state.
+//!   `Sec-Fetch-Site: cross-site`/`same-site` is refused too.
 //! - **"Simple" requests** on routes that change state (POST, PUT, PATCH, DELETE): an HTML form
 //!   (`Sec-Fetch-Mode: navigate`) or a `no-cors` fetch needs no CORS preflight, so it is refused
 //!   even from the server's own origin; the review desk uses ordinary `fetch` with JSON.
@@ -32,47 +35,63 @@ use axum::response::{IntoResponse, Response};
 use super::problem::ApiError;
 use crate::error::Error;
 
-/// Which `Host` names the server answers to.
+/// Which `Host` names the server answers to, and which other origins' hosts it serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AllowedHosts {
-    /// Any (`--allowed-host '*'`, or a server bound to every address).
-    Any,
-    /// These names (lowercase, without port or brackets).
-    Only(Vec<String>),
+pub struct AllowedHosts {
+    /// None: any host (`--allowed-host '*'`, or a keyed server bound to every address); else
+    /// these names (lowercase, without port or brackets).
+    hosts: Option<Vec<String>>,
+    /// The names given with `--allowed-host`: an `Origin` with one of these hosts is served
+    /// even when the `Host` header differs (a proxy that rewrites it).
+    origins: Vec<String>,
 }
 
 impl Default for AllowedHosts {
     fn default() -> Self {
-        Self::Only(LOOPBACK.iter().map(|s| s.to_string()).collect())
+        Self {
+            hosts: Some(LOOPBACK.iter().map(|s| s.to_string()).collect()),
+            origins: Vec::new(),
+        }
     }
 }
 
 const LOOPBACK: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 
 impl AllowedHosts {
-    /// The list for a server bound to `bound` (an IP) with `--allowed-host` values `extra`.
-    pub fn for_bind(bound: std::net::IpAddr, extra: &[String]) -> Self {
-        if extra.iter().any(|h| h.trim() == "*") {
-            return Self::Any;
-        }
-        if bound.is_unspecified() && extra.is_empty() {
-            return Self::Any;
+    /// The list for a server bound to `bound` (an IP) with `--allowed-host` values `extra`;
+    /// `keyed`: whether keys can be required (not `--auth off`).
+    pub fn for_bind(bound: std::net::IpAddr, extra: &[String], keyed: bool) -> Self {
+        let origins: Vec<String> = extra
+            .iter()
+            .map(|h| h.trim())
+            .filter(|h| *h != "*" && !h.is_empty())
+            .map(host_name)
+            .collect();
+        if extra.iter().any(|h| h.trim() == "*")
+            || (bound.is_unspecified() && extra.is_empty() && keyed)
+        {
+            return Self {
+                hosts: None,
+                origins,
+            };
         }
         let mut names: Vec<String> = LOOPBACK.iter().map(|s| s.to_string()).collect();
         if !bound.is_unspecified() {
             names.push(bound.to_string());
         }
-        names.extend(extra.iter().map(|h| host_name(h.trim())));
+        names.extend(origins.iter().cloned());
         names.sort();
         names.dedup();
-        Self::Only(names)
+        Self {
+            hosts: Some(names),
+            origins,
+        }
     }
 
     fn allows(&self, host: &str) -> bool {
-        match self {
-            Self::Any => true,
-            Self::Only(names) => names.iter().any(|n| n == host),
-        }
+        self.hosts
+            .as_ref()
+            .is_none_or(|names| names.iter().any(|n| n == host))
     }
 }
 
@@ -120,12 +139,15 @@ pub fn check(
                 ));
             }
         } else {
-            let own = origin
+            let origin_authority = origin
                 .split_once("://")
-                .map(|(_, rest)| rest.trim_end_matches('/'))
+                .map(|(_, rest)| rest.trim_end_matches('/'));
+            let own = origin_authority
                 .zip(authority)
                 .is_some_and(|(o, a)| o.eq_ignore_ascii_case(a.trim()));
-            if !own {
+            let listed = origin_authority
+                .is_some_and(|o| allowed.origins.iter().any(|n| *n == host_name(o)));
+            if !own && !listed {
                 return Err(Error::ForeignOrigin(format!(
                     "cross-origin requests are not served (Origin {origin:?})"
                 )));
@@ -210,15 +232,27 @@ mod tests {
         let lo: std::net::IpAddr = "127.0.0.1".parse().unwrap();
         let any: std::net::IpAddr = "0.0.0.0".parse().unwrap();
         let lan: std::net::IpAddr = "10.0.0.5".parse().unwrap();
-        assert_eq!(AllowedHosts::for_bind(any, &[]), AllowedHosts::Any);
-        assert_eq!(AllowedHosts::for_bind(lo, &["*".into()]), AllowedHosts::Any);
-        let a = AllowedHosts::for_bind(lan, &["OCR.example.org".into()]);
+        assert!(AllowedHosts::for_bind(any, &[], true).allows("evil.example"));
+        assert!(AllowedHosts::for_bind(lo, &["*".into()], true).allows("evil.example"));
+        // --auth off on every address: no key stops a rebinding page, so Host is checked.
+        let open = AllowedHosts::for_bind(any, &[], false);
+        assert!(open.allows("localhost") && !open.allows("evil.example"));
+        let a = AllowedHosts::for_bind(lan, &["OCR.example.org".into()], true);
         for h in ["10.0.0.5", "localhost", "::1", "ocr.example.org"] {
             assert!(a.allows(h), "{h}");
         }
         assert!(!a.allows("evil.example"));
-        let a = AllowedHosts::for_bind(any, &["ocr.internal".into()]);
+        let a = AllowedHosts::for_bind(any, &["ocr.internal".into()], true);
         assert!(a.allows("ocr.internal") && !a.allows("0.0.0.0") && !a.allows("evil.example"));
+        // Behind a proxy that sends `Host: 127.0.0.1:8080`, the desk's own origin is the public
+        // name given with --allowed-host.
+        let h = headers(&[
+            ("origin", "https://ocr.internal"),
+            ("sec-fetch-site", "same-origin"),
+        ]);
+        assert!(check(&Method::POST, Some("127.0.0.1:8080"), &h, &a).is_ok());
+        let h = headers(&[("origin", "https://evil.example")]);
+        assert!(check(&Method::POST, Some("127.0.0.1:8080"), &h, &a).is_err());
     }
 
     #[test]

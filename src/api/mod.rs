@@ -282,7 +282,7 @@ async fn authorize(State(st): State<Arc<AppState>>, mut req: Request, next: Next
         .extensions()
         .get::<serve::ClientAddr>()
         .map(|c| c.0.ip());
-    if let Err(e) = st.auth.failure_gate(client) {
+    if let Err(e) = st.auth.failure_gate(client, header) {
         return ApiError(e).into_response();
     }
     let authenticated = st.auth.authenticate(header).await;

@@ -386,13 +386,14 @@ impl ServeArgs {
     fn allowed_hosts(&self) -> crate::api::browser::AllowedHosts {
         use crate::api::browser::AllowedHosts;
         let host = self.host.trim_start_matches('[').trim_end_matches(']');
+        let keyed = self.auth != crate::auth::AuthMode::Off;
         match host.parse::<std::net::IpAddr>() {
-            Ok(ip) => AllowedHosts::for_bind(ip, &self.allowed_hosts),
+            Ok(ip) => AllowedHosts::for_bind(ip, &self.allowed_hosts, keyed),
             // A name (`localhost`, a machine's name): loopback and the name itself.
             Err(_) => {
                 let mut extra = self.allowed_hosts.clone();
                 extra.push(host.to_string());
-                AllowedHosts::for_bind(std::net::Ipv4Addr::LOCALHOST.into(), &extra)
+                AllowedHosts::for_bind(std::net::Ipv4Addr::LOCALHOST.into(), &extra, keyed)
             }
         }
     }

@@ -222,6 +222,16 @@ impl PgStore {
 
 async fn migrate(pool: &PgPool) -> Result<()> {
     let mut tx = pool.begin().await.map_err(db_err)?;
+    // The pool's timeouts are for serving: a replica waiting for another's migration (the
+    // advisory lock), or a long migration, must not fail its start.
+    sqlx::query("SET LOCAL lock_timeout = 0")
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+    sqlx::query("SET LOCAL statement_timeout = 0")
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(MIGRATION_LOCK)
         .execute(&mut *tx)

@@ -22,8 +22,10 @@
 //! released to the queue without counting the attempt.
 //!
 //! **A hung page ends.** Decoding a page and its run through the scheduler each have a
-//! wall-clock limit (`page_timeout`, `--job-page-timeout-s`); waiting for memory or for room in
-//! the scheduler is back-pressure and does not count. A page over it fails with
+//! wall-clock limit (`page_timeout`, `--job-page-timeout-s`); waiting for memory, for room in
+//! the scheduler or in its queue is back-pressure and does not count (the run's limit starts
+//! when a model first has the page, seen at the end of a period: between one and two limits),
+//! up to four limits in the queue (a wedged worker). A page over it fails with
 //! `page_timed_out` and follows the retry rule (backoff, then dead letter), so a page that never
 //! finishes can no longer hold its lease for ever. The thread of a decode that never returns
 //! cannot be stopped from outside; its page is failed and its lease given up all the same.
@@ -598,14 +600,30 @@ impl Runner {
                 other => break other?,
             }
         };
-        // A dropped reply means a worker failed with the page (a panic), not a shutdown. Past
-        // the limit the ticket is dropped: what is still queued of the page is not computed.
-        let outcome = tokio::time::timeout(self.cfg.page_timeout, ticket.rx)
-            .await
-            .map_err(|_| self.timed_out("recognise"))?
-            .map_err(|_| {
-                Error::Runtime("the scheduler dropped the page without an answer".into())
-            })??;
+        // A dropped reply means a worker failed with the page (a panic), not a shutdown. The
+        // limit counts once a model has the page: waiting in the scheduler's queue is
+        // back-pressure, up to QUEUE_PERIODS limits (a wedged worker must not hold every later
+        // page's lease for ever either). Each period ends with a look: started during it, one
+        // more period; started before it, the page has had a whole period and more. Past the
+        // limit the ticket is dropped: what is still queued of the page is not run.
+        const QUEUE_PERIODS: u32 = 4;
+        let started = ticket.started.clone();
+        let mut rx = ticket.rx;
+        let (mut seen_started, mut queued_periods) = (false, 0);
+        let outcome = loop {
+            match tokio::time::timeout(self.cfg.page_timeout, &mut rx).await {
+                Ok(r) => break r,
+                Err(_) if !started.load(Ordering::Acquire) => {
+                    queued_periods += 1;
+                    if queued_periods >= QUEUE_PERIODS {
+                        return Err(self.timed_out("start"));
+                    }
+                }
+                Err(_) if !seen_started => seen_started = true,
+                Err(_) => return Err(self.timed_out("recognise")),
+            }
+        }
+        .map_err(|_| Error::Runtime("the scheduler dropped the page without an answer".into()))??;
         outcome
             .pages
             .into_iter()

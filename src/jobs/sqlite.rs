@@ -336,7 +336,12 @@ impl SqliteStore {
         let conn = self.reader.clone();
         tokio::task::spawn_blocking(move || {
             let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-            f(&conn)
+            // One snapshot for all of a read's statements (a job and its pages agree), now that
+            // writers run beside the reader.
+            let tx = conn.unchecked_transaction().map_err(db_err)?;
+            let out = f(&tx)?;
+            tx.commit().map_err(db_err)?;
+            Ok(out)
         })
         .await
         .map_err(|e| Error::Runtime(format!("store task: {e}")))?

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::io::Cursor;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,8 +13,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use http_body_util::BodyExt;
-use image::{Rgb, RgbImage};
+use common::router::{TempDir, get, png, req, send};
 use ocr_server::api::{Api, ApiConfig};
 use ocr_server::auth::{Auth, AuthMode, hash_key};
 use ocr_server::engine::ModelKind;
@@ -27,29 +25,6 @@ use ocr_server::jobs::service::{JobService, ServiceConfig};
 use ocr_server::jobs::store::JobStore;
 use ocr_server::scheduler::{Scheduler, SchedulerConfig};
 use serde_json::Value;
-use tower::ServiceExt;
-
-fn png(bars: u32) -> Vec<u8> {
-    let mut img = RgbImage::from_pixel(160, 40 + 40 * bars, Rgb([255, 255, 255]));
-    for b in 0..bars {
-        for y in 30 + 40 * b..50 + 40 * b {
-            for x in 20..140 {
-                img.put_pixel(x, y, Rgb([0, 0, 0]));
-            }
-        }
-    }
-    let mut buf = Cursor::new(Vec::new());
-    img.write_to(&mut buf, image::ImageFormat::Png).unwrap();
-    buf.into_inner()
-}
-
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 struct Fixture {
     router: Router,
@@ -166,28 +141,6 @@ async fn key(store: &Arc<dyn JobStore>, name: &str, tenant: &str, scopes: &[&str
         .await
         .unwrap();
     k
-}
-
-async fn send(router: &Router, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Value) {
-    let resp = router.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    let v = serde_json::from_slice(&body)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into()));
-    (status, headers, v)
-}
-
-fn req(method: &str, uri: &str, key: Option<&str>) -> axum::http::request::Builder {
-    let mut r = Request::builder().method(method).uri(uri);
-    if let Some(k) = key {
-        r = r.header(header::AUTHORIZATION, format!("Bearer {k}"));
-    }
-    r
-}
-
-fn get(uri: &str, key: Option<&str>) -> Request<Body> {
-    req("GET", uri, key).body(Body::empty()).unwrap()
 }
 
 fn pause(key: Option<&str>) -> Request<Body> {
@@ -687,17 +640,22 @@ async fn a_trickling_body_is_cut_at_the_minimum_rate() {
         },
     ));
     let body = png(1);
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(
-        format!(
-            "POST /v1/jobs HTTP/1.1\r\nHost: {addr}\r\nContent-Type: image/png\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
+    // A job upload's request head, on a new connection.
+    let upload = || async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            format!(
+                "POST /v1/jobs HTTP/1.1\r\nHost: {addr}\r\nContent-Type: image/png\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
         )
-        .as_bytes(),
-    )
-    .await
-    .unwrap();
+        .await
+        .unwrap();
+        s
+    };
+    let s = upload().await;
     // One byte a second, while reading whatever comes back.
     let (mut rd, mut wr) = s.into_split();
     let reader = tokio::spawn(async move {
@@ -727,17 +685,7 @@ async fn a_trickling_body_is_cut_at_the_minimum_rate() {
         "{answer}"
     );
     // A whole body sent at once is served.
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(
-        format!(
-            "POST /v1/jobs HTTP/1.1\r\nHost: {addr}\r\nContent-Type: image/png\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        )
-        .as_bytes(),
-    )
-    .await
-    .unwrap();
+    let mut s = upload().await;
     s.write_all(&body).await.unwrap();
     let mut got = Vec::new();
     s.read_to_end(&mut got).await.unwrap();

@@ -3,16 +3,15 @@
 //! store and the job runner. The real binary with `keys create` on a shared PostgreSQL store is in
 //! `tests/hostile.rs`.
 
-use std::io::Cursor;
-use std::path::PathBuf;
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use http_body_util::BodyExt;
-use image::{Rgb, RgbImage};
+use common::router::{TempDir, get, png, req, send};
 use ocr_server::api::{Api, ApiConfig};
 use ocr_server::auth::{Auth, AuthMode, hash_key};
 use ocr_server::engine::ModelKind;
@@ -25,29 +24,6 @@ use ocr_server::jobs::sqlite::SqliteStore;
 use ocr_server::jobs::store::JobStore;
 use ocr_server::scheduler::{Scheduler, SchedulerConfig};
 use serde_json::Value;
-use tower::ServiceExt;
-
-fn png(bars: u32) -> Vec<u8> {
-    let mut img = RgbImage::from_pixel(160, 40 + 40 * bars, Rgb([255, 255, 255]));
-    for b in 0..bars {
-        for y in 30 + 40 * b..50 + 40 * b {
-            for x in 20..140 {
-                img.put_pixel(x, y, Rgb([0, 0, 0]));
-            }
-        }
-    }
-    let mut buf = Cursor::new(Vec::new());
-    img.write_to(&mut buf, image::ImageFormat::Png).unwrap();
-    buf.into_inner()
-}
-
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 struct Fixture {
     router: Router,
@@ -114,28 +90,6 @@ async fn key(
     tweak(&mut rec);
     f.store.create_key(&rec).await.unwrap();
     k
-}
-
-async fn send(router: &Router, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Value) {
-    let resp = router.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    let v = serde_json::from_slice(&body)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into()));
-    (status, headers, v)
-}
-
-fn req(method: &str, uri: &str, key: Option<&str>) -> axum::http::request::Builder {
-    let mut r = Request::builder().method(method).uri(uri);
-    if let Some(k) = key {
-        r = r.header(header::AUTHORIZATION, format!("Bearer {k}"));
-    }
-    r
-}
-
-fn get(uri: &str, key: Option<&str>) -> Request<Body> {
-    req("GET", uri, key).body(Body::empty()).unwrap()
 }
 
 fn post_png(uri: &str, key: Option<&str>, bytes: Vec<u8>) -> Request<Body> {

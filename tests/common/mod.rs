@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 pub mod pdf_tools;
+pub mod router;
 
 /// The shared eval set (`../shared/eval` beside the checkout, or `OCR_EVAL_DIR`).
 pub fn eval_dir() -> PathBuf {

@@ -593,25 +593,17 @@ pub async fn bootstrap_key(store: &dyn JobStore, key: &str, now_ms: i64) -> Resu
     } else {
         "bootstrap".to_string()
     };
-    let created = store
-        .create_key(&ApiKey {
-            name: name.clone(),
-            tenant: "bootstrap".into(),
-            hash,
-            scopes: vec![Scope::Admin.as_str().to_string()],
-            rate_per_s: None,
-            burst: None,
-            pages_per_s: None,
-            page_burst: None,
-            max_queued_pages: None,
-            created_ms: now_ms,
-            revoked_ms: None,
-        })
-        .await;
-    match created {
+    let record = ApiKey::new(
+        &name,
+        "bootstrap",
+        hash.clone(),
+        &[Scope::Admin.as_str()],
+        now_ms,
+    );
+    match store.create_key(&record).await {
         Ok(()) => Ok(Some(name)),
         // Another replica starting at the same time stored it first.
-        Err(_) if store.key_by_hash(&hash_key(key)).await?.is_some() => Ok(None),
+        Err(_) if store.key_by_hash(&hash).await?.is_some() => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -746,19 +738,7 @@ mod tests {
         auth.keys.lock().unwrap().insert(
             hash_key(good),
             (
-                Some(ApiKey {
-                    name: "g".into(),
-                    tenant: "g".into(),
-                    hash: hash_key(good),
-                    scopes: vec!["ocr".into()],
-                    rate_per_s: None,
-                    burst: None,
-                    pages_per_s: None,
-                    page_burst: None,
-                    max_queued_pages: None,
-                    created_ms: 0,
-                    revoked_ms: None,
-                }),
+                Some(ApiKey::new("g", "g", hash_key(good), &["ocr"], 0)),
                 Instant::now(),
             ),
         );

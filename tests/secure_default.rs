@@ -125,19 +125,7 @@ fn router_over(
 async fn key(store: &Arc<dyn JobStore>, name: &str, tenant: &str, scopes: &[&str]) -> String {
     let k = format!("ocr_test_{name}_{}", uuid::Uuid::new_v4().simple());
     store
-        .create_key(&ApiKey {
-            name: name.into(),
-            tenant: tenant.into(),
-            hash: hash_key(&k),
-            scopes: scopes.iter().map(|s| s.to_string()).collect(),
-            rate_per_s: None,
-            burst: None,
-            pages_per_s: None,
-            page_burst: None,
-            max_queued_pages: None,
-            created_ms: 1,
-            revoked_ms: None,
-        })
+        .create_key(&ApiKey::new(name, tenant, hash_key(&k), scopes, 1))
         .await
         .unwrap();
     k

@@ -74,19 +74,7 @@ async fn key(
     tweak: fn(&mut ApiKey),
 ) -> String {
     let k = format!("ocr_test_{name}_{}", uuid::Uuid::new_v4().simple());
-    let mut rec = ApiKey {
-        name: name.into(),
-        tenant: tenant.into(),
-        hash: hash_key(&k),
-        scopes: scopes.iter().map(|s| s.to_string()).collect(),
-        rate_per_s: None,
-        burst: None,
-        pages_per_s: None,
-        page_burst: None,
-        max_queued_pages: None,
-        created_ms: 1,
-        revoked_ms: None,
-    };
+    let mut rec = ApiKey::new(name, tenant, hash_key(&k), scopes, 1);
     tweak(&mut rec);
     f.store.create_key(&rec).await.unwrap();
     k

@@ -559,6 +559,25 @@ pub struct ApiKey {
     pub revoked_ms: Option<i64>,
 }
 
+impl ApiKey {
+    /// An active key with these scopes and no rate limits or quota.
+    pub fn new(name: &str, tenant: &str, hash: String, scopes: &[&str], created_ms: i64) -> Self {
+        Self {
+            name: name.to_string(),
+            tenant: tenant.to_string(),
+            hash,
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            rate_per_s: None,
+            burst: None,
+            pages_per_s: None,
+            page_burst: None,
+            max_queued_pages: None,
+            created_ms,
+            revoked_ms: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -174,13 +174,6 @@ pub struct Ticket {
     pub(crate) started: Arc<AtomicBool>,
 }
 
-impl Ticket {
-    /// Whether any of the request's pages has reached a model yet.
-    pub fn started(&self) -> bool {
-        self.started.load(Ordering::Acquire)
-    }
-}
-
 /// Counters since start, for `/v1/queue`, tests and the closing measurements.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct Stats {

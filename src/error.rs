@@ -28,6 +28,8 @@ pub enum Error {
     ImageTooLarge(String),
     #[error("document has more than {limit} pages")]
     TooManyPages { limit: usize },
+    #[error("the job has {count} documents; a job takes at most {limit}")]
+    TooManyDocuments { count: usize, limit: usize },
     #[error("invalid option: {0}")]
     InvalidOption(String),
     #[error(
@@ -189,6 +191,9 @@ impl Error {
                 Never,
             ),
             Error::TooManyPages { .. } => (422, "too_many_pages", "Too many pages", Never),
+            Error::TooManyDocuments { .. } => {
+                (422, "too_many_documents", "Too many documents", Never)
+            }
             Error::InvalidOption(_) => (422, "invalid_option", "Invalid option", Never),
             Error::IdempotencyConflict(_) => {
                 (422, "idempotency_conflict", "Idempotency key reused", Never)

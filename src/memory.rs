@@ -87,6 +87,11 @@ impl MemoryBudget {
         self.inner.total
     }
 
+    /// How long a reservation waits for room.
+    pub fn wait(&self) -> Duration {
+        self.inner.wait
+    }
+
     /// Bytes reserved now.
     pub fn used(&self) -> u64 {
         *self.inner.used.lock().unwrap_or_else(|p| p.into_inner())

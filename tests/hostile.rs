@@ -49,7 +49,11 @@ fn flate_bomb_pdf(inflated: usize) -> Vec<u8> {
     for _ in 0..inflated / chunk.len() {
         z.write_all(&chunk).unwrap();
     }
-    let stream = z.finish().unwrap();
+    one_page_pdf(&z.finish().unwrap(), "/Filter /FlateDecode")
+}
+
+/// A one-page PDF whose content stream is `stream` (its dictionary has `filter` too).
+fn one_page_pdf(stream: &[u8], filter: &str) -> Vec<u8> {
     let mut out = b"%PDF-1.4\n".to_vec();
     let mut offs = Vec::new();
     let objs: Vec<Vec<u8>> = vec![
@@ -57,12 +61,8 @@ fn flate_bomb_pdf(inflated: usize) -> Vec<u8> {
         b"<< /Type /Pages /Count 1 /Kids [3 0 R] >>".to_vec(),
         b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R >>".to_vec(),
         {
-            let mut s = format!(
-                "<< /Length {} /Filter /FlateDecode >>\nstream\n",
-                stream.len()
-            )
-            .into_bytes();
-            s.extend_from_slice(&stream);
+            let mut s = format!("<< /Length {} {filter} >>\nstream\n", stream.len()).into_bytes();
+            s.extend_from_slice(stream);
             s.extend_from_slice(b"\nendstream");
             s
         },
@@ -260,6 +260,91 @@ fn memory_bombs_stay_inside_the_budget() {
         &small_png(),
     );
     assert_eq!(s, 200);
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+/// Issue 26, item 1: a small JSON body naming one large document 200 times. Job creation reads
+/// one document at a time, reserved from the budget, so the peak stays under idle + budget
+/// (before: every document of the job was held at once, 200 × 12 MiB); a job over
+/// `--max-documents-per-job` is refused before any document is read.
+#[test]
+fn job_creation_holds_one_document_at_a_time() {
+    const BUDGET_MB: u64 = 256;
+    const DOC_MB: usize = 12;
+    let data = tmp("creation");
+    let (child, addr) = start_server(
+        &data,
+        &[
+            "--memory-budget-mb",
+            &BUDGET_MB.to_string(),
+            "--max-documents-per-job",
+            "200",
+        ],
+    );
+    let server = Server(child);
+    let pid = server.0.id();
+    // Nothing runs: this is about creation only.
+    let (s, v) = http(
+        &addr,
+        "POST",
+        "/v1/admin/pause",
+        &[("Content-Type", "application/json")],
+        b"{}",
+    );
+    assert_eq!(s, 200, "{v}");
+    // A blank page whose content stream is 12 MiB of spaces, in the anonymous tenant's area.
+    let area = data.join("documents/tenants/_");
+    std::fs::create_dir_all(&area).unwrap();
+    let big = area.join("big.pdf");
+    std::fs::write(&big, one_page_pdf(&vec![b' '; DOC_MB << 20], "")).unwrap();
+    let url = format!("file://{}", big.display());
+    let body = |n: usize| {
+        let docs: Vec<_> = (0..n)
+            .map(|i| serde_json::json!({"name": format!("d{i}"), "url": url}))
+            .collect();
+        serde_json::json!({ "documents": docs }).to_string()
+    };
+    let json = [("Content-Type", "application/json")];
+    let (s, v) = http(&addr, "POST", "/v1/jobs", &json, body(1).as_bytes());
+    assert_eq!(s, 202, "{v}");
+    let idle = proc_kb(pid, "VmRSS:");
+    eprintln!(
+        "before: peak RSS so far {} MiB",
+        proc_kb(pid, "VmHWM:") >> 20
+    );
+    let started = Instant::now();
+    let calls: Vec<_> = (0..3)
+        .map(|_| {
+            let (addr, body) = (addr.clone(), body(200));
+            std::thread::spawn(move || http(&addr, "POST", "/v1/jobs", &json, body.as_bytes()))
+        })
+        .collect();
+    for c in calls {
+        let (s, v) = c.join().unwrap();
+        assert_eq!(s, 202, "{v}");
+        assert_eq!(v["documents"].as_array().map(Vec::len), Some(200), "{v}");
+    }
+    let peak = proc_kb(pid, "VmHWM:");
+    eprintln!(
+        "3 jobs of 200 references to a {DOC_MB} MiB document in {:.1} s: idle RSS {} MiB, \
+         peak {} MiB, budget {BUDGET_MB} MiB",
+        started.elapsed().as_secs_f64(),
+        idle >> 20,
+        peak >> 20
+    );
+    assert!(
+        peak < idle + (BUDGET_MB << 20),
+        "peak RSS {} MiB over idle {} MiB + budget {BUDGET_MB} MiB",
+        peak >> 20,
+        idle >> 20
+    );
+    // One document too many: refused, nothing stored for it.
+    let (s, v) = http(&addr, "POST", "/v1/jobs", &json, body(201).as_bytes());
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (422, Some("too_many_documents")),
+        "{v}"
+    );
     let _ = std::fs::remove_dir_all(&data);
 }
 

@@ -274,8 +274,10 @@ pub(super) async fn create_job(
     }
     let key = idempotency_key(&headers)?;
     let id = JobService::new_job_id();
+    // Quota, backlog and disk before a byte of the body is read.
+    svc.admit(&caller, JobClass::Bulk, 1).await?;
     let (mime, _) = media_type(&headers);
-    let (docs, opts) = if is_raw_document(&mime) {
+    if is_raw_document(&mime) {
         let spec = job_spec(&st, &query, JobClass::Bulk)?;
         let limit = svc.documents().max_bytes();
         if super::content_length(&headers).is_some_and(|n| n > limit) {
@@ -295,11 +297,13 @@ pub(super) async fn create_job(
         };
         let (job, replayed) = svc.create(&caller, id, vec![doc], spec, key).await?;
         return Ok(job_response(svc, StatusCode::ACCEPTED, &job, replayed).await?);
-    } else {
-        let bytes = read_body(&headers, body, st.cfg.max_body_bytes).await?;
-        let (docs, body_opts) = split_job_body(&headers, bytes).await?;
-        (docs, query.overlay(body_opts))
-    };
+    }
+    // The body's reservation lives until the job is created (its documents are the body's
+    // bytes, decoded from base64 or cut from the multipart body).
+    let (bytes, _body) =
+        read_body(&headers, body, st.cfg.max_body_bytes, &st.cfg.decode.memory).await?;
+    let (docs, body_opts) = split_job_body(&headers, bytes).await?;
+    let opts = query.overlay(body_opts);
     let spec = job_spec(&st, &opts, JobClass::Bulk)?;
     let (job, replayed) = svc.create(&caller, id, docs, spec, key).await?;
     Ok(job_response(svc, StatusCode::ACCEPTED, &job, replayed).await?)

@@ -593,7 +593,8 @@ async fn ocr(
         return Err(Error::ShuttingDown.into());
     }
     let deadline = arrived + request_timeout(&headers, &st.cfg)?;
-    let bytes = read_body(&headers, body, st.cfg.max_body_bytes).await?;
+    let (bytes, _body) =
+        read_body(&headers, body, st.cfg.max_body_bytes, &st.cfg.decode.memory).await?;
     let (image, body_opts) = split_body(&headers, bytes).await?;
     let options = query.overlay(body_opts);
     let sched = st.profiles.get(options.profile.as_deref())?.clone();
@@ -816,11 +817,32 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .and_then(|s| s.parse::<u64>().ok())
 }
 
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<bytes::Bytes, Error> {
-    if content_length(headers).is_some_and(|n| n > limit as u64) {
+/// A request body read whole (at most `limit` bytes), and its reservation: bodies in flight are
+/// part of the memory budget (one budget for every byte the server holds for a request), so a
+/// thousand connections each sending the largest body wait for room or get 503, instead of
+/// holding a thousand bodies. The reservation is the `Content-Length`, or the limit when the
+/// body is chunked; keep it as long as the bytes (or what is decoded from them without a
+/// reservation of its own) live.
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    budget: &crate::memory::MemoryBudget,
+) -> Result<(bytes::Bytes, crate::memory::Reservation), Error> {
+    let declared = content_length(headers);
+    if declared.is_some_and(|n| n > limit as u64) {
         return Err(Error::PayloadTooLarge { limit });
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
+    let want = declared.unwrap_or(limit as u64);
+    let reservation = if want == 0 {
+        crate::memory::Reservation::default()
+    } else {
+        let budget = budget.clone();
+        tokio::task::spawn_blocking(move || budget.reserve(want))
+            .await
+            .map_err(|e| Error::Runtime(format!("reserve task: {e}")))??
+    };
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
         let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&e);
         while let Some(s) = src {
             if s.is::<http_body_util::LengthLimitError>() {
@@ -829,7 +851,8 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<byte
             src = s.source();
         }
         Error::BadRequest(format!("reading the body: {e}"))
-    })
+    })?;
+    Ok((bytes, reservation))
 }
 
 /// Splits the body into image bytes and body options, by content type.

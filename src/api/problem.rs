@@ -233,6 +233,7 @@ mod tests {
                 stage: "decode",
                 seconds: 1,
             },
+            Error::TooManyDocuments { count: 2, limit: 1 },
         ]
     }
 
@@ -278,6 +279,7 @@ mod tests {
             Error::PageNotFound(_) => 37,
             Error::ForeignOrigin(_) => 38,
             Error::PageTimedOut { .. } => 39,
+            Error::TooManyDocuments { .. } => 40,
         }
     }
 

@@ -129,6 +129,13 @@ pub struct ServeArgs {
     /// `POST /v1/jobs` answers 429 when the queued bulk pages (all replicas) would exceed this.
     #[arg(long, env = "OCR_MAX_QUEUED_PAGES", default_value_t = 100_000)]
     pub max_queued_pages: u64,
+    /// Documents one job may name (422 `too_many_documents` above).
+    #[arg(long, env = "OCR_MAX_DOCUMENTS_PER_JOB", default_value_t = 1_000)]
+    pub max_documents_per_job: usize,
+    /// Job creations that read and count their documents at once (each document read from the
+    /// store is reserved from the memory budget while it is counted); others wait their turn.
+    #[arg(long, env = "OCR_MAX_CONCURRENT_CREATIONS", default_value_t = 4)]
+    pub max_concurrent_creations: usize,
     /// How long a replica holds a claimed page without renewing its lease (a replica that dies
     /// delays its pages this long at most), in ms.
     #[arg(long, env = "OCR_JOB_LEASE_MS", default_value_t = 30_000)]

@@ -98,6 +98,8 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
             idempotency_ttl: Duration::from_secs(args.idempotency_ttl_s.max(1)),
             max_queued_pages: args.max_queued_pages,
             min_free_disk_bytes: args.min_free_disk_mb << 20,
+            max_documents_per_job: args.max_documents_per_job,
+            max_concurrent_creations: args.max_concurrent_creations,
         },
     );
     let auth = crate::auth::Auth::new(args.auth, Some(store.clone()), args.metrics_open);

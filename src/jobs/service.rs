@@ -2,11 +2,17 @@
 //! pause/resume) and the assembly of results, between the HTTP handlers (which only extract,
 //! call and map) and the store (which only stores).
 //!
-//! Creating a job: documents are opened once to count and select their pages (bad input is a
-//! 4xx before anything is stored), admission checks the bulk backlog (`max_queued_pages`), the
-//! documents are written durably, then the job is committed with its pages in one
-//! transaction; only then is it acknowledged and the claim loop woken. A failed commit deletes
-//! the documents it wrote.
+//! Creating a job: admission first, before any body is read ([`JobService::admit`]: the
+//! caller's quota, the class's backlog, the store's free disk, the documents per job); then
+//! the documents are opened once, one at a time, to count and select their pages (bad input
+//! is a 4xx before anything is stored). Counting is bounded like decoding: at most
+//! `max_concurrent_creations` jobs count at once, and a document read from the store (a
+//! streamed upload or a reference) reserves its size from the memory budget while it is held
+//! and is dropped before the next is read; bytes that came in the request body are already
+//! bounded by the body limit and are not copied. Admission is checked again with the counted
+//! pages, the documents still only in memory are written durably, then the job is committed
+//! with its pages in one transaction; only then is it acknowledged and the claim loop woken.
+//! A failed commit deletes the documents it wrote.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +43,11 @@ pub struct ServiceConfig {
     pub max_queued_pages: u64,
     /// `POST /v1/jobs` answers 507 when a `file://` document store has less free disk.
     pub min_free_disk_bytes: u64,
+    /// Documents one job may name (`--max-documents-per-job`; 422 `too_many_documents`).
+    pub max_documents_per_job: usize,
+    /// Job creations that read and count documents at once; others wait for a turn up to the
+    /// memory budget's wait, then get 429.
+    pub max_concurrent_creations: usize,
 }
 
 impl Default for ServiceConfig {
@@ -46,6 +57,8 @@ impl Default for ServiceConfig {
             idempotency_ttl: Duration::from_secs(24 * 3600),
             max_queued_pages: 100_000,
             min_free_disk_bytes: 1 << 30,
+            max_documents_per_job: 1_000,
+            max_concurrent_creations: 4,
         }
     }
 }
@@ -171,6 +184,8 @@ pub struct JobResults {
 pub struct JobService {
     store: Arc<dyn JobStore>,
     runner: Arc<Runner>,
+    /// Turns of job creation (reading and counting documents).
+    creations: tokio::sync::Semaphore,
     cfg: ServiceConfig,
 }
 
@@ -183,6 +198,7 @@ impl JobService {
         Arc::new(Self {
             store: runner.store().clone(),
             runner,
+            creations: tokio::sync::Semaphore::new(cfg.max_concurrent_creations.max(1)),
             cfg,
         })
     }
@@ -276,9 +292,23 @@ impl JobService {
                 })?;
         }
         let class = spec.class.unwrap_or(JobClass::Bulk);
+        // Each document has at least one page: what can be refused before reading one is.
+        self.admit(caller, class, docs.len()).await?;
 
-        // Open every document once to count and select its pages (bad input is a 4xx before
-        // the job exists).
+        let _turn = tokio::time::timeout(self.cfg.decode.memory.wait(), self.creations.acquire())
+            .await
+            .map_err(|_| {
+                metrics::counter!("ocr_jobs_refused_total", "reason" => "creations").increment(1);
+                Error::Overloaded {
+                    depth: self.cfg.max_concurrent_creations,
+                    retry_after_s: 2,
+                }
+            })?
+            .map_err(|_| Error::ShuttingDown)?;
+
+        // Open every document once, one at a time, to count and select its pages (bad input
+        // is a 4xx before the job exists). What is read from the store is reserved while held
+        // and dropped after counting; body bytes are kept to be stored below.
         let mut counted = Vec::with_capacity(docs.len());
         for (i, d) in docs.into_iter().enumerate() {
             let name = if d.name.is_empty() {
@@ -286,79 +316,74 @@ impl JobService {
             } else {
                 d.name
             };
-            let (bytes, stored, owned) = match d.source {
-                Source::Bytes(b) => (b.to_vec(), None, true),
-                Source::Stored(s) => (self.documents().get(&s.location).await?, Some(s), true),
+            let (bytes, stored, owned, reservation) = match d.source {
+                Source::Bytes(b) => (Vec::from(b), None, true, None),
+                Source::Stored(s) => {
+                    let r = self.reserve(s.bytes).await?;
+                    (
+                        self.documents().get(&s.location).await?,
+                        Some(s),
+                        true,
+                        Some(r),
+                    )
+                }
                 Source::Url(url) => {
                     let s = self.documents().reference(&caller.owner, &url).await?;
-                    (self.documents().get(&s.location).await?, Some(s), false)
+                    let r = self.reserve(s.bytes).await?;
+                    (
+                        self.documents().get(&s.location).await?,
+                        Some(s),
+                        false,
+                        Some(r),
+                    )
                 }
             };
             let limits = self.cfg.decode.clone();
             let selection = spec.options.pages.clone();
             let label = name.clone();
-            let (pages, bytes) = tokio::task::spawn_blocking(move || {
+            let (pages, bytes, stored) = tokio::task::spawn_blocking(move || {
                 let named = |e: Error| match e {
                     Error::CorruptImage(m) => Error::CorruptImage(format!("{label}: {m}")),
                     Error::CorruptDocument(m) => Error::CorruptDocument(format!("{label}: {m}")),
                     other => other,
                 };
+                // A referenced document is hashed from the one read that counted it.
+                let stored = stored.map(|mut s: Stored| {
+                    if s.sha256.is_empty() {
+                        s.sha256 = super::documents::sha256_hex(&bytes);
+                    }
+                    s
+                });
                 let bytes = Arc::new(bytes);
                 let doc = Document::open(bytes.clone(), &limits).map_err(named)?;
                 let pages = select_pages(selection.as_deref(), doc.page_count(), limits.max_pages)
                     .map_err(named)?;
                 drop(doc);
-                Ok::<_, Error>((pages, bytes))
+                Ok::<_, Error>((pages, bytes, stored))
             })
             .await
             .map_err(|e| Error::Runtime(format!("decode task: {e}")))??;
+            // Bytes read back from the store are not kept: the stored copy is the job's.
+            let bytes = if stored.is_some() {
+                drop(bytes);
+                None
+            } else {
+                Some(bytes)
+            };
+            drop(reservation);
             counted.push((name, pages, stored, owned, bytes));
         }
 
         let new_pages: u64 = counted.iter().map(|(_, p, ..)| p.len() as u64).sum();
-        // The key's quota (its tenant's pages on every replica), then its page bucket.
-        if let (Some(limit), Some(name)) = (caller.max_queued_pages, &caller.key) {
-            let queued = self.store.tenant_backlog(&caller.owner).await?;
-            if queued + new_pages > limit {
-                metrics::counter!("ocr_jobs_refused_total", "reason" => "quota").increment(1);
-                return Err(Error::QuotaExceeded {
-                    key: name.clone(),
-                    queued,
-                    adding: new_pages,
-                    limit,
-                });
-            }
-        }
+        self.admit_pages(caller, class, new_pages).await?;
         caller.take_pages(new_pages as usize)?;
-        // Admission for both classes: an interactive job (`Prefer: respond-async`) is stored
-        // work like any other and is bounded the same way.
-        {
-            let backlog = self.store.backlog(class).await?;
-            if backlog.queued + new_pages > self.cfg.max_queued_pages {
-                metrics::counter!("ocr_jobs_refused_total", "reason" => "backlog").increment(1);
-                return Err(Error::Overloaded {
-                    depth: backlog.queued as usize,
-                    retry_after_s: self.runner.scheduler().retry_after(backlog.queued as usize),
-                });
-            }
-        }
-
-        if let Some(free) = self.documents().free_bytes()
-            && free < self.cfg.min_free_disk_bytes
-        {
-            metrics::counter!("ocr_jobs_refused_total", "reason" => "disk").increment(1);
-            return Err(Error::InsufficientStorage {
-                free_mb: free >> 20,
-                floor_mb: self.cfg.min_free_disk_bytes >> 20,
-            });
-        }
 
         // Store what is still only in memory.
         let mut documents = Vec::with_capacity(counted.len());
         for (i, (name, pages, stored, owned, bytes)) in counted.into_iter().enumerate() {
-            let stored = match stored {
-                Some(s) => s,
-                None => {
+            let stored = match (stored, bytes) {
+                (Some(s), _) => s,
+                (None, Some(bytes)) => {
                     let bytes = Arc::try_unwrap(bytes).unwrap_or_else(|b| (*b).clone());
                     let s = self
                         .documents()
@@ -367,6 +392,7 @@ impl JobService {
                     written.push(s.location.clone());
                     s
                 }
+                (None, None) => unreachable!("a document is either stored or held"),
             };
             documents.push(NewDocument {
                 name,
@@ -428,6 +454,65 @@ impl JobService {
             }
             Created::Existing(job) => (job, true),
         })
+    }
+
+    /// What can be refused before a job's body is read: more documents than a job may have,
+    /// and [`JobService::admit_pages`] for one page per document (the least they can hold).
+    /// The handlers call it before reading a body; creation calls it again with the count.
+    pub async fn admit(&self, caller: &Caller, class: JobClass, documents: usize) -> Result<()> {
+        if documents > self.cfg.max_documents_per_job {
+            metrics::counter!("ocr_jobs_refused_total", "reason" => "documents").increment(1);
+            return Err(Error::TooManyDocuments {
+                count: documents,
+                limit: self.cfg.max_documents_per_job,
+            });
+        }
+        self.admit_pages(caller, class, documents.max(1) as u64)
+            .await
+    }
+
+    /// Admission of `new_pages` more pages of `class`: the key's quota (its tenant's pages on
+    /// every replica), the class's backlog (both classes: an interactive job made by
+    /// `Prefer: respond-async` is stored work like any other), and the store's free disk.
+    async fn admit_pages(&self, caller: &Caller, class: JobClass, new_pages: u64) -> Result<()> {
+        if let (Some(limit), Some(name)) = (caller.max_queued_pages, &caller.key) {
+            let queued = self.store.tenant_backlog(&caller.owner).await?;
+            if queued + new_pages > limit {
+                metrics::counter!("ocr_jobs_refused_total", "reason" => "quota").increment(1);
+                return Err(Error::QuotaExceeded {
+                    key: name.clone(),
+                    queued,
+                    adding: new_pages,
+                    limit,
+                });
+            }
+        }
+        let backlog = self.store.backlog(class).await?;
+        if backlog.queued + new_pages > self.cfg.max_queued_pages {
+            metrics::counter!("ocr_jobs_refused_total", "reason" => "backlog").increment(1);
+            return Err(Error::Overloaded {
+                depth: backlog.queued as usize,
+                retry_after_s: self.runner.scheduler().retry_after(backlog.queued as usize),
+            });
+        }
+        if let Some(free) = self.documents().free_bytes()
+            && free < self.cfg.min_free_disk_bytes
+        {
+            metrics::counter!("ocr_jobs_refused_total", "reason" => "disk").increment(1);
+            return Err(Error::InsufficientStorage {
+                free_mb: free >> 20,
+                floor_mb: self.cfg.min_free_disk_bytes >> 20,
+            });
+        }
+        Ok(())
+    }
+
+    /// Reserves `bytes` from the memory budget (on a blocking thread: it may wait).
+    async fn reserve(&self, bytes: u64) -> Result<crate::memory::Reservation> {
+        let budget = self.cfg.decode.memory.clone();
+        tokio::task::spawn_blocking(move || budget.reserve(bytes))
+            .await
+            .map_err(|e| Error::Runtime(format!("reserve task: {e}")))?
     }
 
     /// The job, if the caller may see it: another tenant's job is 404, as if it did not exist.

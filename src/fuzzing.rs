@@ -265,6 +265,7 @@ fn job_options(opts: &JobRequestOptions) {
         pages: opts.pages.clone(),
         extract: opts.extract,
         profile: opts.profile.clone(),
+        model: opts.model,
         first_pass: None,
         review_sample_rate: opts.review_sample_rate,
     };

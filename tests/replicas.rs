@@ -335,3 +335,85 @@ fn two_replicas_share_one_queue_and_survive_a_kill() {
     let _ = b2.wait();
     let _ = std::fs::remove_dir_all(&data);
 }
+
+/// Issue 26, item 7, on both stores: a rolling change of a profile's model set. Replica A serves
+/// `x` on PP-OCRv4, replica B (the new release) `x` on PP-OCRv6; jobs are created on both while
+/// the queue is paused, then it resumes. Every job completes, and each on the model set it was
+/// created with: its pages are run only by the replica that serves its pinned profile (before,
+/// either replica took any page, so jobs ran on whichever model set claimed them, and a replica
+/// without the profile failed the page for good).
+#[test]
+fn replicas_with_different_profiles_finish_every_page() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let bytes = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/samples/phototest.png"
+    ))
+    .unwrap();
+    let postgres = match (
+        rt.block_on(common::test_database_url()),
+        common::test_s3_url("profiles"),
+    ) {
+        (Some(db), Some(s3)) => Some(vec![
+            "--database-url".to_string(),
+            db,
+            "--object-store-url".to_string(),
+            s3,
+        ]),
+        _ => None,
+    };
+    for flags in [Some(Vec::new()), postgres].into_iter().flatten() {
+        let store = if flags.is_empty() {
+            "sqlite"
+        } else {
+            "postgres"
+        };
+        let data = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("profiles-{store}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data);
+        let with = |profile: &'static str| {
+            let mut f: Vec<&str> = flags.iter().map(String::as_str).collect();
+            f.extend(["--profile", profile]);
+            f
+        };
+        let (mut a, addr_a) = start_server(&data, &with("x:model=v4"));
+        let json = [("Content-Type", "application/json")];
+        let (s, v) = http(&addr_a, "POST", "/v1/admin/pause", &json, b"{}");
+        assert_eq!(s, 200, "{v}");
+        let (mut b, addr_b) = start_server(&data, &with("x:model=v6"));
+        let post = |addr: &str| {
+            let (s, job) = http(
+                addr,
+                "POST",
+                "/v1/jobs",
+                &[("Content-Type", "image/png")],
+                &bytes,
+            );
+            assert_eq!(s, 202, "{job}");
+            job["id"].as_str().unwrap().to_string()
+        };
+        let on_a: Vec<String> = (0..3).map(|_| post(&addr_a)).collect();
+        let on_b: Vec<String> = (0..3).map(|_| post(&addr_b)).collect();
+        let (s, v) = http(&addr_b, "POST", "/v1/admin/resume", &json, b"{}");
+        assert_eq!(s, 200, "{v}");
+        let all: Vec<String> = on_a.iter().chain(&on_b).cloned().collect();
+        wait_completed(&addr_a, &all, Duration::from_secs(300));
+        let writes = completions(&addr_a, &all);
+        let (wa, wb) = (format!("{}-", a.id()), format!("{}-", b.id()));
+        for ((job, ..), workers) in &writes {
+            let want = if on_a.contains(job) { &wa } else { &wb };
+            assert!(
+                workers.len() == 1 && workers[0].starts_with(want.as_str()),
+                "{store}: job {job} (created on {}) completed by {workers:?}",
+                if on_a.contains(job) { "A, v4" } else { "B, v6" }
+            );
+        }
+        assert_eq!(writes.len(), all.len(), "{store}: {writes:?}");
+        eprintln!("{store}: 6 jobs, each completed by the replica serving its profile");
+        for c in [&mut a, &mut b] {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&data);
+    }
+}

@@ -60,6 +60,7 @@ fn page(conf: f32) -> Page {
 fn claim(owner: &str, class: JobClass, limit: usize, now: i64) -> Claim {
     Claim {
         owner: owner.into(),
+        profiles: vec!["default/v4".into()],
         class,
         limit,
         now_ms: now,
@@ -136,7 +137,62 @@ contract!(
     tenants_see_their_own_jobs_and_backlog,
     claims_share_turns_between_tenants,
     a_review_reason_sends_a_confident_page_to_review,
+    claims_take_only_served_profiles,
 );
+
+/// Issue 26, item 7: a job is pinned to its profile and model set; a replica claims only the
+/// pages of profiles it serves (and of jobs stored before pinning), never another's.
+async fn claims_take_only_served_profiles(s: Arc<dyn JobStore>) {
+    let pinned = |id: &str, profile: &str, model| {
+        let mut j = new_job(id, &[2]);
+        j.options.profile = Some(profile.into());
+        j.options.model = Some(model);
+        j
+    };
+    use ocr_server::engine::ModelKind::{V4, V6};
+    s.create_job(pinned("fast", "fast", V4), 1, 10)
+        .await
+        .unwrap();
+    s.create_job(pinned("best", "best", V6), 2, 10)
+        .await
+        .unwrap();
+    // The same name on another model set is another profile.
+    s.create_job(pinned("fast6", "fast", V6), 3, 10)
+        .await
+        .unwrap();
+    s.create_job(new_job("old", &[1]), 4, 10).await.unwrap();
+    let mut c = claim("a", JobClass::Bulk, 10, 100);
+    c.profiles = vec!["fast/v4".into()];
+    let got: std::collections::BTreeSet<String> = s
+        .claim(&c)
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.lease.page.job_id.clone())
+        .collect();
+    assert_eq!(
+        got.into_iter().collect::<Vec<_>>(),
+        ["fast", "old"],
+        "replica a serves fast/v4"
+    );
+    c.owner = "b".into();
+    c.profiles = vec!["best/v6".into(), "other/v5".into()];
+    let got = s.claim(&c).await.unwrap();
+    assert_eq!(
+        ids(&got),
+        [("best".to_string(), 0, 0), ("best".to_string(), 0, 1)],
+        "replica b serves best/v6"
+    );
+    // Nobody serves fast/v6 yet: its pages wait (queued, not failed) until one does.
+    c.profiles = vec![];
+    assert!(s.claim(&c).await.unwrap().is_empty());
+    assert_eq!(
+        s.get_job("fast6").await.unwrap().unwrap().state,
+        JobState::Queued
+    );
+    c.profiles = vec!["fast/v6".into()];
+    assert_eq!(s.claim(&c).await.unwrap().len(), 2);
+}
 
 /// A page whose extracted field failed its check is stored with the reason: the job ends in
 /// `needs_review` although every line is over the threshold, the `page_completed` event names

@@ -348,7 +348,14 @@ pub(super) fn job_spec(
             min_confidence: opts.min_confidence,
             pages: opts.pages.clone(),
             extract: opts.extract,
-            profile: opts.profile.clone(),
+            // Pinned: the job's pages run on this profile's model set on whichever replica
+            // serves it, never on another default.
+            profile: Some(
+                opts.profile
+                    .clone()
+                    .unwrap_or_else(|| st.profiles.default_name().to_string()),
+            ),
+            model: Some(sched.kind()),
             first_pass: None,
             review_sample_rate: opts.review_sample_rate,
         },

@@ -134,6 +134,11 @@ impl JobClass {
     }
 }
 
+/// The key of profile `name` serving `model`: what a job is pinned to and a replica offers.
+pub fn profile_key(name: &str, model: crate::engine::ModelKind) -> String {
+    format!("{name}/{}", model.name())
+}
+
 /// What a job's pages run with: the overrides of the server's options that the job asked for.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct JobOptions {
@@ -150,9 +155,14 @@ pub struct JobOptions {
     /// review threshold sends the page to review.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extract: Option<crate::extract::Extract>,
-    /// The model profile the pages run on (None: the server's default).
+    /// The model profile the pages run on, resolved when the job is created (the creating
+    /// replica's default when the request named none; None only in jobs stored before it was).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
+    /// The model set of that profile when the job was created: every page of the job runs on
+    /// it, on a replica whose profile of that name serves it (see [`JobOptions::profile_key`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<crate::engine::ModelKind>,
     /// A two-pass job: what the first (synchronous) pass answered, so the result can say which
     /// fields this pass changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -173,6 +183,18 @@ pub struct FirstPass {
 }
 
 impl JobOptions {
+    /// What a replica must serve to run the job's pages: `NAME/MODEL` (the profile's name and
+    /// model set), the key stored with each page and matched by the claim
+    /// ([`Claim::profiles`]). None for a job stored before profiles travelled with jobs: any
+    /// replica may claim it.
+    pub fn profile_key(&self) -> Option<String> {
+        let name = self.profile.as_deref()?;
+        Some(match self.model {
+            Some(m) => profile_key(name, m),
+            None => name.to_string(),
+        })
+    }
+
     pub fn apply(&self, base: &OcrOptions) -> OcrOptions {
         let mut o = base.clone();
         if let Some(s) = self.det_limit_side {
@@ -266,6 +288,9 @@ pub struct ClaimedPage {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Claim {
     pub owner: String,
+    /// The profile keys this replica serves ([`profile_key`]): only pages of jobs pinned to one
+    /// of them (or to none) are claimed, so a replica never takes a page it cannot run.
+    pub profiles: Vec<String>,
     pub class: JobClass,
     pub limit: usize,
     pub now_ms: i64,

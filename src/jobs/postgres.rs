@@ -58,7 +58,7 @@ const CHANNEL: &str = "ocr_jobs";
 /// Any fixed number: the advisory lock that serialises migrations between replicas.
 const MIGRATION_LOCK: i64 = 0x6f63_7273_7276;
 
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     "
 CREATE TABLE jobs (
     id TEXT PRIMARY KEY,
@@ -169,6 +169,10 @@ CREATE TABLE api_keys (
     // 3: why a completed page needs review whatever its confidence (a field's failed check).
     "
 ALTER TABLE pages ADD COLUMN review_reason TEXT;
+",
+    // 4: the profile a page's job is pinned to (`NAME/MODEL`; NULL before: any replica).
+    "
+ALTER TABLE pages ADD COLUMN profile TEXT;
 ",
 ];
 
@@ -665,8 +669,8 @@ impl JobStore for PgStore {
             let srcs: Vec<i64> = d.source_pages.iter().map(|&s| s as i64).collect();
             sqlx::query(
                 "INSERT INTO pages (job_id, doc, page, state, updated_at, src_index, class,
-                                    priority, tag, queued_at, run_at, tenant)
-                 SELECT $1, $2, p, 'queued', $3, s, $4, $5, $6, $3, 0, $9
+                                    priority, tag, queued_at, run_at, tenant, profile)
+                 SELECT $1, $2, p, 'queued', $3, s, $4, $5, $6, $3, 0, $9, $10
                  FROM UNNEST($7::BIGINT[], $8::BIGINT[]) AS t(p, s)",
             )
             .bind(&job.id)
@@ -678,6 +682,7 @@ impl JobStore for PgStore {
             .bind(&pages)
             .bind(&srcs)
             .bind(&job.tenant)
+            .bind(job.options.profile_key())
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
@@ -806,6 +811,7 @@ impl JobStore for PgStore {
             let rows: Vec<(String, i64, i64)> = sqlx::query_as(
                 "SELECT p.job_id, p.doc, p.page FROM pages p
                  WHERE p.state = 'queued' AND p.class = $1 AND p.tenant = $4 AND p.run_at <= $2
+                   AND (p.profile IS NULL OR p.profile = ANY($5))
                    AND (p.class = 0 OR NOT EXISTS (
                         SELECT 1 FROM pauses WHERE scope = '*' OR scope = p.tag))
                  ORDER BY p.priority DESC, p.queued_at, p.job_id, p.doc, p.page
@@ -815,6 +821,7 @@ impl JobStore for PgStore {
             .bind(c.now_ms)
             .bind(c.limit as i64)
             .bind(t)
+            .bind(&c.profiles)
             .fetch_all(&mut *tx)
             .await
             .map_err(db_err)?;

@@ -39,7 +39,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 use tracing::Instrument;
 
 use super::documents::DocumentStore;
-use super::model::{Claim, ClaimedPage, JobClass, JobRecord};
+use super::model::{Claim, ClaimedPage, JobClass, JobOptions, JobRecord};
 use super::now_ms;
 use super::store::JobStore;
 use super::webhook::{Deliverer, WebhookConfig};
@@ -146,6 +146,9 @@ impl Drop for Deregister<'_> {
 
 /// Documents kept open by [`Runner::open_document`].
 const OPEN_DOCUMENTS: usize = 4;
+
+/// How long a page released for a profile this replica does not serve stays out of its claims.
+const NOT_SERVED_DELAY: Duration = Duration::from_secs(30);
 
 fn class_index(c: JobClass) -> usize {
     c.rank() as usize
@@ -346,6 +349,7 @@ impl Runner {
             let now = now_ms();
             let claim = Claim {
                 owner: self.owner.clone(),
+                profiles: self.profiles.keys(),
                 class,
                 limit: held.len(),
                 now_ms: now,
@@ -418,6 +422,15 @@ impl Runner {
         }
     }
 
+    /// Whether this replica runs pages with these options: their profile is served here with
+    /// the model set the job was created with.
+    fn serves(&self, options: &JobOptions) -> bool {
+        match self.profiles.get(options.profile.as_deref()) {
+            Ok(s) => options.model.is_none_or(|m| m == s.kind()),
+            Err(_) => false,
+        }
+    }
+
     async fn run_page(self: &Arc<Self>, claimed: ClaimedPage) {
         let span = tracing::info_span!("job_page", job = %claimed.lease.page.job_id,
                                        doc = claimed.lease.page.doc, page = claimed.lease.page.page);
@@ -444,6 +457,19 @@ impl Runner {
         if self.stopping.load(Ordering::Acquire) {
             // Claimed while shutdown began: give it straight back.
             let _ = store.release_page(&lease, now_ms(), now_ms()).await;
+            return;
+        }
+        if !self.serves(&claimed.options) {
+            // A job stored before profiles were pinned, on a profile this replica lacks (or
+            // whose name here serves another model set): back to the queue for a replica that
+            // serves it, the attempt not counted, later than now so this one does not spin.
+            tracing::warn!(profile = ?claimed.options.profile, model = ?claimed.options.model,
+                           served = ?self.profiles.keys(), "job page on a profile not served here: released");
+            metrics::counter!("ocr_job_pages_released_total", "reason" => "profile").increment(1);
+            let now = now_ms();
+            let _ = store
+                .release_page(&lease, now + NOT_SERVED_DELAY.as_millis() as i64, now)
+                .await;
             return;
         }
         let started = Instant::now();

@@ -34,7 +34,7 @@ fn db_err(e: rusqlite::Error) -> Error {
 }
 
 /// Numbered schema migrations; each runs once, in order, in its own transaction.
-const MIGRATIONS: [&str; 4] = [
+const MIGRATIONS: [&str; 5] = [
     // 1: the first release's schema.
     "
 CREATE TABLE IF NOT EXISTS jobs (
@@ -151,6 +151,10 @@ CREATE TABLE api_keys (
     // 4: why a completed page needs review whatever its confidence (a field's failed check).
     "
 ALTER TABLE pages ADD COLUMN review_reason TEXT;
+",
+    // 5: the profile a page's job is pinned to (`NAME/MODEL`; NULL before: any replica).
+    "
+ALTER TABLE pages ADD COLUMN profile TEXT;
 ",
 ];
 
@@ -669,10 +673,11 @@ impl JobStore for SqliteStore {
             let mut page_stmt = tx
                 .prepare_cached(
                     "INSERT INTO pages (job_id, doc, page, state, updated_at, src_index, class,
-                                        priority, tag, queued_at, run_at, tenant)
-                     VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?4, 0, ?9)",
+                                        priority, tag, queued_at, run_at, tenant, profile)
+                     VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?4, 0, ?9, ?10)",
                 )
                 .map_err(db_err)?;
+            let profile = job.options.profile_key();
             for (i, d) in job.documents.iter().enumerate() {
                 tx.execute(
                     "INSERT INTO documents (job_id, idx, name, path, sha256, owned)
@@ -691,7 +696,8 @@ impl JobStore for SqliteStore {
                             job.class.rank(),
                             job.priority,
                             job.tag,
-                            job.tenant
+                            job.tenant,
+                            profile
                         ])
                         .map_err(db_err)?;
                 }
@@ -798,6 +804,8 @@ impl JobStore for SqliteStore {
                 String,
                 Option<f64>,
             );
+            // Only pages of profiles this replica serves (a JSON array for `json_each`).
+            let profiles = serde_json::to_string(&c.profiles).unwrap_or_else(|_| "[]".into());
             // Fair share: tenants least recently served first, one page each per round.
             let tenants: Vec<String> = tx
                 .prepare_cached("SELECT tenant FROM tenant_turns ORDER BY served, tenant")
@@ -817,26 +825,31 @@ impl JobStore for SqliteStore {
                          JOIN documents d ON d.job_id = p.job_id AND d.idx = p.doc
                          WHERE p.state = 'queued' AND p.class = ?1 AND p.tenant = ?4
                            AND p.run_at <= ?2
+                           AND (p.profile IS NULL
+                                OR p.profile IN (SELECT value FROM json_each(?5)))
                            AND (p.class = 0 OR NOT EXISTS (
                                 SELECT 1 FROM pauses WHERE scope = '*' OR scope = p.tag))
                          ORDER BY p.priority DESC, p.queued_at, p.job_id, p.doc, p.page
                          LIMIT ?3",
                     )
                     .and_then(|mut s| {
-                        s.query_map(params![c.class.rank(), c.now_ms, c.limit as i64, t], |r| {
-                            Ok((
-                                r.get(0)?,
-                                r.get(1)?,
-                                r.get(2)?,
-                                r.get(3)?,
-                                r.get(4)?,
-                                r.get(5)?,
-                                r.get(6)?,
-                                r.get(7)?,
-                                r.get(8)?,
-                                r.get(9)?,
-                            ))
-                        })?
+                        s.query_map(
+                            params![c.class.rank(), c.now_ms, c.limit as i64, t, profiles],
+                            |r| {
+                                Ok((
+                                    r.get(0)?,
+                                    r.get(1)?,
+                                    r.get(2)?,
+                                    r.get(3)?,
+                                    r.get(4)?,
+                                    r.get(5)?,
+                                    r.get(6)?,
+                                    r.get(7)?,
+                                    r.get(8)?,
+                                    r.get(9)?,
+                                ))
+                            },
+                        )?
                         .collect::<rusqlite::Result<Vec<_>>>()
                     })
                     .map_err(db_err)?;

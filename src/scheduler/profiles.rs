@@ -86,6 +86,15 @@ impl Profiles {
         self.profiles.iter().map(|(n, _)| n.as_str()).collect()
     }
 
+    /// The profile keys served here (`NAME/MODEL`, [`crate::jobs::model::profile_key`]): the
+    /// job pages this process may claim.
+    pub fn keys(&self) -> Vec<String> {
+        self.profiles
+            .iter()
+            .map(|(n, s)| crate::jobs::model::profile_key(n, s.kind()))
+            .collect()
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Arc<Scheduler>)> {
         self.profiles.iter().map(|(n, s)| (n.as_str(), s))
     }

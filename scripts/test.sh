@@ -6,6 +6,7 @@
 #      which scripts/restrict_vocab.py writes the Latin-only model set models/latin/v6;
 #   3. poppler-utils, qpdf and mupdf-tools (Debian) for the document tests (a second PDF reader
 #      checks the searchable PDFs; no check is skipped when its tool is missing);
+#   3a. faketime (Debian): a replica started with its clock days ahead (tests/replicas.rs);
 #   3b. Chromium (Debian) and playwright-core (npm, tests/review) for the review desk's browser
 #      test (tests/review_desk.rs);
 #   4. scripts/services.sh: a throwaway PostgreSQL cluster and an S3 server (SeaweedFS) on
@@ -33,6 +34,11 @@ if ! command -v pdftotext >/dev/null || ! command -v qpdf >/dev/null || ! comman
   SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
   $SUDO apt-get update -q >/dev/null &&
     $SUDO apt-get install -y -q poppler-utils qpdf mupdf-tools >/dev/null
+fi
+# A replica whose clock runs days ahead of the store's is started under libfaketime.
+if ! command -v faketime >/dev/null; then
+  SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+  $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q faketime >/dev/null
 fi
 # The review desk's browser test drives Debian's Chromium with playwright-core from npm (pinned in
 # tests/review/package-lock.json).

@@ -417,3 +417,99 @@ fn replicas_with_different_profiles_finish_every_page() {
         let _ = std::fs::remove_dir_all(&data);
     }
 }
+
+/// Issue 26, item 5: a second replica whose clock runs 8 days ahead (started under libfaketime,
+/// Debian's `faketime`) joins a PostgreSQL store holding a job that finished minutes ago. It
+/// measures its clock against the store's, says they disagree, runs on the store's time and
+/// refuses to sweep: the job is still there (before, its first sweep deleted every job
+/// finished "more than 7 days ago" by its clock, which was all of them).
+#[test]
+fn a_replica_with_a_clock_8_days_ahead_deletes_nothing() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(db) = rt.block_on(common::test_database_url()) else {
+        return;
+    };
+    let Some(bucket) = common::test_s3_url("clock") else {
+        return;
+    };
+    let data = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("clock-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let flags = [
+        "--database-url",
+        db.as_str(),
+        "--object-store-url",
+        bucket.as_str(),
+    ];
+    let (mut a, addr_a) = start_server(&data, &flags);
+    let bytes = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/samples/phototest.png"
+    ))
+    .unwrap();
+    let (s, job) = http(
+        &addr_a,
+        "POST",
+        "/v1/jobs",
+        &[("Content-Type", "image/png")],
+        &bytes,
+    );
+    assert_eq!(s, 202, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    wait_completed(&addr_a, std::slice::from_ref(&id), Duration::from_secs(120));
+
+    let (mut b, addr_b, log) =
+        common::start_server_via(&["faketime", "-f", "+8d"], &data, &flags, &[]);
+    // Its first sweep runs as it starts listening; wait for its verdict.
+    let t0 = Instant::now();
+    while !log.lock().unwrap().contains("refused to sweep") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no sweep verdict from the skewed replica: {}",
+            log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let said = log.lock().unwrap().clone();
+    let why = said
+        .lines()
+        .find(|l| l.contains("disagrees with the store's") && l.contains("offset_ms"))
+        .unwrap_or_else(|| panic!("the skewed replica does not say why: {said}"));
+    eprintln!("skewed replica: {why}");
+    // Its measured offset is about minus 8 days.
+    let offset: i64 = why
+        .split("offset_ms=")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !(c == '-' || c.is_ascii_digit())).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no offset in {why}"));
+    assert!(
+        (offset + 8 * 86_400_000).abs() < 60_000,
+        "offset {offset} ms, not -8 days"
+    );
+    // The job and its result are still there, seen from either replica.
+    for addr in [&addr_a, &addr_b] {
+        let (s, v) = http(addr, "GET", &format!("/v1/jobs/{id}/result"), &[], b"");
+        assert_eq!(s, 200, "{v}");
+    }
+    // The skewed replica runs on the store's time: a job it takes completes normally.
+    let (s, job) = http(
+        &addr_b,
+        "POST",
+        "/v1/jobs",
+        &[("Content-Type", "image/png")],
+        &bytes,
+    );
+    assert_eq!(s, 202, "{job}");
+    let second = job["id"].as_str().unwrap().to_string();
+    wait_completed(
+        &addr_b,
+        std::slice::from_ref(&second),
+        Duration::from_secs(120),
+    );
+    for c in [&mut a, &mut b] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let _ = std::fs::remove_dir_all(&data);
+}

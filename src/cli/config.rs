@@ -208,6 +208,10 @@ pub struct ServeArgs {
     /// shorter than --retention-s).
     #[arg(long, env = "OCR_REVIEW_RETENTION_S", default_value_t = 30 * 24 * 3600)]
     pub review_retention_s: u64,
+    /// A replica whose clock differs from the store's (PostgreSQL) by more than this refuses
+    /// to sweep (it still uses the store's time for leases and expiries), in ms.
+    #[arg(long, env = "OCR_MAX_CLOCK_SKEW_MS", default_value_t = 2_000)]
+    pub max_clock_skew_ms: u64,
     /// How long an Idempotency-Key names its job.
     #[arg(long, env = "OCR_IDEMPOTENCY_TTL_S", default_value_t = 24 * 3600)]
     pub idempotency_ttl_s: u64,

@@ -38,6 +38,17 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
     }
     let store: Arc<dyn JobStore> = rt.block_on(crate::jobs::store::open(&database_url))?;
     rt.block_on(secure_startup(args, store.as_ref()))?;
+    // The store's clock before anything is leased or swept (see jobs::clock).
+    let max_skew = Duration::from_millis(args.max_clock_skew_ms);
+    match rt.block_on(crate::jobs::clock::sync(store.as_ref(), max_skew)) {
+        crate::jobs::clock::Sync::Measured { offset_ms, .. } => {
+            tracing::info!(
+                offset_ms,
+                "measured this machine's clock against the store's"
+            );
+        }
+        crate::jobs::clock::Sync::Local | crate::jobs::clock::Sync::Failed => {}
+    }
     let specs = args.profile_specs()?;
     let core_slots = specs.first().and_then(|s| s.cfg.core_slots);
     for s in &specs {
@@ -130,6 +141,7 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
             profiles.names().join(", ")
         );
         runner.start();
+        tokio::spawn(crate::jobs::clock::sync_forever(store.clone(), max_skew));
         tokio::spawn(sweep_forever(
             store.clone(),
             documents.clone(),
@@ -226,6 +238,15 @@ async fn sweep_forever(
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tick.tick().await;
+        if !crate::jobs::clock::sweep_allowed() {
+            metrics::counter!("ocr_sweeps_refused_total").increment(1);
+            tracing::warn!(
+                offset_ms = crate::jobs::clock::offset_ms(),
+                "refused to sweep: this machine's clock disagrees with the store's (or the \
+                 store's could not be read); nothing is deleted until they agree"
+            );
+            continue;
+        }
         let now = now_ms();
         let cutoff = now - retention.as_millis() as i64;
         let review_cutoff = now - review_retention.as_millis() as i64;

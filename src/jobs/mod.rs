@@ -5,6 +5,7 @@
 //! [`runner::Runner`] claims pages and runs them through the scheduler; [`webhook`] signs and
 //! sends the outbox. Records crossing the store boundary are typed ([`model`]).
 
+pub mod clock;
 pub mod documents;
 pub mod model;
 pub mod postgres;
@@ -14,9 +15,9 @@ pub mod sqlite;
 pub mod store;
 pub mod webhook;
 
-/// Unix time in milliseconds.
+/// Unix time in milliseconds on the store's clock: this machine's clock corrected by the
+/// offset last measured against the store ([`clock`]); every lease, rescue, sweep, expiry and
+/// event time the job system writes or compares is taken from here.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    clock::system_ms() + clock::offset_ms()
 }

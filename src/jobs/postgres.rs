@@ -1496,6 +1496,16 @@ impl JobStore for PgStore {
         })
     }
 
+    async fn clock_ms(&self) -> Result<Option<i64>> {
+        // clock_timestamp(), not now(): now() is the transaction's start.
+        let ms: i64 =
+            sqlx::query_scalar("SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db_err)?;
+        Ok(Some(ms))
+    }
+
     async fn tenant_backlog(&self, tenant: &str) -> Result<u64> {
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM pages WHERE tenant = $1 AND state IN ('queued', 'processing')",

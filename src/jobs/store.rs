@@ -172,6 +172,12 @@ pub trait JobStore: Send + Sync + 'static {
     async fn key_counts(&self) -> Result<KeyCounts>;
     /// Queued and processing pages of the tenant's jobs (both classes).
     async fn tenant_backlog(&self, tenant: &str) -> Result<u64>;
+    /// The store's own wall clock in Unix milliseconds, for a store that replicas on other
+    /// machines share (PostgreSQL); None when the processes using it share this machine's
+    /// clock (SQLite). See [`super::clock`].
+    async fn clock_ms(&self) -> Result<Option<i64>> {
+        Ok(None)
+    }
 }
 
 /// The answer to a listing cursor that names no job the caller can see (it never silently

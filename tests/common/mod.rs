@@ -116,7 +116,28 @@ pub fn start_server_logged(
     extra: &[&str],
     envs: &[(&str, &str)],
 ) -> (Child, String, std::sync::Arc<std::sync::Mutex<String>>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ocr-server"))
+    start_server_via(&[], data, extra, envs)
+}
+
+/// [`start_server_logged`] run through a wrapper command (`["faketime", "-f", "+8d"]`): the
+/// wrapper's program, then its arguments, then the server binary and its own.
+#[allow(clippy::zombie_processes)]
+pub fn start_server_via(
+    wrapper: &[&str],
+    data: &std::path::Path,
+    extra: &[&str],
+    envs: &[(&str, &str)],
+) -> (Child, String, std::sync::Arc<std::sync::Mutex<String>>) {
+    let bin = env!("CARGO_BIN_EXE_ocr-server");
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
+    let mut child = cmd
         .envs(envs.iter().copied())
         .args([
             "serve",

@@ -138,7 +138,91 @@ contract!(
     claims_share_turns_between_tenants,
     a_review_reason_sends_a_confident_page_to_review,
     claims_take_only_served_profiles,
+    a_lost_worker_charges_only_the_pages_it_started,
 );
+
+/// Issue 26, item 3: three lost workers while tenant a's poison page runs. The first crash
+/// charges both pages it had started (nothing can tell them apart yet) and marks them suspect;
+/// after that only the page running when the worker is lost is charged (its co-claimed page
+/// waited for its turn and gets the attempt back), so the poison page is dead-lettered after
+/// its third crash and tenant b's page completes. Before, every crash charged every claimed
+/// page, and b's page was dead-lettered with a's.
+async fn a_lost_worker_charges_only_the_pages_it_started(s: Arc<dyn JobStore>) {
+    s.create_job(tenant_job("poison", "a", 1), 1, 10)
+        .await
+        .unwrap();
+    s.create_job(tenant_job("victim", "b", 1), 2, 10)
+        .await
+        .unwrap();
+    let lease = 1000;
+    let mut now = 100;
+    let by_job = |pages: &[ClaimedPage], job: &str| {
+        pages
+            .iter()
+            .find(|p| p.lease.page.job_id == job)
+            .cloned()
+            .unwrap_or_else(|| panic!("{job} not claimed: {:?}", ids(pages)))
+    };
+    // Crash 1: both claimed, both started.
+    let got = s.claim(&claim("w1", JobClass::Bulk, 2, now)).await.unwrap();
+    assert_eq!(got.len(), 2);
+    assert!(got.iter().all(|p| !p.suspect));
+    for p in &got {
+        assert!(s.start_page(&p.lease).await.unwrap());
+    }
+    // Crashes 2 and 3: both claimed again (suspect now), only the poison page started.
+    for (round, owner) in [(2, "w2"), (3, "w3")] {
+        now += lease + 1;
+        let got = s
+            .claim(&claim(owner, JobClass::Bulk, 2, now))
+            .await
+            .unwrap();
+        let (poison, victim) = (by_job(&got, "poison"), by_job(&got, "victim"));
+        assert!(poison.suspect && victim.suspect, "round {round}");
+        assert_eq!(
+            (poison.attempts, victim.attempts),
+            (round, 2),
+            "round {round}: the victim was charged once, for the first crash only"
+        );
+        assert!(s.start_page(&poison.lease).await.unwrap());
+    }
+    // The third crash spends the poison page; the victim runs and completes.
+    now += lease + 1;
+    let got = s.claim(&claim("w4", JobClass::Bulk, 2, now)).await.unwrap();
+    assert_eq!(ids(&got), [("victim".to_string(), 0, 0)]);
+    assert!(s.start_page(&got[0].lease).await.unwrap());
+    s.complete_page(&got[0].lease, &page(0.99), None, now)
+        .await
+        .unwrap();
+    let poison = s.get_job("poison").await.unwrap().unwrap();
+    assert_eq!(poison.state, JobState::Failed);
+    let p = &poison.documents[0].pages[0];
+    assert_eq!(p.attempts, 3);
+    assert!(
+        p.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("while the page ran"),
+        "{p:?}"
+    );
+    assert_eq!(
+        s.get_job("victim").await.unwrap().unwrap().state,
+        JobState::Completed
+    );
+    let refunds = s
+        .events("victim")
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.kind == "lease_expired" && e.detail["charged"] == false)
+        .count();
+    assert_eq!(
+        refunds, 2,
+        "crashes 2 and 3 gave the victim its attempt back"
+    );
+    // A stale lease cannot mark a page started.
+    assert!(!s.start_page(&got[0].lease).await.unwrap());
+}
 
 /// Issue 26, item 7: a job is pinned to its profile and model set; a replica claims only the
 /// pages of profiles it serves (and of jobs stored before pinning), never another's.
@@ -483,6 +567,7 @@ async fn a_lost_lease_is_fenced_out_and_rescued(s: Arc<dyn JobStore>) {
     s.create_job(new_job("j", &[1]), 0, 10).await.unwrap();
     let a = s.claim(&claim("a", JobClass::Bulk, 1, 1)).await.unwrap();
     assert_eq!(a.len(), 1);
+    assert!(s.start_page(&a[0].lease).await.unwrap());
     // A renews in time once; then stops (it died), its lease runs out at 2001.
     assert_eq!(
         s.renew("a", &[a[0].lease.token.clone()], 2001)
@@ -605,7 +690,8 @@ async fn release_counts_no_attempt_and_spent_leases_dead_letter(s: Arc<dyn JobSt
     for attempt in 1..=3 {
         let got = s.claim(&claim("a", JobClass::Bulk, 1, now)).await.unwrap();
         assert_eq!(got[0].attempts, attempt, "the release did not count");
-        now += 2000; // the lease (1 s) expires: the worker died
+        assert!(s.start_page(&got[0].lease).await.unwrap());
+        now += 2000; // the lease (1 s) expires: the worker died running it
     }
     // The third lease expired with the attempts spent: the page is dead-lettered, not run again.
     assert!(

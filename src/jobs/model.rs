@@ -280,6 +280,9 @@ pub struct ClaimedPage {
     pub queued_at_ms: i64,
     /// The job's review threshold (a page under it is a low-confidence page).
     pub review_threshold: Option<f32>,
+    /// A worker was lost while it ran this page before (a crash, a kill, a lost machine): the
+    /// page may be what killed it, so it runs alone ([`super::runner`]).
+    pub suspect: bool,
 }
 
 /// A claim request: up to `limit` runnable pages of `class` for `owner`, leased until

@@ -58,7 +58,7 @@ const CHANNEL: &str = "ocr_jobs";
 /// Any fixed number: the advisory lock that serialises migrations between replicas.
 const MIGRATION_LOCK: i64 = 0x6f63_7273_7276;
 
-const MIGRATIONS: [&str; 4] = [
+const MIGRATIONS: [&str; 5] = [
     "
 CREATE TABLE jobs (
     id TEXT PRIMARY KEY,
@@ -173,6 +173,12 @@ ALTER TABLE pages ADD COLUMN review_reason TEXT;
     // 4: the profile a page's job is pinned to (`NAME/MODEL`; NULL before: any replica).
     "
 ALTER TABLE pages ADD COLUMN profile TEXT;
+",
+    // 5: whether a claimed page has started running (a lost worker charges only those), and
+    // whether a worker was lost while running it (it then runs alone).
+    "
+ALTER TABLE pages ADD COLUMN started BOOLEAN NOT NULL DEFAULT TRUE;
+ALTER TABLE pages ADD COLUMN suspect BOOLEAN NOT NULL DEFAULT FALSE;
 ",
 ];
 
@@ -530,7 +536,7 @@ async fn load_job(conn: &mut sqlx::PgConnection, id: &str) -> Result<Option<JobR
 
 async fn rescue_expired(tx: &mut Tx<'_>, now: i64, max_attempts: u32) -> Result<()> {
     let expired = sqlx::query(
-        "SELECT job_id, doc, page, attempts FROM pages
+        "SELECT job_id, doc, page, attempts, started FROM pages
          WHERE state = 'processing' AND lease_until < $1
          ORDER BY job_id, doc, page LIMIT 256 FOR UPDATE SKIP LOCKED",
     )
@@ -544,18 +550,21 @@ async fn rescue_expired(tx: &mut Tx<'_>, now: i64, max_attempts: u32) -> Result<
         let doc: i64 = r.try_get(1).map_err(db_err)?;
         let page: i64 = r.try_get(2).map_err(db_err)?;
         let attempts: i64 = r.try_get(3).map_err(db_err)?;
-        let spent = attempts >= i64::from(max_attempts);
-        let reason = format!("lease expired (worker lost) after attempt {attempts}");
+        let started: bool = r.try_get(4).map_err(db_err)?;
+        let rescue = super::store::Rescue::of(attempts, started, max_attempts);
         sqlx::query(
-            "UPDATE pages SET state = $4, error = $5, lease_owner = NULL, lease_token = NULL,
-                    lease_until = NULL, run_at = $6, updated_at = $6
+            "UPDATE pages SET state = $4, error = $5, attempts = $6, suspect = suspect OR $7,
+                    lease_owner = NULL, lease_token = NULL, lease_until = NULL, run_at = $8,
+                    updated_at = $8
              WHERE job_id = $1 AND doc = $2 AND page = $3",
         )
         .bind(&job)
         .bind(doc)
         .bind(page)
-        .bind(if spent { "failed" } else { "queued" })
-        .bind(&reason)
+        .bind(rescue.state)
+        .bind(&rescue.reason)
+        .bind(rescue.attempts)
+        .bind(started)
         .bind(now)
         .execute(&mut **tx)
         .await
@@ -564,12 +573,9 @@ async fn rescue_expired(tx: &mut Tx<'_>, now: i64, max_attempts: u32) -> Result<
         event(
             tx,
             &job,
-            if spent {
-                "page_failed"
-            } else {
-                "lease_expired"
-            },
-            &serde_json::json!({"document": doc, "page": page, "reason": reason}),
+            rescue.event,
+            &serde_json::json!({"document": doc, "page": page, "reason": rescue.reason,
+                                "charged": started}),
             now,
         )
         .await?;
@@ -861,7 +867,7 @@ impl JobStore for PgStore {
                   ON p.job_id = k.j AND p.doc = k.d AND p.page = k.pg
                 WHERE p.state = 'queued' AND p.class = $1
                 FOR UPDATE OF p SKIP LOCKED)
-             UPDATE pages p SET state = 'processing', attempts = p.attempts + 1,
+             UPDATE pages p SET state = 'processing', attempts = p.attempts + 1, started = FALSE,
                     lease_owner = $4, lease_token = replace(gen_random_uuid()::TEXT, '-', ''),
                     lease_until = $5, updated_at = $2
              FROM picked
@@ -870,7 +876,7 @@ impl JobStore for PgStore {
                        p.lease_token,
                        (SELECT path FROM documents d WHERE d.job_id = p.job_id AND d.idx = p.doc),
                        (SELECT options FROM jobs j WHERE j.id = p.job_id), p.priority,
-                       (SELECT review_threshold FROM jobs j WHERE j.id = p.job_id)",
+                       (SELECT review_threshold FROM jobs j WHERE j.id = p.job_id), p.suspect",
         )
         .bind(c.class.rank())
         .bind(c.now_ms)
@@ -908,6 +914,7 @@ impl JobStore for PgStore {
                         .try_get::<Option<f64>, _>(11)
                         .map_err(db_err)?
                         .map(|t| t as f32),
+                    suspect: r.try_get(12).map_err(db_err)?,
                 },
             ));
         }
@@ -1078,6 +1085,23 @@ impl JobStore for PgStore {
         let state = refresh_state(&mut tx, &l.page.job_id, now).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(Some(state))
+    }
+
+    async fn start_page(&self, l: &PageLease) -> Result<bool> {
+        let n = sqlx::query(
+            "UPDATE pages SET started = TRUE
+             WHERE job_id = $1 AND doc = $2 AND page = $3 AND lease_token = $4
+               AND state = 'processing'",
+        )
+        .bind(&l.page.job_id)
+        .bind(l.page.doc as i64)
+        .bind(l.page.page as i64)
+        .bind(&l.token)
+        .execute(&self.queue)
+        .await
+        .map_err(db_err)?
+        .rows_affected();
+        Ok(n == 1)
     }
 
     async fn release_page(&self, l: &PageLease, run_at: i64, now: i64) -> Result<bool> {

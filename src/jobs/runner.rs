@@ -29,6 +29,15 @@
 //! `page_timed_out` and follows the retry rule (backoff, then dead letter), so a page that never
 //! finishes can no longer hold its lease for ever. The thread of a decode that never returns
 //! cannot be stopped from outside; its page is failed and its lease given up all the same.
+//!
+//! **A crash charges the page that caused it.** A claimed page waits for its turn, then is
+//! recorded as started ([`JobStore::start_page`]) before it is decoded. When a replica is lost
+//! (a crash, a kill) its leases expire: a page it had started is charged the attempt and
+//! becomes *suspect*; one it had only claimed gets the attempt back ([`super::store::Rescue`]).
+//! A suspect page runs alone: it waits until no other page of this replica runs, and none
+//! starts beside it. So a page that kills its worker dead-letters itself after `max_attempts`
+//! crashes, and the pages claimed with it (another tenant's) are charged at most for the first
+//! crash, when nothing could yet tell them apart.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -123,6 +132,8 @@ pub struct Runner {
     finished: watch::Sender<u64>,
     /// Running pages by lease token.
     running: Mutex<HashMap<String, Running>>,
+    /// Turns to run: pages share it, a suspect page takes it alone (see the module docs).
+    turns: Arc<tokio::sync::RwLock<()>>,
     stopping: AtomicBool,
     deliverer: Arc<Deliverer>,
     /// The last few documents opened, by location: the pages of one PDF are rendered one by
@@ -146,6 +157,12 @@ impl Drop for Deregister<'_> {
 
 /// Documents kept open by [`Runner::open_document`].
 const OPEN_DOCUMENTS: usize = 4;
+
+/// A page's turn to run (held while it runs).
+enum Turn {
+    Shared(#[allow(dead_code)] tokio::sync::OwnedRwLockReadGuard<()>),
+    Alone(#[allow(dead_code)] tokio::sync::OwnedRwLockWriteGuard<()>),
+}
 
 /// How long a page released for a profile this replica does not serve stays out of its claims.
 const NOT_SERVED_DELAY: Duration = Duration::from_secs(30);
@@ -186,6 +203,7 @@ impl Runner {
             wake: [Notify::new(), Notify::new()],
             finished: watch::channel(0).0,
             running: Mutex::new(HashMap::new()),
+            turns: Arc::new(tokio::sync::RwLock::new(())),
             stopping: AtomicBool::new(false),
             deliverer,
             open_docs: Mutex::new(Vec::new()),
@@ -422,6 +440,18 @@ impl Runner {
         }
     }
 
+    /// A turn to run a page: shared with other pages, or, for a suspect page, alone (it waits
+    /// for the running pages to finish, and later pages wait for it).
+    async fn turn(&self, suspect: bool) -> Turn {
+        if suspect {
+            metrics::counter!("ocr_job_pages_suspect_total").increment(1);
+            tracing::warn!("a worker was lost while running this page before: it runs alone");
+            Turn::Alone(self.turns.clone().write_owned().await)
+        } else {
+            Turn::Shared(self.turns.clone().read_owned().await)
+        }
+    }
+
     /// Whether this replica runs pages with these options: their profile is served here with
     /// the model set the job was created with.
     fn serves(&self, options: &JobOptions) -> bool {
@@ -471,6 +501,29 @@ impl Runner {
                 .release_page(&lease, now + NOT_SERVED_DELAY.as_millis() as i64, now)
                 .await;
             return;
+        }
+        // Its turn: shared, or alone for a suspect page. A cancel or a lost lease while it
+        // waits ends it like one while it runs.
+        let turn = tokio::select! {
+            t = self.turn(claimed.suspect) => Some(t),
+            _ = cancel.wait_for(|c| *c) => None,
+        };
+        let Some(_turn) = turn else {
+            if self.stopping.load(Ordering::Acquire) {
+                let _ = store.release_page(&lease, now_ms(), now_ms()).await;
+            }
+            return;
+        };
+        match store.start_page(&lease).await {
+            Ok(true) => {}
+            Ok(false) => return, // cancelled or taken over meanwhile
+            Err(e) => {
+                // Unrecorded, a crash would not be charged to it: do not run it now.
+                tracing::error!(error = %e, "store: start page; the page goes back to the queue");
+                let now = now_ms();
+                let _ = store.release_page(&lease, now + 1_000, now).await;
+                return;
+            }
         }
         let started = Instant::now();
         let outcome = tokio::select! {

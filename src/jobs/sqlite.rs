@@ -34,7 +34,7 @@ fn db_err(e: rusqlite::Error) -> Error {
 }
 
 /// Numbered schema migrations; each runs once, in order, in its own transaction.
-const MIGRATIONS: [&str; 5] = [
+const MIGRATIONS: [&str; 6] = [
     // 1: the first release's schema.
     "
 CREATE TABLE IF NOT EXISTS jobs (
@@ -155,6 +155,12 @@ ALTER TABLE pages ADD COLUMN review_reason TEXT;
     // 5: the profile a page's job is pinned to (`NAME/MODEL`; NULL before: any replica).
     "
 ALTER TABLE pages ADD COLUMN profile TEXT;
+",
+    // 6: whether a claimed page has started running (a lost worker charges only those), and
+    // whether a worker was lost while running it (it then runs alone).
+    "
+ALTER TABLE pages ADD COLUMN started INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE pages ADD COLUMN suspect INTEGER NOT NULL DEFAULT 0;
 ",
 ];
 
@@ -550,30 +556,34 @@ fn load_job(conn: &Connection, id: &str) -> Result<Option<JobRecord>> {
 
 /// Rescues pages whose lease expired: requeued, or failed once their attempts are spent.
 fn rescue_expired(tx: &Connection, now: i64, max_attempts: u32) -> Result<()> {
-    let expired: Vec<(String, i64, i64, i64)> = tx
+    let expired: Vec<(String, i64, i64, i64, bool)> = tx
         .prepare_cached(
-            "SELECT job_id, doc, page, attempts FROM pages
+            "SELECT job_id, doc, page, attempts, started FROM pages
              WHERE state = 'processing' AND lease_until < ?1",
         )
         .and_then(|mut s| {
-            s.query_map([now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-                .collect::<rusqlite::Result<Vec<_>>>()
+            s.query_map([now], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
         })
         .map_err(db_err)?;
     let mut jobs = std::collections::BTreeSet::new();
-    for (job, doc, page, attempts) in expired {
-        let spent = attempts >= i64::from(max_attempts);
-        let reason = format!("lease expired (worker lost) after attempt {attempts}");
+    for (job, doc, page, attempts, started) in expired {
+        let rescue = super::store::Rescue::of(attempts, started, max_attempts);
         tx.execute(
-            "UPDATE pages SET state = ?4, error = ?5, lease_owner = NULL, lease_token = NULL,
-                    lease_until = NULL, run_at = ?6, updated_at = ?6
+            "UPDATE pages SET state = ?4, error = ?5, attempts = ?6, suspect = suspect OR ?7,
+                    lease_owner = NULL, lease_token = NULL, lease_until = NULL, run_at = ?8,
+                    updated_at = ?8
              WHERE job_id = ?1 AND doc = ?2 AND page = ?3",
             params![
                 job,
                 doc,
                 page,
-                if spent { "failed" } else { "queued" },
-                reason,
+                rescue.state,
+                rescue.reason,
+                rescue.attempts,
+                started,
                 now
             ],
         )
@@ -581,12 +591,9 @@ fn rescue_expired(tx: &Connection, now: i64, max_attempts: u32) -> Result<()> {
         event(
             tx,
             &job,
-            if spent {
-                "page_failed"
-            } else {
-                "lease_expired"
-            },
-            &serde_json::json!({"document": doc, "page": page, "reason": reason}),
+            rescue.event,
+            &serde_json::json!({"document": doc, "page": page, "reason": rescue.reason,
+                                "charged": started}),
             now,
         )?;
         jobs.insert(job);
@@ -803,6 +810,7 @@ impl JobStore for SqliteStore {
                 String,
                 String,
                 Option<f64>,
+                bool,
             );
             // Only pages of profiles this replica serves (a JSON array for `json_each`).
             let profiles = serde_json::to_string(&c.profiles).unwrap_or_else(|_| "[]".into());
@@ -819,7 +827,8 @@ impl JobStore for SqliteStore {
                 let rows: Vec<Row> = tx
                     .prepare_cached(
                         "SELECT p.job_id, p.doc, p.page, COALESCE(p.src_index, p.page), p.attempts,
-                                p.tag, p.queued_at, d.path, j.options, j.review_threshold
+                                p.tag, p.queued_at, d.path, j.options, j.review_threshold,
+                                p.suspect
                          FROM pages p
                          JOIN jobs j ON j.id = p.job_id
                          JOIN documents d ON d.job_id = p.job_id AND d.idx = p.doc
@@ -847,6 +856,7 @@ impl JobStore for SqliteStore {
                                     r.get(7)?,
                                     r.get(8)?,
                                     r.get(9)?,
+                                    r.get(10)?,
                                 ))
                             },
                         )?
@@ -879,12 +889,23 @@ impl JobStore for SqliteStore {
                 .map_err(db_err)?;
             }
             let mut out = Vec::with_capacity(rows.len());
-            for (job, doc, page, src, attempts, tag, queued_at, location, options, threshold) in
-                rows
+            for (
+                job,
+                doc,
+                page,
+                src,
+                attempts,
+                tag,
+                queued_at,
+                location,
+                options,
+                threshold,
+                suspect,
+            ) in rows
             {
                 let token = uuid::Uuid::new_v4().simple().to_string();
                 tx.execute(
-                    "UPDATE pages SET state = 'processing', attempts = attempts + 1,
+                    "UPDATE pages SET state = 'processing', attempts = attempts + 1, started = 0,
                             lease_owner = ?4, lease_token = ?5, lease_until = ?6, updated_at = ?7
                      WHERE job_id = ?1 AND doc = ?2 AND page = ?3",
                     params![job, doc, page, c.owner, token, c.lease_until_ms, c.now_ms],
@@ -923,6 +944,7 @@ impl JobStore for SqliteStore {
                     tag,
                     queued_at_ms: queued_at,
                     review_threshold: threshold.map(|t| t as f32),
+                    suspect,
                 });
             }
             Ok(out)
@@ -1060,6 +1082,27 @@ impl JobStore for SqliteStore {
                 now,
             )?;
             refresh_state(tx, &l.page.job_id, now).map(Some)
+        })
+        .await
+    }
+
+    async fn start_page(&self, lease: &PageLease) -> Result<bool> {
+        let l = lease.clone();
+        self.tx_queue(move |tx| {
+            let n = tx
+                .execute(
+                    "UPDATE pages SET started = 1
+                     WHERE job_id = ?1 AND doc = ?2 AND page = ?3 AND lease_token = ?4
+                       AND state = 'processing'",
+                    params![
+                        l.page.job_id,
+                        l.page.doc as i64,
+                        l.page.page as i64,
+                        l.token
+                    ],
+                )
+                .map_err(db_err)?;
+            Ok(n == 1)
         })
         .await
     }

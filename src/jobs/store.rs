@@ -100,6 +100,9 @@ pub trait JobStore: Send + Sync + 'static {
     /// Gives a claimed page back without counting the attempt (back-pressure, shutdown): it is
     /// runnable again at `run_at_ms`. False when the lease was lost.
     async fn release_page(&self, lease: &PageLease, run_at_ms: i64, now_ms: i64) -> Result<bool>;
+    /// Records that a claimed page starts running (decode and model): from now on a lost
+    /// worker charges it the attempt ([`Rescue`]). False when the lease was lost.
+    async fn start_page(&self, lease: &PageLease) -> Result<bool>;
 
     /// The stored results of a document's pages, in job-page order (None: not completed).
     async fn page_results(&self, job_id: &str, doc: usize) -> Result<Vec<Option<Page>>>;
@@ -177,6 +180,49 @@ pub trait JobStore: Send + Sync + 'static {
     /// clock (SQLite). See [`super::clock`].
     async fn clock_ms(&self) -> Result<Option<i64>> {
         Ok(None)
+    }
+}
+
+/// What rescuing an expired lease does to its page, in both backends. A lost worker (a crash,
+/// a kill, a lost machine) charges the attempt only to a page it had started running
+/// ([`JobStore::start_page`]): that page may be what killed it, so it is also marked suspect
+/// and runs alone from then on; a page that was only claimed, waiting its turn in the lost
+/// process, gets its attempt back. So a poison page dead-letters itself after
+/// `max_attempts` crashes, and the pages claimed beside it are not spent with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rescue {
+    pub state: &'static str,
+    pub attempts: i64,
+    pub reason: String,
+    /// The job event it writes: `lease_expired`, or `page_failed` when the attempts are spent.
+    pub event: &'static str,
+}
+
+impl Rescue {
+    pub fn of(attempts: i64, started: bool, max_attempts: u32) -> Self {
+        if !started {
+            return Self {
+                state: "queued",
+                attempts: (attempts - 1).max(0),
+                reason: "lease expired before the page started (worker lost); the attempt is \
+                         not counted"
+                    .into(),
+                event: "lease_expired",
+            };
+        }
+        let spent = attempts >= i64::from(max_attempts);
+        Self {
+            state: if spent { "failed" } else { "queued" },
+            attempts,
+            reason: format!(
+                "lease expired while the page ran (worker lost) after attempt {attempts}"
+            ),
+            event: if spent {
+                "page_failed"
+            } else {
+                "lease_expired"
+            },
+        }
     }
 }
 

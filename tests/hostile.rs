@@ -793,3 +793,179 @@ fn a_sync_flood_beside_running_jobs_gets_200_or_429_never_504() {
     );
     let _ = std::fs::remove_dir_all(&data);
 }
+
+/// Every webhook request a receiver got: (`webhook-id`, `webhook-timestamp`,
+/// `webhook-signature`, body).
+type Hooks = std::sync::Arc<std::sync::Mutex<Vec<(String, String, String, String)>>>;
+
+/// A webhook receiver on loopback that keeps the signing headers.
+fn hook_receiver() -> (String, Hooks) {
+    use std::io::BufRead;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let got: Hooks = Default::default();
+    let seen = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut r = std::io::BufReader::new(stream.try_clone().unwrap());
+            let (mut id, mut ts, mut sig, mut len) =
+                (String::new(), String::new(), String::new(), 0);
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                let line = line.trim_end();
+                if line.is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = line.split_once(':') {
+                    let v = v.trim().to_string();
+                    match k.trim().to_ascii_lowercase().as_str() {
+                        "webhook-id" => id = v,
+                        "webhook-timestamp" => ts = v,
+                        "webhook-signature" => sig = v,
+                        "content-length" => len = v.parse().unwrap_or(0),
+                        _ => {}
+                    }
+                }
+            }
+            let mut body = vec![0; len];
+            if r.read_exact(&mut body).is_ok() {
+                seen.lock()
+                    .unwrap()
+                    .push((id, ts, sig, String::from_utf8_lossy(&body).into()));
+            }
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (addr, got)
+}
+
+/// Issue 26, item 10, on both stores: each tenant's webhooks are signed with its own secret
+/// (generated with its first key and shown once; rotation keeps the old one signing beside
+/// the new), so one tenant cannot forge another's events; the server's `--webhook-secret`
+/// signs none of a keyed tenant's. Before, the one server secret signed every tenant's events.
+#[test]
+fn each_tenant_signs_its_webhooks_with_its_own_secret() {
+    use ocr_server::jobs::webhook::{parse_secret, sign};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let postgres = rt.block_on(common::test_database_url());
+    let server_secret = "whsec_c2VydmVyLXNlY3JldC1zaWducy1ub25lLW9mLXRoZW0=";
+    let mut stores = vec![None];
+    if postgres.is_some() {
+        stores.push(postgres);
+    }
+    for db in stores {
+        let store = if db.is_some() { "postgres" } else { "sqlite" };
+        let data = tmp("tenant-secrets");
+        let data_s = data.display().to_string();
+        let store_flags: Vec<&str> = match &db {
+            Some(url) => vec!["--database-url", url],
+            None => vec!["--data-dir", &data_s],
+        };
+        let create = |name: &str, tenant: &str| {
+            let mut args = vec!["create", "--name", name, "--tenant", tenant];
+            args.extend(&store_flags);
+            let (ok, out, err) = keys_cli(&args);
+            assert!(ok, "{out}{err}");
+            let key = out.lines().last().unwrap().trim().to_string();
+            let secret = out
+                .lines()
+                .find(|l| l.starts_with("whsec_"))
+                .map(str::to_string);
+            (key, secret)
+        };
+        let (alice, alice_secret) = create("alice", "alice");
+        let (bob, bob_secret) = create("bob", "bob");
+        let (alice_secret, bob_secret) = (alice_secret.unwrap(), bob_secret.unwrap());
+        assert_ne!(alice_secret, bob_secret);
+        // A second key of a tenant that has a secret shows none.
+        let (_, again) = create("alice-2", "alice");
+        assert_eq!(again, None, "{store}");
+
+        let (hook, hooks) = hook_receiver();
+        // `start_server` passes `--data-dir` itself.
+        let mut flags: Vec<&str> = match &db {
+            Some(url) => vec!["--database-url", url],
+            None => vec![],
+        };
+        flags.extend([
+            "--webhook-secret",
+            server_secret,
+            "--webhook-allow",
+            "127.0.0.1",
+        ]);
+        let (child, addr) = start_server(&data, &flags);
+        let _server = Server(child);
+        let png = small_png();
+        let submit = |key: &str| {
+            let bearer = format!("Bearer {key}");
+            let (s, job) = http(
+                &addr,
+                "POST",
+                &format!("/v1/jobs?webhook_url=http://{hook}/hook"),
+                &[("Content-Type", "image/png"), ("Authorization", &bearer)],
+                &png,
+            );
+            assert_eq!(s, 202, "{store}: {job}");
+            job["id"].as_str().unwrap().to_string()
+        };
+        let delivered = |job: &str| {
+            let t0 = Instant::now();
+            loop {
+                if let Some(h) = hooks
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .find(|h| h.3.contains(job))
+                    .cloned()
+                {
+                    return h;
+                }
+                assert!(
+                    t0.elapsed() < Duration::from_secs(120),
+                    "{store}: no webhook for {job}"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        };
+        let sig = |secret: &str, h: &(String, String, String, String)| {
+            sign(
+                &[parse_secret(secret).unwrap()],
+                &h.0,
+                h.1.parse().unwrap(),
+                &h.3,
+            )
+        };
+        let a = delivered(&submit(&alice));
+        assert_eq!(a.2, sig(&alice_secret, &a), "{store}: alice's event");
+        for other in [&bob_secret, &server_secret.to_string()] {
+            assert!(
+                !a.2.contains(&sig(other, &a)),
+                "{store}: verifies with another secret"
+            );
+        }
+        // Bob rotates: his next event carries the new signature and the old one.
+        let mut args = vec!["webhook-secret", "--tenant", "bob"];
+        args.extend(&store_flags);
+        let (ok, out, err) = keys_cli(&args);
+        assert!(ok, "{out}{err}");
+        let bob_new = out.lines().last().unwrap().trim().to_string();
+        assert!(
+            bob_new.starts_with("whsec_") && bob_new != bob_secret,
+            "{out}"
+        );
+        let b = delivered(&submit(&bob));
+        assert_eq!(
+            b.2,
+            format!("{} {}", sig(&bob_new, &b), sig(&bob_secret, &b)),
+            "{store}: bob's event after rotation"
+        );
+        assert!(!b.2.contains(&sig(&alice_secret, &b)));
+        eprintln!("{store}: alice's and bob's events each verify with their own secret only");
+        let _ = std::fs::remove_dir_all(&data);
+    }
+}

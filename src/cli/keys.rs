@@ -33,6 +33,16 @@ pub enum KeysAction {
         /// The key's name.
         name: String,
     },
+    /// Set or rotate a tenant's webhook signing secret and print it once; the one it replaces
+    /// keeps signing beside it until the next rotation.
+    WebhookSecret {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// The new secret (`whsec_<base64>` or raw text); generated when absent.
+        #[arg(long, env = "OCR_TENANT_WEBHOOK_SECRET")]
+        secret: Option<Secret>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -62,6 +72,10 @@ pub struct KeyCreateArgs {
     /// Most queued and processing job pages of the key's tenant (429 `quota_exceeded` past it).
     #[arg(long)]
     pub max_queued_pages: Option<u64>,
+    /// The tenant's webhook signing secret (`whsec_<base64>` or raw text). Without it, the
+    /// tenant's first key comes with a generated one, printed once before the key.
+    #[arg(long, env = "OCR_TENANT_WEBHOOK_SECRET")]
+    pub webhook_secret: Option<Secret>,
 }
 
 /// Runs `ocr-server keys`.
@@ -113,6 +127,29 @@ pub fn run_keys(args: &KeysArgs) -> Result<bool> {
                     revoked_ms: None,
                 };
                 store.create_key(&record).await?;
+                let secret = match &c.webhook_secret {
+                    Some(s) => Some((s.0.clone(), false)),
+                    None if store.tenant_webhook_secrets(&tenant).await?.is_empty() => {
+                        Some((crate::jobs::webhook::new_secret(), true))
+                    }
+                    None => None,
+                };
+                if let Some((secret, generated)) = secret {
+                    crate::jobs::webhook::parse_secret(&secret)?;
+                    store
+                        .set_tenant_webhook_secret(&tenant, &secret, now_ms())
+                        .await?;
+                    if generated {
+                        writeln!(
+                            out,
+                            "webhook secret of tenant {tenant} (signs its webhooks; shown only \
+                             once):\n{secret}"
+                        )
+                        .map_err(io)?;
+                    } else {
+                        writeln!(out, "webhook secret of tenant {tenant} set").map_err(io)?;
+                    }
+                }
                 writeln!(
                     out,
                     "created key {} (tenant {tenant}, scopes {}); it is shown only once:",
@@ -148,6 +185,26 @@ pub fn run_keys(args: &KeysArgs) -> Result<bool> {
                         }
                     )
                     .map_err(io)?;
+                }
+            }
+            KeysAction::WebhookSecret { tenant, secret } => {
+                crate::auth::check_name("tenant", tenant)?;
+                let (secret, shown) = match secret {
+                    Some(s) => (s.0.clone(), false),
+                    None => (crate::jobs::webhook::new_secret(), true),
+                };
+                crate::jobs::webhook::parse_secret(&secret)?;
+                store
+                    .set_tenant_webhook_secret(tenant, &secret, now_ms())
+                    .await?;
+                writeln!(
+                    out,
+                    "webhook secret of tenant {tenant} set; the previous one signs beside it \
+                     until the next rotation"
+                )
+                .map_err(io)?;
+                if shown {
+                    writeln!(out, "{secret}").map_err(io)?;
                 }
             }
             KeysAction::Revoke { name } => {

@@ -58,7 +58,7 @@ const CHANNEL: &str = "ocr_jobs";
 /// Any fixed number: the advisory lock that serialises migrations between replicas.
 const MIGRATION_LOCK: i64 = 0x6f63_7273_7276;
 
-const MIGRATIONS: [&str; 5] = [
+const MIGRATIONS: [&str; 6] = [
     "
 CREATE TABLE jobs (
     id TEXT PRIMARY KEY,
@@ -179,6 +179,15 @@ ALTER TABLE pages ADD COLUMN profile TEXT;
     "
 ALTER TABLE pages ADD COLUMN started BOOLEAN NOT NULL DEFAULT TRUE;
 ALTER TABLE pages ADD COLUMN suspect BOOLEAN NOT NULL DEFAULT FALSE;
+",
+    // 6: each tenant's webhook signing secret (and the one it replaced, during rotation).
+    "
+CREATE TABLE tenant_webhook_secrets (
+    tenant TEXT PRIMARY KEY,
+    secret TEXT NOT NULL,
+    previous TEXT,
+    updated_at BIGINT NOT NULL
+);
 ",
 ];
 
@@ -1528,6 +1537,40 @@ impl JobStore for PgStore {
                 .await
                 .map_err(db_err)?;
         Ok(Some(ms))
+    }
+
+    async fn tenant_webhook_secrets(&self, tenant: &str) -> Result<Vec<String>> {
+        let row: Option<(String, Option<String>)> =
+            sqlx::query_as("SELECT secret, previous FROM tenant_webhook_secrets WHERE tenant = $1")
+                .bind(tenant)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_err)?;
+        Ok(row.map_or_else(Vec::new, |(s, p)| std::iter::once(s).chain(p).collect()))
+    }
+
+    async fn set_tenant_webhook_secret(&self, tenant: &str, secret: &str, now: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO tenant_webhook_secrets (tenant, secret, previous, updated_at)
+             VALUES ($1, $2, NULL, $3)
+             ON CONFLICT (tenant) DO UPDATE
+             SET previous = tenant_webhook_secrets.secret, secret = $2, updated_at = $3",
+        )
+        .bind(tenant)
+        .bind(secret)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn job_tenant(&self, id: &str) -> Result<Option<String>> {
+        sqlx::query_scalar("SELECT tenant FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)
     }
 
     async fn tenant_backlog(&self, tenant: &str) -> Result<u64> {

@@ -277,11 +277,8 @@ impl JobService {
         }
         if let Some(url) = &spec.webhook_url {
             let hooks = self.runner.webhooks();
-            if hooks.secrets.is_empty() {
-                return Err(Error::InvalidOption(
-                    "webhook_url given but the server has no --webhook-secret".into(),
-                ));
-            }
+            super::webhook::signing_secrets(self.store.as_ref(), &hooks.secrets, &caller.owner)
+                .await?;
             super::webhook::check_target(url, &hooks.allow, &super::webhook::system_resolver())
                 .await
                 .map_err(|e| match e {

@@ -34,7 +34,7 @@ fn db_err(e: rusqlite::Error) -> Error {
 }
 
 /// Numbered schema migrations; each runs once, in order, in its own transaction.
-const MIGRATIONS: [&str; 6] = [
+const MIGRATIONS: [&str; 7] = [
     // 1: the first release's schema.
     "
 CREATE TABLE IF NOT EXISTS jobs (
@@ -161,6 +161,15 @@ ALTER TABLE pages ADD COLUMN profile TEXT;
     "
 ALTER TABLE pages ADD COLUMN started INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE pages ADD COLUMN suspect INTEGER NOT NULL DEFAULT 0;
+",
+    // 7: each tenant's webhook signing secret (and the one it replaced, during rotation).
+    "
+CREATE TABLE tenant_webhook_secrets (
+    tenant TEXT PRIMARY KEY,
+    secret TEXT NOT NULL,
+    previous TEXT,
+    updated_at INTEGER NOT NULL
+);
 ",
 ];
 
@@ -1554,6 +1563,48 @@ impl JobStore for SqliteStore {
                 active: active as u64,
             })
             .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn tenant_webhook_secrets(&self, tenant: &str) -> Result<Vec<String>> {
+        let tenant = tenant.to_string();
+        self.read(move |c| {
+            let row: Option<(String, Option<String>)> = c
+                .query_row(
+                    "SELECT secret, previous FROM tenant_webhook_secrets WHERE tenant = ?1",
+                    [tenant],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(db_err)?;
+            Ok(row.map_or_else(Vec::new, |(s, p)| std::iter::once(s).chain(p).collect()))
+        })
+        .await
+    }
+
+    async fn set_tenant_webhook_secret(&self, tenant: &str, secret: &str, now: i64) -> Result<()> {
+        let (tenant, secret) = (tenant.to_string(), secret.to_string());
+        self.tx(move |tx| {
+            tx.execute(
+                "INSERT INTO tenant_webhook_secrets (tenant, secret, previous, updated_at)
+                 VALUES (?1, ?2, NULL, ?3)
+                 ON CONFLICT (tenant) DO UPDATE SET previous = secret, secret = ?2,
+                                                    updated_at = ?3",
+                params![tenant, secret, now],
+            )
+            .map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn job_tenant(&self, id: &str) -> Result<Option<String>> {
+        let id = id.to_string();
+        self.read(move |c| {
+            c.query_row("SELECT tenant FROM jobs WHERE id = ?1", [id], |r| r.get(0))
+                .optional()
+                .map_err(db_err)
         })
         .await
     }

@@ -175,6 +175,19 @@ pub trait JobStore: Send + Sync + 'static {
     async fn key_counts(&self) -> Result<KeyCounts>;
     /// Queued and processing pages of the tenant's jobs (both classes).
     async fn tenant_backlog(&self, tenant: &str) -> Result<u64>;
+    /// A tenant's webhook signing secrets (`whsec_…` or raw text): the current one first, then
+    /// the one it replaced (receivers accept either while they rotate); empty when the tenant
+    /// has none. Kept in plain text: signing needs them.
+    async fn tenant_webhook_secrets(&self, tenant: &str) -> Result<Vec<String>>;
+    /// Sets a tenant's webhook secret; the one it replaces keeps signing beside it.
+    async fn set_tenant_webhook_secret(
+        &self,
+        tenant: &str,
+        secret: &str,
+        now_ms: i64,
+    ) -> Result<()>;
+    /// The tenant of a job (None: no such job).
+    async fn job_tenant(&self, id: &str) -> Result<Option<String>>;
     /// The store's own wall clock in Unix milliseconds, for a store that replicas on other
     /// machines share (PostgreSQL); None when the processes using it share this machine's
     /// clock (SQLite). See [`super::clock`].

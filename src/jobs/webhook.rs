@@ -1,7 +1,15 @@
 //! Webhooks per Standard Webhooks v1: a thin JSON event, headers `webhook-id`,
 //! `webhook-timestamp` and `webhook-signature: v1,<base64 HMAC-SHA256>` over
-//! `"{id}.{timestamp}.{body}"`, one signature per configured secret (rotation: receivers accept
-//! any). Secrets are `whsec_<base64>` (the Standard Webhooks form) or raw text.
+//! `"{id}.{timestamp}.{body}"`, one signature per secret (rotation: receivers accept any).
+//! Secrets are `whsec_<base64>` (the Standard Webhooks form) or raw text.
+//!
+//! **Each tenant signs with its own secret** ([`signing_secrets`]): a tenant with API keys has
+//! a secret of its own (`ocr-server keys create` generates it with the tenant's first key and
+//! shows it once; `keys webhook-secret` rotates it, the replaced one signing beside it), so no
+//! tenant holds a secret that verifies another tenant's events. The server's
+//! `--webhook-secret`s sign only the events of the anonymous tenant (a server without keys). A
+//! keyed tenant without a secret cannot name a `webhook_url`, and a delivery for one (a job
+//! made before secrets were per tenant) waits, retried, until the tenant has one.
 //!
 //! Deliveries are rows in the job store, so they survive restarts, show on the job, and are
 //! re-sendable; the deliverer retries with exponential backoff and full jitter up to
@@ -84,6 +92,42 @@ pub fn parse_secret(s: &str) -> Result<Vec<u8>> {
         None if s.is_empty() => Err(Error::InvalidOption("empty webhook secret".into())),
         None => Ok(s.as_bytes().to_vec()),
     }
+}
+
+/// The secrets that sign `tenant`'s events: its own, or `server`'s for the anonymous tenant
+/// (see the module docs). None is an error naming what to do.
+pub async fn signing_secrets(
+    store: &dyn JobStore,
+    server: &[Vec<u8>],
+    tenant: &str,
+) -> Result<Vec<Vec<u8>>> {
+    if tenant.is_empty() {
+        if server.is_empty() {
+            return Err(Error::InvalidOption(
+                "webhook_url given but the server has no --webhook-secret".into(),
+            ));
+        }
+        return Ok(server.to_vec());
+    }
+    let own = store.tenant_webhook_secrets(tenant).await?;
+    if own.is_empty() {
+        return Err(Error::InvalidOption(format!(
+            "tenant {tenant:?} has no webhook secret: `ocr-server keys webhook-secret --tenant \
+             {tenant}` makes one"
+        )));
+    }
+    own.iter().map(|s| parse_secret(s)).collect()
+}
+
+/// A new secret in the Standard Webhooks form: `whsec_` and 32 random bytes in base64.
+pub fn new_secret() -> String {
+    let mut bytes = [0u8; 32];
+    bytes[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    bytes[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
 }
 
 /// The `webhook-signature` header value: `v1,<sig>` per secret, space-separated.
@@ -369,8 +413,17 @@ impl Deliverer {
             .resolve_to_addrs(&target.host, &target.addrs)
             .build()
             .map_err(|e| (None, format!("HTTP client: {e}"), true))?;
+        let tenant = self
+            .store
+            .job_tenant(&d.job_id)
+            .await
+            .map_err(|e| (None, e.to_string(), true))?
+            .unwrap_or_default();
+        let secrets = signing_secrets(self.store.as_ref(), &self.cfg.secrets, &tenant)
+            .await
+            .map_err(|e| (None, e.to_string(), true))?;
         let ts = now_ms() / 1000;
-        let sig = sign(&self.cfg.secrets, &d.id, ts, &d.payload);
+        let sig = sign(&secrets, &d.id, ts, &d.payload);
         let sent = client
             .post(&d.url)
             .header("content-type", "application/json")

@@ -113,6 +113,17 @@ pub enum Error {
     NotCompleted(&'static str),
     #[error("refused: {0}")]
     ForeignOrigin(String),
+    #[error(
+        "tenant {tenant:?} stores {stored} {unit}; {adding} more would pass its storage quota of \
+         {limit} (finished jobs are deleted after the retention period)"
+    )]
+    StorageQuotaExceeded {
+        tenant: String,
+        unit: &'static str,
+        stored: u64,
+        adding: u64,
+        limit: u64,
+    },
     #[error("the page took longer than {seconds} s to {stage}")]
     PageTimedOut { stage: &'static str, seconds: u64 },
     #[error("I/O error on {path}: {source}")]
@@ -202,6 +213,12 @@ impl Error {
                 (429, "rate_limited", "Rate limited", After(*retry_after_s))
             }
             Error::QuotaExceeded { .. } => (429, "quota_exceeded", "Quota exceeded", After(30)),
+            Error::StorageQuotaExceeded { .. } => (
+                429,
+                "storage_quota_exceeded",
+                "Storage quota exceeded",
+                After(3600),
+            ),
             Error::Overloaded { retry_after_s, .. } => (
                 429,
                 "overloaded",

@@ -168,6 +168,7 @@ async fn create(dir: &Path, id: &str, tenant: &str, bytes: Vec<u8>) {
             sha256: stored.sha256,
             source_pages: vec![0],
             owned: true,
+            bytes: 0,
         }],
         tenant: tenant.into(),
         actor: None,

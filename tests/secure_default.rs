@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
+use base64::Engine as _;
 use common::router::{TempDir, get, png, req, send};
 use ocr_server::api::{Api, ApiConfig};
 use ocr_server::auth::{Auth, AuthMode, hash_key};
@@ -761,4 +762,83 @@ async fn a_read_flood_does_not_starve_the_queue_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_flood_does_not_starve_the_queue_postgres() {
     a_read_flood_does_not_starve_the_queue(Stores::PostgresS3).await;
+}
+
+/// Issue 26, item 9, on both stores: storage quotas per tenant. Alice may store 3 jobs; her
+/// fourth is 429 `storage_quota_exceeded` (jobs). Bob's job of four documents would pass the
+/// byte quota (3.5 documents' worth) and is refused whole (bytes), nothing of it stored; his
+/// one-document job is accepted: one tenant's use never counts against another's.
+async fn storage_quotas_are_per_tenant(stores: Stores) {
+    let Some(f) = fixture(stores).await else {
+        return;
+    };
+    let doc = png(1);
+    let size = doc.len() as u64;
+    let jobs = JobService::new(
+        f.runner.clone(),
+        ServiceConfig {
+            tenant_max_jobs: 3,
+            tenant_max_stored_bytes: size * 7 / 2,
+            ..ServiceConfig::default()
+        },
+    );
+    let auth = Auth::new(AuthMode::Auto, Some(f.store.clone()), false);
+    let router =
+        Api::with_jobs_and_auth(f.scheduler.clone(), ApiConfig::default(), jobs, auth).router();
+    let alice = key(&f.store, "alice", "alice", &["ocr", "jobs"]).await;
+    let bob = key(&f.store, "bob", "bob", &["ocr", "jobs"]).await;
+    let raw = |key: &str| {
+        req("POST", "/v1/jobs", Some(key))
+            .header(header::CONTENT_TYPE, "image/png")
+            .body(Body::from(doc.clone()))
+            .unwrap()
+    };
+    for n in 0..3 {
+        let (s, _, v) = send(&router, raw(&alice)).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "alice's job {n}: {v}");
+    }
+    let (s, _, v) = send(&router, raw(&alice)).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            Some("storage_quota_exceeded")
+        ),
+        "{v}"
+    );
+    assert!(v["detail"].as_str().unwrap().contains("3 jobs"), "{v}");
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&doc);
+    let four = serde_json::json!({"documents": (0..4).map(|i| serde_json::json!({"name": format!("d{i}"), "data": b64})).collect::<Vec<_>>()});
+    let (s, _, v) = send(
+        &router,
+        req("POST", "/v1/jobs", Some(&bob))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(four.to_string()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            Some("storage_quota_exceeded")
+        ),
+        "{v}"
+    );
+    assert!(v["detail"].as_str().unwrap().contains("bytes"), "{v}");
+    assert_eq!(f.store.tenant_usage("bob").await.unwrap(), (0, 0));
+    let (s, _, v) = send(&router, raw(&bob)).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(f.store.tenant_usage("bob").await.unwrap(), (1, size));
+    assert_eq!(f.store.tenant_usage("alice").await.unwrap(), (3, 3 * size));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_quotas_are_per_tenant_sqlite_files() {
+    storage_quotas_are_per_tenant(Stores::SqliteFiles).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_quotas_are_per_tenant_postgres_s3() {
+    storage_quotas_are_per_tenant(Stores::PostgresS3).await;
 }

@@ -35,6 +35,7 @@ fn new_job(id: &str, pages: &[usize]) -> NewJob {
                 sha256: "00".into(),
                 source_pages: (0..n).map(|p| p * 2).collect(),
                 owned: true,
+                bytes: 10,
             })
             .collect(),
         tenant: String::new(),

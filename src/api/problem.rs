@@ -234,6 +234,13 @@ mod tests {
                 seconds: 1,
             },
             Error::TooManyDocuments { count: 2, limit: 1 },
+            Error::StorageQuotaExceeded {
+                tenant: "t".into(),
+                unit: "jobs",
+                stored: 1,
+                adding: 1,
+                limit: 1,
+            },
         ]
     }
 
@@ -280,6 +287,7 @@ mod tests {
             Error::ForeignOrigin(_) => 38,
             Error::PageTimedOut { .. } => 39,
             Error::TooManyDocuments { .. } => 40,
+            Error::StorageQuotaExceeded { .. } => 41,
         }
     }
 

@@ -132,6 +132,13 @@ pub struct ServeArgs {
     /// Documents one job may name (422 `too_many_documents` above).
     #[arg(long, env = "OCR_MAX_DOCUMENTS_PER_JOB", default_value_t = 1_000)]
     pub max_documents_per_job: usize,
+    /// Jobs one tenant may have stored, in any state (429 `storage_quota_exceeded` past it;
+    /// finished jobs are swept after --retention-s).
+    #[arg(long, env = "OCR_TENANT_MAX_JOBS", default_value_t = 100_000)]
+    pub tenant_max_jobs: u64,
+    /// MiB of documents one tenant may have stored (429 `storage_quota_exceeded` past it).
+    #[arg(long, env = "OCR_TENANT_MAX_STORED_MB", default_value_t = 100 * 1024)]
+    pub tenant_max_stored_mb: u64,
     /// Job creations that read and count their documents at once (each document read from the
     /// store is reserved from the memory budget while it is counted); others wait their turn.
     #[arg(long, env = "OCR_MAX_CONCURRENT_CREATIONS", default_value_t = 4)]

@@ -111,6 +111,8 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
             min_free_disk_bytes: args.min_free_disk_mb << 20,
             max_documents_per_job: args.max_documents_per_job,
             max_concurrent_creations: args.max_concurrent_creations,
+            tenant_max_jobs: args.tenant_max_jobs,
+            tenant_max_stored_bytes: args.tenant_max_stored_mb << 20,
         },
     );
     let auth = crate::auth::Auth::new(args.auth, Some(store.clone()), args.metrics_open);

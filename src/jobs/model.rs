@@ -222,6 +222,8 @@ pub struct NewDocument {
     /// Stored for this job (deleted with it), as opposed to a referenced document the job
     /// only reads.
     pub owned: bool,
+    /// Its size: what an owned document counts against its tenant's storage quota.
+    pub bytes: u64,
 }
 
 /// A job to create.

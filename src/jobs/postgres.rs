@@ -58,7 +58,7 @@ const CHANNEL: &str = "ocr_jobs";
 /// Any fixed number: the advisory lock that serialises migrations between replicas.
 const MIGRATION_LOCK: i64 = 0x6f63_7273_7276;
 
-const MIGRATIONS: [&str; 6] = [
+const MIGRATIONS: [&str; 7] = [
     "
 CREATE TABLE jobs (
     id TEXT PRIMARY KEY,
@@ -188,6 +188,10 @@ CREATE TABLE tenant_webhook_secrets (
     previous TEXT,
     updated_at BIGINT NOT NULL
 );
+",
+    // 7: a stored document's size (a tenant's storage quota counts it).
+    "
+ALTER TABLE documents ADD COLUMN bytes BIGINT NOT NULL DEFAULT 0;
 ",
 ];
 
@@ -668,8 +672,8 @@ impl JobStore for PgStore {
         .map_err(db_err)?;
         for (i, d) in job.documents.iter().enumerate() {
             sqlx::query(
-                "INSERT INTO documents (job_id, idx, name, path, sha256, owned)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO documents (job_id, idx, name, path, sha256, owned, bytes)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(&job.id)
             .bind(i as i64)
@@ -677,6 +681,7 @@ impl JobStore for PgStore {
             .bind(&d.location)
             .bind(&d.sha256)
             .bind(d.owned)
+            .bind(d.bytes.min(i64::MAX as u64) as i64)
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
@@ -1563,6 +1568,19 @@ impl JobStore for PgStore {
         .await
         .map_err(db_err)?;
         Ok(())
+    }
+
+    async fn tenant_usage(&self, tenant: &str) -> Result<(u64, u64)> {
+        let (jobs, bytes): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM jobs WHERE tenant = $1),
+                    (SELECT COALESCE(SUM(d.bytes), 0)::BIGINT FROM documents d
+                     JOIN jobs j ON j.id = d.job_id WHERE j.tenant = $1 AND d.owned)",
+        )
+        .bind(tenant)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok((jobs as u64, bytes as u64))
     }
 
     async fn job_tenant(&self, id: &str) -> Result<Option<String>> {

@@ -48,6 +48,10 @@ pub struct ServiceConfig {
     /// Job creations that read and count documents at once; others wait for a turn up to the
     /// memory budget's wait, then get 429.
     pub max_concurrent_creations: usize,
+    /// Jobs one tenant may have stored, in any state (`--tenant-max-jobs`).
+    pub tenant_max_jobs: u64,
+    /// Bytes of documents one tenant may have stored (`--tenant-max-stored-mb`).
+    pub tenant_max_stored_bytes: u64,
 }
 
 impl Default for ServiceConfig {
@@ -59,6 +63,8 @@ impl Default for ServiceConfig {
             min_free_disk_bytes: 1 << 30,
             max_documents_per_job: 1_000,
             max_concurrent_creations: 4,
+            tenant_max_jobs: 100_000,
+            tenant_max_stored_bytes: 100 << 30,
         }
     }
 }
@@ -368,16 +374,24 @@ impl JobService {
                 Some(bytes)
             };
             drop(reservation);
-            counted.push((name, pages, stored, owned, bytes));
+            // What the job stores (a reference is the tenant's own object, not stored again).
+            let size = match (&stored, &bytes) {
+                (Some(s), _) if owned => s.bytes,
+                (None, Some(b)) => b.len() as u64,
+                _ => 0,
+            };
+            counted.push((name, pages, stored, owned, bytes, size));
         }
 
         let new_pages: u64 = counted.iter().map(|(_, p, ..)| p.len() as u64).sum();
+        let new_bytes: u64 = counted.iter().map(|c| c.5).sum();
+        self.admit_storage(caller, new_bytes).await?;
         self.admit_pages(caller, class, new_pages).await?;
         caller.take_pages(new_pages as usize)?;
 
         // Store what is still only in memory.
         let mut documents = Vec::with_capacity(counted.len());
-        for (i, (name, pages, stored, owned, bytes)) in counted.into_iter().enumerate() {
+        for (i, (name, pages, stored, owned, bytes, size)) in counted.into_iter().enumerate() {
             let stored = match (stored, bytes) {
                 (Some(s), _) => s,
                 (None, Some(bytes)) => {
@@ -397,6 +411,7 @@ impl JobService {
                 sha256: stored.sha256,
                 source_pages: pages,
                 owned,
+                bytes: size,
             });
         }
 
@@ -464,8 +479,36 @@ impl JobService {
                 limit: self.cfg.max_documents_per_job,
             });
         }
+        self.admit_storage(caller, 0).await?;
         self.admit_pages(caller, class, documents.max(1) as u64)
             .await
+    }
+
+    /// The tenant's storage quota: one more job, and `new_bytes` more of stored documents.
+    async fn admit_storage(&self, caller: &Caller, new_bytes: u64) -> Result<()> {
+        let (jobs, bytes) = self.store.tenant_usage(&caller.owner).await?;
+        let over = if jobs + 1 > self.cfg.tenant_max_jobs {
+            Some(("jobs", jobs, 1, self.cfg.tenant_max_jobs))
+        } else if bytes + new_bytes > self.cfg.tenant_max_stored_bytes
+            || (new_bytes == 0 && bytes >= self.cfg.tenant_max_stored_bytes)
+        {
+            Some(("bytes", bytes, new_bytes, self.cfg.tenant_max_stored_bytes))
+        } else {
+            None
+        };
+        match over {
+            Some((unit, stored, adding, limit)) => {
+                metrics::counter!("ocr_jobs_refused_total", "reason" => "storage").increment(1);
+                Err(Error::StorageQuotaExceeded {
+                    tenant: caller.owner.clone(),
+                    unit,
+                    stored,
+                    adding,
+                    limit,
+                })
+            }
+            None => Ok(()),
+        }
     }
 
     /// Admission of `new_pages` more pages of `class`: the key's quota (its tenant's pages on

@@ -34,7 +34,7 @@ fn db_err(e: rusqlite::Error) -> Error {
 }
 
 /// Numbered schema migrations; each runs once, in order, in its own transaction.
-const MIGRATIONS: [&str; 7] = [
+const MIGRATIONS: [&str; 8] = [
     // 1: the first release's schema.
     "
 CREATE TABLE IF NOT EXISTS jobs (
@@ -170,6 +170,10 @@ CREATE TABLE tenant_webhook_secrets (
     previous TEXT,
     updated_at INTEGER NOT NULL
 );
+",
+    // 8: a stored document's size (a tenant's storage quota counts it).
+    "
+ALTER TABLE documents ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
 ",
 ];
 
@@ -696,9 +700,17 @@ impl JobStore for SqliteStore {
             let profile = job.options.profile_key();
             for (i, d) in job.documents.iter().enumerate() {
                 tx.execute(
-                    "INSERT INTO documents (job_id, idx, name, path, sha256, owned)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![job.id, i as i64, d.name, d.location, d.sha256, d.owned],
+                    "INSERT INTO documents (job_id, idx, name, path, sha256, owned, bytes)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        job.id,
+                        i as i64,
+                        d.name,
+                        d.location,
+                        d.sha256,
+                        d.owned,
+                        d.bytes.min(i64::MAX as u64) as i64
+                    ],
                 )
                 .map_err(db_err)?;
                 for (p, src) in d.source_pages.iter().enumerate() {
@@ -1595,6 +1607,21 @@ impl JobStore for SqliteStore {
             )
             .map_err(db_err)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn tenant_usage(&self, tenant: &str) -> Result<(u64, u64)> {
+        let tenant = tenant.to_string();
+        self.read(move |c| {
+            c.query_row(
+                "SELECT (SELECT COUNT(*) FROM jobs WHERE tenant = ?1),
+                        (SELECT COALESCE(SUM(d.bytes), 0) FROM documents d
+                         JOIN jobs j ON j.id = d.job_id WHERE j.tenant = ?1 AND d.owned)",
+                [tenant],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+            )
+            .map_err(db_err)
         })
         .await
     }

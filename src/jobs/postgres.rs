@@ -1583,6 +1583,15 @@ impl JobStore for PgStore {
         Ok((jobs as u64, bytes as u64))
     }
 
+    async fn job_state(&self, id: &str) -> Result<Option<JobState>> {
+        let s: Option<String> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(s.map(|s| JobState::parse(&s).unwrap_or(JobState::Queued)))
+    }
+
     async fn job_tenant(&self, id: &str) -> Result<Option<String>> {
         sqlx::query_scalar("SELECT tenant FROM jobs WHERE id = $1")
             .bind(id)

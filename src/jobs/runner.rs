@@ -48,7 +48,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 use tracing::Instrument;
 
 use super::documents::DocumentStore;
-use super::model::{Claim, ClaimedPage, JobClass, JobOptions, JobRecord};
+use super::model::{Claim, ClaimedPage, JobClass, JobOptions, JobRecord, JobState};
 use super::now_ms;
 use super::store::JobStore;
 use super::webhook::{Deliverer, WebhookConfig};
@@ -270,9 +270,10 @@ impl Runner {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut rx = self.finished.subscribe();
         loop {
-            let job = self.store.get_job(id).await?;
-            if job.as_ref().is_none_or(|j| j.state.is_final()) {
-                return Ok(job);
+            // The state alone while it waits; the whole job once, at the end.
+            let state = self.store.job_state(id).await?;
+            if state.is_none_or(JobState::is_final) {
+                return self.store.get_job(id).await;
             }
             let tick = (tokio::time::Instant::now() + self.cfg.poll).min(deadline);
             tokio::select! {

@@ -33,6 +33,9 @@ use crate::error::{Error, Result};
 use crate::pipeline::decode::DecodeLimits;
 use crate::pipeline::{Page, document_text};
 
+/// How often the per-tag page gauges (`ocr_job_pages`) are counted from the store.
+const TAG_GAUGES_EVERY_MS: i64 = 5_000;
+
 /// Limits of the service.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceConfig {
@@ -192,6 +195,10 @@ pub struct JobService {
     runner: Arc<Runner>,
     /// Turns of job creation (reading and counting documents).
     creations: tokio::sync::Semaphore,
+    /// When the per-tag page gauges were last counted (Unix ms): a scan of every stored page,
+    /// so at most once per [`TAG_GAUGES_EVERY_MS`], however often `/metrics` and `/v1/queue`
+    /// are read.
+    tag_gauges_at: std::sync::atomic::AtomicI64,
     cfg: ServiceConfig,
 }
 
@@ -205,6 +212,7 @@ impl JobService {
             store: runner.store().clone(),
             runner,
             creations: tokio::sync::Semaphore::new(cfg.max_concurrent_creations.max(1)),
+            tag_gauges_at: std::sync::atomic::AtomicI64::new(i64::MIN),
             cfg,
         })
     }
@@ -837,13 +845,31 @@ impl JobService {
                     .map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0),
             );
         }
+        let last = self
+            .tag_gauges_at
+            .load(std::sync::atomic::Ordering::Acquire);
+        let due = now.saturating_sub(last) >= TAG_GAUGES_EVERY_MS
+            && self
+                .tag_gauges_at
+                .compare_exchange(
+                    last,
+                    now,
+                    std::sync::atomic::Ordering::AcqRel,
+                    std::sync::atomic::Ordering::Acquire,
+                )
+                .is_ok();
+        let counted = if due {
+            self.store.pages_by_state_and_tag().await?
+        } else {
+            Vec::new()
+        };
         let mut by_tag: std::collections::BTreeMap<(&'static str, String), u64> =
             Default::default();
-        for (state, tag, n) in self.store.pages_by_state_and_tag().await? {
+        for (state, tag, n) in counted {
             let label = super::runner::tag_label(&self.runner.config().metric_tags, tag.as_deref());
             *by_tag.entry((state.as_str(), label)).or_default() += n;
         }
-        for state in PageState::ALL {
+        for state in PageState::ALL.iter().filter(|_| due) {
             // States with no pages read 0 rather than keeping a stale value.
             metrics::gauge!("ocr_job_pages", "state" => state.as_str(), "tag" => "").set(0.0);
         }

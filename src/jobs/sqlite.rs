@@ -1626,6 +1626,18 @@ impl JobStore for SqliteStore {
         .await
     }
 
+    async fn job_state(&self, id: &str) -> Result<Option<JobState>> {
+        let id = id.to_string();
+        self.read(move |c| {
+            let s: Option<String> = c
+                .query_row("SELECT state FROM jobs WHERE id = ?1", [id], |r| r.get(0))
+                .optional()
+                .map_err(db_err)?;
+            Ok(s.map(|s| JobState::parse(&s).unwrap_or(JobState::Queued)))
+        })
+        .await
+    }
+
     async fn job_tenant(&self, id: &str) -> Result<Option<String>> {
         let id = id.to_string();
         self.read(move |c| {

@@ -189,6 +189,8 @@ pub trait JobStore: Send + Sync + 'static {
     /// A tenant's stored jobs (any state) and the bytes of the documents stored for them
     /// (owned ones; documents stored before sizes were recorded count 0): its storage quota.
     async fn tenant_usage(&self, tenant: &str) -> Result<(u64, u64)>;
+    /// A job's state alone (None: no such job): what a waiting caller polls.
+    async fn job_state(&self, id: &str) -> Result<Option<JobState>>;
     /// The tenant of a job (None: no such job).
     async fn job_tenant(&self, id: &str) -> Result<Option<String>>;
     /// The store's own wall clock in Unix milliseconds, for a store that replicas on other

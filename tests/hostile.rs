@@ -16,6 +16,16 @@ use image::{Rgb, RgbImage};
 
 struct Server(Child);
 
+/// Held by the tests whose servers load the cores for seconds (memory bombs, job creation,
+/// webhooks through real models) and by the sync flood, whose never-504 property depends on
+/// the busy rate its server measured still holding when the flood comes: the test harness
+/// runs a file's tests in parallel, and another test's load would change that rate mid-flood.
+static CORES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn cores() -> std::sync::MutexGuard<'static, ()> {
+    CORES.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -111,6 +121,7 @@ fn small_png() -> Vec<u8> {
 /// answer is 4xx, 503 or 200, and the server's peak RSS stays under its idle RSS + the budget.
 #[test]
 fn memory_bombs_stay_inside_the_budget() {
+    let _cores = cores();
     const BUDGET_MB: u64 = 1024;
     let data = tmp("bombs");
     let (child, addr) = start_server(
@@ -269,6 +280,7 @@ fn memory_bombs_stay_inside_the_budget() {
 /// `--max-documents-per-job` is refused before any document is read.
 #[test]
 fn job_creation_holds_one_document_at_a_time() {
+    let _cores = cores();
     const BUDGET_MB: u64 = 256;
     const DOC_MB: usize = 12;
     let data = tmp("creation");
@@ -734,6 +746,7 @@ fn authenticated_requests_cost_little_and_rate_limits_answer_429() {
 /// reached a model. None waits out its deadline for a 504.
 #[test]
 fn a_sync_flood_beside_running_jobs_gets_200_or_429_never_504() {
+    let _cores = cores();
     let data = tmp("flood");
     let (child, addr) = start_server(&data, &["--request-timeout-ms", "4000"]);
     let _server = Server(child);
@@ -850,6 +863,7 @@ fn hook_receiver() -> (String, Hooks) {
 /// signs none of a keyed tenant's. Before, the one server secret signed every tenant's events.
 #[test]
 fn each_tenant_signs_its_webhooks_with_its_own_secret() {
+    let _cores = cores();
     use ocr_server::jobs::webhook::{parse_secret, sign};
     let rt = tokio::runtime::Runtime::new().unwrap();
     let postgres = rt.block_on(common::test_database_url());

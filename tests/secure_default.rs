@@ -842,3 +842,84 @@ async fn storage_quotas_are_per_tenant_sqlite_files() {
 async fn storage_quotas_are_per_tenant_postgres_s3() {
     storage_quotas_are_per_tenant(Stores::PostgresS3).await;
 }
+
+/// Issue 26, item 10: tags are each tenant's own names. An admin pauses alice's tag `x`:
+/// alice's `x` job waits while bob's `x` job and alice's `y` job run; bob's `/v1/queue` does
+/// not show alice's pause (nor her tag's name), alice's and the admin's do; resuming it runs
+/// alice's job. Before, a pause named a tag of every tenant, and `/v1/queue` listed every
+/// paused tag to any key with the `ocr` scope.
+async fn pauses_and_queue_views_are_per_tenant(stores: Stores) {
+    let Some(f) = fixture(stores).await else {
+        return;
+    };
+    let admin = key(&f.store, "ops", "ops", &["admin"]).await;
+    let alice = key(&f.store, "alice", "alice", &["ocr", "jobs"]).await;
+    let bob = key(&f.store, "bob", "bob", &["ocr", "jobs"]).await;
+    let pause_body = r#"{"tenant": "alice", "tag": "x"}"#;
+    let admin_post = |path: &str| {
+        req("POST", path, Some(&admin))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(pause_body))
+            .unwrap()
+    };
+    let (s, _, v) = send(&f.router, admin_post("/v1/admin/pause")).await;
+    assert_eq!(
+        (s, v["paused"].clone()),
+        (StatusCode::OK, serde_json::json!(["alice:x"]))
+    );
+    let submit = |key: &str, tag: &str| {
+        req("POST", &format!("/v1/jobs?tag={tag}"), Some(key))
+            .header(header::CONTENT_TYPE, "image/png")
+            .body(Body::from(png(1)))
+            .unwrap()
+    };
+    let mut ids = Vec::new();
+    for (k, tag) in [(&alice, "x"), (&bob, "x"), (&alice, "y")] {
+        let (s, _, v) = send(&f.router, submit(k, tag)).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+        ids.push(v["id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(
+        wait_final(&f.router, &ids[1], &bob).await["state"],
+        "completed"
+    );
+    assert_eq!(
+        wait_final(&f.router, &ids[2], &alice).await["state"],
+        "completed"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, _, job) = send(
+        &f.router,
+        get(&format!("/v1/jobs/{}", ids[0]), Some(&alice)),
+    )
+    .await;
+    assert_eq!(job["state"], "queued", "alice's x is paused: {job}");
+    for (who, k, want) in [
+        ("bob", &bob, serde_json::json!([])),
+        ("alice", &alice, serde_json::json!(["alice:x"])),
+        ("admin", &admin, serde_json::json!(["alice:x"])),
+    ] {
+        let (s, _, q) = send(&f.router, get("/v1/queue", Some(k))).await;
+        assert_eq!(s, StatusCode::OK, "{q}");
+        assert_eq!(q["jobs"]["paused"], want, "{who}'s view: {q}");
+    }
+    let (s, _, v) = send(&f.router, admin_post("/v1/admin/resume")).await;
+    assert_eq!(
+        (s, v["paused"].clone()),
+        (StatusCode::OK, serde_json::json!([]))
+    );
+    assert_eq!(
+        wait_final(&f.router, &ids[0], &alice).await["state"],
+        "completed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pauses_and_queue_views_are_per_tenant_sqlite_files() {
+    pauses_and_queue_views_are_per_tenant(Stores::SqliteFiles).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pauses_and_queue_views_are_per_tenant_postgres_s3() {
+    pauses_and_queue_views_are_per_tenant(Stores::PostgresS3).await;
+}

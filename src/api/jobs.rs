@@ -721,11 +721,15 @@ pub(super) async fn job_result(
 pub struct PauseRequest {
     /// Pause or resume only the bulk jobs with this tag (default: all bulk work).
     pub tag: Option<String>,
+    /// Only this tenant's bulk jobs (with `tag`: only its jobs with that tag); tags are each
+    /// tenant's own names, so one tenant's `urgent` is not another's.
+    pub tenant: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Pauses {
-    /// Paused scopes: `*` for all bulk work, else tags.
+    /// Paused scopes: `*` for all bulk work, a tag (every tenant's jobs with it), or
+    /// `TENANT:TAG` / `TENANT:*` (one tenant's).
     pub paused: Vec<String>,
 }
 
@@ -735,7 +739,9 @@ async fn set_paused(st: &AppState, body: bytes::Bytes, paused: bool) -> Result<R
     } else {
         json_body("pause body", &body)?
     };
-    let paused = service(st)?.set_paused(req.tag.as_deref(), paused).await?;
+    let paused = service(st)?
+        .set_paused(req.tenant.as_deref(), req.tag.as_deref(), paused)
+        .await?;
     Ok(Json(Pauses { paused }).into_response())
 }
 
@@ -761,7 +767,7 @@ pub(super) async fn resume(
 /// The paused scopes.
 #[utoipa::path(get, path = "/v1/admin/pauses", responses((status = 200, body = Pauses)))]
 pub(super) async fn pauses(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    let paused = service(&st)?.store().paused().await?;
+    let paused = service(&st)?.paused(&Caller::anonymous()).await?;
     Ok(Json(Pauses { paused }).into_response())
 }
 

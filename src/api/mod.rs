@@ -992,9 +992,12 @@ pub struct QueueView {
 /// Queue depth, oldest age and ETA per class, per-stage depths, counters since start, and the
 /// job backlog in the store.
 #[utoipa::path(get, path = "/v1/queue", responses((status = 200, body = QueueView)))]
-async fn queue(State(st): State<Arc<AppState>>) -> Result<Json<QueueView>, ApiError> {
+async fn queue(
+    State(st): State<Arc<AppState>>,
+    axum::Extension(caller): axum::Extension<Caller>,
+) -> Result<Json<QueueView>, ApiError> {
     let jobs = match &st.jobs {
-        Some(j) => Some(j.queue_report().await?),
+        Some(j) => Some(j.queue_report(&caller).await?),
         None => None,
     };
     Ok(Json(QueueView {
@@ -1009,7 +1012,7 @@ async fn metrics_text(State(st): State<Arc<AppState>>) -> impl IntoResponse {
     // Refreshes the queue gauges (and the job gauges from the store).
     st.scheduler.queue_report();
     if let Some(j) = &st.jobs
-        && let Err(e) = j.queue_report().await
+        && let Err(e) = j.queue_report(&Caller::anonymous()).await
     {
         tracing::warn!(error = %e, "job gauges not refreshed");
     }

@@ -833,7 +833,10 @@ impl JobStore for PgStore {
                  WHERE p.state = 'queued' AND p.class = $1 AND p.tenant = $4 AND p.run_at <= $2
                    AND (p.profile IS NULL OR p.profile = ANY($5))
                    AND (p.class = 0 OR NOT EXISTS (
-                        SELECT 1 FROM pauses WHERE scope = '*' OR scope = p.tag))
+                        SELECT 1 FROM pauses
+                        WHERE scope = '*' OR scope = p.tag
+                           OR scope = p.tenant || chr(31) || '*'
+                           OR scope = p.tenant || chr(31) || p.tag))
                  ORDER BY p.priority DESC, p.queued_at, p.job_id, p.doc, p.page
                  LIMIT $3",
             )

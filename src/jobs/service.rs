@@ -33,6 +33,9 @@ use crate::error::{Error, Result};
 use crate::pipeline::decode::DecodeLimits;
 use crate::pipeline::{Page, document_text};
 
+/// Between a tenant and a tag in a stored pause scope (never in a tenant name).
+const PAUSE_SEP: char = '\u{1f}';
+
 /// How often the per-tag page gauges (`ocr_job_pages`) are counted from the store.
 const TAG_GAUGES_EVERY_MS: i64 = 5_000;
 
@@ -101,12 +104,13 @@ pub struct JobSpec {
     pub webhook_url: Option<String>,
 }
 
-/// The job backlog of all replicas.
+/// The job backlog of all replicas (every tenant's pages: a load figure, no tenant's data).
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct JobsQueue {
     pub interactive: super::model::Backlog,
     pub bulk: super::model::Backlog,
-    /// Paused scopes: `*` for all bulk work, else tags.
+    /// Paused scopes the caller may see: `*` for all bulk work, a tag (every tenant's), or
+    /// `TENANT:TAG` / `TENANT:*`; a tenant's key sees `*` and its own tenant's only.
     pub paused: Vec<String>,
     /// Seconds until every queued and running job page is likely done, at this replica's
     /// measured rate (not capped).
@@ -727,13 +731,55 @@ impl JobService {
         Ok(job)
     }
 
-    /// Pauses or resumes bulk work (everything, or one tag).
-    pub async fn set_paused(&self, tag: Option<&str>, paused: bool) -> Result<Vec<String>> {
-        self.store.set_paused(tag, paused, now_ms()).await?;
+    /// Pauses or resumes bulk work: everything, one tag (every tenant's jobs with it), one
+    /// tenant's, or one tenant's tag. Stored as the scope `*`, `TAG`, `TENANT\u{1f}*` or
+    /// `TENANT\u{1f}TAG`, which the claim matches against each page's tenant and tag.
+    pub async fn set_paused(
+        &self,
+        tenant: Option<&str>,
+        tag: Option<&str>,
+        paused: bool,
+    ) -> Result<Vec<String>> {
+        let scope = match tenant {
+            None => tag.map(str::to_string),
+            Some(t) => {
+                crate::auth::check_name("tenant", t)?;
+                Some(format!("{t}{PAUSE_SEP}{}", tag.unwrap_or("*")))
+            }
+        };
+        if scope.as_deref().is_some_and(|s| s.is_empty()) {
+            return Err(Error::InvalidOption(
+                "an empty tag names nothing to pause".into(),
+            ));
+        }
+        self.store
+            .set_paused(scope.as_deref(), paused, now_ms())
+            .await?;
         if !paused {
             self.runner.announce(JobClass::Bulk);
         }
-        self.store.paused().await
+        self.paused(&Caller::anonymous()).await
+    }
+
+    /// The pauses a caller may see, as `*`, `TAG` or `TENANT:TAG`: a tenant's key sees
+    /// everything paused and its own tenant's pauses, never another tenant's tags.
+    pub async fn paused(&self, caller: &Caller) -> Result<Vec<String>> {
+        Ok(self
+            .store
+            .paused()
+            .await?
+            .into_iter()
+            .filter_map(
+                |scope| match (scope.split_once(PAUSE_SEP), &caller.tenant) {
+                    (None, None) => Some(scope),
+                    (None, Some(_)) => (scope == "*").then_some(scope),
+                    (Some((t, tag)), mine) => mine
+                        .as_deref()
+                        .is_none_or(|m| m == t)
+                        .then(|| format!("{t}:{tag}")),
+                },
+            )
+            .collect())
     }
 
     /// The corrections of the job's last review.
@@ -827,10 +873,10 @@ impl JobService {
 
     /// The job backlog for `/v1/queue` (every replica's), and the job gauges refreshed from
     /// the store: `ocr_job_backlog_pages{class,state}`, `ocr_job_pages{state,tag}`.
-    pub async fn queue_report(&self) -> Result<JobsQueue> {
+    pub async fn queue_report(&self, caller: &Caller) -> Result<JobsQueue> {
         let interactive = self.store.backlog(JobClass::Interactive).await?;
         let bulk = self.store.backlog(JobClass::Bulk).await?;
-        let paused = self.store.paused().await?;
+        let paused = self.paused(caller).await?;
         let now = now_ms();
         for (class, b) in [
             (JobClass::Interactive, &interactive),

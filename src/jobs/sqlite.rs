@@ -858,7 +858,10 @@ impl JobStore for SqliteStore {
                            AND (p.profile IS NULL
                                 OR p.profile IN (SELECT value FROM json_each(?5)))
                            AND (p.class = 0 OR NOT EXISTS (
-                                SELECT 1 FROM pauses WHERE scope = '*' OR scope = p.tag))
+                                SELECT 1 FROM pauses
+                                WHERE scope = '*' OR scope = p.tag
+                                   OR scope = p.tenant || char(31) || '*'
+                                   OR scope = p.tenant || char(31) || p.tag))
                          ORDER BY p.priority DESC, p.queued_at, p.job_id, p.doc, p.page
                          LIMIT ?3",
                     )

@@ -50,6 +50,16 @@ fn proc_kb(pid: u32, field: &str) -> u64 {
         * 1024
 }
 
+/// The bound of the memory tests: a peak RSS under the idle RSS plus the whole budget.
+fn assert_within_budget(peak: u64, idle: u64, budget_mb: u64) {
+    assert!(
+        peak < idle + (budget_mb << 20),
+        "peak RSS {} MiB over idle {} MiB + budget {budget_mb} MiB",
+        peak >> 20,
+        idle >> 20
+    );
+}
+
 /// A one-page PDF whose content stream inflates to `inflated` bytes of spaces (a zip bomb).
 fn flate_bomb_pdf(inflated: usize) -> Vec<u8> {
     use flate2::Compression;
@@ -204,12 +214,7 @@ fn memory_bombs_stay_inside_the_budget() {
         idle >> 20,
         peak >> 20
     );
-    assert!(
-        peak < idle + (BUDGET_MB << 20),
-        "peak RSS {} MiB over idle {} MiB + budget {BUDGET_MB} MiB",
-        peak >> 20,
-        idle >> 20
-    );
+    assert_within_budget(peak, idle, BUDGET_MB);
     // The review desk's page image renders the whole page (issue 26): 20 at once for the
     // 8000×8000 page of a job stay inside the same bound.
     let (s, job) = http(
@@ -256,12 +261,7 @@ fn memory_bombs_stay_inside_the_budget() {
         peak >> 20
     );
     assert!(statuses.get(&200).copied().unwrap_or(0) > 0, "{statuses:?}");
-    assert!(
-        peak < idle + (BUDGET_MB << 20),
-        "page images: peak RSS {} MiB over idle {} MiB + budget {BUDGET_MB} MiB",
-        peak >> 20,
-        idle >> 20
-    );
+    assert_within_budget(peak, idle, BUDGET_MB);
     // Still serving.
     let (s, _) = http(
         &addr,
@@ -344,12 +344,7 @@ fn job_creation_holds_one_document_at_a_time() {
         idle >> 20,
         peak >> 20
     );
-    assert!(
-        peak < idle + (BUDGET_MB << 20),
-        "peak RSS {} MiB over idle {} MiB + budget {BUDGET_MB} MiB",
-        peak >> 20,
-        idle >> 20
-    );
+    assert_within_budget(peak, idle, BUDGET_MB);
     // One document too many: refused, nothing stored for it.
     let (s, v) = http(&addr, "POST", "/v1/jobs", &json, body(201).as_bytes());
     assert_eq!(

@@ -99,9 +99,9 @@ pub async fn sync(store: &dyn JobStore, max_skew: Duration) -> Sync {
     out
 }
 
-/// Measures every [`SYNC_EVERY`], for ever.
+/// Measures every [`SYNC_EVERY`], for ever (the first measurement is the startup's, [`sync`]).
 pub async fn sync_forever(store: std::sync::Arc<dyn JobStore>, max_skew: Duration) {
-    let mut tick = tokio::time::interval(SYNC_EVERY);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + SYNC_EVERY, SYNC_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;

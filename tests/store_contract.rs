@@ -376,8 +376,8 @@ async fn tenants_see_their_own_jobs_and_backlog(s: Arc<dyn JobStore>) {
     s.create_job(tenant_job("jb", "globex", 2), 2, 10)
         .await
         .unwrap();
-    let ids = |v: Vec<ocr_server::jobs::model::JobRecord>| {
-        v.into_iter().map(|j| j.id).collect::<Vec<_>>()
+    let ids = |v: Vec<ocr_server::jobs::model::JobSummary>| {
+        v.into_iter().map(|j| j.job.id).collect::<Vec<_>>()
     };
     assert_eq!(
         ids(s.list_jobs(Some("acme"), None, None, 10).await.unwrap()),
@@ -483,6 +483,17 @@ async fn lifecycle_with_retry_review_and_events(s: Arc<dyn JobStore>) {
             .unwrap(),
         Some(JobState::Processing)
     );
+    // The summary counts what the page rows say, without them.
+    let sum = s.job_summary("j1").await.unwrap().unwrap();
+    assert_eq!(sum.doc_pages, [2, 1]);
+    assert_eq!(sum.pages_total(), 3);
+    assert_eq!(
+        (sum.counts.completed, sum.counts.queued, sum.counts.failed),
+        (1, 2, 0)
+    );
+    assert_eq!(sum.min_confidence, Some(0.95));
+    assert!(sum.job.documents.iter().all(|d| d.pages.is_empty()));
+    assert!(s.job_summary("nope").await.unwrap().is_none());
     // The retried page is not runnable before its time.
     let early = s.claim(&claim("a", JobClass::Bulk, 5, 13)).await.unwrap();
     assert_eq!(ids(&early), [("j1".into(), 1, 0)]);
@@ -502,9 +513,18 @@ async fn lifecycle_with_retry_review_and_events(s: Arc<dyn JobStore>) {
     let job = s.get_job("j1").await.unwrap().unwrap();
     assert_eq!(job.pages_in(PageState::Completed), 3);
     assert_eq!(job.documents[0].pages[1].attempts, 2);
-    let results = s.page_results("j1", 0).await.unwrap();
+    let results = s.page_results("j1", 0, 0, 10).await.unwrap();
     assert_eq!(results.len(), 2);
     assert_eq!(results[0].as_ref().unwrap().lines[0].confidence, 0.95);
+    // Read in slices: from a page, at most a limit.
+    assert_eq!(s.page_results("j1", 0, 0, 1).await.unwrap(), results[..1]);
+    assert_eq!(s.page_results("j1", 0, 1, 5).await.unwrap(), results[1..]);
+    assert!(s.page_results("j1", 0, 2, 5).await.unwrap().is_empty());
+    assert_eq!(s.page_results("j1", 1, 0, 5).await.unwrap().len(), 1);
+    assert_eq!(
+        s.job_summary("j1").await.unwrap().unwrap().min_confidence,
+        Some(0.5)
+    );
     assert!(
         !s.complete_review("nope", serde_json::json!({}), 19)
             .await
@@ -609,7 +629,7 @@ async fn a_lost_lease_is_fenced_out_and_rescued(s: Arc<dyn JobStore>) {
             .unwrap(),
         Some(JobState::Completed)
     );
-    let r = s.page_results("j", 0).await.unwrap();
+    let r = s.page_results("j", 0, 0, 100).await.unwrap();
     assert_eq!(
         r[0].as_ref().unwrap().lines[0].confidence,
         0.99,
@@ -929,7 +949,7 @@ async fn sweep_keeps_unreviewed_jobs_and_lists_with_a_cursor(s: Arc<dyn JobStore
         .await
         .unwrap()
         .into_iter()
-        .map(|j| j.id)
+        .map(|j| j.job.id)
         .collect();
     assert_eq!(first, ["d", "c"]);
     let next: Vec<String> = s
@@ -937,7 +957,7 @@ async fn sweep_keeps_unreviewed_jobs_and_lists_with_a_cursor(s: Arc<dyn JobStore
         .await
         .unwrap()
         .into_iter()
-        .map(|j| j.id)
+        .map(|j| j.job.id)
         .collect();
     assert_eq!(next, ["b", "a"]);
     let review = s

@@ -5,8 +5,8 @@
 use serde::Serialize;
 
 use crate::jobs::model::{
-    Delivery, DeliveryState, DocumentRecord, Event, JobClass, JobRecord, JobState, PageRecord,
-    PageState,
+    Delivery, DeliveryState, DocumentRecord, Event, JobClass, JobRecord, JobState, JobSummary,
+    PageRecord, PageState,
 };
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -130,6 +130,78 @@ impl JobView {
             },
             eta_s,
             webhook_deliveries: deliveries.iter().map(delivery_view).collect(),
+        }
+    }
+}
+
+/// A job in a listing: its counts, not its pages (`GET /v1/jobs/{id}` shows those), so a
+/// listing of 500 jobs of 100,000 pages each costs 500 rows of counts.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct JobListEntry {
+    pub id: String,
+    pub state: JobState,
+    /// `interactive` (hybrid `/v1/ocr`) or `bulk`.
+    pub class: JobClass,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    pub priority: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub review_threshold: Option<f32>,
+    pub pages_total: usize,
+    pub pages_done: usize,
+    pub pages_failed: usize,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub documents: Vec<DocumentEntry>,
+    /// Pages finished (completed or failed for good) over pages in all.
+    pub progress: f64,
+    /// Seconds until the job is likely finished (null when final).
+    pub eta_s: Option<u64>,
+}
+
+/// A document in a listing.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DocumentEntry {
+    pub index: usize,
+    pub name: String,
+    pub sha256: String,
+    /// How many pages of it the job runs.
+    pub pages: usize,
+}
+
+impl JobListEntry {
+    pub fn new(s: &JobSummary, eta_s: Option<u64>) -> Self {
+        let job = &s.job;
+        let total = s.pages_total();
+        let (done, failed) = (s.counts.completed, s.counts.failed);
+        JobListEntry {
+            id: job.id.clone(),
+            state: job.state,
+            class: job.class,
+            tag: job.tag.clone(),
+            priority: job.priority,
+            review_threshold: job.review_threshold,
+            pages_total: total,
+            pages_done: done,
+            pages_failed: failed,
+            created_at_ms: job.created_at_ms,
+            updated_at_ms: job.updated_at_ms,
+            documents: job
+                .documents
+                .iter()
+                .map(|d| DocumentEntry {
+                    index: d.index,
+                    name: d.name.clone(),
+                    sha256: d.sha256.clone(),
+                    pages: s.doc_pages.get(d.index).copied().unwrap_or(0),
+                })
+                .collect(),
+            progress: if total == 0 {
+                1.0
+            } else {
+                (done + failed) as f64 / total as f64
+            },
+            eta_s,
         }
     }
 }

@@ -27,7 +27,7 @@ use crate::jobs::model::{JobClass, JobOptions, JobRecord, JobState};
 use crate::jobs::service::{Correction, JobService, JobSpec, Review, Source, Upload};
 use crate::pipeline::Page;
 
-pub use super::dto::{EventView, JobView};
+pub use super::dto::{EventView, JobListEntry, JobView};
 use super::options::{Fields, StrictQuery, json_body, json_with_options, parse_fields};
 use super::problem::{ApiError, Problem};
 use super::{AppState, Format, RequestOptions, read_body};
@@ -439,7 +439,7 @@ impl Fields for ListQuery {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct JobList {
-    pub jobs: Vec<JobView>,
+    pub jobs: Vec<JobListEntry>,
     pub next_cursor: Option<String>,
 }
 
@@ -461,11 +461,26 @@ pub(super) async fn list_jobs(
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
     let jobs = svc.list(&caller, state, q.cursor.as_deref(), limit).await?;
     let next_cursor = (jobs.len() == limit)
-        .then(|| jobs.last().map(|j| j.id.clone()))
+        .then(|| jobs.last().map(|j| j.job.id.clone()))
         .flatten();
+    // The queued pages ahead, read once per class for the whole listing.
+    let mut ahead: std::collections::HashMap<JobClass, u64> = Default::default();
     let mut views = Vec::with_capacity(jobs.len());
     for j in &jobs {
-        views.push(view(svc, j).await?);
+        let eta = if j.job.state.is_final() {
+            None
+        } else {
+            let queued = match ahead.get(&j.job.class) {
+                Some(q) => *q,
+                None => {
+                    let q = svc.store().backlog(j.job.class).await?.queued;
+                    ahead.insert(j.job.class, q);
+                    q
+                }
+            };
+            Some(svc.eta_from(j.counts.queued + j.counts.processing, queued))
+        };
+        views.push(JobListEntry::new(j, eta));
     }
     Ok(Json(JobList {
         jobs: views,
@@ -597,7 +612,7 @@ pub struct FieldChange {
 }
 
 /// The fields whose values differ between `first` and `now` (pages of the first document).
-fn field_changes(
+pub(super) fn field_changes(
     first: &[crate::extract::Extraction],
     now: &[crate::extract::Extraction],
 ) -> Vec<FieldChange> {
@@ -659,61 +674,8 @@ pub(super) async fn job_result(
         )
         .await?);
     }
-    let r = svc.results(&caller, &id).await?;
-    if q.format == Some(Format::Text) {
-        let text = r
-            .documents
-            .iter()
-            .flat_map(|d| d.texts.iter().cloned())
-            .collect::<Vec<_>>()
-            .join("\n\u{c}");
-        return Ok(([(header::CONTENT_TYPE, Format::Text.content_type())], text).into_response());
-    }
-    let extract = r.job.options.extract;
-    let first_pass = r.job.options.first_pass.clone();
-    let mut result = JobResult {
-        id: r.job.id,
-        state: r.job.state,
-        tag: r.job.tag,
-        documents: r
-            .documents
-            .into_iter()
-            .map(|d| DocumentResult {
-                name: d.name,
-                text: d.texts.join("\n\n"),
-                extractions: extract
-                    .map(|e| {
-                        d.pages
-                            .iter()
-                            .enumerate()
-                            .filter_map(|(i, p)| {
-                                crate::extract::extract_page(
-                                    e,
-                                    p.as_ref().filter(|p| !p.lines.is_empty())?,
-                                    i + 1,
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-                pages: d.pages,
-            })
-            .collect(),
-        corrections: r.corrections,
-        changes: None,
-    };
-    if let Some(first) = first_pass
-        && let Some(doc) = result.documents.first()
-    {
-        // Only pages this pass completed: a page still running has no second answer yet.
-        let done: Vec<crate::extract::Extraction> = first
-            .extractions
-            .into_iter()
-            .filter(|e| doc.pages.get(e.page - 1).is_some_and(Option::is_some))
-            .collect();
-        result.changes = Some(field_changes(&done, &doc.extractions));
-    }
-    Ok(Json(result).into_response())
+    let format = q.format.unwrap_or(Format::Json);
+    Ok(super::results::stream(svc, &caller, &id, format, &st.cfg.decode.memory).await?)
 }
 
 #[derive(Debug, Deserialize, Default, utoipa::ToSchema)]

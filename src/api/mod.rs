@@ -12,6 +12,7 @@ pub mod dto;
 pub mod jobs;
 pub mod options;
 pub mod problem;
+mod results;
 mod review;
 pub mod serve;
 

@@ -34,6 +34,8 @@ pub const IMAGE_MAX_SIDE: u32 = 1600;
 
 /// How many `needs_review` jobs the queue reads at most (the count says when there are more).
 const QUEUE_MAX: usize = 1000;
+/// Reasons listed per queue entry (a 100,000-page job under its threshold would list them all).
+const REASONS_MAX: usize = 100;
 
 const DESK_HTML: &str = include_str!("review_desk.html");
 
@@ -68,7 +70,7 @@ pub struct QueueEntry {
     /// The lowest line confidence over the job's pages.
     pub min_confidence: Option<f32>,
     pub review_threshold: Option<f32>,
-    /// Why it waits: one entry per page sent to review.
+    /// Why it waits: one entry per page sent to review (the first 100, by page).
     pub reasons: Vec<QueueReason>,
     pub created_at_ms: i64,
 }
@@ -103,7 +105,7 @@ pub(super) async fn queue(
             .list(&caller, Some(JobState::NeedsReview), cursor.as_deref(), 200)
             .await?;
         let full = page.len() == 200;
-        cursor = page.last().map(|j| j.id.clone());
+        cursor = page.last().map(|j| j.job.id.clone());
         jobs.extend(page);
         if !full || jobs.len() >= QUEUE_MAX {
             break;
@@ -111,7 +113,8 @@ pub(super) async fn queue(
     }
     jobs.truncate(QUEUE_MAX);
     let mut entries = Vec::with_capacity(jobs.len());
-    for job in jobs {
+    for summary in jobs {
+        let job = summary.job;
         let events = svc.store().events(&job.id).await?;
         let mut reasons: Vec<QueueReason> = events
             .iter()
@@ -124,8 +127,12 @@ pub(super) async fn queue(
                 })
             })
             .collect();
-        if let Some(t) = job.review_threshold {
-            for d in &job.documents {
+        if let Some(t) = job.review_threshold
+            && summary.min_confidence.is_some_and(|c| c < t)
+            // The pages under the threshold: this job's page rows, one job at a time.
+            && let Some(full) = svc.store().get_job(&job.id).await?
+        {
+            for d in &full.documents {
                 for p in &d.pages {
                     if let Some(c) = p.min_confidence.filter(|c| *c < t) {
                         reasons.push(QueueReason {
@@ -138,16 +145,13 @@ pub(super) async fn queue(
             }
         }
         reasons.sort_by_key(|r| (r.document, r.page));
-        let min_confidence = job
-            .pages()
-            .filter_map(|p| p.min_confidence)
-            .min_by(f32::total_cmp);
+        reasons.truncate(REASONS_MAX);
         entries.push(QueueEntry {
             id: job.id,
             priority: job.priority,
             tag: job.tag,
             documents: job.documents.iter().map(|d| d.name.clone()).collect(),
-            min_confidence,
+            min_confidence: summary.min_confidence,
             review_threshold: job.review_threshold,
             reasons,
             created_at_ms: job.created_at_ms,

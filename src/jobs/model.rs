@@ -341,6 +341,55 @@ pub struct JobRecord {
     pub tenant: String,
 }
 
+/// A job without its page rows: the head, each document's page count, and the pages counted by
+/// state. What listings and the streamed result read, so neither holds a 100,000-page job's
+/// page rows (`job.documents[_].pages` is empty here; `doc_pages` has the counts).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobSummary {
+    pub job: JobRecord,
+    /// Pages of each document, by document index.
+    pub doc_pages: Vec<usize>,
+    /// Pages by state (`low_confidence` is not counted here).
+    pub counts: PageCounts,
+    /// The lowest line confidence over the job's pages.
+    pub min_confidence: Option<f32>,
+}
+
+impl JobSummary {
+    /// A summary of `job` (whose documents' page rows are ignored) with no pages counted yet.
+    pub fn new(job: JobRecord) -> Self {
+        JobSummary {
+            doc_pages: vec![0; job.documents.len()],
+            job,
+            counts: PageCounts::default(),
+            min_confidence: None,
+        }
+    }
+
+    /// Counts `n` pages of document `doc` in `state`, whose lowest confidence is `min`.
+    pub fn add(&mut self, doc: usize, state: PageState, n: usize, min: Option<f32>) {
+        if let Some(c) = self.doc_pages.get_mut(doc) {
+            *c += n;
+        }
+        let c = &mut self.counts;
+        match state {
+            PageState::Queued => c.queued += n,
+            PageState::Processing => c.processing += n,
+            PageState::Completed => c.completed += n,
+            PageState::Failed => c.failed += n,
+            PageState::Cancelled => c.cancelled += n,
+        }
+        self.min_confidence = match (self.min_confidence, min) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
+    pub fn pages_total(&self) -> usize {
+        self.doc_pages.iter().sum()
+    }
+}
+
 impl JobRecord {
     pub fn pages(&self) -> impl Iterator<Item = &PageRecord> {
         self.documents.iter().flat_map(|d| d.pages.iter())

@@ -28,9 +28,9 @@ use tokio::sync::Notify;
 
 use super::model::{
     ApiKey, Backlog, Claim, ClaimedPage, Created, Delivery, DeliveryAttempt, DeliveryState,
-    DocumentRecord, Event, JobClass, JobOptions, JobRecord, JobState, NewJob, PageCounts,
-    PageLease, PageRecord, PageRef, PageState, derive_state, min_confidence, page_completed,
-    webhook_event,
+    DocumentRecord, Event, JobClass, JobOptions, JobRecord, JobState, JobSummary, NewJob,
+    PageCounts, PageLease, PageRecord, PageRef, PageState, derive_state, min_confidence,
+    page_completed, webhook_event,
 };
 use super::store::{JobStore, KeyCounts};
 use crate::error::{Error, Result};
@@ -472,6 +472,66 @@ async fn refresh_state(tx: &mut Tx<'_>, id: &str, now: i64) -> Result<JobState> 
 }
 
 async fn load_job(conn: &mut sqlx::PgConnection, id: &str) -> Result<Option<JobRecord>> {
+    let Some(mut job) = load_head(conn, id).await? else {
+        return Ok(None);
+    };
+    let pages = sqlx::query(
+        "SELECT doc, page, state, attempts, error, min_confidence, updated_at, src_index
+         FROM pages WHERE job_id = $1 ORDER BY doc, page",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    for p in pages {
+        let doc = p.try_get::<i64, _>(0).map_err(db_err)? as usize;
+        let rec = PageRecord {
+            page: p.try_get::<i64, _>(1).map_err(db_err)? as usize,
+            state: PageState::parse(&p.try_get::<String, _>(2).map_err(db_err)?)
+                .unwrap_or(PageState::Queued),
+            attempts: p.try_get::<i64, _>(3).map_err(db_err)? as u32,
+            error: p.try_get(4).map_err(db_err)?,
+            min_confidence: p
+                .try_get::<Option<f64>, _>(5)
+                .map_err(db_err)?
+                .map(|v| v as f32),
+            updated_at_ms: p.try_get(6).map_err(db_err)?,
+            source_index: p.try_get::<i64, _>(7).map_err(db_err)? as usize,
+        };
+        if let Some(d) = job.documents.get_mut(doc) {
+            d.pages.push(rec);
+        }
+    }
+    Ok(Some(job))
+}
+
+/// A job's summary: its head and documents, and its pages counted (no page rows).
+async fn load_summary(conn: &mut sqlx::PgConnection, id: &str) -> Result<Option<JobSummary>> {
+    let Some(job) = load_head(conn, id).await? else {
+        return Ok(None);
+    };
+    let mut s = JobSummary::new(job);
+    let rows = sqlx::query(
+        "SELECT doc, state, COUNT(*), MIN(min_confidence) FROM pages
+         WHERE job_id = $1 GROUP BY doc, state",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    for r in rows {
+        let doc = r.try_get::<i64, _>(0).map_err(db_err)? as usize;
+        let state = PageState::parse(&r.try_get::<String, _>(1).map_err(db_err)?)
+            .unwrap_or(PageState::Queued);
+        let n = r.try_get::<i64, _>(2).map_err(db_err)? as usize;
+        let min = r.try_get::<Option<f64>, _>(3).map_err(db_err)?;
+        s.add(doc, state, n, min.map(|v| v as f32));
+    }
+    Ok(Some(s))
+}
+
+/// A job's row and its documents (with no page rows).
+async fn load_head(conn: &mut sqlx::PgConnection, id: &str) -> Result<Option<JobRecord>> {
     let Some(r) = sqlx::query(
         "SELECT id, state, tag, priority, review_threshold, webhook_url, options, created_at,
                 updated_at, class, tenant FROM jobs WHERE id = $1",
@@ -516,33 +576,6 @@ async fn load_job(conn: &mut sqlx::PgConnection, id: &str) -> Result<Option<JobR
             sha256: d.try_get(3).map_err(db_err)?,
             pages: Vec::new(),
         });
-    }
-    let pages = sqlx::query(
-        "SELECT doc, page, state, attempts, error, min_confidence, updated_at, src_index
-         FROM pages WHERE job_id = $1 ORDER BY doc, page",
-    )
-    .bind(id)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db_err)?;
-    for p in pages {
-        let doc = p.try_get::<i64, _>(0).map_err(db_err)? as usize;
-        let rec = PageRecord {
-            page: p.try_get::<i64, _>(1).map_err(db_err)? as usize,
-            state: PageState::parse(&p.try_get::<String, _>(2).map_err(db_err)?)
-                .unwrap_or(PageState::Queued),
-            attempts: p.try_get::<i64, _>(3).map_err(db_err)? as u32,
-            error: p.try_get(4).map_err(db_err)?,
-            min_confidence: p
-                .try_get::<Option<f64>, _>(5)
-                .map_err(db_err)?
-                .map(|v| v as f32),
-            updated_at_ms: p.try_get(6).map_err(db_err)?,
-            source_index: p.try_get::<i64, _>(7).map_err(db_err)? as usize,
-        };
-        if let Some(d) = job.documents.get_mut(doc) {
-            d.pages.push(rec);
-        }
     }
     Ok(Some(job))
 }
@@ -763,13 +796,18 @@ impl JobStore for PgStore {
         load_job(&mut conn, id).await
     }
 
+    async fn job_summary(&self, id: &str) -> Result<Option<JobSummary>> {
+        let mut conn = self.pool.acquire().await.map_err(db_err)?;
+        load_summary(&mut conn, id).await
+    }
+
     async fn list_jobs(
         &self,
         tenant: Option<&str>,
         state: Option<JobState>,
         after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<JobRecord>> {
+    ) -> Result<Vec<JobSummary>> {
         let mut conn = self.pool.acquire().await.map_err(db_err)?;
         let cursor = match after {
             Some(a) => Some(
@@ -808,7 +846,7 @@ impl JobStore for PgStore {
         .map_err(db_err)?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            if let Some(j) = load_job(&mut conn, &id).await? {
+            if let Some(j) = load_summary(&mut conn, &id).await? {
                 out.push(j);
             }
         }
@@ -1146,12 +1184,21 @@ impl JobStore for PgStore {
         Ok(n == 1)
     }
 
-    async fn page_results(&self, job_id: &str, doc: usize) -> Result<Vec<Option<Page>>> {
+    async fn page_results(
+        &self,
+        job_id: &str,
+        doc: usize,
+        from: usize,
+        limit: usize,
+    ) -> Result<Vec<Option<Page>>> {
         let rows = sqlx::query(
-            "SELECT state, result FROM pages WHERE job_id = $1 AND doc = $2 ORDER BY page",
+            "SELECT state, result FROM pages WHERE job_id = $1 AND doc = $2 AND page >= $3
+             ORDER BY page LIMIT $4",
         )
         .bind(job_id)
         .bind(doc as i64)
+        .bind(from as i64)
+        .bind(limit as i64)
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;

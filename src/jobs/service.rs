@@ -22,7 +22,8 @@ use sha2::{Digest, Sha256};
 
 use super::documents::{DocumentStore, Stored};
 use super::model::{
-    Created, Event, JobClass, JobOptions, JobRecord, JobState, NewDocument, NewJob, PageState,
+    Created, Event, JobClass, JobOptions, JobRecord, JobState, JobSummary, NewDocument, NewJob,
+    PageState,
 };
 use super::now_ms;
 use super::runner::Runner;
@@ -141,11 +142,17 @@ pub struct Correction {
 /// reviewer's, its confidence 1, its words the corrected text's words on the old words' boxes
 /// when their number agrees, else one word over the line's box. Page-wide corrections change
 /// no line.
-pub fn apply_line_corrections(doc: usize, pages: &mut [Option<Page>], corrections: &[Correction]) {
+/// `pages` are a document's pages from page `from` on.
+pub fn apply_line_corrections(
+    doc: usize,
+    from: usize,
+    pages: &mut [Option<Page>],
+    corrections: &[Correction],
+) {
     for c in corrections.iter().filter(|c| c.document == doc) {
         let Some(line) = c.line.and_then(|l| {
             pages
-                .get_mut(c.page)
+                .get_mut(c.page.checked_sub(from)?)
                 .and_then(Option::as_mut)
                 .and_then(|p| p.lines.get_mut(l))
         }) else {
@@ -178,20 +185,89 @@ pub struct Review {
     pub reviewer: Option<String>,
 }
 
-/// One document's results: per job page its result (None: not completed) and its text
-/// (corrected where a review corrected it).
-#[derive(Debug, Clone, PartialEq)]
-pub struct DocumentResults {
-    pub name: String,
-    pub pages: Vec<Option<Page>>,
-    pub texts: Vec<String>,
+/// The text of page `page` of document `doc`: a review's whole-page correction, else the
+/// result's lines (line corrections already applied), else empty (not completed).
+pub fn page_text(
+    doc: usize,
+    page: usize,
+    result: Option<&Page>,
+    corrections: &[Correction],
+) -> String {
+    corrections
+        .iter()
+        .find(|c| c.document == doc && c.page == page && c.line.is_none())
+        .map(|c| c.text.clone())
+        .or_else(|| result.map(|p| document_text(std::slice::from_ref(p))))
+        .unwrap_or_default()
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct JobResults {
-    pub job: JobRecord,
-    pub documents: Vec<DocumentResults>,
-    pub corrections: Vec<Correction>,
+/// Pages read from the store at a time by [`ResultPages`].
+pub const RESULT_SLICE: usize = 16;
+
+/// A document's page results read a slice at a time, review line corrections applied: what
+/// the streamed `GET /result` walks, so a 100,000-page job is never held whole. A document of
+/// one slice is read once however often it is walked ([`ResultPages::rewind`]).
+pub struct ResultPages {
+    store: Arc<dyn JobStore>,
+    job_id: String,
+    doc: usize,
+    count: usize,
+    corrections: Arc<Vec<Correction>>,
+    /// The page the next call returns.
+    next: usize,
+    /// Pages `slice_from..slice_from + slice.len()`.
+    slice_from: usize,
+    slice: Vec<Option<Page>>,
+}
+
+impl ResultPages {
+    pub fn new(
+        store: Arc<dyn JobStore>,
+        job_id: &str,
+        doc: usize,
+        count: usize,
+        corrections: Arc<Vec<Correction>>,
+    ) -> Self {
+        Self {
+            store,
+            job_id: job_id.to_string(),
+            doc,
+            count,
+            corrections,
+            next: 0,
+            slice_from: 0,
+            slice: Vec::new(),
+        }
+    }
+
+    /// Starts again from the first page.
+    pub fn rewind(&mut self) {
+        self.next = 0;
+    }
+
+    /// The next page's index and result (None: not completed); None after the last page.
+    pub async fn next(&mut self) -> Result<Option<(usize, Option<Page>)>> {
+        if self.next >= self.count {
+            return Ok(None);
+        }
+        let i = self.next;
+        if !(self.slice_from..self.slice_from + self.slice.len()).contains(&i) {
+            let mut slice = self
+                .store
+                .page_results(&self.job_id, self.doc, i, RESULT_SLICE)
+                .await?;
+            apply_line_corrections(self.doc, i, &mut slice, &self.corrections);
+            if slice.is_empty() {
+                // Fewer page rows than counted (the job was swept meanwhile): end here.
+                self.next = self.count;
+                return Ok(None);
+            }
+            self.slice_from = i;
+            self.slice = slice;
+        }
+        self.next += 1;
+        Ok(Some((i, self.slice[i - self.slice_from].clone())))
+    }
 }
 
 pub struct JobService {
@@ -576,14 +652,23 @@ impl JobService {
             .ok_or_else(|| Error::JobNotFound(id.to_string()))
     }
 
-    /// The caller's jobs (every tenant's for the anonymous caller and admin keys).
+    /// A job's summary (no page rows), if the caller may see it.
+    pub async fn summary(&self, caller: &Caller, id: &str) -> Result<JobSummary> {
+        self.store
+            .job_summary(id)
+            .await?
+            .filter(|j| caller.can_see(&j.job.tenant))
+            .ok_or_else(|| Error::JobNotFound(id.to_string()))
+    }
+
+    /// The caller's jobs (every tenant's for the anonymous caller and admin keys), summarised.
     pub async fn list(
         &self,
         caller: &Caller,
         state: Option<JobState>,
         cursor: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<JobRecord>> {
+    ) -> Result<Vec<JobSummary>> {
         self.store
             .list_jobs(caller.tenant.as_deref(), state, cursor, limit)
             .await
@@ -606,7 +691,7 @@ impl JobService {
     }
 
     pub async fn events(&self, caller: &Caller, id: &str) -> Result<Vec<Event>> {
-        self.get(caller, id).await?;
+        self.summary(caller, id).await?;
         self.store.events(id).await
     }
 
@@ -651,8 +736,6 @@ impl JobService {
                 "send `approve: true` or `corrections`".into(),
             ));
         }
-        // Each document's results, read once however many corrections name it.
-        let mut results: std::collections::HashMap<usize, Vec<Option<Page>>> = Default::default();
         for c in &mut review.corrections {
             let ok = job
                 .documents
@@ -664,13 +747,13 @@ impl JobService {
                     c.page, c.document
                 )));
             }
-            if let std::collections::hash_map::Entry::Vacant(e) = results.entry(c.document) {
-                e.insert(self.store.page_results(id, c.document).await?);
-            }
-            let page = results
-                .get(&c.document)
-                .and_then(|pages| pages.get(c.page))
-                .and_then(Option::as_ref);
+            let result = self
+                .store
+                .page_results(id, c.document, c.page, 1)
+                .await?
+                .pop()
+                .flatten();
+            let page = result.as_ref();
             c.original = match (c.line, page) {
                 (Some(l), Some(p)) => Some(
                     p.lines
@@ -796,37 +879,15 @@ impl JobService {
             .unwrap_or_default())
     }
 
-    /// The job's results so far: completed pages (others None), texts with review corrections.
-    pub async fn results(&self, caller: &Caller, id: &str) -> Result<JobResults> {
-        let job = self.get(caller, id).await?;
-        let corrections = self.corrections(id).await?;
-        let mut documents = Vec::with_capacity(job.documents.len());
-        for d in &job.documents {
-            let mut pages = self.store.page_results(id, d.index).await?;
-            apply_line_corrections(d.index, &mut pages, &corrections);
-            let texts = pages
-                .iter()
-                .enumerate()
-                .map(|(i, p)| {
-                    corrections
-                        .iter()
-                        .find(|c| c.document == d.index && c.page == i && c.line.is_none())
-                        .map(|c| c.text.clone())
-                        .or_else(|| p.as_ref().map(|p| document_text(std::slice::from_ref(p))))
-                        .unwrap_or_default()
-                })
-                .collect();
-            documents.push(DocumentResults {
-                name: d.name.clone(),
-                pages,
-                texts,
-            });
-        }
-        Ok(JobResults {
-            job,
-            documents,
-            corrections,
-        })
+    /// What the streamed result reads: the job's summary and its last review's corrections.
+    pub async fn result_source(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<(JobSummary, Arc<Vec<Correction>>)> {
+        let job = self.summary(caller, id).await?;
+        let corrections = Arc::new(self.corrections(id).await?);
+        Ok((job, corrections))
     }
 
     /// A job document's source, its selected source page indices and its pages: the
@@ -843,10 +904,13 @@ impl JobService {
             .ok_or_else(|| Error::InvalidOption(format!("the job has no document {index}")))?;
         let doc = self.runner.open_document(&d.location).await?;
         let selected = d.pages.iter().map(|p| p.source_index).collect();
-        let mut pages = self.store.page_results(&job.id, index).await?;
+        let mut pages = self
+            .store
+            .page_results(&job.id, index, 0, d.pages.len())
+            .await?;
         // Corrections exist only on a job a review completed: other states read no events.
         if job.state == JobState::Completed {
-            apply_line_corrections(index, &mut pages, &self.corrections(&job.id).await?);
+            apply_line_corrections(index, 0, &mut pages, &self.corrections(&job.id).await?);
         }
         let pages = pages
             .into_iter()
@@ -945,9 +1009,15 @@ impl JobService {
             .pages()
             .filter(|p| matches!(p.state, PageState::Queued | PageState::Processing))
             .count();
-        let ahead = self.store.backlog(job.class).await?.queued as usize;
+        let ahead = self.store.backlog(job.class).await?.queued;
+        Ok(Some(self.eta_from(unfinished, ahead)))
+    }
+
+    /// Seconds until `unfinished` pages are done behind `ahead` queued pages of their class,
+    /// at the scheduler's measured rate.
+    pub fn eta_from(&self, unfinished: usize, ahead: u64) -> u64 {
         let rate = self.runner.scheduler().pages_per_second();
-        Ok(Some((unfinished.max(ahead) as f64 / rate).ceil() as u64))
+        (unfinished.max(ahead as usize) as f64 / rate).ceil() as u64
     }
 }
 
@@ -992,7 +1062,7 @@ mod tests {
     #[test]
     fn a_line_correction_keeps_the_box_and_the_words_boxes_when_they_agree() {
         let mut pages = vec![Some(page())];
-        apply_line_corrections(0, &mut pages, &[fix(Some(0), 0, "TOTAL 12.50")]);
+        apply_line_corrections(0, 0, &mut pages, &[fix(Some(0), 0, "TOTAL 12.50")]);
         let l = &pages[0].as_ref().unwrap().lines[0];
         assert_eq!(l.text, "TOTAL 12.50");
         assert_eq!(l.bbox, page().lines[0].bbox);
@@ -1007,7 +1077,7 @@ mod tests {
 
         // Another number of words: one word over the line's box.
         let mut pages = vec![Some(page())];
-        apply_line_corrections(0, &mut pages, &[fix(Some(0), 0, "TOTAL DUE 12.50")]);
+        apply_line_corrections(0, 0, &mut pages, &[fix(Some(0), 0, "TOTAL DUE 12.50")]);
         let l = &pages[0].as_ref().unwrap().lines[0];
         assert_eq!(l.words.len(), 1);
         assert_eq!(
@@ -1018,6 +1088,7 @@ mod tests {
         // Another document's correction, a page-wide one, a missing line or page: nothing.
         let mut pages = vec![Some(page()), None];
         apply_line_corrections(
+            0,
             0,
             &mut pages,
             &[

@@ -22,8 +22,9 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 
 use super::model::{
     ApiKey, Backlog, Claim, ClaimedPage, Created, Delivery, DeliveryAttempt, DeliveryState,
-    DocumentRecord, Event, JobClass, JobOptions, JobRecord, JobState, NewJob, PageCounts,
-    PageLease, PageRecord, PageState, derive_state, min_confidence, page_completed, webhook_event,
+    DocumentRecord, Event, JobClass, JobOptions, JobRecord, JobState, JobSummary, NewJob,
+    PageCounts, PageLease, PageRecord, PageState, derive_state, min_confidence, page_completed,
+    webhook_event,
 };
 use super::store::{JobStore, KeyCounts, unknown_cursor};
 use crate::error::{Error, Result};
@@ -492,6 +493,73 @@ fn refresh_state(tx: &Connection, id: &str, now: i64) -> Result<JobState> {
 }
 
 fn load_job(conn: &Connection, id: &str) -> Result<Option<JobRecord>> {
+    let Some(mut job) = load_head(conn, id)? else {
+        return Ok(None);
+    };
+    let mut pages = conn
+        .prepare_cached(
+            "SELECT doc, page, state, attempts, error, min_confidence, updated_at,
+                    COALESCE(src_index, page)
+             FROM pages WHERE job_id = ?1 ORDER BY doc, page",
+        )
+        .map_err(db_err)?;
+    let rows = pages
+        .query_map([id], |r| {
+            Ok((
+                r.get::<_, i64>(0)? as usize,
+                PageRecord {
+                    page: r.get::<_, i64>(1)? as usize,
+                    state: PageState::parse(&r.get::<_, String>(2)?).unwrap_or(PageState::Queued),
+                    attempts: r.get::<_, i64>(3)? as u32,
+                    error: r.get(4)?,
+                    min_confidence: r.get::<_, Option<f64>>(5)?.map(|v| v as f32),
+                    updated_at_ms: r.get(6)?,
+                    source_index: r.get::<_, i64>(7)? as usize,
+                },
+            ))
+        })
+        .map_err(db_err)?;
+    for row in rows {
+        let (doc, page) = row.map_err(db_err)?;
+        if let Some(d) = job.documents.get_mut(doc) {
+            d.pages.push(page);
+        }
+    }
+    Ok(Some(job))
+}
+
+/// A job's summary: its head and documents, and its pages counted (no page rows).
+fn load_summary(conn: &Connection, id: &str) -> Result<Option<JobSummary>> {
+    let Some(job) = load_head(conn, id)? else {
+        return Ok(None);
+    };
+    let mut s = JobSummary::new(job);
+    let mut counts = conn
+        .prepare_cached(
+            "SELECT doc, state, COUNT(*), MIN(min_confidence) FROM pages
+             WHERE job_id = ?1 GROUP BY doc, state",
+        )
+        .map_err(db_err)?;
+    let rows = counts
+        .query_map([id], |r| {
+            Ok((
+                r.get::<_, i64>(0)? as usize,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)? as usize,
+                r.get::<_, Option<f64>>(3)?,
+            ))
+        })
+        .map_err(db_err)?;
+    for row in rows {
+        let (doc, state, n, min) = row.map_err(db_err)?;
+        let state = PageState::parse(&state).unwrap_or(PageState::Queued);
+        s.add(doc, state, n, min.map(|v| v as f32));
+    }
+    Ok(Some(s))
+}
+
+/// A job's row and its documents (with no page rows).
+fn load_head(conn: &Connection, id: &str) -> Result<Option<JobRecord>> {
     let row = conn
         .query_row(
             "SELECT id, state, tag, priority, review_threshold, webhook_url, options, created_at,
@@ -535,35 +603,6 @@ fn load_job(conn: &Connection, id: &str) -> Result<Option<JobRecord>> {
         .map_err(db_err)?
         .collect::<rusqlite::Result<Vec<_>>>()
         .map_err(db_err)?;
-    let mut pages = conn
-        .prepare_cached(
-            "SELECT doc, page, state, attempts, error, min_confidence, updated_at,
-                    COALESCE(src_index, page)
-             FROM pages WHERE job_id = ?1 ORDER BY doc, page",
-        )
-        .map_err(db_err)?;
-    let rows = pages
-        .query_map([id], |r| {
-            Ok((
-                r.get::<_, i64>(0)? as usize,
-                PageRecord {
-                    page: r.get::<_, i64>(1)? as usize,
-                    state: PageState::parse(&r.get::<_, String>(2)?).unwrap_or(PageState::Queued),
-                    attempts: r.get::<_, i64>(3)? as u32,
-                    error: r.get(4)?,
-                    min_confidence: r.get::<_, Option<f64>>(5)?.map(|v| v as f32),
-                    updated_at_ms: r.get(6)?,
-                    source_index: r.get::<_, i64>(7)? as usize,
-                },
-            ))
-        })
-        .map_err(db_err)?;
-    for row in rows {
-        let (doc, page) = row.map_err(db_err)?;
-        if let Some(d) = job.documents.get_mut(doc) {
-            d.pages.push(page);
-        }
-    }
     Ok(Some(job))
 }
 
@@ -758,13 +797,18 @@ impl JobStore for SqliteStore {
         self.read(move |c| load_job(c, &id)).await
     }
 
+    async fn job_summary(&self, id: &str) -> Result<Option<JobSummary>> {
+        let id = id.to_string();
+        self.read(move |c| load_summary(c, &id)).await
+    }
+
     async fn list_jobs(
         &self,
         tenant: Option<&str>,
         state: Option<JobState>,
         after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<JobRecord>> {
+    ) -> Result<Vec<JobSummary>> {
         let after = after.map(str::to_string);
         let tenant = tenant.map(str::to_string);
         self.read(move |conn| {
@@ -807,7 +851,7 @@ impl JobStore for SqliteStore {
                 .map_err(db_err)?;
             let mut out = Vec::with_capacity(ids.len());
             for id in ids {
-                if let Some(j) = load_job(conn, &id)? {
+                if let Some(j) = load_summary(conn, &id)? {
                     out.push(j);
                 }
             }
@@ -1156,21 +1200,31 @@ impl JobStore for SqliteStore {
         .await
     }
 
-    async fn page_results(&self, job_id: &str, doc: usize) -> Result<Vec<Option<Page>>> {
+    async fn page_results(
+        &self,
+        job_id: &str,
+        doc: usize,
+        from: usize,
+        limit: usize,
+    ) -> Result<Vec<Option<Page>>> {
         let job_id = job_id.to_string();
         self.read(move |c| {
             c.prepare_cached(
-                "SELECT state, result FROM pages WHERE job_id = ?1 AND doc = ?2 ORDER BY page",
+                "SELECT state, result FROM pages WHERE job_id = ?1 AND doc = ?2 AND page >= ?3
+                 ORDER BY page LIMIT ?4",
             )
             .and_then(|mut s| {
-                s.query_map(params![job_id, doc as i64], |r| {
-                    let state: String = r.get(0)?;
-                    let result: Option<String> = r.get(1)?;
-                    Ok((state == "completed")
-                        .then_some(result)
-                        .flatten()
-                        .and_then(|s| serde_json::from_str::<Page>(&s).ok()))
-                })?
+                s.query_map(
+                    params![job_id, doc as i64, from as i64, limit as i64],
+                    |r| {
+                        let state: String = r.get(0)?;
+                        let result: Option<String> = r.get(1)?;
+                        Ok((state == "completed")
+                            .then_some(result)
+                            .flatten()
+                            .and_then(|s| serde_json::from_str::<Page>(&s).ok()))
+                    },
+                )?
                 .collect::<rusqlite::Result<Vec<_>>>()
             })
             .map_err(db_err)

@@ -37,7 +37,7 @@ use async_trait::async_trait;
 
 use super::model::{
     ApiKey, Backlog, Claim, ClaimedPage, Created, Delivery, DeliveryAttempt, Event, JobClass,
-    JobRecord, JobState, NewJob, PageLease, PageState,
+    JobRecord, JobState, JobSummary, NewJob, PageLease, PageState,
 };
 use crate::error::{Error, Result};
 use crate::pipeline::Page;
@@ -60,16 +60,19 @@ pub trait JobStore: Send + Sync + 'static {
     /// [`Error::IdempotencyConflict`].
     async fn create_job(&self, job: NewJob, now_ms: i64, key_ttl_ms: i64) -> Result<Created>;
     async fn get_job(&self, id: &str) -> Result<Option<JobRecord>>;
-    /// Jobs, newest first, of one tenant (None: every tenant), optionally of one state, after
-    /// a cursor (the last id of a page); a cursor that is not a job of that tenant is
-    /// [`unknown_cursor`].
+    /// A job without its page rows (its pages counted by state): what a caller that does not
+    /// need every page reads, so a 100,000-page job costs a few rows.
+    async fn job_summary(&self, id: &str) -> Result<Option<JobSummary>>;
+    /// Summaries of jobs, newest first, of one tenant (None: every tenant), optionally of one
+    /// state, after a cursor (the last id of a page); a cursor that is not a job of that
+    /// tenant is [`unknown_cursor`].
     async fn list_jobs(
         &self,
         tenant: Option<&str>,
         state: Option<JobState>,
         after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<JobRecord>>;
+    ) -> Result<Vec<JobSummary>>;
 
     /// Claims up to `claim.limit` runnable pages (see the module docs).
     async fn claim(&self, claim: &Claim) -> Result<Vec<ClaimedPage>>;
@@ -104,8 +107,15 @@ pub trait JobStore: Send + Sync + 'static {
     /// worker charges it the attempt ([`Rescue`]). False when the lease was lost.
     async fn start_page(&self, lease: &PageLease) -> Result<bool>;
 
-    /// The stored results of a document's pages, in job-page order (None: not completed).
-    async fn page_results(&self, job_id: &str, doc: usize) -> Result<Vec<Option<Page>>>;
+    /// The stored results of at most `limit` of a document's pages from page `from`, in
+    /// job-page order (None: not completed). Callers read a large document in such slices.
+    async fn page_results(
+        &self,
+        job_id: &str,
+        doc: usize,
+        from: usize,
+        limit: usize,
+    ) -> Result<Vec<Option<Page>>>;
     /// Cancels a job that is not final (its unfinished pages are dropped and their leases
     /// revoked); returns whether it did.
     async fn cancel_job(&self, id: &str, now_ms: i64) -> Result<bool>;

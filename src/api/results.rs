@@ -11,7 +11,8 @@
 //! three times, one pass per member (`pages`, `text`, `extractions`), which re-reads its pages
 //! from the store rather than keeping them; a document of one slice is read once. Everything
 //! that can fail with a status (the job, the caller's tenant, the corrections, the budget)
-//! is settled before the 200 is sent. A store error after that cuts the body (the client sees
+//! is settled before the 200 is sent. A result of one chunk is sent whole with its
+//! `Content-Length`; a larger one is chunked. A store error after the 200 cuts the body (the client sees
 //! an incomplete chunked response, never a truncated document that parses) and is logged with
 //! the job's id. A client that takes no chunk for [`SEND_TIMEOUT`] is dropped.
 
@@ -147,9 +148,24 @@ pub(super) async fn stream(
             let _ = out.tx.send(Err(std::io::Error::other(e.to_string()))).await;
         }
     });
-    let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|chunk| (chunk, rx))
-    }));
+    // A result that fits one chunk (most: a job of a few pages) goes out whole, with its
+    // length; a larger one streams.
+    let mut rx = rx;
+    let first = rx.recv().await;
+    let second = match &first {
+        Some(Ok(_)) => rx.recv().await,
+        _ => None,
+    };
+    let body = match (first, second) {
+        (Some(Ok(whole)), None) => Body::from(whole),
+        (first, second) => {
+            let head = futures_util::stream::iter(first.into_iter().chain(second));
+            let rest = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|chunk| (chunk, rx))
+            });
+            Body::from_stream(futures_util::StreamExt::chain(head, rest))
+        }
+    };
     Ok(([(header::CONTENT_TYPE, format.content_type())], body).into_response())
 }
 

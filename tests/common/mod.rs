@@ -80,8 +80,20 @@ pub fn http_full(
     s.write_all(body).unwrap();
     let mut resp = Vec::new();
     s.read_to_end(&mut resp).unwrap();
-    let resp = String::from_utf8_lossy(&resp).to_string();
-    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    let split = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(resp.len());
+    let head = String::from_utf8_lossy(&resp[..split]).to_string();
+    let raw = resp.get(split + 4..).unwrap_or_default();
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("\r\ntransfer-encoding: chunked")
+    {
+        String::from_utf8_lossy(&dechunk(raw)).to_string()
+    } else {
+        String::from_utf8_lossy(raw).to_string()
+    };
     let status = head
         .split(' ')
         .nth(1)
@@ -96,8 +108,26 @@ pub fn http_full(
     (
         status,
         headers,
-        serde_json::from_str(body).unwrap_or(Value::String(body.into())),
+        serde_json::from_str(&body).unwrap_or(Value::String(body.clone())),
     )
+}
+
+/// A chunked body's content (`SIZE\r\nDATA\r\n` … `0\r\n\r\n`); what does not parse ends it.
+pub fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = body.windows(2).position(|w| w == b"\r\n") {
+        let size = String::from_utf8_lossy(&body[..eol]).to_string();
+        let Ok(n) = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16) else {
+            break;
+        };
+        let rest = &body[eol + 2..];
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.extend_from_slice(&rest[..n]);
+        body = rest[n..].strip_prefix(b"\r\n").unwrap_or(&rest[n..]);
+    }
+    out
 }
 
 /// Starts the server on a free port over `data`; returns it and its address once ready. The

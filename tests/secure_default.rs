@@ -60,11 +60,16 @@ async fn fixture(stores: Stores) -> Option<Fixture> {
             (ocr_server::jobs::store::open(&db).await.unwrap(), s3)
         }
     };
+    Some(fixture_over(store, &documents_url, dir).await)
+}
+
+/// The fixture over a store and a document store already chosen.
+async fn fixture_over(store: Arc<dyn JobStore>, documents_url: &str, dir: PathBuf) -> Fixture {
     let mut sc = SchedulerConfig::for_model(ModelKind::V6);
     sc.base.det_resize.limit_side_px = 32;
     let scheduler = Arc::new(Scheduler::start(sc, Arc::new(FakeFactory::default())).unwrap());
     scheduler.wait_ready(Duration::from_secs(60)).unwrap();
-    let documents = Arc::new(DocumentStore::open(&documents_url, 64 << 20).unwrap());
+    let documents = Arc::new(DocumentStore::open(documents_url, 64 << 20).unwrap());
     let runner = Runner::new(
         store.clone(),
         scheduler.clone(),
@@ -77,14 +82,14 @@ async fn fixture(stores: Stores) -> Option<Fixture> {
     );
     runner.start();
     let router = router_over(&store, &scheduler, &runner);
-    Some(Fixture {
+    Fixture {
         router,
         store,
         documents,
         scheduler,
         runner,
         dir: TempDir(dir),
-    })
+    }
 }
 
 /// [`fixture`] with a short lease (the heartbeat renews every third of it), for the tests of
@@ -922,4 +927,108 @@ async fn pauses_and_queue_views_are_per_tenant_sqlite_files() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pauses_and_queue_views_are_per_tenant_postgres_s3() {
     pauses_and_queue_views_are_per_tenant(Stores::PostgresS3).await;
+}
+
+/// A TCP proxy in front of PostgreSQL that, once armed, loses the answer to the `COMMIT` of
+/// the first transaction that inserted a job: it forwards the `COMMIT`, lets the server
+/// commit, then closes both sides before the answer comes back. What a replica sees when its
+/// connection drops at the worst moment (a network cut, a failover).
+struct CommitCutter {
+    url: String,
+    armed: Arc<std::sync::atomic::AtomicBool>,
+    cut: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+async fn commit_cutter(db: &str) -> CommitCutter {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // postgres://USER@HOST:PORT/DB
+    let (scheme_user, rest) = db.split_once('@').unwrap();
+    let (target, path) = rest.split_once('/').unwrap();
+    let target = target.to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("{scheme_user}@{}/{path}", listener.local_addr().unwrap());
+    let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cut = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (a, c) = (armed.clone(), cut.clone());
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let server = tokio::net::TcpStream::connect(&target).await.unwrap();
+            let (armed, cut) = (a.clone(), c.clone());
+            tokio::spawn(async move {
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let back = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                });
+                let mut buf = vec![0u8; 64 << 10];
+                let mut inserted = false;
+                loop {
+                    let n = match cr.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    let seen = &buf[..n];
+                    let has = |needle: &[u8]| seen.windows(needle.len()).any(|w| w == needle);
+                    inserted |= has(b"INSERT INTO jobs");
+                    if inserted && has(b"COMMIT") && armed.swap(false, Ordering::SeqCst) {
+                        // The answer's way back is closed first, then PostgreSQL gets the
+                        // COMMIT and commits; the client never hears of it.
+                        back.abort();
+                        let _ = sw.write_all(seen).await;
+                        cut.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        return;
+                    }
+                    if sw.write_all(seen).await.is_err() {
+                        break;
+                    }
+                }
+                back.abort();
+            });
+        }
+    });
+    CommitCutter { url, armed, cut }
+}
+
+/// Issue 26, item 10: a job whose commit succeeded but whose answer was lost was answered with
+/// an error and its documents deleted, though the job existed (its pages then failed). Now
+/// the service looks the job up after a store error and answers 202 with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_commit_answer_is_lost_is_kept_whole() {
+    let Some(db) = common::test_database_url().await else {
+        return;
+    };
+    let Some(s3) = common::test_s3_url("ambiguous") else {
+        return;
+    };
+    let cutter = commit_cutter(&db).await;
+    let store = ocr_server::jobs::store::open(&cutter.url).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("ocr-ambiguous-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = fixture_over(store, &s3, dir).await;
+    let k = key(&f.store, "alice", "alice", &["ocr", "jobs"]).await;
+    cutter
+        .armed
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let (s, _, v) = send(
+        &f.router,
+        req("POST", "/v1/jobs", Some(&k))
+            .header(header::CONTENT_TYPE, "image/png")
+            .body(Body::from(png(1)))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        cutter.cut.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the proxy never cut a commit: nothing was tested ({s}: {v})"
+    );
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let id = v["id"].as_str().unwrap();
+    let job = wait_final(&f.router, id, &k).await;
+    assert_eq!(job["state"], "completed", "{job}");
+    let (s, _, r) = send(&f.router, get(&format!("/v1/jobs/{id}/result"), Some(&k))).await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert!(r["documents"][0]["pages"][0].is_object(), "{r}");
 }

@@ -315,7 +315,10 @@ impl JobService {
     }
 
     /// Validates, stores and announces a job `id`; `(job, replayed)`. Documents streamed
-    /// under `id` before the call are deleted again when the job is refused or replayed.
+    /// under `id` before the call are deleted again when the job is refused or replayed. A
+    /// store error is ambiguous (PostgreSQL may have committed a transaction whose answer was
+    /// lost): the job is looked up, and returned when it exists; its documents are deleted
+    /// only when it surely does not.
     pub async fn create(
         &self,
         caller: &Caller,
@@ -335,12 +338,53 @@ impl JobService {
         let out = self
             .create_inner(caller, &id, docs, spec, key, &mut written)
             .await;
-        match &out {
-            Ok((_, false)) => {}
-            // Refused, or the key named an earlier job: nothing of this request is kept.
-            _ => self.documents().delete(written).await,
+        match out {
+            Ok((_, false)) => out,
+            // The key named an earlier job: nothing of this request is kept.
+            Ok((_, true)) => {
+                self.documents().delete(written).await;
+                out
+            }
+            // A store error may come after the job's commit (the connection dropped before
+            // PostgreSQL's answer came back): whether the job exists decides, not the error.
+            Err(e @ Error::Store(_)) => match self.committed(&id).await {
+                Some(Some(job)) => {
+                    tracing::warn!(job = %id, error = %e,
+                        "the store answered job creation with an error, but the job was committed: kept");
+                    metrics::counter!("ocr_job_commits_recovered_total").increment(1);
+                    self.runner.announce(job.class);
+                    Ok((job, false))
+                }
+                Some(None) => {
+                    self.documents().delete(written).await;
+                    Err(e)
+                }
+                None => {
+                    tracing::error!(job = %id, error = %e, documents = written.len(),
+                        "job creation failed and whether it was committed is unknown: its documents are kept");
+                    Err(e)
+                }
+            },
+            // Refused: nothing of this request is kept.
+            Err(e) => {
+                self.documents().delete(written).await;
+                Err(e)
+            }
         }
-        out
+    }
+
+    /// Whether a job whose creation ended in a store error exists: `Some(Some(job))` it was
+    /// committed, `Some(None)` it was not, `None` the store could not say (three tries). The
+    /// first look waits a second: a `COMMIT` that reached PostgreSQL as the connection dropped
+    /// may still be running, and must be seen before its documents are judged unowned.
+    async fn committed(&self, id: &str) -> Option<Option<JobRecord>> {
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if let Ok(job) = self.store.get_job(id).await {
+                return Some(job);
+            }
+        }
+        None
     }
 
     async fn create_inner(

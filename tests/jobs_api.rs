@@ -846,6 +846,8 @@ async fn pause_resume_admission_and_backlog_reports() {
         },
         ServiceConfig {
             max_queued_pages: 5,
+            // Counted once in this test: a later count would show in the gauges.
+            page_gauges_every: Duration::from_secs(3600),
             ..ServiceConfig::default()
         },
     );
@@ -915,6 +917,23 @@ async fn pause_resume_admission_and_backlog_reports() {
     ] {
         assert!(metrics.contains(name), "{name} missing from /metrics");
     }
+    // The per-tag gauges scan the stored pages: however often they are scraped, they are
+    // counted once per period (the backlog gauges are live).
+    let (_, _, more) = send(&f.router, submit("alpha", 1)).await;
+    for _ in 0..3 {
+        send(&f.router, get("/v1/queue")).await;
+        let (_, _, metrics) = send(&f.router, get("/metrics")).await;
+        let metrics = metrics.as_str().unwrap().to_string();
+        assert!(
+            metrics.contains("ocr_job_backlog_pages{class=\"bulk\",state=\"queued\"} 3"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("ocr_job_pages{state=\"queued\",tag=\"alpha\"} 2"),
+            "counted again within the period: {metrics}"
+        );
+    }
+    let more = more["id"].as_str().unwrap().to_string();
     // Pausing everything holds other tags too; resuming everything leaves the tag paused.
     send(&f.router, admin("/v1/admin/pause", json(None))).await;
     let (_, _, c) = send(&f.router, submit("beta", 1)).await;
@@ -927,6 +946,7 @@ async fn pause_resume_admission_and_backlog_reports() {
     assert_eq!(job_field(&f.router, &a).await["state"], "queued");
     send(&f.router, admin("/v1/admin/resume", json(Some("alpha")))).await;
     wait_state(&f.router, &a, &["completed"]).await;
+    wait_state(&f.router, &more, &["completed"]).await;
 }
 
 /// Deliveries run concurrently: a receiver that takes 5 s to answer does not hold up another.

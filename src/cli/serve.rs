@@ -113,6 +113,7 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
             max_concurrent_creations: args.max_concurrent_creations,
             tenant_max_jobs: args.tenant_max_jobs,
             tenant_max_stored_bytes: args.tenant_max_stored_mb << 20,
+            page_gauges_every: Duration::from_secs(5),
         },
     );
     let auth = crate::auth::Auth::new(args.auth, Some(store.clone()), args.metrics_open);

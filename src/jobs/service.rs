@@ -37,9 +37,6 @@ use crate::pipeline::{Page, document_text};
 /// Between a tenant and a tag in a stored pause scope (never in a tenant name).
 const PAUSE_SEP: char = '\u{1f}';
 
-/// How often the per-tag page gauges (`ocr_job_pages`) are counted from the store.
-const TAG_GAUGES_EVERY_MS: i64 = 5_000;
-
 /// Limits of the service.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceConfig {
@@ -59,6 +56,9 @@ pub struct ServiceConfig {
     pub tenant_max_jobs: u64,
     /// Bytes of documents one tenant may have stored (`--tenant-max-stored-mb`).
     pub tenant_max_stored_bytes: u64,
+    /// How often the per-tag page gauges (`ocr_job_pages`, a scan of the stored pages) are
+    /// counted, however often `/metrics` and `/v1/queue` are read (5 s).
+    pub page_gauges_every: Duration,
 }
 
 impl Default for ServiceConfig {
@@ -72,6 +72,7 @@ impl Default for ServiceConfig {
             max_concurrent_creations: 4,
             tenant_max_jobs: 100_000,
             tenant_max_stored_bytes: 100 << 30,
+            page_gauges_every: Duration::from_secs(5),
         }
     }
 }
@@ -276,8 +277,8 @@ pub struct JobService {
     /// Turns of job creation (reading and counting documents).
     creations: tokio::sync::Semaphore,
     /// When the per-tag page gauges were last counted (Unix ms): a scan of every stored page,
-    /// so at most once per [`TAG_GAUGES_EVERY_MS`], however often `/metrics` and `/v1/queue`
-    /// are read.
+    /// so at most once per [`ServiceConfig::page_gauges_every`], however often `/metrics` and
+    /// `/v1/queue` are read.
     tag_gauges_at: std::sync::atomic::AtomicI64,
     cfg: ServiceConfig,
 }
@@ -1002,7 +1003,7 @@ impl JobService {
         let last = self
             .tag_gauges_at
             .load(std::sync::atomic::Ordering::Acquire);
-        let due = now.saturating_sub(last) >= TAG_GAUGES_EVERY_MS
+        let due = now.saturating_sub(last) >= self.cfg.page_gauges_every.as_millis() as i64
             && self
                 .tag_gauges_at
                 .compare_exchange(

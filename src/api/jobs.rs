@@ -107,17 +107,30 @@ impl JobRequestOptions {
 /// fetched).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct JsonDocument {
+pub struct JsonDocument<'a> {
     pub name: Option<String>,
-    /// The document bytes, base64.
-    pub data: Option<String>,
+    /// The document bytes, base64 (read in place from the request body).
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
+    #[schema(value_type = Option<String>)]
+    pub data: Option<std::borrow::Cow<'a, str>>,
     /// A document in the configured bucket.
     pub url: Option<String>,
 }
 
+/// An optional string borrowed from the body where it has no escapes (serde borrows a `Cow`
+/// only when it is not inside an `Option`).
+fn borrowed_str<'de: 'a, 'a, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<std::borrow::Cow<'a, str>>, D::Error> {
+    #[derive(Deserialize)]
+    struct Borrowed<'a>(#[serde(borrow)] std::borrow::Cow<'a, str>);
+    Ok(Option::<Borrowed<'a>>::deserialize(d)?.map(|b| b.0))
+}
+
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub struct JsonJobRequest {
-    pub documents: Vec<JsonDocument>,
+pub struct JsonJobRequest<'a> {
+    #[serde(borrow)]
+    pub documents: Vec<JsonDocument<'a>>,
     #[serde(flatten)]
     pub options: JobRequestOptions,
 }

@@ -510,9 +510,12 @@ impl RequestOptions {
 
 /// The JSON request body: the image as base64 plus options.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub struct JsonRequest {
-    /// The image or TIFF document, base64 (standard alphabet, padding optional).
-    pub image: String,
+pub struct JsonRequest<'a> {
+    /// The image or TIFF document, base64 (standard alphabet, padding optional); read in place
+    /// from the request body.
+    #[serde(borrow)]
+    #[schema(value_type = String)]
+    pub image: std::borrow::Cow<'a, str>,
     #[serde(flatten)]
     pub options: RequestOptions,
 }

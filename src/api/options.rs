@@ -72,17 +72,24 @@ pub fn parse_fields<T: DeserializeOwned + Fields>(fields: &[(String, String)]) -
 /// Parses a JSON object whose top level holds `T`'s options beside the `extra` fields of the
 /// body itself (`image`, `documents`), refusing any other name. Malformed JSON is 400; a known
 /// field of the wrong type is 422.
-pub fn json_with_options<B: DeserializeOwned, T: Fields>(
-    bytes: &[u8],
+///
+/// No `Value` tree is built: the names are read first (values skipped), then `B` straight
+/// from the bytes, so `B` may borrow its large strings (base64 documents) from the body
+/// instead of holding a second copy of them.
+pub fn json_with_options<'a, B: serde::Deserialize<'a>, T: Fields>(
+    bytes: &'a [u8],
     extra: &[&str],
 ) -> Result<B, Error> {
-    let value: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| Error::BadRequest(format!("JSON body: {e}")))?;
-    let Some(obj) = value.as_object() else {
-        return Err(Error::BadRequest("JSON body: expected an object".into()));
-    };
-    check_names("field", obj.keys().map(String::as_str), T::FIELDS, extra)?;
-    serde_json::from_value(value).map_err(|e| Error::InvalidOption(format!("JSON body: {e}")))
+    let names: std::collections::BTreeMap<String, serde::de::IgnoredAny> =
+        serde_json::from_slice(bytes).map_err(|e| {
+            if e.classify() == serde_json::error::Category::Data {
+                Error::BadRequest("JSON body: expected an object".into())
+            } else {
+                Error::BadRequest(format!("JSON body: {e}"))
+            }
+        })?;
+    check_names("field", names.keys().map(String::as_str), T::FIELDS, extra)?;
+    serde_json::from_slice(bytes).map_err(|e| Error::InvalidOption(format!("JSON body: {e}")))
 }
 
 /// Parses a JSON body of a type with `deny_unknown_fields`: an unknown field is 422
@@ -193,5 +200,42 @@ mod tests {
                 .code(),
             "bad_request"
         );
+        assert_eq!(
+            json_with_options::<serde_json::Value, RequestOptions>(b"[1]", &[])
+                .unwrap_err()
+                .code(),
+            "bad_request"
+        );
+    }
+
+    /// A base64 document is read in place from the body, not copied into a JSON tree first.
+    #[test]
+    fn base64_documents_borrow_from_the_body() {
+        use crate::api::JsonRequest;
+        use crate::api::jobs::JsonJobRequest;
+        let data = "QUJD".repeat(1000);
+        let body = format!(r#"{{"image": "{data}", "classify": true}}"#);
+        let r: JsonRequest =
+            json_with_options::<_, RequestOptions>(body.as_bytes(), &["image"]).unwrap();
+        assert!(matches!(r.image, std::borrow::Cow::Borrowed(_)));
+        assert_eq!(r.options.classify, Some(true));
+        let body = format!(
+            r#"{{"documents": [{{"name": "a", "data": "{data}"}}, {{"url": "s3://b/k"}}], "priority": 3}}"#
+        );
+        let r: JsonJobRequest = json_with_options::<_, crate::api::jobs::JobRequestOptions>(
+            body.as_bytes(),
+            &["documents"],
+        )
+        .unwrap();
+        assert!(matches!(
+            r.documents[0].data,
+            Some(std::borrow::Cow::Borrowed(_))
+        ));
+        assert_eq!(r.documents[0].data.as_deref(), Some(data.as_str()));
+        assert_eq!(r.options.priority, Some(3));
+        // An escaped string cannot be borrowed: it is unescaped into its own copy.
+        let r: JsonRequest =
+            json_with_options::<_, RequestOptions>(br#"{"image": "QU\/D"}"#, &["image"]).unwrap();
+        assert_eq!(r.image, "QU/D");
     }
 }

@@ -966,13 +966,13 @@ async fn sweep_keeps_unreviewed_jobs_and_lists_with_a_cursor(s: Arc<dyn JobStore
         .unwrap();
     assert_eq!(review.len(), 1);
     assert_eq!(
-        s.sweep(5, 5).await.unwrap(),
-        Vec::<String>::new(),
+        s.sweep(5, 5, 100).await.unwrap(),
+        (0, Vec::<String>::new()),
         "b was updated at 10"
     );
     assert_eq!(
-        s.sweep(1_000_000, 5).await.unwrap(),
-        vec!["/tmp/b-0".to_string()]
+        s.sweep(1_000_000, 5, 100).await.unwrap(),
+        (1, vec!["/tmp/b-0".to_string()])
     );
     assert!(s.get_job("b").await.unwrap().is_none());
     assert!(
@@ -989,8 +989,21 @@ async fn sweep_keeps_unreviewed_jobs_and_lists_with_a_cursor(s: Arc<dyn JobStore
     );
     // ... but not for ever: past the review retention they go too (issue 26: any tenant could
     // park every job in review and grow the store without bound).
-    s.sweep(1_000_000, 1_000_000).await.unwrap();
+    s.sweep(1_000_000, 1_000_000, 100).await.unwrap();
     assert!(s.get_job("d").await.unwrap().is_none(), "review retention");
+    assert!(s.get_job("a").await.unwrap().is_some());
+    // In batches: at most `limit` jobs a call, until a call comes back short.
+    for id in ["s1", "s2", "s3"] {
+        s.create_job(new_job(id, &[1]), 20, 10).await.unwrap();
+        assert!(s.cancel_job(id, 21).await.unwrap());
+    }
+    let (n1, p1) = s.sweep(1_000_000, 1_000_000, 2).await.unwrap();
+    let (n2, p2) = s.sweep(1_000_000, 1_000_000, 2).await.unwrap();
+    assert_eq!((n1, p1.len(), n2, p2.len()), (2, 2, 1, 1));
+    let mut all: Vec<String> = p1.into_iter().chain(p2).collect();
+    all.sort();
+    assert_eq!(all, ["/tmp/s1-0", "/tmp/s2-0", "/tmp/s3-0"]);
+    assert_eq!(s.sweep(1_000_000, 1_000_000, 2).await.unwrap(), (0, vec![]));
     assert!(s.get_job("a").await.unwrap().is_some());
 }
 

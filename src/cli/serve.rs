@@ -253,16 +253,32 @@ async fn sweep_forever(
         let now = now_ms();
         let cutoff = now - retention.as_millis() as i64;
         let review_cutoff = now - review_retention.as_millis() as i64;
-        match store.sweep(cutoff, review_cutoff).await {
-            Ok(locations) if !locations.is_empty() => {
-                tracing::info!(documents = locations.len(), "swept expired jobs");
-                documents.delete(locations).await;
+        // In batches, each its own short transaction: the queue's writes get the store
+        // between them however many jobs expired at once.
+        loop {
+            match store.sweep(cutoff, review_cutoff, SWEEP_BATCH).await {
+                Ok((jobs, locations)) => {
+                    if jobs > 0 {
+                        tracing::info!(jobs, documents = locations.len(), "swept expired jobs");
+                        metrics::counter!("ocr_jobs_swept_total").increment(jobs as u64);
+                        documents.delete(locations).await;
+                    }
+                    if jobs < SWEEP_BATCH {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "sweep failed");
+                    break;
+                }
             }
-            Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "sweep failed"),
         }
     }
 }
+
+/// Jobs deleted per sweep transaction.
+const SWEEP_BATCH: usize = 100;
 
 async fn shutdown_signal() {
     let ctrl_c = async {

@@ -1328,24 +1328,42 @@ impl JobStore for PgStore {
             .collect()
     }
 
-    async fn sweep(&self, before: i64, review_before: i64) -> Result<Vec<String>> {
+    async fn sweep(
+        &self,
+        before: i64,
+        review_before: i64,
+        limit: usize,
+    ) -> Result<(usize, Vec<String>)> {
         let mut tx = self.begin().await?;
-        let paths: Vec<String> = sqlx::query_scalar(
+        // Another replica sweeping at once takes other rows (SKIP LOCKED).
+        let rows = sqlx::query(
             "WITH gone AS (
-                DELETE FROM jobs
-                WHERE (state IN ('completed', 'partially_completed', 'failed', 'cancelled')
-                       AND updated_at < $1)
-                   OR (state = 'needs_review' AND updated_at < $2)
+                DELETE FROM jobs WHERE id IN (
+                    SELECT id FROM jobs
+                    WHERE (state IN ('completed', 'partially_completed', 'failed', 'cancelled')
+                           AND updated_at < $1)
+                       OR (state = 'needs_review' AND updated_at < $2)
+                    LIMIT $3 FOR UPDATE SKIP LOCKED)
                 RETURNING id)
-             SELECT d.path FROM documents d JOIN gone ON gone.id = d.job_id WHERE d.owned",
+             SELECT gone.id, d.path FROM gone
+             LEFT JOIN documents d ON d.job_id = gone.id AND d.owned",
         )
         .bind(before)
         .bind(review_before)
+        .bind(limit as i64)
         .fetch_all(&mut *tx)
         .await
         .map_err(db_err)?;
         tx.commit().await.map_err(db_err)?;
-        Ok(paths)
+        let mut jobs = std::collections::HashSet::new();
+        let mut paths = Vec::new();
+        for r in rows {
+            jobs.insert(r.try_get::<String, _>(0).map_err(db_err)?);
+            if let Some(p) = r.try_get::<Option<String>, _>(1).map_err(db_err)? {
+                paths.push(p);
+            }
+        }
+        Ok((jobs.len(), paths))
     }
 
     async fn set_paused(&self, tag: Option<&str>, paused: bool, now: i64) -> Result<()> {

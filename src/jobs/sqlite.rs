@@ -1337,28 +1337,43 @@ impl JobStore for SqliteStore {
         .await
     }
 
-    async fn sweep(&self, before: i64, review_before: i64) -> Result<Vec<String>> {
+    async fn sweep(
+        &self,
+        before: i64,
+        review_before: i64,
+        limit: usize,
+    ) -> Result<(usize, Vec<String>)> {
         self.tx(move |tx| {
-            const SWEPT: &str =
-                "((j.state IN ('completed', 'partially_completed', 'failed', 'cancelled')
-                   AND j.updated_at < ?1)
-                  OR (j.state = 'needs_review' AND j.updated_at < ?2))";
-            let paths = tx
-                .prepare(&format!(
-                    "SELECT d.path FROM documents d JOIN jobs j ON j.id = d.job_id
-                     WHERE {SWEPT} AND d.owned"
-                ))
+            let ids = tx
+                .prepare(
+                    "SELECT id FROM jobs
+                     WHERE (state IN ('completed', 'partially_completed', 'failed', 'cancelled')
+                            AND updated_at < ?1)
+                        OR (state = 'needs_review' AND updated_at < ?2)
+                     LIMIT ?3",
+                )
                 .and_then(|mut s| {
-                    s.query_map([before, review_before], |r| r.get::<_, String>(0))?
-                        .collect::<rusqlite::Result<Vec<_>>>()
+                    s.query_map(params![before, review_before, limit as i64], |r| {
+                        r.get::<_, String>(0)
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()
                 })
                 .map_err(db_err)?;
-            tx.execute(
-                &format!("DELETE FROM jobs WHERE id IN (SELECT j.id FROM jobs j WHERE {SWEPT})"),
-                [before, review_before],
-            )
-            .map_err(db_err)?;
-            Ok(paths)
+            let mut paths = Vec::new();
+            for id in &ids {
+                let mut docs = tx
+                    .prepare_cached("SELECT path FROM documents WHERE job_id = ?1 AND owned")
+                    .map_err(db_err)?;
+                for p in docs
+                    .query_map([id], |r| r.get::<_, String>(0))
+                    .map_err(db_err)?
+                {
+                    paths.push(p.map_err(db_err)?);
+                }
+                tx.execute("DELETE FROM jobs WHERE id = ?1", [id])
+                    .map_err(db_err)?;
+            }
+            Ok((ids.len(), paths))
         })
         .await
     }

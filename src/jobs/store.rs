@@ -137,10 +137,17 @@ pub trait JobStore: Send + Sync + 'static {
         now_ms: i64,
     ) -> Result<()>;
     async fn events(&self, id: &str) -> Result<Vec<Event>>;
-    /// Deletes final jobs last updated before `before_ms`, and `needs_review` jobs (which wait
-    /// for a reviewer, but not for ever) last updated before `review_before_ms`; returns their
-    /// owned document locations.
-    async fn sweep(&self, before_ms: i64, review_before_ms: i64) -> Result<Vec<String>>;
+    /// Deletes at most `limit` of the final jobs last updated before `before_ms` and the
+    /// `needs_review` jobs (which wait for a reviewer, but not for ever) last updated before
+    /// `review_before_ms`; returns how many it deleted and their owned document locations.
+    /// Callers sweep in such batches until one comes back short, so no transaction holds the
+    /// store for a whole backlog of expired jobs.
+    async fn sweep(
+        &self,
+        before_ms: i64,
+        review_before_ms: i64,
+        limit: usize,
+    ) -> Result<(usize, Vec<String>)>;
 
     /// Pauses (or resumes) bulk work: `None` is everything, `Some(tag)` one tag.
     async fn set_paused(&self, tag: Option<&str>, paused: bool, now_ms: i64) -> Result<()>;

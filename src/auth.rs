@@ -412,7 +412,10 @@ impl Auth {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(hash)
-            .is_some_and(|(k, _)| k.as_ref().is_some_and(|k| k.revoked_ms.is_none()))
+            .is_some_and(|(k, _)| {
+                k.as_ref()
+                    .is_some_and(|k| k.is_valid_at(crate::jobs::now_ms()))
+            })
     }
 
     /// Says in the log when no key can open the server any more (every key revoked): the
@@ -519,9 +522,12 @@ impl Auth {
             return Ok(Caller::anonymous());
         }
         let record = self.lookup(&hash_key(key)).await?;
-        let Some(record) = record.filter(|k| k.revoked_ms.is_none()) else {
+        // Expiry is judged on the store's clock (see `jobs::clock`), like every other time.
+        let Some(record) = record.filter(|k| k.is_valid_at(crate::jobs::now_ms())) else {
             metrics::counter!("ocr_auth_failures_total").increment(1);
-            return Err(Error::Unauthorized("unknown or revoked API key".into()));
+            return Err(Error::Unauthorized(
+                "unknown, revoked or expired API key".into(),
+            ));
         };
         let scopes: Vec<Scope> = record
             .scopes

@@ -425,12 +425,34 @@ fn keys_from_the_cli_on_a_shared_store_and_no_secrets_in_logs() {
         b"",
     );
     assert_eq!((s, v["code"].as_str()), (403, Some("forbidden")), "{v}");
+    // A key may expire; an expiry that is not in the future is refused.
+    let (ok, out, err) = keys_cli(&[
+        "create",
+        "--name",
+        "temp",
+        "--expires-in-days",
+        "30",
+        "--database-url",
+        &db,
+    ]);
+    assert!(ok, "{out}{err}");
+    let (ok, _, err) = keys_cli(&[
+        "create",
+        "--name",
+        "never",
+        "--expires-in-days",
+        "0",
+        "--database-url",
+        &db,
+    ]);
+    assert!(!ok && err.contains("--expires-in-days"), "{err}");
     // Listing shows the key's name, never the key or its hash.
     let (ok, out, _) = keys_cli(&["list", "--database-url", &db]);
     assert!(
         ok && out.contains("ingest") && !out.contains(&key[4..20]),
         "{out}"
     );
+    assert!(out.contains("active, expires in 30.0 days"), "{out}");
     let (ok, out, err) = keys_cli(&["revoke", "ingest", "--database-url", &db]);
     assert!(ok, "{out}{err}");
     let mut refused = false;

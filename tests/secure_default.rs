@@ -1032,3 +1032,39 @@ async fn a_job_whose_commit_answer_is_lost_is_kept_whole() {
     assert_eq!(s, StatusCode::OK, "{r}");
     assert!(r["documents"][0]["pages"][0].is_object(), "{r}");
 }
+
+/// Keys can expire (`keys create --expires-in-days`): past its expiry, on the store's clock,
+/// a key is refused like a revoked one; before it, it works.
+async fn an_expired_key_is_refused(stores: Stores) {
+    let Some(f) = fixture(stores).await else {
+        return;
+    };
+    let now = ocr_server::jobs::now_ms();
+    let mut keys = Vec::new();
+    for (name, expires) in [("past", now - 1_000), ("future", now + 3_600_000)] {
+        let k = format!("ocr_test_{name}_{}", uuid::Uuid::new_v4().simple());
+        let mut record = ApiKey::new(name, name, hash_key(&k), &["ocr", "jobs"], now - 5_000);
+        record.expires_ms = Some(expires);
+        f.store.create_key(&record).await.unwrap();
+        keys.push(k);
+    }
+    let (s, _, v) = send(&f.router, get("/v1/jobs", Some(&keys[0]))).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unauthorized")),
+        "{v}"
+    );
+    assert!(v["detail"].as_str().unwrap().contains("expired"), "{v}");
+    let (s, _, v) = send(&f.router, get("/v1/jobs", Some(&keys[1]))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_key_is_refused_sqlite() {
+    an_expired_key_is_refused(Stores::SqliteFiles).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_key_is_refused_postgres() {
+    an_expired_key_is_refused(Stores::PostgresS3).await;
+}

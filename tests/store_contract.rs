@@ -328,6 +328,7 @@ fn api_key(name: &str, hash: &str) -> ocr_server::jobs::model::ApiKey {
         max_queued_pages: Some(100),
         created_ms: 10,
         revoked_ms: None,
+        expires_ms: (name == "b").then_some(90),
     }
 }
 

@@ -76,6 +76,9 @@ pub struct KeyCreateArgs {
     /// tenant's first key comes with a generated one, printed once before the key.
     #[arg(long, env = "OCR_TENANT_WEBHOOK_SECRET")]
     pub webhook_secret: Option<Secret>,
+    /// Days until the key stops working (401 after, on the store's clock); never without it.
+    #[arg(long)]
+    pub expires_in_days: Option<f64>,
 }
 
 /// Runs `ocr-server keys`.
@@ -112,6 +115,13 @@ pub fn run_keys(args: &KeysArgs) -> Result<bool> {
                         return Err(Error::InvalidOption(format!("{what} must be above 0")));
                     }
                 }
+                if c.expires_in_days
+                    .is_some_and(|d| !(d.is_finite() && d > 0.0))
+                {
+                    return Err(Error::InvalidOption(
+                        "--expires-in-days must be above 0".into(),
+                    ));
+                }
                 let key = crate::auth::new_key();
                 let record = crate::jobs::model::ApiKey {
                     name: c.name.clone(),
@@ -125,6 +135,9 @@ pub fn run_keys(args: &KeysArgs) -> Result<bool> {
                     max_queued_pages: c.max_queued_pages,
                     created_ms: now_ms(),
                     revoked_ms: None,
+                    expires_ms: c
+                        .expires_in_days
+                        .map(|d| now_ms().saturating_add((d * 86_400_000.0) as i64)),
                 };
                 store.create_key(&record).await?;
                 let secret = match &c.webhook_secret {
@@ -179,9 +192,16 @@ pub fn run_keys(args: &KeysArgs) -> Result<bool> {
                         k.max_queued_pages
                             .map_or_else(|| "-".into(), |v| v.to_string()),
                         if k.revoked_ms.is_some() {
-                            "revoked"
+                            "revoked".to_string()
+                        } else if !k.is_valid_at(now_ms()) {
+                            "expired".to_string()
+                        } else if let Some(e) = k.expires_ms {
+                            format!(
+                                "active, expires in {:.1} days",
+                                (e - now_ms()) as f64 / 86_400_000.0
+                            )
                         } else {
-                            "active"
+                            "active".to_string()
                         }
                     )
                     .map_err(io)?;

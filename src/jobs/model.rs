@@ -636,6 +636,8 @@ pub struct ApiKey {
     pub max_queued_pages: Option<u64>,
     pub created_ms: i64,
     pub revoked_ms: Option<i64>,
+    /// When the key stops working (Unix ms, the store's clock); None: never.
+    pub expires_ms: Option<i64>,
 }
 
 impl ApiKey {
@@ -653,7 +655,13 @@ impl ApiKey {
             max_queued_pages: None,
             created_ms,
             revoked_ms: None,
+            expires_ms: None,
         }
+    }
+
+    /// Whether the key opens the server at `now_ms`: not revoked, not expired.
+    pub fn is_valid_at(&self, now_ms: i64) -> bool {
+        self.revoked_ms.is_none() && self.expires_ms.is_none_or(|e| now_ms < e)
     }
 }
 

@@ -58,7 +58,7 @@ const CHANNEL: &str = "ocr_jobs";
 /// Any fixed number: the advisory lock that serialises migrations between replicas.
 const MIGRATION_LOCK: i64 = 0x6f63_7273_7276;
 
-const MIGRATIONS: [&str; 7] = [
+const MIGRATIONS: [&str; 8] = [
     "
 CREATE TABLE jobs (
     id TEXT PRIMARY KEY,
@@ -192,6 +192,10 @@ CREATE TABLE tenant_webhook_secrets (
     // 7: a stored document's size (a tenant's storage quota counts it).
     "
 ALTER TABLE documents ADD COLUMN bytes BIGINT NOT NULL DEFAULT 0;
+",
+    // 8: a key's expiry.
+    "
+ALTER TABLE api_keys ADD COLUMN expires_at BIGINT;
 ",
 ];
 
@@ -1527,8 +1531,9 @@ impl JobStore for PgStore {
     async fn create_key(&self, k: &ApiKey) -> Result<()> {
         let inserted = sqlx::query(
             "INSERT INTO api_keys (name, tenant, hash, scopes, rate_per_s, burst, pages_per_s,
-                                   page_burst, max_queued_pages, created_at, revoked_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                                   page_burst, max_queued_pages, created_at, revoked_at,
+                                   expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
              ON CONFLICT (name) DO NOTHING",
         )
         .bind(&k.name)
@@ -1542,6 +1547,7 @@ impl JobStore for PgStore {
         .bind(k.max_queued_pages.map(|v| v.min(i64::MAX as u64) as i64))
         .bind(k.created_ms)
         .bind(k.revoked_ms)
+        .bind(k.expires_ms)
         .execute(&self.pool)
         .await
         .map_err(db_err)?
@@ -1681,7 +1687,8 @@ impl JobStore for PgStore {
 }
 
 const KEY_COLUMNS: &str = "SELECT name, tenant, hash, scopes, rate_per_s, burst, pages_per_s, \
-                           page_burst, max_queued_pages, created_at, revoked_at FROM api_keys";
+                           page_burst, max_queued_pages, created_at, revoked_at, expires_at \
+                           FROM api_keys";
 
 fn key_row(r: &sqlx::postgres::PgRow) -> Result<ApiKey> {
     let scopes: String = r.try_get(3).map_err(db_err)?;
@@ -1710,5 +1717,6 @@ fn key_row(r: &sqlx::postgres::PgRow) -> Result<ApiKey> {
             .map(|v| v.max(0) as u64),
         created_ms: r.try_get(9).map_err(db_err)?,
         revoked_ms: r.try_get(10).map_err(db_err)?,
+        expires_ms: r.try_get(11).map_err(db_err)?,
     })
 }

@@ -35,7 +35,7 @@ fn db_err(e: rusqlite::Error) -> Error {
 }
 
 /// Numbered schema migrations; each runs once, in order, in its own transaction.
-const MIGRATIONS: [&str; 8] = [
+const MIGRATIONS: [&str; 9] = [
     // 1: the first release's schema.
     "
 CREATE TABLE IF NOT EXISTS jobs (
@@ -175,6 +175,10 @@ CREATE TABLE tenant_webhook_secrets (
     // 8: a stored document's size (a tenant's storage quota counts it).
     "
 ALTER TABLE documents ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
+",
+    // 9: a key's expiry.
+    "
+ALTER TABLE api_keys ADD COLUMN expires_at INTEGER;
 ",
 ];
 
@@ -1577,8 +1581,9 @@ impl JobStore for SqliteStore {
             }
             tx.execute(
                 "INSERT INTO api_keys (name, tenant, hash, scopes, rate_per_s, burst, pages_per_s,
-                                       page_burst, max_queued_pages, created_at, revoked_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                                       page_burst, max_queued_pages, created_at, revoked_at,
+                                       expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 params![
                     k.name,
                     k.tenant,
@@ -1590,7 +1595,8 @@ impl JobStore for SqliteStore {
                     k.page_burst,
                     k.max_queued_pages.map(|v| v.min(i64::MAX as u64) as i64),
                     k.created_ms,
-                    k.revoked_ms
+                    k.revoked_ms,
+                    k.expires_ms
                 ],
             )
             .map_err(db_err)?;
@@ -1736,7 +1742,8 @@ impl JobStore for SqliteStore {
 }
 
 const KEY_COLUMNS: &str = "SELECT name, tenant, hash, scopes, rate_per_s, burst, pages_per_s, \
-                           page_burst, max_queued_pages, created_at, revoked_at FROM api_keys";
+                           page_burst, max_queued_pages, created_at, revoked_at, expires_at \
+                           FROM api_keys";
 
 fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKey> {
     Ok(ApiKey {
@@ -1756,5 +1763,6 @@ fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKey> {
         max_queued_pages: r.get::<_, Option<i64>>(8)?.map(|v| v.max(0) as u64),
         created_ms: r.get(9)?,
         revoked_ms: r.get(10)?,
+        expires_ms: r.get(11)?,
     })
 }

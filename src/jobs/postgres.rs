@@ -860,7 +860,7 @@ impl JobStore for PgStore {
     async fn claim(&self, c: &Claim) -> Result<Vec<ClaimedPage>> {
         let mut tx = self.begin_queue().await?;
         rescue_expired(&mut tx, c.now_ms, c.max_attempts).await?;
-        // Fair share: the runnable pages of each tenant (an index seek each), least recently
+        // Fair share (`store::fair_share`): the runnable pages of each tenant (an index seek each), least recently
         // served tenant first, one page of each per round until the claim is full; then the
         // chosen pages are locked (SKIP LOCKED: one another replica holds is left to it).
         let tenants: Vec<String> =
@@ -892,24 +892,14 @@ impl JobStore for PgStore {
             .map_err(db_err)?;
             queues.push(rows.into());
         }
+        let (taken, served) = super::store::fair_share(queues, c.limit);
         let (mut ids, mut docs, mut pages) = (Vec::new(), Vec::new(), Vec::new());
-        let mut served: Vec<&String> = Vec::new();
-        while ids.len() < c.limit && queues.iter().any(|q| !q.is_empty()) {
-            for (t, q) in tenants.iter().zip(queues.iter_mut()) {
-                if ids.len() >= c.limit {
-                    break;
-                }
-                if let Some((j, d, p)) = q.pop_front() {
-                    ids.push(j);
-                    docs.push(d);
-                    pages.push(p);
-                    if !served.contains(&t) {
-                        served.push(t);
-                    }
-                }
-            }
+        for (j, d, p) in taken {
+            ids.push(j);
+            docs.push(d);
+            pages.push(p);
         }
-        for t in served {
+        for t in served.into_iter().map(|i| &tenants[i]) {
             sqlx::query(
                 "UPDATE tenant_turns SET served = (SELECT MAX(served) FROM tenant_turns) + 1
                  WHERE tenant = $1",

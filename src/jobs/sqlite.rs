@@ -883,7 +883,8 @@ impl JobStore for SqliteStore {
             );
             // Only pages of profiles this replica serves (a JSON array for `json_each`).
             let profiles = serde_json::to_string(&c.profiles).unwrap_or_else(|_| "[]".into());
-            // Fair share: tenants least recently served first, one page each per round.
+            // Fair share (`store::fair_share`): tenants least recently served first, one page
+            // each per round.
             let tenants: Vec<String> = tx
                 .prepare_cached("SELECT tenant FROM tenant_turns ORDER BY served, tenant")
                 .and_then(|mut s| {
@@ -937,22 +938,8 @@ impl JobStore for SqliteStore {
                     .map_err(db_err)?;
                 per_tenant.push(rows.into());
             }
-            let mut rows: Vec<Row> = Vec::with_capacity(c.limit);
-            let mut served: Vec<&String> = Vec::new();
-            while rows.len() < c.limit && per_tenant.iter().any(|q| !q.is_empty()) {
-                for (t, q) in tenants.iter().zip(per_tenant.iter_mut()) {
-                    if rows.len() >= c.limit {
-                        break;
-                    }
-                    if let Some(r) = q.pop_front() {
-                        rows.push(r);
-                        if !served.contains(&t) {
-                            served.push(t);
-                        }
-                    }
-                }
-            }
-            for t in served {
+            let (rows, served) = super::store::fair_share(per_tenant, c.limit);
+            for t in served.into_iter().map(|i| &tenants[i]) {
                 tx.execute(
                     "UPDATE tenant_turns SET served = (SELECT MAX(served) FROM tenant_turns) + 1
                      WHERE tenant = ?1",

@@ -261,6 +261,34 @@ impl Rescue {
     }
 }
 
+/// Fair share between tenants, the one rule both stores' claims follow: `queues` are the
+/// runnable pages of each tenant, tenants least recently served first, each queue in its own
+/// claim order (priority, then age). One page of each tenant per round until `limit` pages are
+/// taken or every queue is empty. Returns the pages in the order taken and the indices of the
+/// tenants served, in the order they were first served (the store moves them to the back of
+/// the turns in that order).
+pub fn fair_share<T>(
+    mut queues: Vec<std::collections::VecDeque<T>>,
+    limit: usize,
+) -> (Vec<T>, Vec<usize>) {
+    let mut taken = Vec::with_capacity(limit.min(queues.iter().map(|q| q.len()).sum()));
+    let mut served = Vec::new();
+    while taken.len() < limit && queues.iter().any(|q| !q.is_empty()) {
+        for (i, q) in queues.iter_mut().enumerate() {
+            if taken.len() >= limit {
+                break;
+            }
+            if let Some(page) = q.pop_front() {
+                taken.push(page);
+                if !served.contains(&i) {
+                    served.push(i);
+                }
+            }
+        }
+    }
+    (taken, served)
+}
+
 /// The answer to a listing cursor that names no job the caller can see (it never silently
 /// restarts from the newest job).
 pub fn unknown_cursor(cursor: &str) -> Error {
@@ -299,4 +327,70 @@ pub async fn open(url: &str) -> Result<Arc<dyn JobStore>> {
         "--database-url must be sqlite://PATH or postgres://..., got {:?}",
         url.split(':').next().unwrap_or("")
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    /// Each row: the tenants' queues (in turn order), the limit, the pages taken and the
+    /// tenants served.
+    #[test]
+    fn fair_share_takes_one_page_per_tenant_per_round() {
+        type Case = (
+            &'static [&'static [&'static str]],
+            usize,
+            &'static [&'static str],
+            &'static [usize],
+        );
+        let cases: &[Case] = &[
+            // Nothing runnable.
+            (&[], 5, &[], &[]),
+            (&[&[], &[]], 5, &[], &[]),
+            // One tenant takes what it has, up to the limit.
+            (&[&["a1", "a2", "a3"]], 2, &["a1", "a2"], &[0]),
+            // Rounds: one of each, in turn order, until the limit.
+            (
+                &[&["a1", "a2", "a3"], &["b1"]],
+                3,
+                &["a1", "b1", "a2"],
+                &[0, 1],
+            ),
+            (
+                &[&["a1", "a2"], &["b1", "b2"], &["c1"]],
+                4,
+                &["a1", "b1", "c1", "a2"],
+                &[0, 1, 2],
+            ),
+            // A big tenant behind a small one still gets the rest once the small one is empty.
+            (
+                &[&["b1"], &["a1", "a2", "a3", "a4"]],
+                10,
+                &["b1", "a1", "a2", "a3", "a4"],
+                &[0, 1],
+            ),
+            // An empty queue is skipped and not counted as served.
+            (
+                &[&[], &["b1", "b2"], &["c1"]],
+                3,
+                &["b1", "c1", "b2"],
+                &[1, 2],
+            ),
+            // The limit can stop a round part way: the last tenant waits its turn.
+            (&[&["a1"], &["b1"], &["c1"]], 2, &["a1", "b1"], &[0, 1]),
+            // A limit of 0 takes nothing.
+            (&[&["a1"]], 0, &[], &[]),
+        ];
+        for (queues, limit, pages, served) in cases {
+            let q: Vec<VecDeque<&str>> =
+                queues.iter().map(|q| q.iter().copied().collect()).collect();
+            let (got, who) = fair_share(q, *limit);
+            assert_eq!(
+                (got.as_slice(), who.as_slice()),
+                (*pages, *served),
+                "{queues:?} limit {limit}"
+            );
+        }
+    }
 }

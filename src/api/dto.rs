@@ -92,6 +92,15 @@ fn document_view(d: &DocumentRecord) -> DocumentView {
     }
 }
 
+/// Pages finished (completed or failed for good) over pages in all; 1 for a job of none.
+fn progress(total: usize, done: usize, failed: usize) -> f64 {
+    if total == 0 {
+        1.0
+    } else {
+        (done + failed) as f64 / total as f64
+    }
+}
+
 fn delivery_view(d: &Delivery) -> DeliveryView {
     DeliveryView {
         id: d.id.clone(),
@@ -123,11 +132,7 @@ impl JobView {
             created_at_ms: job.created_at_ms,
             updated_at_ms: job.updated_at_ms,
             documents: job.documents.iter().map(document_view).collect(),
-            progress: if total == 0 {
-                1.0
-            } else {
-                (done + failed) as f64 / total as f64
-            },
+            progress: progress(total, done, failed),
             eta_s,
             webhook_deliveries: deliveries.iter().map(delivery_view).collect(),
         }
@@ -196,11 +201,7 @@ impl JobListEntry {
                     pages: s.doc_pages.get(d.index).copied().unwrap_or(0),
                 })
                 .collect(),
-            progress: if total == 0 {
-                1.0
-            } else {
-                (done + failed) as f64 / total as f64
-            },
+            progress: progress(total, done, failed),
             eta_s,
         }
     }

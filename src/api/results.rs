@@ -194,7 +194,7 @@ async fn write_text(
                 out.raw("\n\u{c}");
             }
             first = false;
-            out.raw(&page_text(d.index, i, page.as_ref(), corrections));
+            out.raw(&page_text(d.index, i, page, corrections));
             out.maybe_flush().await?;
         }
     }
@@ -249,7 +249,7 @@ async fn write_json(
             if i > 0 {
                 out.raw("\\n\\n");
             }
-            out.json_str_part(&page_text(d.index, i, page.as_ref(), corrections))?;
+            out.json_str_part(&page_text(d.index, i, page, corrections))?;
             out.maybe_flush().await?;
         }
         out.raw("\"");
@@ -258,7 +258,6 @@ async fn write_json(
             let mut opened = false;
             while let Some((i, page)) = pages.next().await? {
                 let Some(fields) = page
-                    .as_ref()
                     .filter(|p| !p.lines.is_empty())
                     .and_then(|p| crate::extract::extract_page(e, p, i + 1))
                 else {

@@ -247,7 +247,8 @@ impl ResultPages {
     }
 
     /// The next page's index and result (None: not completed); None after the last page.
-    pub async fn next(&mut self) -> Result<Option<(usize, Option<Page>)>> {
+    /// The result is lent from the slice read, never copied.
+    pub async fn next(&mut self) -> Result<Option<(usize, Option<&Page>)>> {
         if self.next >= self.count {
             return Ok(None);
         }
@@ -267,7 +268,7 @@ impl ResultPages {
             self.slice = slice;
         }
         self.next += 1;
-        Ok(Some((i, self.slice[i - self.slice_from].clone())))
+        Ok(Some((i, self.slice[i - self.slice_from].as_ref())))
     }
 }
 

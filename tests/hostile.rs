@@ -17,7 +17,8 @@ use image::{Rgb, RgbImage};
 struct Server(Child);
 
 /// Held by the tests whose servers load the cores for seconds (memory bombs, job creation,
-/// webhooks through real models) and by the sync flood, whose never-504 property depends on
+/// webhooks through real models, a 100,000-page result, a flood of keyed requests) and by the
+/// sync flood, whose never-504 property depends on
 /// the busy rate its server measured still holding when the flood comes: the test harness
 /// runs a file's tests in parallel, and another test's load would change that rate mid-flood.
 static CORES: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -673,6 +674,8 @@ fn idle_connections_are_closed_and_connections_are_capped() {
 /// of an open one on two otherwise identical servers (printed for the notes; not asserted).
 #[test]
 fn authenticated_requests_cost_little_and_rate_limits_answer_429() {
+    // Its own flood of requests would change the sync flood's measured rate mid-flood.
+    let _cores = cores();
     let data = tmp("authcost");
     let (ok, out, err) = keys_cli(&[
         "create",

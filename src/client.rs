@@ -28,7 +28,6 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::engine::ModelKind;
 use crate::error::{Error, Result};
 
 /// Extensions picked up when a directory is given (files named explicitly are always sent).
@@ -60,18 +59,9 @@ pub struct SubmitArgs {
     /// Give up on a job that is not finished after this many seconds (0 = wait for ever).
     #[arg(long, default_value_t = 0)]
     pub timeout_s: u64,
-    /// Model set for the jobs (the server's default when absent).
-    #[arg(long, value_enum)]
-    pub model: Option<ModelKind>,
-    /// Longest side the detector sees.
-    #[arg(long)]
-    pub det_limit_side: Option<u32>,
-    /// Run the orientation classifier.
-    #[arg(long)]
-    pub classify: Option<bool>,
-    /// Drop lines under this confidence.
-    #[arg(long)]
-    pub min_confidence: Option<f32>,
+    /// The job's options (each the server's default when absent).
+    #[command(flatten)]
+    pub overrides: crate::overrides::Overrides,
     /// Pages whose lowest line confidence is under this put the job in `needs_review`.
     #[arg(long)]
     pub review_threshold: Option<f32>,
@@ -187,19 +177,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 impl SubmitArgs {
     /// The job options as query pairs, in a fixed order (they are part of the idempotency key).
     fn query(&self) -> Vec<(&'static str, String)> {
-        let mut q = Vec::new();
-        if let Some(m) = self.model {
-            q.push(("model", format!("{m:?}").to_ascii_lowercase()));
-        }
-        if let Some(v) = self.det_limit_side {
-            q.push(("det_limit_side", v.to_string()));
-        }
-        if let Some(v) = self.classify {
-            q.push(("classify", v.to_string()));
-        }
-        if let Some(v) = self.min_confidence {
-            q.push(("min_confidence", v.to_string()));
-        }
+        let mut q = self.overrides.query_pairs();
         if let Some(v) = self.review_threshold {
             q.push(("review_threshold", v.to_string()));
         }

@@ -26,12 +26,12 @@ use axum::http::{HeaderMap, HeaderValue, header};
 
 use crate::api::RequestOptions;
 use crate::api::jobs::JobRequestOptions;
-use crate::api::options::parse_query;
 use crate::document::{Document, MAX_DOCUMENT_PAGES, select_pages};
 use crate::engine::{ModelKind, OcrOptions};
 use crate::error::Error;
 use crate::jobs::model::JobOptions;
 use crate::memory::MemoryBudget;
+use crate::overrides::Overrides;
 use crate::pipeline::decode::{DecodeLimits, check_header, decode_pages, sniff_format};
 
 /// Limits small enough that one input costs bounded time and memory (a 4-megapixel page, PDF
@@ -161,7 +161,7 @@ pub fn body(data: &[u8]) {
         let body = bytes::Bytes::copy_from_slice(bytes);
         let split = runtime().block_on(crate::api::split_body(&headers, body));
         match split {
-            Ok((_image, opts)) => request_options(&opts),
+            Ok((_image, opts)) => overrides(&opts.overrides),
             Err(e) => client_error("split_body", &e),
         }
     })
@@ -199,80 +199,85 @@ pub fn pages(data: &[u8]) {
     })
 }
 
-/// A query string of options, parsed as `/v1/ocr` and `/v1/jobs` parse theirs (strictly, unknown
-/// names refused, and with plain `serde_urlencoded`), then applied to each model set's defaults.
+/// A query string of options, parsed as `/v1/ocr` and `/v1/jobs` parse theirs (strictly,
+/// unknown names refused, through the routes' own parser), then validated and applied to each
+/// model set's defaults by the functions the routes call, and made into a job's stored options
+/// as `POST /v1/jobs` makes them.
 pub fn options(data: &[u8]) {
     guard(|| {
         let query = String::from_utf8_lossy(data);
-        if let Ok(opts) = serde_urlencoded::from_str::<RequestOptions>(&query) {
-            request_options(&opts);
+        if let Ok(o) = serde_urlencoded::from_str::<Overrides>(&query) {
+            overrides(&o);
         }
-        match parse_query::<RequestOptions>(&query) {
-            Ok(opts) => request_options(&opts),
-            Err(e) => client_error("parse_query::<RequestOptions>", &e),
+        match RequestOptions::from_query(&query) {
+            Ok(opts) => overrides(&opts.overrides),
+            Err(e) => client_error("RequestOptions::from_query", &e),
         }
-        if let Ok(opts) = serde_urlencoded::from_str::<JobRequestOptions>(&query) {
-            job_options(&opts);
-        }
-        match parse_query::<JobRequestOptions>(&query) {
-            Ok(opts) => job_options(&opts),
-            Err(e) => client_error("parse_query::<JobRequestOptions>", &e),
+        match JobRequestOptions::from_query(&query) {
+            Ok(opts) => job(&opts),
+            Err(e) => client_error("JobRequestOptions::from_query", &e),
         }
     })
 }
 
-/// What `/v1/ocr` does with its options: validates them against each model set, and parses the
-/// page selection against a 10-page document.
-fn request_options(opts: &RequestOptions) {
+/// What `/v1/ocr` does with its options: validates them against each model set and applies
+/// them, and parses the page selection against a 10-page document.
+fn overrides(o: &Overrides) {
     for kind in ModelKind::ALL {
         let base = OcrOptions::for_model(kind);
-        match opts.apply(kind, &base) {
-            Ok(o) => {
-                if let Some(side) = opts.det_limit_side {
-                    assert_eq!(o.det_resize.limit_side_px, side, "det_limit_side applied");
+        match o.checked(kind, &base) {
+            Ok(applied) => {
+                if let Some(side) = o.det_limit_side {
+                    assert_eq!(
+                        applied.det_resize.limit_side_px, side,
+                        "det_limit_side applied"
+                    );
                     assert!(
                         (32..=4096).contains(&side),
                         "det_limit_side {side} accepted"
                     );
                 }
                 assert!(
-                    (0.0..=1.0).contains(&o.min_confidence),
+                    (0.0..=1.0).contains(&applied.min_confidence),
                     "min_confidence {} accepted",
-                    o.min_confidence
+                    applied.min_confidence
                 );
+                assert!(
+                    applied.rec_space_min > 0.0 && applied.rec_space_min <= 1.0,
+                    "rec_space_min {} accepted",
+                    applied.rec_space_min
+                );
+                assert!(applied.validate().is_ok(), "{o:?} made invalid options");
             }
-            Err(e) => client_error("RequestOptions::apply", &e),
+            Err(e) => client_error("Overrides::checked", &e),
         }
     }
-    check_selection(opts.pages.as_deref(), 10, 200);
+    check_selection(o.pages.as_deref(), 10, 200);
 }
 
-/// What `/v1/jobs` does with its options: validates them as `/v1/ocr` does, then the job's
-/// options applied to the defaults.
-fn job_options(opts: &JobRequestOptions) {
-    let as_request = RequestOptions {
-        model: opts.model,
-        det_limit_side: opts.det_limit_side,
-        classify: opts.classify,
-        min_confidence: opts.min_confidence,
-        ..RequestOptions::default()
-    };
-    request_options(&as_request);
-    let job = JobOptions {
-        det_limit_side: opts.det_limit_side,
-        classify: opts.classify,
-        min_confidence: opts.min_confidence,
-        pages: opts.pages.clone(),
-        extract: opts.extract,
-        profile: opts.profile.clone(),
-        model: opts.model,
-        first_pass: None,
-        review_sample_rate: opts.review_sample_rate,
-    };
+/// What `/v1/jobs` does with its options: the job's stored options made as `POST /v1/jobs`
+/// makes them, stored and read back, then applied to the defaults as the runner applies them.
+fn job(opts: &JobRequestOptions) {
+    overrides(&opts.overrides);
     for kind in ModelKind::ALL {
-        let _ = job.apply(&OcrOptions::for_model(kind));
+        match crate::api::jobs::job_options(opts, kind, "default".into()) {
+            Ok(job) => {
+                let stored = serde_json::to_string(&job).expect("job options serialize");
+                let back: JobOptions = serde_json::from_str(&stored).expect("job options read");
+                assert_eq!(
+                    serde_json::to_string(&back).unwrap(),
+                    stored,
+                    "stored job options changed on the way back"
+                );
+                let applied = back.apply(&OcrOptions::for_model(kind));
+                assert!(
+                    applied.validate().is_ok(),
+                    "{opts:?} made invalid job options"
+                );
+            }
+            Err(e) => client_error("job_options", &e),
+        }
     }
-    check_selection(opts.pages.as_deref(), 10, 200);
 }
 
 /// `select_pages`, and what its callers rely on: sorted, distinct, in range, at most

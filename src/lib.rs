@@ -21,6 +21,7 @@ pub mod fuzzing;
 pub mod jobs;
 pub mod memory;
 pub mod output;
+pub mod overrides;
 pub mod pipeline;
 pub mod scheduler;
 

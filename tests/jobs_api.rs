@@ -521,6 +521,223 @@ async fn real_models_job_lifecycle_through_review() {
     );
 }
 
+/// An unknown option is 422 `invalid_option` on every route and in every place options travel
+/// (query string, JSON body, multipart field), naming the unknown name, and the names the
+/// answer lists as known are the one list: the shared overrides' and the route's own. A shared
+/// option is accepted everywhere the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_option_is_refused_on_every_route_through_the_one_list() {
+    use base64::Engine as _;
+    use ocr_server::api::OcrFields;
+    use ocr_server::api::jobs::JobFields;
+    use ocr_server::api::options::Fields;
+    use ocr_server::overrides::Overrides;
+    let f = fixture(Arc::new(FakeFactory::default()), fake_config(), None);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(png(1));
+    let ocr_json = |extra: &str| format!(r#"{{"image": "{b64}"{extra}}}"#);
+    let job_json = |extra: &str| format!(r#"{{"documents": [{{"data": "{b64}"}}]{extra}}}"#);
+    // (route, query, content type, body, the route's own option names)
+    type Case = (
+        &'static str,
+        String,
+        String,
+        Vec<u8>,
+        &'static [&'static str],
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "/v1/ocr",
+            "?bogus_opt=1".into(),
+            "image/png".into(),
+            png(1),
+            OcrFields::FIELDS,
+        ),
+        (
+            "/v1/ocr",
+            "".into(),
+            "application/json".into(),
+            ocr_json(r#", "bogus_opt": 1"#).into_bytes(),
+            OcrFields::FIELDS,
+        ),
+        (
+            "/v1/jobs",
+            "?bogus_opt=1".into(),
+            "image/png".into(),
+            png(1),
+            JobFields::FIELDS,
+        ),
+        (
+            "/v1/jobs",
+            "".into(),
+            "application/json".into(),
+            job_json(r#", "bogus_opt": 1"#).into_bytes(),
+            JobFields::FIELDS,
+        ),
+    ];
+    let mut cases = cases;
+    let (ct, body) = multipart(&[("a.png", png(1))], &[("bogus_opt", "1")]);
+    cases.push((
+        "/v1/ocr",
+        "".into(),
+        ct.clone(),
+        body.clone(),
+        OcrFields::FIELDS,
+    ));
+    cases.push(("/v1/jobs", "".into(), ct, body, JobFields::FIELDS));
+    for (route, query, ctype, body, own) in cases {
+        let (s, _, p) = send(
+            &f.router,
+            post(&format!("{route}{query}"), &ctype, None, body),
+        )
+        .await;
+        assert_eq!(
+            (s.as_u16(), p["code"].as_str()),
+            (422, Some("invalid_option")),
+            "{route}{query} {ctype}: {p}"
+        );
+        let detail = p["detail"].as_str().unwrap();
+        assert!(detail.contains("`bogus_opt`"), "{detail}");
+        let known = &detail[detail.find("known:").expect(detail)..];
+        for name in Overrides::FIELDS.iter().chain(own) {
+            assert!(
+                known.contains(&format!("`{name}`")),
+                "{route} {ctype}: {name} not in {known}"
+            );
+        }
+        // A JSON body also names its own field (`image`, `documents`).
+        let body_field = ["`image`", "`documents`"]
+            .iter()
+            .filter(|f| known.contains(*f))
+            .count();
+        assert_eq!(
+            body_field,
+            usize::from(ctype == "application/json"),
+            "{known}"
+        );
+        let listed = known.matches('`').count() / 2;
+        assert_eq!(
+            listed,
+            Overrides::FIELDS.len() + own.len() + body_field,
+            "{route} {ctype}: {known}"
+        );
+    }
+    // Every shared option, accepted in each place on both routes.
+    let shared =
+        "det_limit_side=64&classify=false&min_confidence=0.1&rec_space_min=0.5&pages=1&model=v6";
+    for route in ["/v1/ocr", "/v1/jobs"] {
+        let (s, _, v) = send(
+            &f.router,
+            post(&format!("{route}?{shared}"), "image/png", None, png(1)),
+        )
+        .await;
+        assert!(s.is_success(), "{route}?{shared}: {v}");
+    }
+    let fields = r#", "det_limit_side": 64, "rec_space_min": 0.5, "pages": "1", "model": "v6""#;
+    let (s, _, v) = send(
+        &f.router,
+        post(
+            "/v1/ocr",
+            "application/json",
+            None,
+            ocr_json(fields).into_bytes(),
+        ),
+    )
+    .await;
+    assert!(s.is_success(), "{v}");
+    let (s, _, v) = send(
+        &f.router,
+        post(
+            "/v1/jobs",
+            "application/json",
+            None,
+            job_json(fields).into_bytes(),
+        ),
+    )
+    .await;
+    assert!(s.is_success(), "{v}");
+    // The listing and result routes have their own lists, checked the same way.
+    for uri in ["/v1/jobs?bogus_opt=1", "/v1/jobs/x/result?bogus_opt=1"] {
+        let (s, _, p) = send(&f.router, get(uri)).await;
+        assert_eq!(
+            (s.as_u16(), p["code"].as_str()),
+            (422, Some("invalid_option")),
+            "{uri}: {p}"
+        );
+    }
+}
+
+/// `rec_space_min` is a per-request option like the others (it went through the one options
+/// type): on `/v1/ocr` a lower threshold writes more of the spaces the recogniser's arg-max
+/// missed, 1 writes none of them, 0 is refused; a job given it stores it and its pages come
+/// out as the sync request's with the same value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rec_space_min_is_a_per_request_option_on_every_route() {
+    use base64::Engine as _;
+    let factory = OrtFactory::new(EngineConfig {
+        kind: ModelKind::V6,
+        models_dir: resolve_models_dir(None),
+        ort_lib: resolve_ort_lib(None),
+        session: SessionConfig::cpu(1),
+        with_classifier: false,
+    })
+    .unwrap();
+    let f = fixture(
+        Arc::new(factory),
+        SchedulerConfig::for_model(ModelKind::V6),
+        None,
+    );
+    // A form page: many short fields, some of whose spaces the arg-max misses.
+    let page = std::fs::read(common::eval_dir().join("dev/funsd_82573104.png")).unwrap();
+    let mut spaces = Vec::new();
+    let mut pages = Vec::new();
+    for q in ["", "rec_space_min=1", "rec_space_min=0.01"] {
+        let (s, _, v) = send(
+            &f.router,
+            post(&format!("/v1/ocr?{q}"), "image/png", None, page.clone()),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{q}: {v}");
+        spaces.push(v["text"].as_str().unwrap().matches(' ').count());
+        pages.push(v["pages"].clone());
+    }
+    let (default, off, low) = (spaces[0], spaces[1], spaces[2]);
+    assert!(
+        off <= default && default <= low && off < low,
+        "spaces: default {default}, rec_space_min=1 {off}, rec_space_min=0.01 {low}"
+    );
+    let (s, _, p) = send(
+        &f.router,
+        post("/v1/ocr?rec_space_min=0", "image/png", None, page.clone()),
+    )
+    .await;
+    assert_eq!(
+        (s.as_u16(), p["code"].as_str()),
+        (422, Some("invalid_option"))
+    );
+    let body = serde_json::json!({
+        "documents": [{"name": "form", "data": base64::engine::general_purpose::STANDARD.encode(&page)}],
+        "rec_space_min": 0.01,
+    });
+    let (s, _, job) = send(
+        &f.router,
+        post(
+            "/v1/jobs",
+            "application/json",
+            None,
+            body.to_string().into_bytes(),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    wait_state(&f.router, &id, &["completed"]).await;
+    let (_, _, result) = send(&f.router, get(&format!("/v1/jobs/{id}/result"))).await;
+    assert!(
+        result["documents"][0]["pages"] == pages[2],
+        "the job's pages differ from the sync answer with the same rec_space_min"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hybrid_answers_sync_when_fast_and_async_when_not_and_runs_once() {
     let f = fixture(Arc::new(FakeFactory::default()), fake_config(), None);

@@ -230,8 +230,8 @@ async fn a_lost_worker_charges_only_the_pages_it_started(s: Arc<dyn JobStore>) {
 async fn claims_take_only_served_profiles(s: Arc<dyn JobStore>) {
     let pinned = |id: &str, profile: &str, model| {
         let mut j = new_job(id, &[2]);
-        j.options.profile = Some(profile.into());
-        j.options.model = Some(model);
+        j.options.overrides.profile = Some(profile.into());
+        j.options.overrides.model = Some(model);
         j
     };
     use ocr_server::engine::ModelKind::{V4, V6};

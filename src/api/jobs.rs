@@ -22,24 +22,26 @@ use serde::{Deserialize, Serialize};
 use crate::auth::Caller;
 use crate::engine::ModelKind;
 use crate::error::Error;
-use crate::extract::Extract;
+
 use crate::jobs::model::{JobClass, JobOptions, JobRecord, JobState};
 use crate::jobs::service::{Correction, JobService, JobSpec, Review, Source, Upload};
+use crate::overrides::Overrides;
 use crate::pipeline::Page;
 
 pub use super::dto::{EventView, JobListEntry, JobView};
-use super::options::{Fields, StrictQuery, json_body, json_with_options, parse_fields};
+use super::options::{
+    Fields, Options, Overlay, QueryOptions, StrictQuery, json_body, json_with_options,
+};
 use super::problem::{ApiError, Problem};
 use super::{AppState, Format, RequestOptions, read_body};
 
-/// Options of a job: those of `/v1/ocr` plus the job's own.
+/// Options of a job: the shared [`Overrides`] plus the job's own fields.
+pub type JobRequestOptions = Options<JobFields>;
+
+/// A job's own options, beside the shared [`Overrides`].
 #[derive(Debug, Clone, Default, Deserialize, Serialize, utoipa::ToSchema, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct JobRequestOptions {
-    pub model: Option<ModelKind>,
-    pub det_limit_side: Option<u32>,
-    pub classify: Option<bool>,
-    pub min_confidence: Option<f32>,
+pub struct JobFields {
     /// A completed page whose lowest line confidence is under this puts the job in
     /// `needs_review`.
     pub review_threshold: Option<f32>,
@@ -51,52 +53,30 @@ pub struct JobRequestOptions {
     pub webhook_url: Option<String>,
     /// Name of a raw-body document (default `document`).
     pub name: Option<String>,
-    /// Pages of each PDF or TIFF, 1-based: `1-3,7`, `5-` (default: all).
-    pub pages: Option<String>,
-    /// Fields to extract from each page (`receipt`, `mrz`, `kv`, `auto`): the result gains
-    /// `extractions`, and a page whose field fails its check or is under `review_threshold`
-    /// puts the job in `needs_review`, the reason naming the field.
-    pub extract: Option<Extract>,
-    /// The model profile the job's pages run on (default: the server's first).
-    pub profile: Option<String>,
     /// Random sampling as a review trigger: this fraction (0–1) of completed pages goes to
     /// review whatever its confidence, the reason saying it was sampled.
     pub review_sample_rate: Option<f32>,
 }
 
-impl Fields for JobRequestOptions {
+impl Fields for JobFields {
     const FIELDS: &'static [&'static str] = &[
-        "model",
-        "det_limit_side",
-        "classify",
-        "min_confidence",
         "review_threshold",
         "tag",
         "priority",
         "webhook_url",
         "name",
-        "pages",
-        "extract",
-        "profile",
         "review_sample_rate",
     ];
 }
 
-impl JobRequestOptions {
-    fn overlay(self, o: JobRequestOptions) -> JobRequestOptions {
-        JobRequestOptions {
-            model: o.model.or(self.model),
-            det_limit_side: o.det_limit_side.or(self.det_limit_side),
-            classify: o.classify.or(self.classify),
-            min_confidence: o.min_confidence.or(self.min_confidence),
+impl Overlay for JobFields {
+    fn overlay(self, o: JobFields) -> JobFields {
+        JobFields {
             review_threshold: o.review_threshold.or(self.review_threshold),
             tag: o.tag.or(self.tag),
             priority: o.priority.or(self.priority),
             webhook_url: o.webhook_url.or(self.webhook_url),
             name: o.name.or(self.name),
-            pages: o.pages.or(self.pages),
-            extract: o.extract.or(self.extract),
-            profile: o.profile.or(self.profile),
             review_sample_rate: o.review_sample_rate.or(self.review_sample_rate),
         }
     }
@@ -132,7 +112,9 @@ pub struct JsonJobRequest<'a> {
     #[serde(borrow)]
     pub documents: Vec<JsonDocument<'a>>,
     #[serde(flatten)]
-    pub options: JobRequestOptions,
+    pub overrides: Overrides,
+    #[serde(flatten)]
+    pub own: JobFields,
 }
 
 fn service(st: &AppState) -> Result<&Arc<JobService>, Error> {
@@ -198,7 +180,7 @@ async fn split_job_body(
 ) -> Result<(Vec<Upload>, JobRequestOptions), Error> {
     let (mime, ctype) = media_type(headers);
     if mime == "application/json" {
-        let req: JsonJobRequest = json_with_options::<_, JobRequestOptions>(&body, &["documents"])?;
+        let req: JsonJobRequest = json_with_options::<_, JobFields>(&body, &["documents"])?;
         let mut docs = Vec::new();
         for (i, d) in req.documents.into_iter().enumerate() {
             let source = match (d.data, d.url) {
@@ -222,7 +204,11 @@ async fn split_job_body(
                 source,
             });
         }
-        return Ok((docs, req.options));
+        let opts = JobRequestOptions {
+            overrides: req.overrides,
+            route: req.own,
+        };
+        return Ok((docs, opts));
     }
     if mime == "multipart/form-data" {
         let boundary = multer::parse_boundary(&ctype)
@@ -246,8 +232,7 @@ async fn split_job_body(
                 fields.push((name, field.text().await.map_err(bad)?));
             }
         }
-        let opts = parse_fields(&fields)?;
-        return Ok((docs, opts));
+        return Ok((docs, JobRequestOptions::from_fields(&fields)?));
     }
     Err(Error::UnsupportedMediaType(format!(
         "`{}`; send image/* bytes (one document), multipart/form-data with `file` parts, or \
@@ -260,7 +245,7 @@ async fn split_job_body(
 #[utoipa::path(
     post,
     path = "/v1/jobs",
-    params(JobRequestOptions, ("idempotency-key" = Option<String>, Header, description = "Names the job for 24 h: a retry with the same payload returns the same job")),
+    params(Overrides, JobFields, ("idempotency-key" = Option<String>, Header, description = "Names the job for 24 h: a retry with the same payload returns the same job")),
     request_body(description = "One document as `image/*` or `application/pdf` bytes (streamed to the document store, at most `--max-document-bytes`), multipart/form-data with `file` parts, or JSON `{\"documents\": [{\"name\", \"data\": base64} or {\"name\", \"url\": \"s3://BUCKET/KEY\"}], ...options}`", content(
         (Vec<u8> = "image/*"),
         (JsonJobRequest = "application/json"),
@@ -277,7 +262,7 @@ async fn split_job_body(
 pub(super) async fn create_job(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
-    StrictQuery(query): StrictQuery<JobRequestOptions>,
+    QueryOptions(query): QueryOptions<JobFields>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -303,7 +288,11 @@ pub(super) async fn create_job(
             .documents()
             .upload(&caller.owner, &id, 0, body.into_data_stream())
             .await?;
-        let name = query.name.clone().unwrap_or_else(|| "document".into());
+        let name = query
+            .route
+            .name
+            .clone()
+            .unwrap_or_else(|| "document".into());
         let doc = Upload {
             name,
             source: Source::Stored(stored),
@@ -333,6 +322,28 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Error> {
         .transpose()
 }
 
+/// The stored options of a job asking for `opts` on `profile`, whose model set is `kind`,
+/// validated exactly as `/v1/ocr` validates its own (the job's own fields are the
+/// [`JobService`]'s to check).
+pub(crate) fn job_options(
+    opts: &JobRequestOptions,
+    kind: ModelKind,
+    profile: String,
+) -> Result<JobOptions, Error> {
+    opts.overrides.check(kind)?;
+    Ok(JobOptions {
+        overrides: Overrides {
+            // Pinned: the job's pages run on this profile's model set on whichever replica
+            // serves it, never on another default.
+            profile: Some(profile),
+            model: Some(kind),
+            ..opts.overrides.clone()
+        },
+        first_pass: None,
+        review_sample_rate: opts.route.review_sample_rate,
+    })
+}
+
 /// The job a request asks for, its OCR options validated exactly as `/v1/ocr` validates them
 /// against the profile it names.
 pub(super) fn job_spec(
@@ -340,43 +351,24 @@ pub(super) fn job_spec(
     opts: &JobRequestOptions,
     class: JobClass,
 ) -> Result<JobSpec, Error> {
-    let sched = st.profiles.get(opts.profile.as_deref())?;
-    RequestOptions {
-        model: opts.model,
-        det_limit_side: opts.det_limit_side,
-        classify: opts.classify,
-        min_confidence: opts.min_confidence,
-        ..RequestOptions::default()
-    }
-    .apply(sched.kind(), sched.base_options())?;
-    if opts.classify == Some(true) && !sched.has_classifier() {
+    let sched = st.profiles.get(opts.overrides.profile.as_deref())?;
+    if opts.overrides.classify == Some(true) && !sched.has_classifier() {
         return Err(Error::InvalidOption(
             "orientation classification is not enabled on this server".into(),
         ));
     }
+    let profile = opts
+        .overrides
+        .profile
+        .clone()
+        .unwrap_or_else(|| st.profiles.default_name().to_string());
     Ok(JobSpec {
-        options: JobOptions {
-            det_limit_side: opts.det_limit_side,
-            classify: opts.classify,
-            min_confidence: opts.min_confidence,
-            pages: opts.pages.clone(),
-            extract: opts.extract,
-            // Pinned: the job's pages run on this profile's model set on whichever replica
-            // serves it, never on another default.
-            profile: Some(
-                opts.profile
-                    .clone()
-                    .unwrap_or_else(|| st.profiles.default_name().to_string()),
-            ),
-            model: Some(sched.kind()),
-            first_pass: None,
-            review_sample_rate: opts.review_sample_rate,
-        },
+        options: job_options(opts, sched.kind(), profile)?,
         class: Some(class),
-        tag: opts.tag.clone(),
-        priority: opts.priority.unwrap_or(0),
-        review_threshold: opts.review_threshold,
-        webhook_url: opts.webhook_url.clone(),
+        tag: opts.route.tag.clone(),
+        priority: opts.route.priority.unwrap_or(0),
+        review_threshold: opts.route.review_threshold,
+        webhook_url: opts.route.webhook_url.clone(),
     })
 }
 
@@ -762,11 +754,9 @@ pub(super) async fn hybrid(
     arrived: std::time::Instant,
 ) -> Result<Response, Error> {
     let svc = service(st)?;
-    let opts = JobRequestOptions {
-        model: options.model,
-        profile: options.profile.clone(),
-        ..options.job_options()
-    };
+    let mut opts = options.job_options();
+    opts.overrides.model = options.overrides.model;
+    opts.overrides.profile = options.overrides.profile.clone();
     let doc = Upload {
         name: "document".into(),
         source: Source::Bytes(image),
@@ -780,10 +770,14 @@ pub(super) async fn hybrid(
     let mut resp = if matches!(job.state, JobState::Completed | JobState::NeedsReview) {
         let (doc, selected, pages) = svc.document_pages(&job, 0).await?;
         let extractions = options
+            .overrides
             .extract
             .map(|e| crate::extract::extract(e, &pages))
             .unwrap_or_default();
-        let kind = st.profiles.get(options.profile.as_deref())?.kind();
+        let kind = st
+            .profiles
+            .get(options.overrides.profile.as_deref())?
+            .kind();
         let mut resp = super::respond(
             format,
             kind,

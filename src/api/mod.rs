@@ -38,7 +38,8 @@ use crate::auth::{self, Auth, Caller};
 use crate::document::{Document, select_pages};
 use crate::engine::{ModelKind, OcrOptions};
 use crate::error::Error;
-use crate::extract::{Extract, Extraction};
+use crate::extract::Extraction;
+use crate::overrides::Overrides;
 use crate::pipeline::decode::DecodeLimits;
 use crate::pipeline::{Page, document_text};
 use crate::scheduler::service::QueueReport;
@@ -317,31 +318,19 @@ async fn count_requests(req: Request, next: Next) -> Response {
 
 pub use crate::output::Format;
 
-/// Options of one OCR request: query parameters, multipart fields, or JSON body fields (a body
-/// field overrides the query parameter of the same name).
+/// Options of one OCR request: the shared [`Overrides`] and `/v1/ocr`'s own fields, from query
+/// parameters, multipart fields or JSON body fields (a body field overrides the query parameter
+/// of the same name).
+pub type RequestOptions = options::Options<OcrFields>;
+
+/// `/v1/ocr`'s own options, beside the shared [`Overrides`].
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct RequestOptions {
-    /// Model set; must be the one this server serves (see `/health/ready`).
-    pub model: Option<ModelKind>,
-    /// Detector side limit in pixels (32–4096); the server's sizing rule applies it.
-    pub det_limit_side: Option<u32>,
-    /// Run the 180° line orientation classifier.
-    pub classify: Option<bool>,
-    /// Drop lines whose confidence is below this (0–1).
-    pub min_confidence: Option<f32>,
+pub struct OcrFields {
     /// `json` (default), `text`, `hocr` or `pdf` (`output` is accepted as an alias); without
     /// it the `Accept` header chooses.
     #[serde(alias = "output")]
     pub format: Option<Format>,
-    /// Pages of a PDF or TIFF, 1-based: `1-3,7`, `5-` (default: all).
-    pub pages: Option<String>,
-    /// Fields to extract from each page into the JSON result's `extractions`: `receipt`,
-    /// `mrz`, `kv` (form labels and values) or `auto` (per page, whichever is found).
-    pub extract: Option<Extract>,
-    /// The model profile to run (`fast`, `accurate`, …; see `/health/ready`). Default: the
-    /// server's first.
-    pub profile: Option<String>,
     /// The two-pass hybrid: answer with this request's profile now and create a job that runs
     /// the named profile over the same stored upload in the bulk class (with `extract`,
     /// `review_threshold`, `webhook_url` and `tag`); the response links it.
@@ -354,17 +343,10 @@ pub struct RequestOptions {
     pub tag: Option<String>,
 }
 
-impl options::Fields for RequestOptions {
+impl options::Fields for OcrFields {
     const FIELDS: &'static [&'static str] = &[
-        "model",
-        "det_limit_side",
-        "classify",
-        "min_confidence",
         "format",
         "output",
-        "pages",
-        "extract",
-        "profile",
         "followup",
         "review_threshold",
         "webhook_url",
@@ -372,24 +354,19 @@ impl options::Fields for RequestOptions {
     ];
 }
 
-impl RequestOptions {
-    fn overlay(self, over: RequestOptions) -> RequestOptions {
-        RequestOptions {
-            model: over.model.or(self.model),
-            det_limit_side: over.det_limit_side.or(self.det_limit_side),
-            classify: over.classify.or(self.classify),
-            min_confidence: over.min_confidence.or(self.min_confidence),
+impl options::Overlay for OcrFields {
+    fn overlay(self, over: OcrFields) -> OcrFields {
+        OcrFields {
             format: over.format.or(self.format),
-            pages: over.pages.or(self.pages),
-            extract: over.extract.or(self.extract),
-            profile: over.profile.or(self.profile),
             followup: over.followup.or(self.followup),
             review_threshold: over.review_threshold.or(self.review_threshold),
             webhook_url: over.webhook_url.or(self.webhook_url),
             tag: over.tag.or(self.tag),
         }
     }
+}
 
+impl RequestOptions {
     /// The two-pass options make sense together: `followup` names a served profile on a server
     /// with jobs (its job is validated now, before the first pass runs), and the job's own
     /// options come only with it.
@@ -399,8 +376,9 @@ impl RequestOptions {
         caller: &Caller,
         respond_async: bool,
     ) -> Result<(), Error> {
-        let Some(profile) = &self.followup else {
-            if self.review_threshold.is_some() || self.webhook_url.is_some() || self.tag.is_some() {
+        let own = &self.route;
+        let Some(profile) = &own.followup else {
+            if own.review_threshold.is_some() || own.webhook_url.is_some() || own.tag.is_some() {
                 return Err(Error::InvalidOption(
                     "`review_threshold`, `webhook_url` and `tag` go with `followup`".into(),
                 ));
@@ -420,7 +398,7 @@ impl RequestOptions {
         if !caller.has(crate::auth::Scope::Jobs) {
             return Err(Error::Forbidden { scope: "jobs" });
         }
-        if let Some(t) = self.review_threshold
+        if let Some(t) = own.review_threshold
             && !(0.0..=1.0).contains(&t)
         {
             return Err(Error::InvalidOption(format!(
@@ -436,34 +414,32 @@ impl RequestOptions {
     }
 
     /// The job options this request carries over to a job (`Prefer: respond-async`, or the
-    /// follow-up of a two-pass request): pipeline options, page selection, extraction and
-    /// review rules. Not `model` or `profile`: each caller says which set the job runs.
+    /// follow-up of a two-pass request): the overrides but `model` and `profile` (each caller
+    /// says which set the job runs), and the review rules, webhook and tag.
     fn job_options(&self) -> jobs::JobRequestOptions {
         jobs::JobRequestOptions {
-            det_limit_side: self.det_limit_side,
-            classify: self.classify,
-            min_confidence: self.min_confidence,
-            review_threshold: self.review_threshold,
-            tag: self.tag.clone(),
-            webhook_url: self.webhook_url.clone(),
-            pages: self.pages.clone(),
-            extract: self.extract,
-            ..jobs::JobRequestOptions::default()
+            overrides: self.overrides.for_job(),
+            route: jobs::JobFields {
+                review_threshold: self.route.review_threshold,
+                tag: self.route.tag.clone(),
+                webhook_url: self.route.webhook_url.clone(),
+                ..jobs::JobFields::default()
+            },
         }
     }
 
     /// The follow-up job's options: [`Self::job_options`] on `profile` (not this request's
     /// `model`, which names the first pass's set).
     fn followup_options(&self, profile: &str) -> jobs::JobRequestOptions {
-        jobs::JobRequestOptions {
-            profile: Some(profile.to_string()),
-            ..self.job_options()
-        }
+        let mut o = self.job_options();
+        o.overrides.profile = Some(profile.to_string());
+        o
     }
 
     /// The response format: `format`, else the `Accept` header, else JSON.
     fn response_format(&self, headers: &HeaderMap) -> Format {
-        self.format
+        self.route
+            .format
             .or_else(|| {
                 headers
                     .get(header::ACCEPT)
@@ -475,36 +451,7 @@ impl RequestOptions {
 
     /// The pipeline options: the server's with this request's overrides, validated.
     pub(crate) fn apply(&self, kind: ModelKind, base: &OcrOptions) -> Result<OcrOptions, Error> {
-        let mut o = base.clone();
-        if let Some(m) = self.model
-            && m != kind
-        {
-            return Err(Error::InvalidOption(format!(
-                "model {} is not served here; this server serves {}",
-                m.name(),
-                kind.name()
-            )));
-        }
-        if let Some(side) = self.det_limit_side {
-            if !(32..=4096).contains(&side) {
-                return Err(Error::InvalidOption(format!(
-                    "det_limit_side must be 32..=4096, got {side}"
-                )));
-            }
-            o.det_resize.limit_side_px = side;
-        }
-        if let Some(c) = self.classify {
-            o.classify = c;
-        }
-        if let Some(m) = self.min_confidence {
-            if !(0.0..=1.0).contains(&m) {
-                return Err(Error::InvalidOption(format!(
-                    "min_confidence must be in 0..=1, got {m}"
-                )));
-            }
-            o.min_confidence = m;
-        }
-        Ok(o)
+        self.overrides.checked(kind, base)
     }
 }
 
@@ -517,7 +464,9 @@ pub struct JsonRequest<'a> {
     #[schema(value_type = String)]
     pub image: std::borrow::Cow<'a, str>,
     #[serde(flatten)]
-    pub options: RequestOptions,
+    pub overrides: Overrides,
+    #[serde(flatten)]
+    pub own: OcrFields,
 }
 
 /// The JSON result: the same `text`/`pages` shape as the CLI's JSON output.
@@ -554,7 +503,7 @@ pub(crate) struct JsonExtras {
 #[utoipa::path(
     post,
     path = "/v1/ocr",
-    params(RequestOptions,
+    params(Overrides, OcrFields,
         ("x-request-timeout" = Option<u64>, Header, description = "Deadline in milliseconds (default: the server's)"),
         ("prefer" = Option<String>, Header, description = "`respond-async, wait=N` (RFC 7240): the result if done within N s (200), else 202 with the Location of a job continuing the same work"),
     ),
@@ -588,7 +537,7 @@ pub(crate) struct JsonExtras {
 async fn ocr(
     State(st): State<Arc<AppState>>,
     axum::Extension(caller): axum::Extension<Caller>,
-    options::StrictQuery(query): options::StrictQuery<RequestOptions>,
+    options::QueryOptions(query): options::QueryOptions<OcrFields>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -601,7 +550,10 @@ async fn ocr(
         read_body(&headers, body, st.cfg.max_body_bytes, &st.cfg.decode.memory).await?;
     let (image, body_opts) = split_body(&headers, bytes).await?;
     let options = query.overlay(body_opts);
-    let sched = st.profiles.get(options.profile.as_deref())?.clone();
+    let sched = st
+        .profiles
+        .get(options.overrides.profile.as_deref())?
+        .clone();
     let opts = options.apply(sched.kind(), sched.base_options())?;
     let format = options.response_format(&headers);
     let (respond_async, wait_s) = jobs::parse_prefer(&headers);
@@ -619,7 +571,7 @@ async fn ocr(
         return Ok(jobs::hybrid(&st, &caller, image, &options, format, key, wait, arrived).await?);
     }
     // A two-pass request keeps the upload (a reference, not a copy) for its follow-up job.
-    let upload = options.followup.is_some().then(|| image.clone());
+    let upload = options.route.followup.is_some().then(|| image.clone());
     let (doc, selected, decoded, _reservation) = {
         let _permit = st
             .decode_permits
@@ -628,7 +580,7 @@ async fn ocr(
             .map_err(|_| Error::ShuttingDown)?;
         let limits = st.cfg.decode.clone();
         let sync_max = st.cfg.sync_max_pages;
-        let spec = options.pages.clone();
+        let spec = options.overrides.pages.clone();
         let caller = caller.clone();
         tokio::task::spawn_blocking(move || -> Result<_, Error> {
             let doc = Document::open(Arc::new(image.to_vec()), &limits)?;
@@ -697,11 +649,12 @@ async fn ocr(
         })
         .collect();
     let extractions = options
+        .overrides
         .extract
         .map(|e| crate::extract::extract(e, &pages))
         .unwrap_or_default();
     // The two-pass hybrid: the same stored upload, the follow-up profile, the bulk class.
-    let followup = match (&options.followup, upload) {
+    let followup = match (&options.route.followup, upload) {
         (Some(profile), Some(bytes)) => Some(
             jobs::followup(
                 &st,
@@ -711,6 +664,7 @@ async fn ocr(
                 profile,
                 crate::jobs::model::FirstPass {
                     profile: options
+                        .overrides
                         .profile
                         .clone()
                         .unwrap_or_else(|| st.profiles.default_name().to_string()),
@@ -880,12 +834,16 @@ pub(crate) async fn split_body(
         return Ok((bytes, RequestOptions::default()));
     }
     if mime == "application/json" {
-        let req: JsonRequest = options::json_with_options::<_, RequestOptions>(&bytes, &["image"])?;
+        let req: JsonRequest = options::json_with_options::<_, OcrFields>(&bytes, &["image"])?;
         // Padding is optional: strip it and decode without.
         let image = base64::engine::general_purpose::STANDARD_NO_PAD
             .decode(req.image.trim().trim_end_matches('='))
             .map_err(|e| Error::BadRequest(format!("`image` is not base64: {e}")))?;
-        return Ok((image.into(), req.options));
+        let opts = RequestOptions {
+            overrides: req.overrides,
+            route: req.own,
+        };
+        return Ok((image.into(), opts));
     }
     if mime == "multipart/form-data" {
         let boundary = multer::parse_boundary(&ctype)
@@ -917,7 +875,7 @@ pub(crate) async fn split_body(
         }
         let file = file
             .ok_or_else(|| Error::BadRequest("multipart body has no part named `file`".into()))?;
-        let opts: RequestOptions = options::parse_fields(&fields)?;
+        let opts = RequestOptions::from_fields(&fields)?;
         return Ok((file, opts));
     }
     Err(Error::UnsupportedMediaType(format!(
@@ -1074,7 +1032,8 @@ async fn method_not_allowed(method: axum::http::Method) -> ApiError {
         OcrResponse,
         Problem,
         Page,
-        RequestOptions,
+        Overrides,
+        OcrFields,
         JsonRequest,
         Health,
         QueueReport

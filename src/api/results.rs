@@ -209,7 +209,7 @@ async fn write_json(
     corrections: &Arc<Vec<Correction>>,
 ) -> Result<(), Stop> {
     let j = &job.job;
-    let extract = j.options.extract;
+    let extract = j.options.overrides.extract;
     let first_pass = j.options.first_pass.as_ref();
     // A two-pass job (one sync-sized document): its first document's completed pages and
     // fields, to say which fields this pass changed.

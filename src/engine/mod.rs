@@ -112,7 +112,7 @@ impl ModelKind {
 }
 
 /// Per-page options: everything a request may tune. Defaults are chosen by measurement on the
-/// dev set (README "Model choice and accuracy").
+/// dev set (docs/models.md, "Model choice and accuracy").
 #[derive(Debug, Clone, PartialEq)]
 pub struct OcrOptions {
     pub det_resize: DetResize,
@@ -128,7 +128,7 @@ pub struct OcrOptions {
     /// Lines whose confidence is below this are dropped.
     pub min_confidence: f32,
     /// Recognition inputs are padded to at least this width. PaddleOCR pads to 320; without
-    /// that padding the dev-set scores are unchanged and recognition is 1.19× faster (README).
+    /// that padding the dev-set scores are unchanged and recognition is 1.19× faster (NOTES.md).
     /// 48 keeps at least 6 CTC steps for the narrowest crops.
     pub rec_min_width: u32,
     /// Recognition inputs are at most this wide; longer lines are squeezed (bounds memory).
@@ -296,6 +296,9 @@ pub struct Candidate {
     pub quad: Quad,
     pub crop: RgbImage,
     pub geom: CropGeometry,
+    /// Its request's [`OcrOptions::rec_space_min`]: a recognition batch may hold lines of
+    /// requests that set it differently.
+    pub space_min: f32,
 }
 
 impl OcrEngine {
@@ -481,7 +484,12 @@ pub fn candidates(page: &RgbImage, quads: &[Quad], opts: &OcrOptions) -> Vec<Can
         .iter()
         .map(|&quad| {
             let (crop, geom) = crop_line(page, &quad, opts.rec_max_width.max(4096));
-            Candidate { quad, crop, geom }
+            Candidate {
+                quad,
+                crop,
+                geom,
+                space_min: opts.rec_space_min,
+            }
         })
         .collect()
 }
@@ -555,7 +563,8 @@ pub fn recognize_batch(
         t = steps;
         decoded.extend(
             data.chunks_exact(steps * c)
-                .map(|p| ctc_greedy(p, steps, charset, opts.rec_space_min)),
+                .zip(cands)
+                .map(|(p, cand)| ctc_greedy(p, steps, charset, cand.space_min)),
         );
         Ok(())
     })?;

@@ -139,30 +139,18 @@ pub fn profile_key(name: &str, model: crate::engine::ModelKind) -> String {
     format!("{name}/{}", model.name())
 }
 
-/// What a job's pages run with: the overrides of the server's options that the job asked for.
+/// What a job's pages run with: the overrides of the server's options that the job asked for,
+/// and the job's own. Stored as one flat JSON object (the overrides' fields first, under the
+/// names they always had).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct JobOptions {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub det_limit_side: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub classify: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub min_confidence: Option<f32>,
-    /// The page selection (`1-3,7`) applied to each document; job page k is the k-th selected.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pages: Option<String>,
-    /// Fields to extract from each page; a field that fails its check or is under the job's
-    /// review threshold sends the page to review.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub extract: Option<crate::extract::Extract>,
-    /// The model profile the pages run on, resolved when the job is created (the creating
-    /// replica's default when the request named none; None only in jobs stored before it was).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub profile: Option<String>,
-    /// The model set of that profile when the job was created: every page of the job runs on
-    /// it, on a replica whose profile of that name serves it (see [`JobOptions::profile_key`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model: Option<crate::engine::ModelKind>,
+    /// The pipeline options, page selection and extraction the job asked for, and its profile
+    /// and model set, resolved when the job is created (the creating replica's default profile
+    /// when the request named none; `None` only in jobs stored before profiles travelled with
+    /// jobs): every page of the job runs on that model set, on a replica whose profile of that
+    /// name serves it (see [`JobOptions::profile_key`]).
+    #[serde(flatten)]
+    pub overrides: crate::overrides::Overrides,
     /// A two-pass job: what the first (synchronous) pass answered, so the result can say which
     /// fields this pass changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -188,25 +176,15 @@ impl JobOptions {
     /// ([`Claim::profiles`]). None for a job stored before profiles travelled with jobs: any
     /// replica may claim it.
     pub fn profile_key(&self) -> Option<String> {
-        let name = self.profile.as_deref()?;
-        Some(match self.model {
+        let name = self.overrides.profile.as_deref()?;
+        Some(match self.overrides.model {
             Some(m) => profile_key(name, m),
             None => name.to_string(),
         })
     }
 
     pub fn apply(&self, base: &OcrOptions) -> OcrOptions {
-        let mut o = base.clone();
-        if let Some(s) = self.det_limit_side {
-            o.det_resize.limit_side_px = s;
-        }
-        if let Some(c) = self.classify {
-            o.classify = c;
-        }
-        if let Some(m) = self.min_confidence {
-            o.min_confidence = m;
-        }
-        o
+        self.overrides.apply(base)
     }
 }
 
@@ -668,6 +646,25 @@ impl ApiKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A job's options are stored as the flat object they always were (the shape written by
+    /// every job stored before the overrides became one type, key order included: the
+    /// idempotency payload hash is taken over these bytes), and read back whole.
+    #[test]
+    fn stored_job_options_keep_their_json_shape() {
+        let stored = r#"{"det_limit_side":960,"classify":true,"min_confidence":0.5,"pages":"1-3","extract":"auto","profile":"fast","model":"v6","first_pass":{"profile":"fast","extractions":[]},"review_sample_rate":0.25}"#;
+        let o: JobOptions = serde_json::from_str(stored).unwrap();
+        assert_eq!(o.overrides.det_limit_side, Some(960));
+        assert_eq!(o.overrides.model, Some(crate::engine::ModelKind::V6));
+        assert_eq!(o.overrides.extract, Some(crate::extract::Extract::Auto));
+        assert_eq!(o.review_sample_rate, Some(0.25));
+        assert_eq!(o.first_pass.as_ref().unwrap().profile, "fast");
+        assert_eq!(serde_json::to_string(&o).unwrap(), stored);
+        assert_eq!(serde_json::to_string(&JobOptions::default()).unwrap(), "{}");
+        let old: JobOptions = serde_json::from_str(r#"{"classify":false}"#).unwrap();
+        assert_eq!(old.overrides.classify, Some(false));
+        assert_eq!(old.profile_key(), None);
+    }
 
     #[test]
     fn derive_state_table() {

@@ -456,8 +456,8 @@ impl Runner {
     /// Whether this replica runs pages with these options: their profile is served here with
     /// the model set the job was created with.
     fn serves(&self, options: &JobOptions) -> bool {
-        match self.profiles.get(options.profile.as_deref()) {
-            Ok(s) => options.model.is_none_or(|m| m == s.kind()),
+        match self.profiles.get(options.overrides.profile.as_deref()) {
+            Ok(s) => options.overrides.model.is_none_or(|m| m == s.kind()),
             Err(_) => false,
         }
     }
@@ -494,7 +494,7 @@ impl Runner {
             // A job stored before profiles were pinned, on a profile this replica lacks (or
             // whose name here serves another model set): back to the queue for a replica that
             // serves it, the attempt not counted, later than now so this one does not spin.
-            tracing::warn!(profile = ?claimed.options.profile, model = ?claimed.options.model,
+            tracing::warn!(profile = ?claimed.options.overrides.profile, model = ?claimed.options.overrides.model,
                            served = ?self.profiles.keys(), "job page on a profile not served here: released");
             metrics::counter!("ocr_job_pages_released_total", "reason" => "profile").increment(1);
             let now = now_ms();
@@ -552,7 +552,7 @@ impl Runner {
                         .increment(1);
                 }
                 let mut review = super::model::review_reason(
-                    claimed.options.extract,
+                    claimed.options.overrides.extract,
                     &page,
                     claimed.review_threshold,
                 );
@@ -665,7 +665,9 @@ impl Runner {
             JobClass::Interactive => Class::Interactive,
             JobClass::Bulk => Class::Bulk,
         };
-        let scheduler = self.profiles.get(claimed.options.profile.as_deref())?;
+        let scheduler = self
+            .profiles
+            .get(claimed.options.overrides.profile.as_deref())?;
         let opts = claimed.options.apply(scheduler.base_options());
         let mut wait = Duration::from_millis(250);
         let ticket = loop {

@@ -476,7 +476,7 @@ impl JobService {
                 }
             };
             let limits = self.cfg.decode.clone();
-            let selection = spec.options.pages.clone();
+            let selection = spec.options.overrides.pages.clone();
             let label = name.clone();
             let (pages, bytes, stored) = tokio::task::spawn_blocking(move || {
                 let named = |e: Error| match e {

@@ -3,7 +3,7 @@
 //! what a variant means outside the process: its HTTP status, stable machine-readable code,
 //! title, and retry rule (never, after the server has room again, or with backoff). Problem
 //! bodies, the job runner's retries, logs and the CLI all read it; nothing else in the crate
-//! invents error codes, and a test checks the README's table against it.
+//! invents error codes, and a test checks the table in docs/api.md against it.
 
 use thiserror::Error;
 

@@ -343,10 +343,10 @@ mod tests {
         }
     }
 
-    /// The README's error table lists exactly the table's codes, each under its status.
+    /// The docs/api.md error table lists exactly the table's codes, each under its status.
     #[test]
     fn readme_error_table_matches_the_error_table() {
-        let readme = include_str!("../../README.md");
+        let readme = include_str!("../../docs/api.md");
         let mut documented = std::collections::BTreeMap::new();
         for line in readme.lines() {
             let cells: Vec<&str> = line.split('|').map(str::trim).collect();
@@ -367,7 +367,7 @@ mod tests {
             .iter()
             .map(|e| (e.code().to_string(), e.meta().status))
             .collect();
-        assert_eq!(documented, table, "README error table vs Error::meta");
+        assert_eq!(documented, table, "docs/api.md error table vs Error::meta");
     }
 
     #[test]

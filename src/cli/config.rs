@@ -36,7 +36,7 @@ pub struct ServeArgs {
     /// `det-limit-side`, `det-scale`; a key not given takes this server's own flag. Each profile
     /// has its own workers and batches; all share the core gate. Default: `accurate` (the
     /// server's flags) and `fast` (PP-OCRv4 mobile, detection at most 640 px on the long side:
-    /// 0.48× the sync p50 of `accurate` on the dev pages, README "Profiles").
+    /// 0.48× the sync p50 of `accurate` on the dev pages, docs/api.md, "Model profiles and the two-pass hybrid").
     #[arg(
         long = "profile",
         env = "OCR_PROFILES",
@@ -49,7 +49,7 @@ pub struct ServeArgs {
     pub det_workers: usize,
     /// Recognition worker threads, each owning a recogniser session (0 = one per core).
     /// Recognition is about three quarters of the model time on the dev pages, so it gets the
-    /// most workers (README, "Server speed").
+    /// most workers (docs/performance-history.md, "Server speed").
     #[arg(long, env = "OCR_REC_WORKERS", default_value_t = 0)]
     pub rec_workers: usize,
     /// Orientation worker threads; 0 does not load the classifier (requests asking for
@@ -481,7 +481,7 @@ impl RuntimeArgs {
     }
 }
 
-/// Options of the OCR pipeline; the defaults are the measured best (README).
+/// Options of the OCR pipeline; the defaults are the measured best (docs/models.md, docs/performance.md).
 #[derive(Debug, Clone, Args)]
 pub struct PipelineArgs {
     /// Model set.

@@ -3,7 +3,7 @@
 //! [`Document::open`] recognises the container from its magic bytes and reads only what it needs
 //! to know the page count: an image's header, a TIFF's directory chain, a PDF's cross-reference
 //! table and page tree (`hayro`, pure Rust, so a malicious PDF cannot corrupt memory; the
-//! renderer comparison is in the README, "Documents"). [`Document::page`] then decodes or renders
+//! renderer comparison is in docs/api.md, "Documents"). [`Document::page`] then decodes or renders
 //! one page at a time, so a 1,000-page PDF never sits in memory whole: callers hold at most the
 //! pages they are working on.
 //!
@@ -14,7 +14,7 @@
 //! that is an `encrypted_document` error (its page tree is usually encrypted too), so in a job
 //! beside other documents it fails only itself, and alone it fails the request or file.
 //!
-//! PDF pages are rendered at [`DecodeLimits::pdf_dpi`] (default 200, README "Documents"); a page
+//! PDF pages are rendered at [`DecodeLimits::pdf_dpi`] (default 200, docs/api.md "Documents"); a page
 //! whose rendering would exceed the pixel or side limits is rendered at the highest resolution
 //! that fits, down to [`MIN_PDF_DPI`], below which it is a page error (an absurd MediaBox).
 

@@ -35,7 +35,7 @@ pub struct DecodeLimits {
 /// Default cap on what one PDF page's streams may decode to.
 pub const DEFAULT_MAX_DECOMPRESSED_BYTES_PER_PAGE: u64 = 256 << 20;
 
-/// Default PDF rendering resolution (README, "Documents": chosen by measurement on the dev PDF).
+/// Default PDF rendering resolution (docs/api.md, "Documents": chosen by measurement on the dev PDF).
 pub const DEFAULT_PDF_DPI: f32 = 200.0;
 
 impl Default for DecodeLimits {

@@ -53,7 +53,7 @@ try {
   // Enter accepts the line and moves to the next one.
   out.after_enter = await page.evaluate(() => document.activeElement?.getAttribute("aria-label"));
   await page.screenshot({ path: env("SCREENSHOT") });
-  // A small copy for the README (docs/review-desk.jpg is this, committed).
+  // A small copy for docs/api.md (docs/review-desk.jpg is this, committed).
   await page.screenshot({ path: env("SCREENSHOT").replace(/\.png$/, ".jpg"), type: "jpeg", quality: 70 });
 
   await page.getByRole("button", { name: "Approve", exact: true }).click();

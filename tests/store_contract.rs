@@ -7,9 +7,10 @@ mod common;
 
 use std::sync::Arc;
 
+use ocr_server::jobs::events::JobEvent;
 use ocr_server::jobs::model::{
     Claim, ClaimedPage, Created, DeliveryAttempt, DeliveryState, JobClass, JobOptions, JobState,
-    NewDocument, NewJob, PageState,
+    NewDocument, NewJob, PageState, Review,
 };
 use ocr_server::jobs::postgres::PgStore;
 use ocr_server::jobs::sqlite::SqliteStore;
@@ -140,7 +141,29 @@ contract!(
     a_review_reason_sends_a_confident_page_to_review,
     claims_take_only_served_profiles,
     a_lost_worker_charges_only_the_pages_it_started,
+    every_event_kind_round_trips,
 );
+
+/// Issue 27: every kind of job event, written through the store's one event helper and read
+/// back typed, is the event written, on both stores; and the row's kind is the stored kind.
+async fn every_event_kind_round_trips(s: Arc<dyn JobStore>) {
+    s.create_job(new_job("ev", &[1]), 1, 10).await.unwrap();
+    let examples = JobEvent::examples();
+    for (i, e) in examples.iter().enumerate() {
+        s.add_event("ev", e, 10 + i as i64).await.unwrap();
+    }
+    let events = s.events("ev").await.unwrap();
+    // The job's own `created` first, then the examples in order.
+    assert_eq!(events[0].kind, "created");
+    let back: Vec<_> = events[1..].iter().map(|e| e.typed()).collect();
+    assert_eq!(back.len(), examples.len());
+    for ((got, want), row) in back.iter().zip(&examples).zip(&events[1..]) {
+        assert_eq!(got.as_ref(), Some(want), "{} {}", row.kind, row.detail);
+        assert_eq!(row.kind, want.row().0);
+    }
+    let kinds: Vec<&str> = events[1..].iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, JobEvent::KINDS);
+}
 
 /// Issue 26, item 3: three lost workers while tenant a's poison page runs. The first crash
 /// charges both pages it had started (nothing can tell them apart yet) and marks them suspect;
@@ -526,18 +549,19 @@ async fn lifecycle_with_retry_review_and_events(s: Arc<dyn JobStore>) {
         s.job_summary("j1").await.unwrap().unwrap().min_confidence,
         Some(0.5)
     );
+    let approve = Review {
+        approve: true,
+        reviewer: Some("ann".into()),
+        ..Review::default()
+    };
     assert!(
-        !s.complete_review("nope", serde_json::json!({}), 19)
+        !s.complete_review("nope", &Review::default(), 19)
             .await
             .unwrap()
     );
+    assert!(s.complete_review("j1", &approve, 20).await.unwrap());
     assert!(
-        s.complete_review("j1", serde_json::json!({"approve": true}), 20)
-            .await
-            .unwrap()
-    );
-    assert!(
-        !s.complete_review("j1", serde_json::json!({}), 21)
+        !s.complete_review("j1", &Review::default(), 21)
             .await
             .unwrap(),
         "once"
@@ -555,6 +579,13 @@ async fn lifecycle_with_retry_review_and_events(s: Arc<dyn JobStore>) {
         .collect();
     assert_eq!(kinds.first().map(String::as_str), Some("created"));
     assert!(kinds.iter().any(|k| k == "page_retry"));
+    // The review is read back typed from the state event that completed the job.
+    let events = s.events("j1").await.unwrap();
+    let review = events
+        .iter()
+        .rev()
+        .find_map(|e| e.typed()?.review().cloned());
+    assert_eq!(review, Some(approve));
     // queued→processing, processing→needs_review, needs_review→completed.
     assert_eq!(
         kinds.iter().filter(|k| *k == "state").count(),

@@ -23,6 +23,7 @@ use serde::Serialize;
 
 use crate::auth::Caller;
 use crate::error::Error;
+use crate::jobs::events::JobEvent;
 use crate::jobs::model::JobState;
 
 use super::AppState;
@@ -118,13 +119,18 @@ pub(super) async fn queue(
         let events = svc.store().events(&job.id).await?;
         let mut reasons: Vec<QueueReason> = events
             .iter()
-            .filter(|e| e.kind == "page_completed")
-            .filter_map(|e| {
-                Some(QueueReason {
-                    document: e.detail["document"].as_u64()? as usize,
-                    page: e.detail["page"].as_u64()? as usize,
-                    reason: e.detail["review"].as_str()?.to_string(),
-                })
+            .filter_map(|e| match e.typed()? {
+                JobEvent::PageCompleted {
+                    document,
+                    page,
+                    review: Some(reason),
+                    ..
+                } => Some(QueueReason {
+                    document,
+                    page,
+                    reason,
+                }),
+                _ => None,
             })
             .collect();
         if let Some(t) = job.review_threshold

@@ -7,6 +7,7 @@
 
 pub mod clock;
 pub mod documents;
+pub mod events;
 pub mod model;
 pub mod postgres;
 pub mod runner;

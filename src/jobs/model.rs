@@ -533,21 +533,6 @@ pub fn sampled_for_review(rate: Option<f32>, job_id: &str, doc: usize, page: usi
     ((x >> 11) as f64 / (1u64 << 53) as f64) < f64::from(rate)
 }
 
-/// The `page_completed` event's detail; `review` says why the page needs a person whatever
-/// its confidence.
-pub fn page_completed(
-    doc: usize,
-    page: usize,
-    worker: Option<&str>,
-    review: Option<&str>,
-) -> serde_json::Value {
-    let mut v = serde_json::json!({"document": doc, "page": page, "worker": worker});
-    if let Some(r) = review {
-        v["review"] = serde_json::Value::from(r);
-    }
-    v
-}
-
 /// The lowest line confidence of a page (None without lines).
 pub fn min_confidence(page: &Page) -> Option<f32> {
     page.lines
@@ -641,6 +626,32 @@ impl ApiKey {
     pub fn is_valid_at(&self, now_ms: i64) -> bool {
         self.revoked_ms.is_none() && self.expires_ms.is_none_or(|e| now_ms < e)
     }
+}
+
+/// A correction made in review: of one line (its box and words stay attached, so the JSON
+/// result, hOCR and the searchable PDF carry it), or of a page's whole text (the text outputs
+/// only).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Correction {
+    pub document: usize,
+    pub page: usize,
+    /// The line (0-based, in the page's `lines`); absent: the page's whole text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    pub text: String,
+    /// The text before the correction, recorded by the server (what a client sends here is
+    /// ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<String>,
+}
+
+/// A review: approve as is, or correct pages' text.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+pub struct Review {
+    pub approve: bool,
+    pub corrections: Vec<Correction>,
+    pub reviewer: Option<String>,
 }
 
 #[cfg(test)]

@@ -26,11 +26,12 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 use tokio::sync::Notify;
 
+use super::events::{JobEvent, StateDetail, page_failure};
 use super::model::{
     ApiKey, Backlog, Claim, ClaimedPage, Created, Delivery, DeliveryAttempt, DeliveryState,
     DocumentRecord, Event, JobClass, JobOptions, JobRecord, JobState, JobSummary, NewJob,
-    PageCounts, PageLease, PageRecord, PageRef, PageState, derive_state, min_confidence,
-    page_completed, webhook_event,
+    PageCounts, PageLease, PageRecord, PageRef, PageState, Review, derive_state, min_confidence,
+    webhook_event,
 };
 use super::store::{JobStore, KeyCounts};
 use crate::error::{Error, Result};
@@ -317,18 +318,14 @@ async fn listen_forever(pool: PgPool, work: Arc<Notify>) {
     }
 }
 
-async fn event(
-    tx: &mut Tx<'_>,
-    id: &str,
-    kind: &str,
-    detail: &serde_json::Value,
-    now: i64,
-) -> Result<()> {
+/// Records `event` of job `id`: every event of either kind goes through here.
+async fn event(tx: &mut Tx<'_>, id: &str, event: &JobEvent, now: i64) -> Result<()> {
+    let (kind, detail) = event.row();
     sqlx::query("INSERT INTO events (job_id, at, kind, detail) VALUES ($1, $2, $3, $4)")
         .bind(id)
         .bind(now)
         .bind(kind)
-        .bind(detail.to_string())
+        .bind(detail)
         .execute(&mut **tx)
         .await
         .map_err(db_err)?;
@@ -393,7 +390,7 @@ async fn transition(
     id: &str,
     from: JobState,
     next: JobState,
-    detail: Option<serde_json::Value>,
+    review: Option<&Review>,
     now: i64,
 ) -> Result<()> {
     sqlx::query("UPDATE jobs SET state = $2, updated_at = $3 WHERE id = $1")
@@ -406,11 +403,12 @@ async fn transition(
     if next == from {
         return Ok(());
     }
-    let mut ev = serde_json::json!({"from": from.as_str(), "to": next.as_str()});
-    if let Some(d) = detail {
-        ev["detail"] = d;
-    }
-    event(tx, id, "state", &ev, now).await?;
+    let ev = JobEvent::State {
+        from,
+        to: next,
+        detail: review.map(|r| StateDetail { review: r.clone() }),
+    };
+    event(tx, id, &ev, now).await?;
     let r = sqlx::query("SELECT webhook_url, tag, review_threshold FROM jobs WHERE id = $1")
         .bind(id)
         .fetch_one(&mut **tx)
@@ -426,8 +424,7 @@ async fn transition(
         tag.as_deref(),
         (from, next),
         c,
-        ev.pointer("/detail/review/reviewer")
-            .and_then(serde_json::Value::as_str),
+        ev.review().and_then(|r| r.reviewer.as_deref()),
         now,
     ) {
         let did = format!("msg_{}", uuid::Uuid::new_v4().simple());
@@ -448,8 +445,10 @@ async fn transition(
         event(
             tx,
             id,
-            "webhook_queued",
-            &serde_json::json!({"id": did, "event": event_name}),
+            &JobEvent::WebhookQueued {
+                id: did,
+                event: event_name.to_string(),
+            },
             now,
         )
         .await?;
@@ -620,15 +619,7 @@ async fn rescue_expired(tx: &mut Tx<'_>, now: i64, max_attempts: u32) -> Result<
         .await
         .map_err(db_err)?;
         lock_job(tx, &job).await?;
-        event(
-            tx,
-            &job,
-            rescue.event,
-            &serde_json::json!({"document": doc, "page": page, "reason": rescue.reason,
-                                "charged": started}),
-            now,
-        )
-        .await?;
+        event(tx, &job, &rescue.event(doc as usize, page as usize), now).await?;
         jobs.insert(job);
     }
     for job in jobs {
@@ -747,9 +738,12 @@ impl JobStore for PgStore {
         event(
             &mut tx,
             &job.id,
-            "created",
-            &serde_json::json!({"documents": job.documents.len(), "pages": job.page_count(),
-                                "class": job.class.as_str(), "actor": job.actor}),
+            &JobEvent::Created {
+                documents: job.documents.len(),
+                pages: job.page_count(),
+                class: job.class,
+                actor: job.actor.clone(),
+            },
             now,
         )
         .await?;
@@ -1009,8 +1003,11 @@ impl JobStore for PgStore {
                 event(
                     &mut tx,
                     &id,
-                    "state",
-                    &serde_json::json!({"from": "queued", "to": "processing"}),
+                    &JobEvent::State {
+                        from: JobState::Queued,
+                        to: JobState::Processing,
+                        detail: None,
+                    },
                     c.now_ms,
                 )
                 .await?;
@@ -1074,8 +1071,12 @@ impl JobStore for PgStore {
         event(
             &mut tx,
             &l.page.job_id,
-            "page_completed",
-            &page_completed(l.page.doc, l.page.page, owner.as_deref(), review),
+            &JobEvent::PageCompleted {
+                document: l.page.doc,
+                page: l.page.page,
+                worker: owner,
+                review: review.map(str::to_string),
+            },
             now,
         )
         .await?;
@@ -1121,13 +1122,7 @@ impl JobStore for PgStore {
         event(
             &mut tx,
             &l.page.job_id,
-            if retry_at.is_some() {
-                "page_retry"
-            } else {
-                "page_failed"
-            },
-            &serde_json::json!({"document": l.page.doc, "page": l.page.page,
-                                "reason": reason, "retry_at_ms": retry_at}),
+            &page_failure(l.page.doc, l.page.page, reason.to_string(), retry_at),
             now,
         )
         .await?;
@@ -1239,7 +1234,7 @@ impl JobStore for PgStore {
         .execute(&mut *tx)
         .await
         .map_err(db_err)?;
-        event(&mut tx, id, "cancelled", &serde_json::json!({}), now).await?;
+        event(&mut tx, id, &JobEvent::Cancelled {}, now).await?;
         transition(&mut tx, id, current, JobState::Cancelled, None, now).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(true)
@@ -1264,7 +1259,7 @@ impl JobStore for PgStore {
         .map_err(db_err)?
         .rows_affected() as usize;
         if n > 0 {
-            event(&mut tx, id, "retry", &serde_json::json!({"pages": n}), now).await?;
+            event(&mut tx, id, &JobEvent::Retry { pages: n }, now).await?;
             refresh_state(&mut tx, id, now).await?;
             notify_work(&mut tx).await?;
         }
@@ -1272,7 +1267,7 @@ impl JobStore for PgStore {
         Ok(n)
     }
 
-    async fn complete_review(&self, id: &str, review: serde_json::Value, now: i64) -> Result<bool> {
+    async fn complete_review(&self, id: &str, review: &Review, now: i64) -> Result<bool> {
         let mut tx = self.begin().await?;
         if lock_job(&mut tx, id).await? != Some(JobState::NeedsReview) {
             return Ok(false);
@@ -1282,7 +1277,7 @@ impl JobStore for PgStore {
             id,
             JobState::NeedsReview,
             JobState::Completed,
-            Some(serde_json::json!({"review": review})),
+            Some(review),
             now,
         )
         .await?;
@@ -1290,15 +1285,9 @@ impl JobStore for PgStore {
         Ok(true)
     }
 
-    async fn add_event(
-        &self,
-        id: &str,
-        kind: &str,
-        detail: serde_json::Value,
-        now: i64,
-    ) -> Result<()> {
+    async fn add_event(&self, id: &str, ev: &JobEvent, now: i64) -> Result<()> {
         let mut tx = self.begin().await?;
-        event(&mut tx, id, kind, &detail, now).await?;
+        event(&mut tx, id, ev, now).await?;
         tx.commit().await.map_err(db_err)
     }
 
@@ -1483,9 +1472,12 @@ impl JobStore for PgStore {
         event(
             &mut tx,
             &job,
-            "webhook_attempt",
-            &serde_json::json!({"id": id, "state": state.as_str(), "status": a.status,
-                                "error": a.error}),
+            &JobEvent::WebhookAttempt {
+                id: id.to_string(),
+                state,
+                status: a.status,
+                error: a.error.clone(),
+            },
             now,
         )
         .await?;

@@ -17,10 +17,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::documents::{DocumentStore, Stored};
+use super::events::JobEvent;
+pub use super::model::{Correction, Review};
 use super::model::{
     Created, Event, JobClass, JobOptions, JobRecord, JobState, JobSummary, NewDocument, NewJob,
     PageState,
@@ -121,24 +123,6 @@ pub struct JobsQueue {
     pub store: &'static str,
 }
 
-/// A correction made in review: of one line (its box and words stay attached, so the JSON
-/// result, hOCR and the searchable PDF carry it), or of a page's whole text (the text outputs
-/// only).
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Correction {
-    pub document: usize,
-    pub page: usize,
-    /// The line (0-based, in the page's `lines`); absent: the page's whole text.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub line: Option<usize>,
-    pub text: String,
-    /// The text before the correction, recorded by the server (what a client sends here is
-    /// ignored).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub original: Option<String>,
-}
-
 /// Applies a review's line corrections to a document's pages (`doc`): the line's text is the
 /// reviewer's, its confidence 1, its words the corrected text's words on the old words' boxes
 /// when their number agrees, else one word over the line's box. Page-wide corrections change
@@ -176,14 +160,6 @@ pub fn apply_line_corrections(
         line.confidence = 1.0;
         line.char_confidences.clear();
     }
-}
-
-/// A review: approve as is, or correct pages' text.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
-pub struct Review {
-    pub approve: bool,
-    pub corrections: Vec<Correction>,
-    pub reviewer: Option<String>,
 }
 
 /// The text of page `page` of document `doc`: a review's whole-page correction, else the
@@ -727,8 +703,10 @@ impl JobService {
             self.store
                 .add_event(
                     id,
-                    "requested",
-                    serde_json::json!({"action": action, "actor": key}),
+                    &JobEvent::Requested {
+                        action: action.to_string(),
+                        actor: key.clone(),
+                    },
                     now_ms(),
                 )
                 .await?;
@@ -824,9 +802,7 @@ impl JobService {
                 (None, p) => p.map(|p| document_text(std::slice::from_ref(p))),
             };
         }
-        let detail = serde_json::to_value(&review)
-            .map_err(|e| Error::Runtime(format!("serialising a review: {e}")))?;
-        if !self.store.complete_review(id, detail, now_ms()).await? {
+        if !self.store.complete_review(id, &review, now_ms()).await? {
             // Reviewed meanwhile (by another reviewer or replica).
             let now = self.get(caller, id).await?;
             return Err(Error::NotInReview {
@@ -919,9 +895,7 @@ impl JobService {
             .await?
             .into_iter()
             .rev()
-            .find_map(|e| {
-                serde_json::from_value(e.detail["detail"]["review"]["corrections"].clone()).ok()
-            })
+            .find_map(|e| Some(e.typed()?.review()?.corrections.clone()))
             .unwrap_or_default())
     }
 

@@ -20,10 +20,11 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
+use super::events::{JobEvent, StateDetail, page_failure};
 use super::model::{
     ApiKey, Backlog, Claim, ClaimedPage, Created, Delivery, DeliveryAttempt, DeliveryState,
     DocumentRecord, Event, JobClass, JobOptions, JobRecord, JobState, JobSummary, NewJob,
-    PageCounts, PageLease, PageRecord, PageState, derive_state, min_confidence, page_completed,
+    PageCounts, PageLease, PageRecord, PageState, Review, derive_state, min_confidence,
     webhook_event,
 };
 use super::store::{JobStore, KeyCounts, unknown_cursor};
@@ -376,16 +377,12 @@ impl SqliteStore {
     }
 }
 
-fn event(
-    tx: &Connection,
-    id: &str,
-    kind: &str,
-    detail: &serde_json::Value,
-    now: i64,
-) -> Result<()> {
+/// Records `event` of job `id`: every event of either kind goes through here.
+fn event(tx: &Connection, id: &str, event: &JobEvent, now: i64) -> Result<()> {
+    let (kind, detail) = event.row();
     tx.execute(
         "INSERT INTO events (job_id, at, kind, detail) VALUES (?1, ?2, ?3, ?4)",
-        params![id, now, kind, detail.to_string()],
+        params![id, now, kind, detail],
     )
     .map_err(db_err)?;
     Ok(())
@@ -425,7 +422,7 @@ fn transition(
     id: &str,
     from: JobState,
     next: JobState,
-    detail: Option<serde_json::Value>,
+    review: Option<&Review>,
     now: i64,
 ) -> Result<()> {
     tx.execute(
@@ -436,11 +433,12 @@ fn transition(
     if next == from {
         return Ok(());
     }
-    let mut ev = serde_json::json!({"from": from.as_str(), "to": next.as_str()});
-    if let Some(d) = detail {
-        ev["detail"] = d;
-    }
-    event(tx, id, "state", &ev, now)?;
+    let ev = JobEvent::State {
+        from,
+        to: next,
+        detail: review.map(|r| StateDetail { review: r.clone() }),
+    };
+    event(tx, id, &ev, now)?;
     let (url, tag, threshold): (Option<String>, Option<String>, Option<f64>) = tx
         .query_row(
             "SELECT webhook_url, tag, review_threshold FROM jobs WHERE id = ?1",
@@ -455,8 +453,7 @@ fn transition(
         tag.as_deref(),
         (from, next),
         c,
-        ev.pointer("/detail/review/reviewer")
-            .and_then(serde_json::Value::as_str),
+        ev.review().and_then(|r| r.reviewer.as_deref()),
         now,
     ) {
         let did = format!("msg_{}", uuid::Uuid::new_v4().simple());
@@ -470,8 +467,10 @@ fn transition(
         event(
             tx,
             id,
-            "webhook_queued",
-            &serde_json::json!({"id": did, "event": event_name}),
+            &JobEvent::WebhookQueued {
+                id: did,
+                event: event_name.to_string(),
+            },
             now,
         )?;
     }
@@ -644,14 +643,7 @@ fn rescue_expired(tx: &Connection, now: i64, max_attempts: u32) -> Result<()> {
             ],
         )
         .map_err(db_err)?;
-        event(
-            tx,
-            &job,
-            rescue.event,
-            &serde_json::json!({"document": doc, "page": page, "reason": rescue.reason,
-                                "charged": started}),
-            now,
-        )?;
+        event(tx, &job, &rescue.event(doc as usize, page as usize), now)?;
         jobs.insert(job);
     }
     for job in jobs {
@@ -784,9 +776,12 @@ impl JobStore for SqliteStore {
             event(
                 tx,
                 &job.id,
-                "created",
-                &serde_json::json!({"documents": job.documents.len(), "pages": job.page_count(),
-                                    "class": job.class.as_str(), "actor": job.actor}),
+                &JobEvent::Created {
+                    documents: job.documents.len(),
+                    pages: job.page_count(),
+                    class: job.class,
+                    actor: job.actor.clone(),
+                },
                 now,
             )?;
             let record = load_job(tx, &job.id)?
@@ -981,8 +976,11 @@ impl JobStore for SqliteStore {
                     event(
                         tx,
                         &job,
-                        "state",
-                        &serde_json::json!({"from": "queued", "to": "processing"}),
+                        &JobEvent::State {
+                            from: JobState::Queued,
+                            to: JobState::Processing,
+                            detail: None,
+                        },
                         c.now_ms,
                     )?;
                 }
@@ -1085,8 +1083,12 @@ impl JobStore for SqliteStore {
             event(
                 tx,
                 &l.page.job_id,
-                "page_completed",
-                &page_completed(l.page.doc, l.page.page, owner.as_deref(), review.as_deref()),
+                &JobEvent::PageCompleted {
+                    document: l.page.doc,
+                    page: l.page.page,
+                    worker: owner,
+                    review,
+                },
                 now,
             )?;
             refresh_state(tx, &l.page.job_id, now).map(Some)
@@ -1131,13 +1133,7 @@ impl JobStore for SqliteStore {
             event(
                 tx,
                 &l.page.job_id,
-                if retry_at.is_some() {
-                    "page_retry"
-                } else {
-                    "page_failed"
-                },
-                &serde_json::json!({"document": l.page.doc, "page": l.page.page,
-                                    "reason": reason, "retry_at_ms": retry_at}),
+                &page_failure(l.page.doc, l.page.page, reason, retry_at),
                 now,
             )?;
             refresh_state(tx, &l.page.job_id, now).map(Some)
@@ -1244,7 +1240,7 @@ impl JobStore for SqliteStore {
                 params![id, now],
             )
             .map_err(db_err)?;
-            event(tx, &id, "cancelled", &serde_json::json!({}), now)?;
+            event(tx, &id, &JobEvent::Cancelled {}, now)?;
             transition(tx, &id, current, JobState::Cancelled, None, now)?;
             Ok(true)
         })
@@ -1263,7 +1259,7 @@ impl JobStore for SqliteStore {
                 )
                 .map_err(db_err)?;
             if n > 0 {
-                event(tx, &id, "retry", &serde_json::json!({"pages": n}), now)?;
+                event(tx, &id, &JobEvent::Retry { pages: n }, now)?;
                 refresh_state(tx, &id, now)?;
             }
             Ok(n)
@@ -1271,8 +1267,8 @@ impl JobStore for SqliteStore {
         .await
     }
 
-    async fn complete_review(&self, id: &str, review: serde_json::Value, now: i64) -> Result<bool> {
-        let id = id.to_string();
+    async fn complete_review(&self, id: &str, review: &Review, now: i64) -> Result<bool> {
+        let (id, review) = (id.to_string(), review.clone());
         self.tx(move |tx| {
             let current: Option<String> = tx
                 .query_row("SELECT state FROM jobs WHERE id = ?1", [&id], |r| r.get(0))
@@ -1286,7 +1282,7 @@ impl JobStore for SqliteStore {
                 &id,
                 JobState::NeedsReview,
                 JobState::Completed,
-                Some(serde_json::json!({"review": review})),
+                Some(&review),
                 now,
             )?;
             Ok(true)
@@ -1294,15 +1290,9 @@ impl JobStore for SqliteStore {
         .await
     }
 
-    async fn add_event(
-        &self,
-        id: &str,
-        kind: &str,
-        detail: serde_json::Value,
-        now: i64,
-    ) -> Result<()> {
-        let (id, kind) = (id.to_string(), kind.to_string());
-        self.tx(move |tx| event(tx, &id, &kind, &detail, now)).await
+    async fn add_event(&self, id: &str, ev: &JobEvent, now: i64) -> Result<()> {
+        let (id, ev) = (id.to_string(), ev.clone());
+        self.tx(move |tx| event(tx, &id, &ev, now)).await
     }
 
     async fn events(&self, id: &str) -> Result<Vec<Event>> {
@@ -1511,9 +1501,12 @@ impl JobStore for SqliteStore {
             event(
                 tx,
                 &job,
-                "webhook_attempt",
-                &serde_json::json!({"id": id, "state": state.as_str(), "status": a.status,
-                                    "error": a.error}),
+                &JobEvent::WebhookAttempt {
+                    id,
+                    state,
+                    status: a.status,
+                    error: a.error,
+                },
                 now,
             )?;
             Ok(true)

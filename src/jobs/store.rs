@@ -35,9 +35,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use super::events::JobEvent;
 use super::model::{
     ApiKey, Backlog, Claim, ClaimedPage, Created, Delivery, DeliveryAttempt, Event, JobClass,
-    JobRecord, JobState, JobSummary, NewJob, PageLease, PageState,
+    JobRecord, JobState, JobSummary, NewJob, PageLease, PageState, Review,
 };
 use crate::error::{Error, Result};
 use crate::pipeline::Page;
@@ -123,19 +124,8 @@ pub trait JobStore: Send + Sync + 'static {
     async fn retry_failed(&self, id: &str, now_ms: i64) -> Result<usize>;
     /// Completes a `needs_review` job with a review (recorded in the events, webhook queued);
     /// false when the job is not in review.
-    async fn complete_review(
-        &self,
-        id: &str,
-        review: serde_json::Value,
-        now_ms: i64,
-    ) -> Result<bool>;
-    async fn add_event(
-        &self,
-        id: &str,
-        kind: &str,
-        detail: serde_json::Value,
-        now_ms: i64,
-    ) -> Result<()>;
+    async fn complete_review(&self, id: &str, review: &Review, now_ms: i64) -> Result<bool>;
+    async fn add_event(&self, id: &str, event: &JobEvent, now_ms: i64) -> Result<()>;
     async fn events(&self, id: &str) -> Result<Vec<Event>>;
     /// Deletes at most `limit` of the final jobs last updated before `before_ms` and the
     /// `needs_review` jobs (which wait for a reviewer, but not for ever) last updated before
@@ -229,8 +219,10 @@ pub struct Rescue {
     pub state: &'static str,
     pub attempts: i64,
     pub reason: String,
-    /// The job event it writes: `lease_expired`, or `page_failed` when the attempts are spent.
-    pub event: &'static str,
+    /// The attempts are spent: the page fails for good (`page_failed`, else `lease_expired`).
+    pub spent: bool,
+    /// Whether the attempt was counted (the page had started).
+    pub charged: bool,
 }
 
 impl Rescue {
@@ -242,7 +234,8 @@ impl Rescue {
                 reason: "lease expired before the page started (worker lost); the attempt is \
                          not counted"
                     .into(),
-                event: "lease_expired",
+                spent: false,
+                charged: false,
             };
         }
         let spent = attempts >= i64::from(max_attempts);
@@ -252,11 +245,29 @@ impl Rescue {
             reason: format!(
                 "lease expired while the page ran (worker lost) after attempt {attempts}"
             ),
-            event: if spent {
-                "page_failed"
-            } else {
-                "lease_expired"
-            },
+            spent,
+            charged: true,
+        }
+    }
+
+    /// The job event it writes for page `page` of document `document`.
+    pub fn event(&self, document: usize, page: usize) -> crate::jobs::events::JobEvent {
+        use crate::jobs::events::JobEvent;
+        let reason = self.reason.clone();
+        if self.spent {
+            JobEvent::PageFailed {
+                document,
+                page,
+                reason,
+                charged: Some(self.charged),
+            }
+        } else {
+            JobEvent::LeaseExpired {
+                document,
+                page,
+                reason,
+                charged: self.charged,
+            }
         }
     }
 }

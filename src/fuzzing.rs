@@ -159,10 +159,15 @@ pub fn body(data: &[u8]) {
         let mut headers = HeaderMap::new();
         headers.insert(header::CONTENT_TYPE, value);
         let body = bytes::Bytes::copy_from_slice(bytes);
-        let split = runtime().block_on(crate::api::split_body(&headers, body));
+        let split = runtime().block_on(crate::api::body::parse_ocr(&headers, body.clone()));
         match split {
             Ok((_image, opts)) => overrides(&opts.overrides),
-            Err(e) => client_error("split_body", &e),
+            Err(e) => client_error("body::parse_ocr", &e),
+        }
+        let split = runtime().block_on(crate::api::body::parse_job(&headers, body));
+        match split {
+            Ok((_docs, opts)) => job(&opts),
+            Err(e) => client_error("body::parse_job", &e),
         }
     })
 }

@@ -16,7 +16,6 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Caller;
@@ -28,10 +27,10 @@ use crate::jobs::service::{Correction, JobService, JobSpec, Review, Source, Uplo
 use crate::overrides::Overrides;
 use crate::pipeline::Page;
 
+use super::body;
+pub use super::body::{JsonDocument, JsonJobRequest};
 pub use super::dto::{EventView, JobListEntry, JobView};
-use super::options::{
-    Fields, Options, Overlay, QueryOptions, StrictQuery, json_body, json_with_options,
-};
+use super::options::{Fields, Options, Overlay, QueryOptions, StrictQuery, json_body};
 use super::problem::{ApiError, Problem};
 use super::{AppState, Format, RequestOptions, read_body};
 
@@ -82,41 +81,6 @@ impl Overlay for JobFields {
     }
 }
 
-/// A document in a JSON job request: its bytes, or the URL of a document already in the
-/// server's object store (`s3://BUCKET/KEY` under `--object-store-url`; nothing else is
-/// fetched).
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct JsonDocument<'a> {
-    pub name: Option<String>,
-    /// The document bytes, base64 (read in place from the request body).
-    #[serde(borrow, default, deserialize_with = "borrowed_str")]
-    #[schema(value_type = Option<String>)]
-    pub data: Option<std::borrow::Cow<'a, str>>,
-    /// A document in the configured bucket.
-    pub url: Option<String>,
-}
-
-/// An optional string borrowed from the body where it has no escapes (serde borrows a `Cow`
-/// only when it is not inside an `Option`).
-fn borrowed_str<'de: 'a, 'a, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Option<std::borrow::Cow<'a, str>>, D::Error> {
-    #[derive(Deserialize)]
-    struct Borrowed<'a>(#[serde(borrow)] std::borrow::Cow<'a, str>);
-    Ok(Option::<Borrowed<'a>>::deserialize(d)?.map(|b| b.0))
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub struct JsonJobRequest<'a> {
-    #[serde(borrow)]
-    pub documents: Vec<JsonDocument<'a>>,
-    #[serde(flatten)]
-    pub overrides: Overrides,
-    #[serde(flatten)]
-    pub own: JobFields,
-}
-
 fn service(st: &AppState) -> Result<&Arc<JobService>, Error> {
     st.jobs.as_ref().ok_or(Error::JobsDisabled)
 }
@@ -149,96 +113,6 @@ pub(super) async fn job_response(
         h.insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(resp)
-}
-
-/// The media type of a request, lower-case, without parameters; and the whole header.
-fn media_type(headers: &HeaderMap) -> (String, String) {
-    let ctype = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let mime = ctype
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    (mime, ctype)
-}
-
-/// A raw document body (one document): streamed to the document store, never held whole.
-fn is_raw_document(mime: &str) -> bool {
-    mime.starts_with("image/") || mime == "application/octet-stream" || mime == "application/pdf"
-}
-
-/// The documents and options of a JSON or multipart job body (held in memory, bounded by the
-/// body limit).
-async fn split_job_body(
-    headers: &HeaderMap,
-    body: bytes::Bytes,
-) -> Result<(Vec<Upload>, JobRequestOptions), Error> {
-    let (mime, ctype) = media_type(headers);
-    if mime == "application/json" {
-        let req: JsonJobRequest = json_with_options::<_, JobFields>(&body, &["documents"])?;
-        let mut docs = Vec::new();
-        for (i, d) in req.documents.into_iter().enumerate() {
-            let source = match (d.data, d.url) {
-                (Some(data), None) => Source::Bytes(
-                    base64::engine::general_purpose::STANDARD_NO_PAD
-                        .decode(data.trim().trim_end_matches('='))
-                        .map_err(|e| {
-                            Error::BadRequest(format!("documents[{i}].data is not base64: {e}"))
-                        })?
-                        .into(),
-                ),
-                (None, Some(url)) => Source::Url(url),
-                _ => {
-                    return Err(Error::BadRequest(format!(
-                        "documents[{i}] needs exactly one of `data` (base64) and `url`"
-                    )));
-                }
-            };
-            docs.push(Upload {
-                name: d.name.unwrap_or_else(|| format!("document-{i}")),
-                source,
-            });
-        }
-        let opts = JobRequestOptions {
-            overrides: req.overrides,
-            route: req.own,
-        };
-        return Ok((docs, opts));
-    }
-    if mime == "multipart/form-data" {
-        let boundary = multer::parse_boundary(&ctype)
-            .map_err(|e| Error::BadRequest(format!("multipart: {e}")))?;
-        let stream = futures_util::stream::once(async move { Ok::<_, std::io::Error>(body) });
-        let mut mp = multer::Multipart::new(stream, boundary);
-        let mut docs = Vec::new();
-        let mut fields: Vec<(String, String)> = Vec::new();
-        let bad = |e: multer::Error| Error::BadRequest(format!("multipart: {e}"));
-        while let Some(field) = mp.next_field().await.map_err(bad)? {
-            let name = field.name().unwrap_or("").to_string();
-            if name == "file" || name == "files" {
-                let file_name = field
-                    .file_name()
-                    .map_or_else(|| format!("document-{}", docs.len()), str::to_string);
-                docs.push(Upload {
-                    name: file_name,
-                    source: Source::Bytes(field.bytes().await.map_err(bad)?),
-                });
-            } else {
-                fields.push((name, field.text().await.map_err(bad)?));
-            }
-        }
-        return Ok((docs, JobRequestOptions::from_fields(&fields)?));
-    }
-    Err(Error::UnsupportedMediaType(format!(
-        "`{}`; send image/* bytes (one document), multipart/form-data with `file` parts, or \
-         application/json with base64 `documents`",
-        if mime.is_empty() { "(none)" } else { &mime }
-    )))
 }
 
 /// Creates a job.
@@ -274,8 +148,8 @@ pub(super) async fn create_job(
     let id = JobService::new_job_id();
     // Quota, backlog and disk before a byte of the body is read.
     svc.admit(&caller, JobClass::Bulk, 1).await?;
-    let (mime, _) = media_type(&headers);
-    if is_raw_document(&mime) {
+    let (mime, _) = body::media_type(&headers);
+    if body::is_raw(&mime) {
         let spec = job_spec(&st, &query, JobClass::Bulk)?;
         let limit = svc.documents().max_bytes();
         if super::content_length(&headers).is_some_and(|n| n > limit) {
@@ -304,7 +178,7 @@ pub(super) async fn create_job(
     // bytes, decoded from base64 or cut from the multipart body).
     let (bytes, _body) =
         read_body(&headers, body, st.cfg.max_body_bytes, &st.cfg.decode.memory).await?;
-    let (docs, body_opts) = split_job_body(&headers, bytes).await?;
+    let (docs, body_opts) = body::parse_job(&headers, bytes).await?;
     let opts = query.overlay(body_opts);
     let spec = job_spec(&st, &opts, JobClass::Bulk)?;
     let (job, replayed) = svc.create(&caller, id, docs, spec, key).await?;

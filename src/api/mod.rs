@@ -7,6 +7,7 @@
 //! `code` ([`problem`]). The OpenAPI 3.1 document is generated from the handler annotations and
 //! types below (utoipa), so it cannot drift from the code.
 
+pub mod body;
 pub mod browser;
 pub mod dto;
 pub mod jobs;
@@ -28,7 +29,6 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use base64::Engine as _;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
@@ -45,6 +45,7 @@ use crate::pipeline::{Page, document_text};
 use crate::scheduler::service::QueueReport;
 use crate::scheduler::{Class, Profiles, Scheduler, Timings};
 
+pub use body::JsonRequest;
 use problem::{ApiError, PROBLEM_JSON, Problem};
 
 /// Response headers with the time split of a request, in milliseconds.
@@ -455,20 +456,6 @@ impl RequestOptions {
     }
 }
 
-/// The JSON request body: the image as base64 plus options.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub struct JsonRequest<'a> {
-    /// The image or TIFF document, base64 (standard alphabet, padding optional); read in place
-    /// from the request body.
-    #[serde(borrow)]
-    #[schema(value_type = String)]
-    pub image: std::borrow::Cow<'a, str>,
-    #[serde(flatten)]
-    pub overrides: Overrides,
-    #[serde(flatten)]
-    pub own: OcrFields,
-}
-
 /// The JSON result: the same `text`/`pages` shape as the CLI's JSON output.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct OcrResponse {
@@ -548,7 +535,7 @@ async fn ocr(
     let deadline = arrived + request_timeout(&headers, &st.cfg)?;
     let (bytes, _body) =
         read_body(&headers, body, st.cfg.max_body_bytes, &st.cfg.decode.memory).await?;
-    let (image, body_opts) = split_body(&headers, bytes).await?;
+    let (image, body_opts) = body::parse_ocr(&headers, bytes).await?;
     let options = query.overlay(body_opts);
     let sched = st
         .profiles
@@ -811,78 +798,6 @@ async fn read_body(
         Error::BadRequest(format!("reading the body: {e}"))
     })?;
     Ok((bytes, reservation))
-}
-
-/// Splits the body into image bytes and body options, by content type.
-pub(crate) async fn split_body(
-    headers: &HeaderMap,
-    bytes: bytes::Bytes,
-) -> Result<(bytes::Bytes, RequestOptions), Error> {
-    let ctype = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let mime = ctype
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    if mime.starts_with("image/") || mime == "application/octet-stream" || mime == "application/pdf"
-    {
-        return Ok((bytes, RequestOptions::default()));
-    }
-    if mime == "application/json" {
-        let req: JsonRequest = options::json_with_options::<_, OcrFields>(&bytes, &["image"])?;
-        // Padding is optional: strip it and decode without.
-        let image = base64::engine::general_purpose::STANDARD_NO_PAD
-            .decode(req.image.trim().trim_end_matches('='))
-            .map_err(|e| Error::BadRequest(format!("`image` is not base64: {e}")))?;
-        let opts = RequestOptions {
-            overrides: req.overrides,
-            route: req.own,
-        };
-        return Ok((image.into(), opts));
-    }
-    if mime == "multipart/form-data" {
-        let boundary = multer::parse_boundary(&ctype)
-            .map_err(|e| Error::BadRequest(format!("multipart: {e}")))?;
-        let stream = futures_util::stream::once(async move { Ok::<_, std::io::Error>(bytes) });
-        let mut mp = multer::Multipart::new(stream, boundary);
-        let mut file = None;
-        let mut fields: Vec<(String, String)> = Vec::new();
-        while let Some(field) = mp
-            .next_field()
-            .await
-            .map_err(|e| Error::BadRequest(format!("multipart: {e}")))?
-        {
-            let name = field.name().unwrap_or("").to_string();
-            if name == "file" {
-                file = Some(
-                    field
-                        .bytes()
-                        .await
-                        .map_err(|e| Error::BadRequest(format!("multipart: {e}")))?,
-                );
-            } else {
-                let text = field
-                    .text()
-                    .await
-                    .map_err(|e| Error::BadRequest(format!("multipart: {e}")))?;
-                fields.push((name, text));
-            }
-        }
-        let file = file
-            .ok_or_else(|| Error::BadRequest("multipart body has no part named `file`".into()))?;
-        let opts = RequestOptions::from_fields(&fields)?;
-        return Ok((file, opts));
-    }
-    Err(Error::UnsupportedMediaType(format!(
-        "`{}`; send image/* bytes, multipart/form-data with a `file` part, or application/json \
-         with a base64 `image`",
-        if mime.is_empty() { "(none)" } else { &mime }
-    )))
 }
 
 /// The model set served and whether the server is ready.

@@ -265,7 +265,7 @@ fn overrides(o: &Overrides) {
 fn job(opts: &JobRequestOptions) {
     overrides(&opts.overrides);
     for kind in ModelKind::ALL {
-        match crate::api::jobs::job_options(opts, kind, "default".into()) {
+        match crate::ocr::job_options(opts, kind, "default".into()) {
             Ok(job) => {
                 let stored = serde_json::to_string(&job).expect("job options serialize");
                 let back: JobOptions = serde_json::from_str(&stored).expect("job options read");

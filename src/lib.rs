@@ -20,6 +20,7 @@ pub mod extract;
 pub mod fuzzing;
 pub mod jobs;
 pub mod memory;
+pub mod ocr;
 pub mod output;
 pub mod overrides;
 pub mod pipeline;

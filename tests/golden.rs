@@ -19,9 +19,9 @@ use ocr_server::engine::ort::{
     EngineConfig, OrtFactory, SessionConfig, resolve_models_dir, resolve_ort_lib,
 };
 use ocr_server::engine::{ModelKind, RecPad};
+use ocr_server::ocr::document::ocr_bytes;
 use ocr_server::pipeline::decode::DecodeLimits;
 use ocr_server::pipeline::document_text;
-use ocr_server::scheduler::document::ocr_bytes;
 use ocr_server::scheduler::{Scheduler, SchedulerConfig};
 
 /// A peer's micro-averaged dev scores (BASELINES.md).

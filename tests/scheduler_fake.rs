@@ -229,7 +229,7 @@ fn shutdown_finishes_admitted_work_then_refuses() {
     ));
 }
 
-/// `scheduler::document::ocr_document` (the CLI's path) over a six-page TIFF whose page k has k
+/// `ocr::document::ocr_document` (the CLI's path) over a six-page TIFF whose page k has k
 /// bars, with a window of 4 pages against a detection queue of 1 and a detector held shut: the
 /// in-process caller waits for room instead of being refused, and the pages come back in document order, each with its
 /// own lines.
@@ -250,7 +250,7 @@ fn document_ocr_waits_for_room_and_keeps_page_order() {
     let selected: Vec<usize> = (0..6).collect();
     let pages = std::thread::scope(|scope| {
         let run = scope.spawn(|| {
-            ocr_server::scheduler::document::ocr_document(&s, &doc, &selected, s.base_options(), 4)
+            ocr_server::ocr::document::ocr_document(&s, &doc, &selected, s.base_options(), 4)
         });
         // The detector holds page 1, page 2 fills the queue: page 3 must wait for room.
         gate.entered.recv_timeout(Duration::from_secs(30)).unwrap();

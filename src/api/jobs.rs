@@ -19,11 +19,10 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Caller;
-use crate::engine::ModelKind;
 use crate::error::Error;
 
-use crate::jobs::model::{JobClass, JobOptions, JobRecord, JobState};
-use crate::jobs::service::{Correction, JobService, JobSpec, Review, Source, Upload};
+use crate::jobs::model::{JobClass, JobRecord, JobState};
+use crate::jobs::service::{Correction, JobService, Review, Source, Upload};
 use crate::overrides::Overrides;
 use crate::pipeline::Page;
 
@@ -32,7 +31,8 @@ pub use super::body::{JsonDocument, JsonJobRequest};
 pub use super::dto::{EventView, JobListEntry, JobView};
 use super::options::{Fields, Options, Overlay, QueryOptions, StrictQuery, json_body};
 use super::problem::{ApiError, Problem};
-use super::{AppState, Format, RequestOptions, read_body};
+use super::{AppState, Format, read_body};
+use crate::ocr::AsyncAnswer;
 
 /// Options of a job: the shared [`Overrides`] plus the job's own fields.
 pub type JobRequestOptions = Options<JobFields>;
@@ -150,7 +150,7 @@ pub(super) async fn create_job(
     svc.admit(&caller, JobClass::Bulk, 1).await?;
     let (mime, _) = body::media_type(&headers);
     if body::is_raw(&mime) {
-        let spec = job_spec(&st, &query, JobClass::Bulk)?;
+        let spec = st.ocr.job_spec(&query, JobClass::Bulk)?;
         let limit = svc.documents().max_bytes();
         if super::content_length(&headers).is_some_and(|n| n > limit) {
             return Err(Error::PayloadTooLarge {
@@ -180,7 +180,7 @@ pub(super) async fn create_job(
         read_body(&headers, body, st.cfg.max_body_bytes, &st.cfg.decode.memory).await?;
     let (docs, body_opts) = body::parse_job(&headers, bytes).await?;
     let opts = query.overlay(body_opts);
-    let spec = job_spec(&st, &opts, JobClass::Bulk)?;
+    let spec = st.ocr.job_spec(&opts, JobClass::Bulk)?;
     let (job, replayed) = svc.create(&caller, id, docs, spec, key).await?;
     Ok(job_response(svc, StatusCode::ACCEPTED, &job, replayed).await?)
 }
@@ -194,83 +194,6 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Error> {
                 .map_err(|_| Error::InvalidOption("Idempotency-Key must be ASCII".into()))
         })
         .transpose()
-}
-
-/// The stored options of a job asking for `opts` on `profile`, whose model set is `kind`,
-/// validated exactly as `/v1/ocr` validates its own (the job's own fields are the
-/// [`JobService`]'s to check).
-pub(crate) fn job_options(
-    opts: &JobRequestOptions,
-    kind: ModelKind,
-    profile: String,
-) -> Result<JobOptions, Error> {
-    opts.overrides.check(kind)?;
-    Ok(JobOptions {
-        overrides: Overrides {
-            // Pinned: the job's pages run on this profile's model set on whichever replica
-            // serves it, never on another default.
-            profile: Some(profile),
-            model: Some(kind),
-            ..opts.overrides.clone()
-        },
-        first_pass: None,
-        review_sample_rate: opts.route.review_sample_rate,
-    })
-}
-
-/// The job a request asks for, its OCR options validated exactly as `/v1/ocr` validates them
-/// against the profile it names.
-pub(super) fn job_spec(
-    st: &AppState,
-    opts: &JobRequestOptions,
-    class: JobClass,
-) -> Result<JobSpec, Error> {
-    let sched = st.profiles.get(opts.overrides.profile.as_deref())?;
-    if opts.overrides.classify == Some(true) && !sched.has_classifier() {
-        return Err(Error::InvalidOption(
-            "orientation classification is not enabled on this server".into(),
-        ));
-    }
-    let profile = opts
-        .overrides
-        .profile
-        .clone()
-        .unwrap_or_else(|| st.profiles.default_name().to_string());
-    Ok(JobSpec {
-        options: job_options(opts, sched.kind(), profile)?,
-        class: Some(class),
-        tag: opts.route.tag.clone(),
-        priority: opts.route.priority.unwrap_or(0),
-        review_threshold: opts.route.review_threshold,
-        webhook_url: opts.route.webhook_url.clone(),
-    })
-}
-
-/// Creates a two-pass request's follow-up job over the upload the first pass read (stored once,
-/// by the job), remembering the first pass's answer.
-pub(super) async fn followup(
-    st: &AppState,
-    caller: &Caller,
-    upload: bytes::Bytes,
-    options: &RequestOptions,
-    profile: &str,
-    first: crate::jobs::model::FirstPass,
-) -> Result<super::FollowupLink, Error> {
-    let svc = service(st)?;
-    let mut spec = job_spec(st, &options.followup_options(profile), JobClass::Bulk)?;
-    spec.options.first_pass = Some(first);
-    let doc = Upload {
-        name: "document".into(),
-        source: Source::Bytes(upload),
-    };
-    let (job, _) = svc
-        .create(caller, JobService::new_job_id(), vec![doc], spec, None)
-        .await?;
-    metrics::counter!("ocr_followup_jobs_total").increment(1);
-    Ok(super::FollowupLink {
-        location: format!("/v1/jobs/{}", job.id),
-        job: job.id,
-    })
 }
 
 /// A job's state, per-document and per-page states, progress and ETA.
@@ -612,75 +535,48 @@ pub(super) async fn pauses(State(st): State<Arc<AppState>>) -> Result<Response, 
     Ok(Json(Pauses { paused }).into_response())
 }
 
-/// The hybrid `/v1/ocr` (`Prefer: respond-async, wait=N`): the request becomes an interactive
-/// job (claimed before any bulk page, run in the interactive class); if it finishes within
-/// `wait`, the answer is the sync result (200), else 202 with the job's `Location`, and the job
-/// continues the same work.
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn hybrid(
-    st: &Arc<AppState>,
-    caller: &Caller,
-    image: bytes::Bytes,
-    options: &RequestOptions,
+/// The answer of the hybrid `/v1/ocr` (`Prefer: respond-async, wait=N`, run by
+/// [`crate::ocr::OcrService::respond_async`]): the sync result (200, `Content-Location` naming
+/// the job) when the job finished within `wait`, else 202 with the job's `Location`.
+pub(super) async fn hybrid_response(
+    st: &AppState,
+    answer: AsyncAnswer,
     format: Format,
-    key: Option<String>,
-    wait: std::time::Duration,
     arrived: std::time::Instant,
 ) -> Result<Response, Error> {
-    let svc = service(st)?;
-    let mut opts = options.job_options();
-    opts.overrides.model = options.overrides.model;
-    opts.overrides.profile = options.overrides.profile.clone();
-    let doc = Upload {
-        name: "document".into(),
-        source: Source::Bytes(image),
-    };
-    let spec = job_spec(st, &opts, JobClass::Interactive)?;
-    let (job, _) = svc
-        .create(caller, JobService::new_job_id(), vec![doc], spec, key)
-        .await?;
-    let job = svc.wait_final(&job.id, wait).await?;
-    let location = format!("/v1/jobs/{}", job.id);
-    let mut resp = if matches!(job.state, JobState::Completed | JobState::NeedsReview) {
-        let (doc, selected, pages) = svc.document_pages(&job, 0).await?;
-        let extractions = options
-            .overrides
-            .extract
-            .map(|e| crate::extract::extract(e, &pages))
-            .unwrap_or_default();
-        let kind = st
-            .profiles
-            .get(options.overrides.profile.as_deref())?
-            .kind();
-        let mut resp = super::respond(
-            format,
-            kind,
-            doc,
-            selected,
-            pages,
-            Default::default(),
-            super::JsonExtras {
-                extractions,
-                followup: None,
-            },
-        )
-        .await?;
-        let h = resp.headers_mut();
-        if let Ok(l) = HeaderValue::from_str(&location) {
-            h.insert(header::CONTENT_LOCATION, l);
+    let mut resp = match answer {
+        AsyncAnswer::Done { job, pages: r } => {
+            let mut resp = super::respond(
+                format,
+                r.kind,
+                r.doc,
+                r.selected,
+                r.pages,
+                r.timings,
+                super::JsonExtras {
+                    extractions: r.extractions,
+                    followup: None,
+                },
+            )
+            .await?;
+            let h = resp.headers_mut();
+            if let Ok(l) = HeaderValue::from_str(&format!("/v1/jobs/{}", job.id)) {
+                h.insert(header::CONTENT_LOCATION, l);
+            }
+            let total = arrived.elapsed().as_secs_f64() * 1000.0;
+            if let Ok(v) = HeaderValue::from_str(&format!("{total:.1}")) {
+                h.insert(super::X_TOTAL_TIME, v);
+            }
+            resp
         }
-        let total = arrived.elapsed().as_secs_f64() * 1000.0;
-        if let Ok(v) = HeaderValue::from_str(&format!("{total:.1}")) {
-            h.insert(super::X_TOTAL_TIME, v);
+        AsyncAnswer::Pending(job) => {
+            let mut resp = job_response(service(st)?, StatusCode::ACCEPTED, &job, false).await?;
+            resp.headers_mut().insert(
+                "preference-applied",
+                HeaderValue::from_static("respond-async"),
+            );
+            resp
         }
-        resp
-    } else {
-        let mut resp = job_response(svc, StatusCode::ACCEPTED, &job, false).await?;
-        resp.headers_mut().insert(
-            "preference-applied",
-            HeaderValue::from_static("respond-async"),
-        );
-        resp
     };
     resp.headers_mut()
         .insert(header::VARY, HeaderValue::from_static("Prefer"));

@@ -31,19 +31,18 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
 use utoipa::OpenApi;
 
 use crate::auth::{self, Auth, Caller};
-use crate::document::{Document, select_pages};
-use crate::engine::{ModelKind, OcrOptions};
+use crate::document::Document;
+use crate::engine::ModelKind;
 use crate::error::Error;
 use crate::extract::Extraction;
 use crate::overrides::Overrides;
 use crate::pipeline::decode::DecodeLimits;
 use crate::pipeline::{Page, document_text};
 use crate::scheduler::service::QueueReport;
-use crate::scheduler::{Class, Profiles, Scheduler, Timings};
+use crate::scheduler::{Profiles, Scheduler, Timings};
 
 pub use body::JsonRequest;
 use problem::{ApiError, PROBLEM_JSON, Problem};
@@ -103,7 +102,8 @@ struct AppState {
     cfg: ApiConfig,
     shutting_down: AtomicBool,
     metrics: PrometheusHandle,
-    decode_permits: Semaphore,
+    /// The synchronous OCR use case: recognize, respond-async, job specs.
+    ocr: crate::ocr::OcrService,
     /// The job service, when jobs are enabled (`serve` always enables them).
     jobs: Option<Arc<crate::jobs::service::JobService>>,
     /// Keys, scopes and rate limits.
@@ -171,7 +171,13 @@ impl Api {
         jobs: Option<Arc<crate::jobs::service::JobService>>,
         auth: Arc<Auth>,
     ) -> Self {
-        let permits = cfg.decode_concurrency.max(1);
+        let ocr = crate::ocr::OcrService::new(
+            profiles.clone(),
+            jobs.clone(),
+            cfg.decode.clone(),
+            cfg.sync_max_pages,
+            cfg.decode_concurrency,
+        );
         Self {
             state: Arc::new(AppState {
                 scheduler: profiles.default_scheduler().clone(),
@@ -179,7 +185,7 @@ impl Api {
                 cfg,
                 shutting_down: AtomicBool::new(false),
                 metrics: metrics_handle(),
-                decode_permits: Semaphore::new(permits),
+                ocr,
                 jobs,
                 auth,
             }),
@@ -368,56 +374,10 @@ impl options::Overlay for OcrFields {
 }
 
 impl RequestOptions {
-    /// The two-pass options make sense together: `followup` names a served profile on a server
-    /// with jobs (its job is validated now, before the first pass runs), and the job's own
-    /// options come only with it.
-    fn check_followup(
-        &self,
-        st: &AppState,
-        caller: &Caller,
-        respond_async: bool,
-    ) -> Result<(), Error> {
-        let own = &self.route;
-        let Some(profile) = &own.followup else {
-            if own.review_threshold.is_some() || own.webhook_url.is_some() || own.tag.is_some() {
-                return Err(Error::InvalidOption(
-                    "`review_threshold`, `webhook_url` and `tag` go with `followup`".into(),
-                ));
-            }
-            return Ok(());
-        };
-        if st.jobs.is_none() {
-            return Err(Error::JobsDisabled);
-        }
-        if respond_async {
-            return Err(Error::InvalidOption(
-                "`followup` answers synchronously: drop `Prefer: respond-async` (or `followup`)"
-                    .into(),
-            ));
-        }
-        // The follow-up is a job: creating one needs the scope `POST /v1/jobs` needs.
-        if !caller.has(crate::auth::Scope::Jobs) {
-            return Err(Error::Forbidden { scope: "jobs" });
-        }
-        if let Some(t) = own.review_threshold
-            && !(0.0..=1.0).contains(&t)
-        {
-            return Err(Error::InvalidOption(format!(
-                "review_threshold must be in 0..=1, got {t}"
-            )));
-        }
-        jobs::job_spec(
-            st,
-            &self.followup_options(profile),
-            crate::jobs::model::JobClass::Bulk,
-        )
-        .map(|_| ())
-    }
-
     /// The job options this request carries over to a job (`Prefer: respond-async`, or the
     /// follow-up of a two-pass request): the overrides but `model` and `profile` (each caller
     /// says which set the job runs), and the review rules, webhook and tag.
-    fn job_options(&self) -> jobs::JobRequestOptions {
+    pub(crate) fn job_options(&self) -> jobs::JobRequestOptions {
         jobs::JobRequestOptions {
             overrides: self.overrides.for_job(),
             route: jobs::JobFields {
@@ -431,7 +391,7 @@ impl RequestOptions {
 
     /// The follow-up job's options: [`Self::job_options`] on `profile` (not this request's
     /// `model`, which names the first pass's set).
-    fn followup_options(&self, profile: &str) -> jobs::JobRequestOptions {
+    pub(crate) fn followup_options(&self, profile: &str) -> jobs::JobRequestOptions {
         let mut o = self.job_options();
         o.overrides.profile = Some(profile.to_string());
         o
@@ -448,11 +408,6 @@ impl RequestOptions {
                     .and_then(Format::from_accept)
             })
             .unwrap_or_default()
-    }
-
-    /// The pipeline options: the server's with this request's overrides, validated.
-    pub(crate) fn apply(&self, kind: ModelKind, base: &OcrOptions) -> Result<OcrOptions, Error> {
-        self.overrides.checked(kind, base)
     }
 }
 
@@ -472,12 +427,7 @@ pub struct OcrResponse {
     pub timings: Timings,
 }
 
-/// The follow-up job of a two-pass request.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct FollowupLink {
-    pub job: String,
-    pub location: String,
-}
+pub use crate::ocr::FollowupLink;
 
 /// What a JSON result carries beside the pages.
 #[derive(Debug, Default)]
@@ -537,141 +487,38 @@ async fn ocr(
         read_body(&headers, body, st.cfg.max_body_bytes, &st.cfg.decode.memory).await?;
     let (image, body_opts) = body::parse_ocr(&headers, bytes).await?;
     let options = query.overlay(body_opts);
-    let sched = st
-        .profiles
-        .get(options.overrides.profile.as_deref())?
-        .clone();
-    let opts = options.apply(sched.kind(), sched.base_options())?;
     let format = options.response_format(&headers);
     let (respond_async, wait_s) = jobs::parse_prefer(&headers);
-    options.check_followup(&st, &caller, respond_async && st.jobs.is_some())?;
-    if respond_async && st.jobs.is_some() {
-        // The hybrid stores a job: it needs the scope `POST /v1/jobs` needs.
-        if !caller.has(crate::auth::Scope::Jobs) {
-            return Err(Error::Forbidden { scope: "jobs" }.into());
-        }
+    // Without jobs, `respond-async` is ignored: the answer is synchronous.
+    let hybrid = respond_async && st.jobs.is_some();
+    let plan = st.ocr.check(&caller, &options, hybrid)?;
+    if hybrid {
         let key = headers
             .get("idempotency-key")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let wait = Duration::from_secs(wait_s.unwrap_or(0)).min(st.cfg.max_timeout);
-        return Ok(jobs::hybrid(&st, &caller, image, &options, format, key, wait, arrived).await?);
+        let answer = st
+            .ocr
+            .respond_async(&caller, image, &options, key, wait)
+            .await?;
+        return Ok(jobs::hybrid_response(&st, answer, format, arrived).await?);
     }
-    // A two-pass request keeps the upload (a reference, not a copy) for its follow-up job.
-    let upload = options.route.followup.is_some().then(|| image.clone());
-    let (doc, selected, decoded, _reservation) = {
-        let _permit = st
-            .decode_permits
-            .acquire()
-            .await
-            .map_err(|_| Error::ShuttingDown)?;
-        let limits = st.cfg.decode.clone();
-        let sync_max = st.cfg.sync_max_pages;
-        let spec = options.overrides.pages.clone();
-        let caller = caller.clone();
-        tokio::task::spawn_blocking(move || -> Result<_, Error> {
-            let doc = Document::open(Arc::new(image.to_vec()), &limits)?;
-            let selected = select_pages(spec.as_deref(), doc.page_count(), limits.max_pages)?;
-            if selected.len() > sync_max {
-                return Err(Error::TooManyPagesForSync {
-                    pages: selected.len(),
-                    limit: sync_max,
-                });
-            }
-            caller.take_pages(selected.len())?;
-            // The worst case of every page is reserved before any is decoded, and held until
-            // the answer is built; a page over a limit fails alone.
-            let (checks, reservation) = doc.reserve(&selected)?;
-            let decoded: Vec<Result<image::RgbImage, Error>> = selected
-                .iter()
-                .zip(checks)
-                .map(|(&i, c)| c.and_then(|()| doc.page(i)))
-                .collect();
-            Ok((doc, selected, decoded, reservation))
-        })
-        .await
-        .map_err(|e| Error::Runtime(format!("decode task: {e}")))??
-    };
-    // Pages that failed to decode stay in place as failed pages; when every page failed, the
-    // request fails with the first page's error.
-    let mut failed: Vec<Option<Error>> = Vec::with_capacity(decoded.len());
-    let mut images = Vec::with_capacity(decoded.len());
-    for d in decoded {
-        match d {
-            Ok(img) => {
-                images.push(img);
-                failed.push(None);
-            }
-            Err(e) => failed.push(Some(e)),
-        }
-    }
-    if images.is_empty() {
-        return Err(failed
-            .into_iter()
-            .flatten()
-            .next()
-            .unwrap_or(Error::EmptyInput)
-            .into());
-    }
-    let ticket = sched.submit(images, opts, Class::Interactive, Some(deadline))?;
-    let id = ticket.id;
-    let started = ticket.started.clone();
-    let outcome = match tokio::time::timeout_at(deadline.into(), ticket.rx).await {
-        // None of its pages reached a model: the server was too busy to start it (429), not
-        // too slow to finish it (504).
-        Err(_) if !started.load(std::sync::atomic::Ordering::Acquire) => {
-            return Err(sched.overloaded().into());
-        }
-        Err(_) => return Err(Error::DeadlineExceeded.into()),
-        Ok(Err(_)) => return Err(Error::ShuttingDown.into()),
-        Ok(Ok(r)) => r?,
-    };
-    let t = outcome.timings;
-    let mut done = outcome.pages.into_iter();
-    let pages: Vec<Page> = failed
-        .iter()
-        .map(|f| match f {
-            Some(e) => Page::failed(e),
-            None => done.next().unwrap_or_default(),
-        })
-        .collect();
-    let extractions = options
-        .overrides
-        .extract
-        .map(|e| crate::extract::extract(e, &pages))
-        .unwrap_or_default();
-    // The two-pass hybrid: the same stored upload, the follow-up profile, the bulk class.
-    let followup = match (&options.route.followup, upload) {
-        (Some(profile), Some(bytes)) => Some(
-            jobs::followup(
-                &st,
-                &caller,
-                bytes,
-                &options,
-                profile,
-                crate::jobs::model::FirstPass {
-                    profile: options
-                        .overrides
-                        .profile
-                        .clone()
-                        .unwrap_or_else(|| st.profiles.default_name().to_string()),
-                    extractions: extractions.clone(),
-                },
-            )
-            .await?,
-        ),
-        _ => None,
-    };
+    let r = st
+        .ocr
+        .recognize(&caller, image, &options, plan, deadline)
+        .await?;
+    let (t, id, followup) = (r.timings, r.request_id, r.followup.clone());
     let mut resp = respond(
         format,
-        sched.kind(),
-        Arc::new(doc),
-        selected,
-        pages,
+        r.kind,
+        r.doc,
+        r.selected,
+        r.pages,
         t,
         JsonExtras {
-            extractions,
-            followup: followup.clone(),
+            extractions: r.extractions,
+            followup: r.followup,
         },
     )
     .await?;

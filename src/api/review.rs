@@ -23,8 +23,6 @@ use serde::Serialize;
 
 use crate::auth::Caller;
 use crate::error::Error;
-use crate::jobs::events::JobEvent;
-use crate::jobs::model::JobState;
 
 use super::AppState;
 use super::problem::ApiError;
@@ -76,14 +74,7 @@ pub struct QueueEntry {
     pub created_at_ms: i64,
 }
 
-/// Why one page of a job waits for review.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct QueueReason {
-    pub document: usize,
-    /// The page within the document, 0-based (as in corrections and the image route).
-    pub page: usize,
-    pub reason: String,
-}
+pub use crate::jobs::service::QueueReason;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReviewQueue {
@@ -99,77 +90,20 @@ pub(super) async fn queue(
     Extension(caller): Extension<Caller>,
 ) -> Result<Response, ApiError> {
     let svc = st.jobs.as_ref().ok_or(Error::JobsDisabled)?;
-    let mut jobs = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let page = svc
-            .list(&caller, Some(JobState::NeedsReview), cursor.as_deref(), 200)
-            .await?;
-        let full = page.len() == 200;
-        cursor = page.last().map(|j| j.job.id.clone());
-        jobs.extend(page);
-        if !full || jobs.len() >= QUEUE_MAX {
-            break;
-        }
-    }
-    jobs.truncate(QUEUE_MAX);
-    let mut entries = Vec::with_capacity(jobs.len());
-    for summary in jobs {
-        let job = summary.job;
-        let events = svc.store().events(&job.id).await?;
-        let mut reasons: Vec<QueueReason> = events
-            .iter()
-            .filter_map(|e| match e.typed()? {
-                JobEvent::PageCompleted {
-                    document,
-                    page,
-                    review: Some(reason),
-                    ..
-                } => Some(QueueReason {
-                    document,
-                    page,
-                    reason,
-                }),
-                _ => None,
-            })
-            .collect();
-        if let Some(t) = job.review_threshold
-            && summary.min_confidence.is_some_and(|c| c < t)
-            // The pages under the threshold: this job's page rows, one job at a time.
-            && let Some(full) = svc.store().get_job(&job.id).await?
-        {
-            for d in &full.documents {
-                for p in &d.pages {
-                    if let Some(c) = p.min_confidence.filter(|c| *c < t) {
-                        reasons.push(QueueReason {
-                            document: d.index,
-                            page: p.page,
-                            reason: format!("a line's confidence {c:.2} under {t}"),
-                        });
-                    }
-                }
-            }
-        }
-        reasons.sort_by_key(|r| (r.document, r.page));
-        reasons.truncate(REASONS_MAX);
-        entries.push(QueueEntry {
-            id: job.id,
-            priority: job.priority,
-            tag: job.tag,
-            documents: job.documents.iter().map(|d| d.name.clone()).collect(),
+    let waiting = svc.review_queue(&caller, QUEUE_MAX, REASONS_MAX).await?;
+    let entries: Vec<QueueEntry> = waiting
+        .into_iter()
+        .map(|(summary, reasons)| QueueEntry {
+            id: summary.job.id,
+            priority: summary.job.priority,
+            tag: summary.job.tag,
+            documents: summary.job.documents.into_iter().map(|d| d.name).collect(),
             min_confidence: summary.min_confidence,
-            review_threshold: job.review_threshold,
+            review_threshold: summary.job.review_threshold,
             reasons,
-            created_at_ms: job.created_at_ms,
-        });
-    }
-    entries.sort_by(|a, b| {
-        b.priority.cmp(&a.priority).then(
-            a.min_confidence
-                .unwrap_or(1.0)
-                .total_cmp(&b.min_confidence.unwrap_or(1.0)),
-        )
-    });
+            created_at_ms: summary.job.created_at_ms,
+        })
+        .collect();
     Ok(Json(ReviewQueue {
         waiting: entries.len(),
         jobs: entries,
@@ -203,15 +137,14 @@ pub(super) async fn page_image(
     // worst case reserved from the memory budget while its pixels live (issue 26: 20 parallel
     // requests for an 8000×8000 page were 9 GB outside the budget).
     let _permit = st
-        .decode_permits
+        .ocr
+        .decode_permits()
         .acquire()
         .await
         .map_err(|_| Error::ShuttingDown)?;
     let opened = svc.open_document(&doc.location).await?;
     let jpeg = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, Error> {
-        let (mut checks, _reservation) = opened.reserve(&[source])?;
-        checks.pop().unwrap_or(Ok(()))?;
-        let img = opened.page(source)?;
+        let (img, _reservation) = opened.decode_one(source)?;
         let (w, h) = img.dimensions();
         let scale = (IMAGE_MAX_SIDE as f32 / w.max(h) as f32).min(1.0);
         let img = if scale < 1.0 {

@@ -23,10 +23,10 @@ use crate::engine::OcrOptions;
 use crate::engine::ort::{Device, OrtFactory, SessionConfig};
 use crate::error::{Error, Result};
 use crate::extract::{Extract, Extraction};
+use crate::ocr::document::{DEFAULT_WINDOW, ocr_document};
 use crate::output;
 use crate::pipeline::decode::DecodeLimits;
 use crate::pipeline::{Page, document_text};
-use crate::scheduler::document::{DEFAULT_WINDOW, ocr_document};
 use crate::scheduler::{Scheduler, SchedulerConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

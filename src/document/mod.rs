@@ -184,6 +184,28 @@ impl Document {
         Ok((checks, reservation))
     }
 
+    /// The one reserve-then-decode: reserves the worst case of every page of `pages` first (see
+    /// [`Self::reserve`]), then decodes each page that passed its check; a page over a limit
+    /// fails alone. Blocking. The reservation must live as long as the pages do.
+    pub fn decode_reserved(&self, pages: &[usize]) -> Result<(Vec<Result<RgbImage>>, Reservation)> {
+        let (checks, reservation) = self.reserve(pages)?;
+        let decoded = pages
+            .iter()
+            .zip(checks)
+            .map(|(&i, c)| c.and_then(|()| self.page(i)))
+            .collect();
+        Ok((decoded, reservation))
+    }
+
+    /// [`Self::decode_reserved`] of one page.
+    pub fn decode_one(&self, index: usize) -> Result<(RgbImage, Reservation)> {
+        let (mut decoded, reservation) = self.decode_reserved(&[index])?;
+        let image = decoded
+            .pop()
+            .unwrap_or_else(|| Err(Error::Runtime("no page decoded".into())))?;
+        Ok((image, reservation))
+    }
+
     /// What page `index`'s streams decode to, measured once per document (see
     /// [`PdfSource::decoded_bytes`]).
     fn pdf_streams(&self, pdf: &PdfSource, index: usize) -> Result<u64> {

@@ -11,7 +11,7 @@
 //! time on the calling thread, calling the pure functions of [`crate::pipeline`] between model
 //! runs: the sequential reference that tests compare the scheduler against, and the fake-model
 //! pipeline tests' subject. Everything that serves documents (the server, `ocr-server ocr`, the
-//! golden tests) goes through the scheduler ([`crate::scheduler::document`]).
+//! golden tests) goes through the scheduler ([`crate::ocr::document`]).
 
 pub mod fake;
 pub mod openvino;

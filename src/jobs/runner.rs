@@ -643,11 +643,7 @@ impl Runner {
             let source = source.clone();
             let decoded = tokio::time::timeout(
                 self.cfg.page_timeout,
-                tokio::task::spawn_blocking(move || {
-                    let (mut checks, reservation) = source.reserve(&[index])?;
-                    checks.pop().unwrap_or(Ok(()))?;
-                    Ok::<_, Error>((source.page(index)?, reservation))
-                }),
+                tokio::task::spawn_blocking(move || source.decode_one(index)),
             )
             .await
             .map_err(|_| self.timed_out("decode"))?

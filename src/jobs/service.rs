@@ -90,6 +90,15 @@ pub enum Source {
     Url(String),
 }
 
+/// Why one page of a job waits for review.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct QueueReason {
+    pub document: usize,
+    /// The page within the document, 0-based (as in corrections and the image route).
+    pub page: usize,
+    pub reason: String,
+}
+
 /// A document of a new job.
 #[derive(Debug, Clone)]
 pub struct Upload {
@@ -694,6 +703,84 @@ impl JobService {
         self.store
             .list_jobs(caller.tenant.as_deref(), state, cursor, limit)
             .await
+    }
+
+    /// The review queue: the caller's `needs_review` jobs (at most `max_jobs`), by priority
+    /// (higher first), then lowest line confidence, each with why its pages wait (at most
+    /// `max_reasons`, by page): the reason a page was completed with (a field's check,
+    /// sampling), and a line under the job's threshold (read from the page rows only for a job
+    /// whose lowest confidence is under it, one job at a time).
+    pub async fn review_queue(
+        &self,
+        caller: &Caller,
+        max_jobs: usize,
+        max_reasons: usize,
+    ) -> Result<Vec<(JobSummary, Vec<QueueReason>)>> {
+        const PAGE: usize = 200;
+        let mut jobs = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self
+                .list(caller, Some(JobState::NeedsReview), cursor.as_deref(), PAGE)
+                .await?;
+            let full = page.len() == PAGE;
+            cursor = page.last().map(|j| j.job.id.clone());
+            jobs.extend(page);
+            if !full || jobs.len() >= max_jobs {
+                break;
+            }
+        }
+        jobs.truncate(max_jobs);
+        let mut out = Vec::with_capacity(jobs.len());
+        for summary in jobs {
+            let job = &summary.job;
+            let mut reasons: Vec<QueueReason> = self
+                .store
+                .events(&job.id)
+                .await?
+                .iter()
+                .filter_map(|e| match e.typed()? {
+                    JobEvent::PageCompleted {
+                        document,
+                        page,
+                        review: Some(reason),
+                        ..
+                    } => Some(QueueReason {
+                        document,
+                        page,
+                        reason,
+                    }),
+                    _ => None,
+                })
+                .collect();
+            if let Some(t) = job.review_threshold
+                && summary.min_confidence.is_some_and(|c| c < t)
+                && let Some(full) = self.store.get_job(&job.id).await?
+            {
+                for d in &full.documents {
+                    for p in &d.pages {
+                        if let Some(c) = p.min_confidence.filter(|c| *c < t) {
+                            reasons.push(QueueReason {
+                                document: d.index,
+                                page: p.page,
+                                reason: format!("a line's confidence {c:.2} under {t}"),
+                            });
+                        }
+                    }
+                }
+            }
+            reasons.sort_by_key(|r| (r.document, r.page));
+            reasons.truncate(max_reasons);
+            out.push((summary, reasons));
+        }
+        out.sort_by(|(a, _), (b, _)| {
+            b.job.priority.cmp(&a.job.priority).then(
+                a.min_confidence
+                    .unwrap_or(1.0)
+                    .total_cmp(&b.min_confidence.unwrap_or(1.0)),
+            )
+        });
+        Ok(out)
     }
 
     /// Records who asked for an action on a job (the key's name), before the action's own

@@ -2,12 +2,11 @@
 //! [`stage::Stage`] puts it behind a lock shared by a stage's worker threads; [`service`] runs
 //! the detection, orientation and recognition stages and routes pages and line crops between
 //! them; [`gate::CoreGate`] bounds model runs to the cores, interactive first;
-//! [`profiles::Profiles`] serves several model sets from one process over one core gate;
-//! [`document::ocr_document`] OCRs a document on an in-process scheduler (the CLI, the golden
-//! tests), the same path as the server's. See each module's docs for the rules.
+//! [`profiles::Profiles`] serves several model sets from one process over one core gate. The
+//! scheduler only batches: what a request or a document asks of it is [`crate::ocr`]'s. See
+//! each module's docs for the rules.
 
 pub mod batcher;
-pub mod document;
 pub mod gate;
 pub mod profiles;
 pub mod service;

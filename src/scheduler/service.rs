@@ -606,7 +606,7 @@ impl Scheduler {
 
     /// [`Scheduler::submit`], but waiting up to `patience` for room in the detection queue
     /// before [`Error::Overloaded`]: the back-pressure of in-process callers
-    /// ([`super::document::ocr_document`]), which would rather wait than retry.
+    /// ([`crate::ocr::document::ocr_document`]), which would rather wait than retry.
     pub fn submit_within(
         &self,
         pages: Vec<RgbImage>,

@@ -20,7 +20,7 @@ use crate::memory::Reservation;
 use crate::pipeline::Page;
 use crate::pipeline::decode::DecodeLimits;
 
-use super::{Class, Scheduler, Ticket};
+use crate::scheduler::{Class, Scheduler, Ticket};
 
 /// Pages of one call in flight at once when the caller has no reason to choose: enough to keep
 /// detection and recognition of consecutive pages overlapping.
@@ -82,11 +82,7 @@ pub fn ocr_document(
         {
             collect(p, &mut pages)?;
         }
-        let decoded = doc.reserve(&[i]).and_then(|(mut checks, reservation)| {
-            checks.pop().unwrap_or(Ok(()))?;
-            Ok((doc.page(i)?, reservation))
-        });
-        match decoded {
+        match doc.decode_one(i) {
             Ok((image, reservation)) => {
                 let ticket = scheduler.submit_within(
                     vec![image],

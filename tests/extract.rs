@@ -21,9 +21,8 @@ use http_body_util::BodyExt;
 use image::{GrayImage, Luma};
 use ocr_server::api::{Api, ApiConfig};
 use ocr_server::engine::ModelKind;
-use ocr_server::engine::ort::{
-    EngineConfig, OrtFactory, SessionConfig, resolve_models_dir, resolve_ort_lib,
-};
+use ocr_server::engine::ort::resolve_ort_lib;
+use ocr_server::engine::runtime::{EngineConfig, OrtFactory, SessionConfig, resolve_models_dir};
 use ocr_server::scheduler::{Scheduler, SchedulerConfig};
 use tower::ServiceExt;
 

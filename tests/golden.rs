@@ -14,10 +14,11 @@ use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 
-use ocr_server::engine::openvino::{Backend, Precision, cpu_has_bf16, resolve_openvino_lib};
-use ocr_server::engine::ort::{
-    EngineConfig, OrtFactory, SessionConfig, resolve_models_dir, resolve_ort_lib,
-};
+use ocr_server::engine::runtime::Backend;
+
+use ocr_server::engine::openvino::{Precision, cpu_has_bf16, resolve_openvino_lib};
+use ocr_server::engine::ort::resolve_ort_lib;
+use ocr_server::engine::runtime::{EngineConfig, OrtFactory, SessionConfig, resolve_models_dir};
 use ocr_server::engine::{ModelKind, RecPad};
 use ocr_server::ocr::document::ocr_bytes;
 use ocr_server::pipeline::decode::DecodeLimits;

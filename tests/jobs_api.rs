@@ -17,9 +17,8 @@ use image::{Rgb, RgbImage};
 use ocr_server::api::{Api, ApiConfig};
 use ocr_server::engine::ModelKind;
 use ocr_server::engine::fake::{FakeFactory, Gate};
-use ocr_server::engine::ort::{
-    EngineConfig, OrtFactory, SessionConfig, resolve_models_dir, resolve_ort_lib,
-};
+use ocr_server::engine::ort::resolve_ort_lib;
+use ocr_server::engine::runtime::{EngineConfig, OrtFactory, SessionConfig, resolve_models_dir};
 use ocr_server::jobs::documents::DocumentStore;
 use ocr_server::jobs::runner::{Runner, RunnerConfig};
 use ocr_server::jobs::service::{JobService, ServiceConfig};

@@ -19,8 +19,9 @@ use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use ocr_server::api::{Api, ApiConfig};
 use ocr_server::engine::ModelKind;
-use ocr_server::engine::ort::{
-    EngineConfig, OrtFactory, SessionConfig, load_engine, resolve_models_dir, resolve_ort_lib,
+use ocr_server::engine::ort::resolve_ort_lib;
+use ocr_server::engine::runtime::{
+    EngineConfig, OrtFactory, SessionConfig, load_engine, resolve_models_dir,
 };
 use ocr_server::pipeline::decode::{DecodeLimits, decode_pages};
 use ocr_server::scheduler::{Class, Scheduler, SchedulerConfig};
@@ -38,7 +39,8 @@ fn engine_config() -> EngineConfig {
 
 /// The same on OpenVINO, at the precision `--backend auto` takes on this CPU.
 fn openvino_config() -> EngineConfig {
-    use ocr_server::engine::openvino::{Backend, Precision, cpu_has_bf16, resolve_openvino_lib};
+    use ocr_server::engine::openvino::{Precision, cpu_has_bf16, resolve_openvino_lib};
+    use ocr_server::engine::runtime::Backend;
     let precision = if cpu_has_bf16() {
         Precision::Bf16
     } else {
@@ -390,8 +392,8 @@ fn through_an_io_binding_pages_give_the_same_json_as_plain_runs() {
     // bound run equals a plain run on the same input, twice (the staged buffer is reused).
     let env = init_runtime(&bound_cfg.ort_lib).unwrap();
     let rec = ModelKind::V6.dir(&bound_cfg.models_dir).join("rec.onnx");
-    let mut bound = OrtModel::load(env, &rec, &bound_cfg.session).unwrap();
-    let mut plain = OrtModel::load(env, &rec, &SessionConfig::cpu(1)).unwrap();
+    let mut bound = OrtModel::load(env, &rec, &bound_cfg.session.ort()).unwrap();
+    let mut plain = OrtModel::load(env, &rec, &SessionConfig::cpu(1).ort()).unwrap();
     assert!(bound.is_bound() && !plain.is_bound());
     for width in [320usize, 320, 96, 800] {
         let n = 3 * 48 * width;

@@ -38,7 +38,7 @@ use serde::Serialize;
 
 use crate::cli::RuntimeArgs;
 use crate::engine::ModelKind;
-use crate::engine::ort::{EngineConfig, SessionConfig};
+use crate::engine::runtime::{EngineConfig, SessionConfig};
 use crate::error::{Error, Result};
 use load::{BulkResult, MixedResult, Offered, StepResult, Target, WindowRule};
 use raw::RawResult;

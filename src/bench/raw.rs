@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::BenchPage;
-use crate::engine::ort::{EngineConfig, OrtFactory};
+use crate::engine::runtime::{EngineConfig, OrtFactory};
 use crate::engine::{Candidate, Model, ModelFactory, Role, candidates, detect_batch};
 use crate::error::Result;
 use crate::pipeline::Tensor;

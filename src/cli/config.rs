@@ -8,10 +8,10 @@ use clap::{Args, ValueEnum};
 
 use super::Secret;
 use crate::api::ApiConfig;
-use crate::engine::openvino::{BackendChoice, Precision, resolve_backend, resolve_openvino_lib};
-use crate::engine::ort::{
-    Device, EngineConfig, IoBindingChoice, SessionConfig, resolve_models_dir, resolve_ort_lib,
-};
+use crate::engine::openvino::{Precision, resolve_openvino_lib};
+use crate::engine::ort::{Device, IoBindingChoice, resolve_ort_lib};
+use crate::engine::runtime::{BackendChoice, resolve_backend};
+use crate::engine::runtime::{EngineConfig, SessionConfig, resolve_models_dir};
 use crate::engine::{DetScale, ModelKind, OcrOptions, RecPad};
 use crate::error::Result;
 use crate::pipeline::decode::DecodeLimits;
@@ -332,7 +332,7 @@ impl ServeArgs {
                 Ok(crate::scheduler::ProfileSpec {
                     name: p.name.clone(),
                     cfg,
-                    factory: std::sync::Arc::new(crate::engine::ort::OrtFactory::new(engine)?),
+                    factory: std::sync::Arc::new(crate::engine::runtime::OrtFactory::new(engine)?),
                 })
             })
             .collect()

@@ -3,7 +3,7 @@
 //! `submit`, `bench` and `keys`.
 //!
 //! - [`config`]: the flags that describe the runtime, the pipeline and the server, and what
-//!   they build ([`EngineConfig`](crate::engine::ort::EngineConfig), [`OcrOptions`](crate::engine::OcrOptions),
+//!   they build ([`EngineConfig`](crate::engine::runtime::EngineConfig), [`OcrOptions`](crate::engine::OcrOptions),
 //!   [`SchedulerConfig`](crate::scheduler::SchedulerConfig)).
 //! - [`serve`]: the server's lifecycle (stores, scheduler, runner, listener, graceful shutdown).
 //! - [`ocr`]: `ocr-server ocr`, which drives an in-process scheduler, the server's own path.

@@ -12,10 +12,15 @@
 //! runs: the sequential reference that tests compare the scheduler against, and the fake-model
 //! pipeline tests' subject. Everything that serves documents (the server, `ocr-server ocr`, the
 //! golden tests) goes through the scheduler ([`crate::ocr::document`]).
+//!
+//! The runtimes implement [`Model`] side by side ([`ort`]: ONNX Runtime on CPU or CUDA;
+//! [`openvino`]: OpenVINO's CPU plugin) and know nothing of each other; [`runtime`] chooses
+//! which one runs and loads model sets through it.
 
 pub mod fake;
 pub mod openvino;
 pub mod ort;
+pub mod runtime;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -182,9 +187,9 @@ impl RecPad {
 
     /// The default for a runtime: buckets on CUDA and OpenVINO, multiples of 8 on ONNX
     /// Runtime's CPU.
-    pub fn for_session(session: &ort::SessionConfig) -> Self {
+    pub fn for_session(session: &runtime::SessionConfig) -> Self {
         match (&session.backend, session.device) {
-            (openvino::Backend::Ort, ort::Device::Cpu) => RecPad::Multiple(8),
+            (runtime::Backend::Ort, ort::Device::Cpu) => RecPad::Multiple(8),
             _ => RecPad::buckets(),
         }
     }
@@ -278,6 +283,25 @@ impl OcrOptions {
         }
         o
     }
+}
+
+/// Where a file that `scripts/setup.sh` installs under `.runtime/` is: the explicit path, else
+/// the environment variable `var` when set, else `./.runtime/REL` when it exists, else
+/// `<checkout>/.runtime/REL`.
+pub fn resolve_runtime_file(explicit: Option<&Path>, var: &str, rel: &Path) -> PathBuf {
+    if let Some(p) = explicit {
+        return p.to_path_buf();
+    }
+    if let Some(p) = std::env::var_os(var).filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let local = Path::new(".runtime").join(rel);
+    if local.exists() {
+        return local;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".runtime")
+        .join(rel)
 }
 
 /// Detector, recogniser and optional classifier of one model set, plus its character table.

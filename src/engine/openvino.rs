@@ -8,7 +8,7 @@
 //! at `[1,3,48,320]` 13.4 → 7.6 ms and at `[1,3,48,960]` 37.8 → 21.8 ms, the detector at
 //! `[1,3,960,736]` 160.7 → 86.7 ms (OpenVINO f32 → bf16, NOTES.md). Without bf16 OpenVINO's f32
 //! is no faster than ONNX Runtime, so the `auto` backend takes OpenVINO only where bf16 is there
-//! ([`resolve_backend`]) and says which one runs.
+//! ([`super::runtime::resolve_backend`]) and says which one runs.
 //!
 //! The library is `libopenvino_c.so` from the PyPI wheel `openvino==2026.4.0`, with the core,
 //! the CPU plugin, the ONNX front end and TBB beside it, installed into `.runtime/openvino/` by
@@ -50,39 +50,6 @@ impl Precision {
     }
 }
 
-/// The runtime the models run on.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Backend {
-    /// ONNX Runtime (CPU or CUDA).
-    Ort,
-    /// OpenVINO's CPU plugin, from this `libopenvino_c` library, at this precision.
-    OpenVino { lib: PathBuf, precision: Precision },
-}
-
-impl Backend {
-    /// `onnxruntime`, `openvino-f32` or `openvino-bf16`: for logs, `/v1/queue` and the bench's
-    /// `summary.json`.
-    pub fn name(&self) -> String {
-        match self {
-            Backend::Ort => "onnxruntime".into(),
-            Backend::OpenVino { precision, .. } => format!("openvino-{}", precision.name()),
-        }
-    }
-}
-
-/// What `--backend` asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum BackendChoice {
-    /// OpenVINO in bf16 where the CPU has bf16 instructions and the library is installed,
-    /// else ONNX Runtime.
-    #[default]
-    Auto,
-    /// ONNX Runtime.
-    Ort,
-    /// OpenVINO (CPU only): bf16 where the CPU has it, else f32, unless `--precision` says.
-    Openvino,
-}
-
 /// Whether this CPU has bf16 instructions (`avx512_bf16` or `amx_bf16` in `/proc/cpuinfo`).
 pub fn cpu_has_bf16() -> bool {
     static HAS: OnceLock<bool> = OnceLock::new();
@@ -99,61 +66,11 @@ pub fn cpu_has_bf16() -> bool {
 /// Where OpenVINO's C library is: the explicit path, else `OCR_OPENVINO_LIB`, else the first
 /// existing default (`./.runtime/openvino/…`, then `<checkout>/.runtime/openvino/…`).
 pub fn resolve_openvino_lib(explicit: Option<&Path>) -> PathBuf {
-    super::ort::resolve_runtime_file(
+    super::resolve_runtime_file(
         explicit,
         "OCR_OPENVINO_LIB",
         &Path::new("openvino").join(OPENVINO_LIB_NAME),
     )
-}
-
-/// Decides the backend from the request, the device, the CPU and the library, and logs the
-/// choice and why. `auto` never fails: without bf16 or without the library it is ONNX Runtime.
-/// An explicit `openvino` without the library is an error, and so is `openvino` with CUDA.
-pub fn resolve_backend(
-    choice: BackendChoice,
-    precision: Option<Precision>,
-    cuda: bool,
-    lib: &Path,
-) -> Result<Backend> {
-    let bf16 = cpu_has_bf16();
-    let backend = match choice {
-        BackendChoice::Ort => Backend::Ort,
-        BackendChoice::Auto if cuda || !bf16 || !lib.exists() => Backend::Ort,
-        BackendChoice::Auto => Backend::OpenVino {
-            lib: lib.to_path_buf(),
-            precision: precision.unwrap_or(Precision::Bf16),
-        },
-        BackendChoice::Openvino if cuda => {
-            return Err(Error::InvalidOption(
-                "--backend openvino runs on the CPU only; --device cuda needs onnxruntime".into(),
-            ));
-        }
-        BackendChoice::Openvino if !lib.exists() => {
-            return Err(Error::RuntimeMissing {
-                path: lib.display().to_string(),
-            });
-        }
-        BackendChoice::Openvino => Backend::OpenVino {
-            lib: lib.to_path_buf(),
-            precision: precision.unwrap_or(if bf16 {
-                Precision::Bf16
-            } else {
-                Precision::F32
-            }),
-        },
-    };
-    let why = match (&backend, choice) {
-        (Backend::Ort, BackendChoice::Auto) if cuda => "the device is CUDA",
-        (Backend::Ort, BackendChoice::Auto) if !bf16 => {
-            "this CPU has no bf16 instructions (avx512_bf16, amx_bf16)"
-        }
-        (Backend::Ort, BackendChoice::Auto) => "OpenVINO is not installed (scripts/setup.sh)",
-        (Backend::OpenVino { .. }, BackendChoice::Auto) => "this CPU has bf16 instructions",
-        _ => "asked for",
-    };
-    tracing::info!(backend = %backend.name(), cpu_bf16 = bf16, "inference backend: {why}");
-    metrics::gauge!("ocr_backend", "backend" => backend.name()).set(1.0);
-    Ok(backend)
 }
 
 /// Loads the library once per process.
@@ -270,75 +187,5 @@ impl Model for OvModel {
             Ok(())
         })?;
         result.ok_or_else(|| Error::ModelOutput(format!("{}: no output", self.path.display())))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_backend_follows_the_choice_the_device_and_the_library() {
-        let missing = Path::new("/nonexistent/libopenvino_c.so");
-        let present = Path::new("/proc/self/exe"); // any existing file stands for the library
-        let choose = |c, p, cuda, lib| resolve_backend(c, p, cuda, lib);
-        assert_eq!(
-            choose(BackendChoice::Ort, None, false, present).unwrap(),
-            Backend::Ort
-        );
-        // auto: ONNX Runtime on CUDA and without the library, whatever the CPU.
-        assert_eq!(
-            choose(BackendChoice::Auto, None, true, present).unwrap(),
-            Backend::Ort
-        );
-        assert_eq!(
-            choose(BackendChoice::Auto, None, false, missing).unwrap(),
-            Backend::Ort
-        );
-        // auto with the library: OpenVINO bf16 exactly when the CPU has bf16.
-        let auto = choose(BackendChoice::Auto, None, false, present).unwrap();
-        if cpu_has_bf16() {
-            assert_eq!(
-                auto,
-                Backend::OpenVino {
-                    lib: present.into(),
-                    precision: Precision::Bf16
-                }
-            );
-        } else {
-            assert_eq!(auto, Backend::Ort);
-        }
-        // openvino: the CPU's best precision unless asked; errors without the library or on CUDA.
-        let want = if cpu_has_bf16() {
-            Precision::Bf16
-        } else {
-            Precision::F32
-        };
-        assert_eq!(
-            choose(BackendChoice::Openvino, None, false, present).unwrap(),
-            Backend::OpenVino {
-                lib: present.into(),
-                precision: want
-            }
-        );
-        assert_eq!(
-            choose(
-                BackendChoice::Openvino,
-                Some(Precision::F32),
-                false,
-                present
-            )
-            .unwrap()
-            .name(),
-            "openvino-f32"
-        );
-        assert!(matches!(
-            choose(BackendChoice::Openvino, None, false, missing),
-            Err(Error::RuntimeMissing { .. })
-        ));
-        assert!(matches!(
-            choose(BackendChoice::Openvino, None, true, present),
-            Err(Error::InvalidOption(_))
-        ));
     }
 }

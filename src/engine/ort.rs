@@ -1,4 +1,7 @@
-//! ONNX Runtime implementation of [`Model`], and the loading of the runtime library and models.
+//! ONNX Runtime implementation of [`Model`] ([`OrtModel`]: a session on CPU, or on the CUDA
+//! execution provider with a loud CPU fallback), the loading of the runtime library, and the
+//! recogniser's dictionary from a model's metadata ([`load_charset`]). Which runtime runs a model
+//! is decided above the runtimes, in [`super::runtime`].
 //!
 //! The runtime is loaded at run time (`ort`'s `load-dynamic`) from the shared library of the PyPI
 //! wheel `onnxruntime==1.31.1`, found by [`resolve_ort_lib`]: the `--ort-lib` flag, then
@@ -7,7 +10,7 @@
 //! lives for the whole process; each [`OrtModel`] owns one session.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use ort::environment::Environment;
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
@@ -15,8 +18,7 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{IoBinding, Session};
 use ort::value::TensorRef;
 
-use super::openvino::{Backend, OvModel};
-use super::{Model, ModelKind, OcrEngine, OutputFn};
+use super::{Model, OutputFn, resolve_runtime_file};
 use crate::error::{Error, Result};
 use crate::pipeline::Tensor;
 use crate::pipeline::ctc::Charset;
@@ -30,41 +32,6 @@ static ENVIRONMENT: OnceLock<Environment> = OnceLock::new();
 /// existing default (`./.runtime/…`, then `<checkout>/.runtime/…`).
 pub fn resolve_ort_lib(explicit: Option<&Path>) -> PathBuf {
     resolve_runtime_file(explicit, "ORT_DYLIB_PATH", Path::new(ORT_LIB_NAME))
-}
-
-/// Where a file that `scripts/setup.sh` installs under `.runtime/` is: the explicit path, else
-/// the environment variable `var` when set, else `./.runtime/REL` when it exists, else
-/// `<checkout>/.runtime/REL`.
-pub fn resolve_runtime_file(explicit: Option<&Path>, var: &str, rel: &Path) -> PathBuf {
-    if let Some(p) = explicit {
-        return p.to_path_buf();
-    }
-    if let Some(p) = std::env::var_os(var).filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    let local = Path::new(".runtime").join(rel);
-    if local.exists() {
-        return local;
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(".runtime")
-        .join(rel)
-}
-
-/// Where the models are: the explicit path, else `./models` when it holds model sets, else the
-/// checkout's `models/`.
-pub fn resolve_models_dir(explicit: Option<&Path>) -> PathBuf {
-    if let Some(p) = explicit {
-        return p.to_path_buf();
-    }
-    let local = PathBuf::from("models");
-    if ModelKind::ALL
-        .iter()
-        .any(|k| k.dir(&local).join("det.onnx").exists())
-    {
-        return local;
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("models")
 }
 
 /// Loads ONNX Runtime once per process. Later calls return the same environment (a different
@@ -96,17 +63,23 @@ pub enum Device {
     Cuda,
 }
 
-/// Session settings.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SessionConfig {
-    /// ONNX Runtime intra-op threads for this session (0 = ONNX Runtime's default: all cores).
-    /// OpenVINO sessions are single-threaded.
+/// How an ONNX Runtime session is set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OrtSettings {
+    /// Intra-op threads (0 = ONNX Runtime's default: all cores).
     pub intra_threads: usize,
     pub device: Device,
-    /// The runtime the models run on ([`super::openvino::resolve_backend`] decides it).
-    pub backend: Backend,
-    /// Whether ONNX Runtime sessions run through an I/O binding ([`OrtModel`]'s docs).
     pub io_binding: IoBindingChoice,
+}
+
+impl OrtSettings {
+    /// One CPU session with `intra_threads` threads.
+    pub fn cpu(intra_threads: usize) -> Self {
+        Self {
+            intra_threads,
+            ..Self::default()
+        }
+    }
 }
 
 /// Whether an ONNX Runtime session runs through an I/O binding (`--io-binding`).
@@ -121,27 +94,6 @@ pub enum IoBindingChoice {
     /// tests check the binding path on machines without a GPU).
     On,
     Off,
-}
-
-impl SessionConfig {
-    /// ONNX Runtime CPU sessions with `intra_threads` threads each.
-    pub fn cpu(intra_threads: usize) -> Self {
-        Self {
-            intra_threads,
-            device: Device::Cpu,
-            backend: Backend::Ort,
-            io_binding: IoBindingChoice::Auto,
-        }
-    }
-}
-
-/// Loads one model with the configured backend: an ONNX Runtime session, or an OpenVINO
-/// compiled model.
-pub fn load_model(env: &Environment, path: &Path, cfg: &SessionConfig) -> Result<Box<dyn Model>> {
-    Ok(match &cfg.backend {
-        Backend::Ort => Box::new(OrtModel::load(env, path, cfg)?),
-        Backend::OpenVino { lib, precision } => Box::new(OvModel::load(lib, path, *precision)?),
-    })
 }
 
 /// Which device sessions really got (`ocr_execution_provider` gauge, logs): set by the first
@@ -318,7 +270,7 @@ impl Binder {
 }
 
 impl OrtModel {
-    pub fn load(env: &Environment, path: &Path, cfg: &SessionConfig) -> Result<Self> {
+    pub fn load(env: &Environment, path: &Path, cfg: &OrtSettings) -> Result<Self> {
         if !path.exists() {
             return Err(Error::ModelMissing {
                 path: path.display().to_string(),
@@ -420,94 +372,4 @@ pub fn load_charset(rec: &OrtModel, dir: &Path) -> Result<Charset> {
         },
     })?;
     Ok(Charset::from_dictionary(text.lines()))
-}
-
-/// Where and how to load a model set.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EngineConfig {
-    pub kind: ModelKind,
-    pub models_dir: PathBuf,
-    pub ort_lib: PathBuf,
-    pub session: SessionConfig,
-    /// Load the orientation classifier too.
-    pub with_classifier: bool,
-}
-
-/// Loads the runtime (once) and the detector, recogniser and (optionally) classifier of a set
-/// ([`OrtFactory::engine`] on a new factory; callers that need several engines build one
-/// factory and call it once per engine, so the dictionary is read once).
-pub fn load_engine(cfg: &EngineConfig) -> Result<OcrEngine> {
-    OrtFactory::new(cfg.clone())?.engine()
-}
-
-/// Loads each worker's models from a model set on disk (the scheduler's factory), with the
-/// configured backend. The dictionary is read once at construction, from an ONNX Runtime
-/// recogniser session that is then dropped.
-pub struct OrtFactory {
-    cfg: EngineConfig,
-    env: &'static ort::environment::Environment,
-    charset: Arc<Charset>,
-}
-
-impl OrtFactory {
-    pub fn new(cfg: EngineConfig) -> Result<Self> {
-        let env = init_runtime(&cfg.ort_lib)?;
-        let dir = cfg.kind.dir(&cfg.models_dir);
-        let rec = OrtModel::load(env, &dir.join("rec.onnx"), &SessionConfig::cpu(1))?;
-        let charset = Arc::new(load_charset(&rec, &dir)?);
-        if cfg.with_classifier && !dir.join("cls.onnx").is_file() {
-            return Err(Error::ModelMissing {
-                path: dir.join("cls.onnx").display().to_string(),
-            });
-        }
-        Ok(Self { cfg, env, charset })
-    }
-
-    /// A one-page engine over this factory's models (the CLI's path): a detector, a
-    /// recogniser and, when configured, a classifier, sharing the factory's dictionary.
-    pub fn engine(&self) -> Result<OcrEngine> {
-        use super::{ModelFactory, Role};
-        let cls = if self.cfg.with_classifier {
-            Some(self.load(Role::Classifier)?)
-        } else {
-            None
-        };
-        tracing::debug!(
-            kind = self.cfg.kind.name(),
-            classes = self.charset.len(),
-            "loaded model set"
-        );
-        Ok(OcrEngine::new(
-            self.cfg.kind,
-            self.load(Role::Detector)?,
-            self.load(Role::Recognizer)?,
-            cls,
-            self.charset.clone(),
-        ))
-    }
-}
-
-impl super::ModelFactory for OrtFactory {
-    fn kind(&self) -> ModelKind {
-        self.cfg.kind
-    }
-
-    fn charset(&self) -> Arc<Charset> {
-        self.charset.clone()
-    }
-
-    fn has_classifier(&self) -> bool {
-        self.cfg.with_classifier
-    }
-
-    fn load(&self, role: super::Role) -> Result<Box<dyn Model>> {
-        use super::Role;
-        let file = match role {
-            Role::Detector => "det.onnx",
-            Role::Classifier => "cls.onnx",
-            Role::Recognizer => "rec.onnx",
-        };
-        let path = self.cfg.kind.dir(&self.cfg.models_dir).join(file);
-        load_model(self.env, &path, &self.cfg.session)
-    }
 }

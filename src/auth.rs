@@ -16,9 +16,12 @@
 //!   with `--auth auto` and no key in the store refuses to start; a bootstrap key from the
 //!   environment or a secret file (`OCR_BOOTSTRAP_KEY`, `--bootstrap-key-file`) is stored
 //!   (hashed, `admin` scope) before the listener opens, so a container can start locked.
-//! - **Scopes**: `ocr` (`POST /v1/ocr`, `GET /v1/queue`), `jobs` (create, read, cancel and retry
-//!   jobs), `review` (read jobs and review them), `admin` (everything, every tenant's jobs,
-//!   `/v1/admin/*`, `/metrics` unless `--metrics-open`). `/health/*` and `/openapi.json` are open.
+//! - **Scopes** ([`need`]): `ocr` (`POST /v1/ocr`, `GET /v1/queue`; `/v1/ocr` with `followup=`
+//!   or `Prefer: respond-async` creates a job and needs `jobs` too), `jobs` (create, read,
+//!   cancel and retry jobs, resend webhooks), `review` (read jobs, the review queue
+//!   `/v1/review/queue`, page images, and review jobs), `admin` (everything, every tenant's
+//!   jobs, `/v1/admin/*`, `/metrics` unless `--metrics-open`). `/health/*`, `/openapi.json` and
+//!   the review desk's page `/review` (it holds no data) are open.
 //! - **Tenants**: a key belongs to a tenant (its name by default); a job belongs to the tenant
 //!   that created it, and other tenants get 404 for it (see [`Caller::can_see`]).
 //! - **Rate limits**: per key, two GCRA token buckets (`governor`), one for requests and one for

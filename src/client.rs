@@ -1,16 +1,19 @@
 //! `ocr-server submit DIR_OR_FILES --server URL --out DIR`: the batch-ingestion client.
 //!
 //! Design, in one mechanism: every input file becomes one job (`POST /v1/jobs`, raw body) whose
-//! `Idempotency-Key` is `submit-` + the SHA-256 of the file's bytes and of the submit options.
-//! A rerun after an interruption (client crash, network loss, Ctrl-C) therefore finds the jobs it
-//! already created instead of duplicating them, and simply waits for them and writes their
-//! results; the key lives on the server for `--idempotency-ttl-s` (24 h by default).
+//! `Idempotency-Key` is `submit-` + the SHA-256 of the file's bytes, its name and the job options
+//! as query pairs ([`Overrides::query_pairs`](crate::overrides::Overrides::query_pairs), then
+//! `review_threshold`, `priority`, `tag`). A rerun after an interruption (client crash, network
+//! loss, Ctrl-C) therefore finds the jobs it already created instead of duplicating them, and
+//! simply waits for them and writes their results (a rerun with other options makes new jobs);
+//! the key lives on the server for `--idempotency-ttl-s` (24 h by default).
 //!
 //! At most `--concurrency` files are in flight at once (read, submitted, polled, written), so the
-//! client's memory is bounded whatever the number of files. Submission retries `429`/`503` after
-//! the server's `Retry-After` and connection errors with exponential backoff; a `4xx` answer is
-//! final for that file (its problem `detail` is reported). Polling follows the job's
-//! `Retry-After`, bounded by `--poll-ms`.
+//! client's memory is bounded whatever the number of files. Every request (submission, polls)
+//! goes through `send_with_retries`: `429`/`503` are retried after the server's `Retry-After`
+//! (1 s without one, at most 60 s), connection errors with exponential backoff, up to `--tries`;
+//! any other non-2xx answer is final for that file (its problem `detail` is reported). A job is
+//! polled every `--poll-ms` (at least 50 ms) until it is final.
 //!
 //! Each result is written to `OUT/<name as given>.json` (or `.txt` with `--format text`), where
 //! the name of a file found in a directory argument is its path relative to that directory. It is

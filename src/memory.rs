@@ -1,4 +1,5 @@
-//! One server-wide memory budget for decoded pages.
+//! One server-wide memory budget: decoded pages, and every other large buffer the server holds
+//! for a caller.
 //!
 //! Every decode and render reserves its worst-case bytes here before it allocates: pixels ×
 //! channels of the decoder's buffer and of the RGB page it leaves, plus, for a PDF page, the
@@ -8,6 +9,11 @@
 //! whatever the input. A reservation that does not fit waits up to the budget's bound
 //! (`--memory-wait-ms`) for others to be released, then fails with 503 `memory_exhausted` and
 //! `Retry-After`; one that could never fit (more than the whole budget) is a 422 of its own.
+//!
+//! The same budget covers request bodies while their bytes live (`api::read_body`: the
+//! `Content-Length`, or the body limit when chunked), a job's documents read from the store while
+//! their pages are counted ([`crate::jobs::service::JobService`]), and each streamed job result
+//! (`api::results`), so bodies, documents and downloads wait for room like pages do.
 //!
 //! A counting semaphore on a mutex and condition variable, written here because reservations
 //! are taken on blocking threads (decoders run on tokio's blocking pool and the CLI's threads)

@@ -665,6 +665,67 @@ async fn an_unknown_option_is_refused_on_every_route_through_the_one_list() {
     }
 }
 
+/// The two ways in give the same answer: for dev pages of each kind (forms, receipts, a scene,
+/// a printed page), the pages and extractions of `POST /v1/ocr?extract=auto` are exactly those
+/// of a job made from the same bytes with the same options (one orchestration behind both:
+/// `OcrService` for the sync path, the runner for the job, the same reserve-then-decode and
+/// scheduler). `scripts/dev_json.sh` runs the same comparison over the whole dev set, and
+/// compares two binaries' answers byte for byte for a refactor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_and_job_answers_agree_on_dev_pages() {
+    let factory = OrtFactory::new(EngineConfig {
+        kind: ModelKind::V6,
+        models_dir: resolve_models_dir(None),
+        ort_lib: resolve_ort_lib(None),
+        session: SessionConfig::cpu(1),
+        with_classifier: false,
+    })
+    .unwrap();
+    let f = fixture(
+        Arc::new(factory),
+        SchedulerConfig::for_model(ModelKind::V6),
+        None,
+    );
+    let dev = common::eval_dir().join("dev");
+    for name in [
+        "funsd_83443897.png",
+        "sroie_122.jpg",
+        "ic15_img_1.jpg",
+        "tess_phototest.png",
+    ] {
+        let bytes = std::fs::read(dev.join(name)).unwrap();
+        let ctype = if name.ends_with(".jpg") {
+            "image/jpeg"
+        } else {
+            "image/png"
+        };
+        let (s, _, sync) = send(
+            &f.router,
+            post("/v1/ocr?extract=auto", ctype, None, bytes.clone()),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{name}: {sync}");
+        let (s, _, job) = send(&f.router, post("/v1/jobs?extract=auto", ctype, None, bytes)).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{name}: {job}");
+        let id = job["id"].as_str().unwrap().to_string();
+        wait_state(&f.router, &id, &["completed", "needs_review"]).await;
+        let (_, _, result) = send(&f.router, get(&format!("/v1/jobs/{id}/result"))).await;
+        let doc = &result["documents"][0];
+        assert!(
+            !sync["pages"][0]["lines"].as_array().unwrap().is_empty(),
+            "{name}: no lines"
+        );
+        assert!(
+            doc["pages"] == sync["pages"],
+            "{name}: the job's pages differ from /v1/ocr's"
+        );
+        assert!(
+            doc["extractions"] == sync["extractions"],
+            "{name}: the job's extractions differ from /v1/ocr's"
+        );
+    }
+}
+
 /// `rec_space_min` is a per-request option like the others (it went through the one options
 /// type): on `/v1/ocr` a lower threshold writes more of the spaces the recogniser's arg-max
 /// missed, 1 writes none of them, 0 is refused; a job given it stores it and its pages come

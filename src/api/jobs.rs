@@ -1,12 +1,21 @@
 //! The jobs API: `POST /v1/jobs`, `GET /v1/jobs`, `GET|DELETE /v1/jobs/{id}`,
 //! `GET /v1/jobs/{id}/result`, `GET /v1/jobs/{id}/events`, `POST /v1/jobs/{id}/retry`,
-//! `POST /v1/jobs/{id}/review`.
+//! `POST /v1/jobs/{id}/review`, `POST /v1/jobs/{id}/webhook/resend`, and the admin routes
+//! `POST /v1/admin/pause`, `POST /v1/admin/resume`, `GET /v1/admin/pauses`.
 //!
-//! Handlers extract, call [`JobService`] and map; the service owns the transitions. A job is
-//! acknowledged (202) only after its documents are stored and its rows are committed. An
-//! `Idempotency-Key` names the job for 24 h (`--idempotency-ttl-s`): the same key and payload
-//! answer with the same job (`Idempotent-Replayed: true`), the same key with another payload is
-//! 422 `idempotency_conflict`.
+//! Handlers extract, call [`JobService`] and map; the service owns the transitions. A job's
+//! options are [`JobRequestOptions`] (the shared [`Overrides`] and [`JobFields`]), from the query
+//! and the body ([`body::parse_job`]); its spec comes from
+//! [`OcrService::job_spec`](crate::ocr::OcrService::job_spec), which validates them as
+//! `/v1/ocr` does and pins the profile and model set. A job is acknowledged (202) only after
+//! its documents are stored and its rows are committed. An `Idempotency-Key` names the job for
+//! 24 h (`--idempotency-ttl-s`): the same key and payload answer with the same job
+//! (`Idempotent-Replayed: true`), the same key with another payload is 422
+//! `idempotency_conflict`.
+//!
+//! Results (`?format=`): `json` and `text` are streamed from the store (`super::results`);
+//! `hocr` and `pdf` are of one document (`document=N`, default 0). `hybrid_response` maps
+//! the answer of `Prefer: respond-async` on `/v1/ocr` (the result, or 202 with the job).
 
 use std::sync::Arc;
 

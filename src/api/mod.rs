@@ -1,11 +1,17 @@
-//! The HTTP API (axum on tokio). Handlers only parse, validate and wait: image decoding runs on
-//! tokio's blocking pool behind a semaphore, models run on the scheduler's worker threads, and a
-//! handler awaits its request's oneshot reply with the request's deadline.
+//! The HTTP API (axum on tokio). [`Api::router`] mounts every route: `POST /v1/ocr`,
+//! `GET /v1/queue`, the jobs and admin routes ([`jobs`]), the review desk (`GET /review`,
+//! `GET /v1/review/queue`, a job page's image), `GET /health/live`, `GET /health/ready`,
+//! `GET /metrics` and `GET /openapi.json`; behind the `authorize` middleware (keys, scopes and
+//! rate limits, [`crate::auth`]) and [`browser::guard`] (Host and Origin checks).
 //!
-//! Routes: `POST /v1/ocr`, `GET /v1/queue`, `GET /health/live`, `GET /health/ready`,
-//! `GET /metrics`, `GET /openapi.json`. Every error is `application/problem+json` with a stable
-//! `code` ([`problem`]). The OpenAPI 3.1 document is generated from the handler annotations and
-//! types below (utoipa), so it cannot drift from the code.
+//! Handlers extract, call and map. `read_body` reads a body whole, reserved from the memory
+//! budget while its bytes live; [`body`] is the one request-body parser (`/v1/ocr` and
+//! `/v1/jobs`); [`crate::ocr::OcrService`] does the work of `/v1/ocr` (decoding on tokio's
+//! blocking pool behind a semaphore, models on the scheduler's worker threads, the request's
+//! deadline) and [`crate::jobs::service::JobService`] that of the jobs routes. Every error is
+//! `application/problem+json` with a stable `code` ([`problem`]). The OpenAPI 3.1 document
+//! ([`ApiDoc`]) is generated from the handler annotations and types (utoipa), so it cannot
+//! drift from the code.
 
 pub mod body;
 pub mod browser;
@@ -527,8 +533,14 @@ async fn ocr(
     {
         resp.headers_mut().insert(header::LINK, v);
     }
+    timing_headers(resp.headers_mut(), t, arrived, id);
+    Ok(resp)
+}
+
+/// Where a sync request's time went (`x-queue-time` … `x-total-time`, ms), its scheduler id,
+/// and `Vary: Prefer`.
+fn timing_headers(h: &mut HeaderMap, t: Timings, arrived: Instant, id: u64) {
     let total_ms = arrived.elapsed().as_secs_f64() * 1000.0;
-    let h = resp.headers_mut();
     for (name, v) in [
         (X_QUEUE_TIME, t.queue_ms),
         (X_DETECT_TIME, t.detect_ms),
@@ -542,7 +554,6 @@ async fn ocr(
     }
     h.insert(HeaderName::from_static(X_REQUEST_ID), HeaderValue::from(id));
     h.insert(header::VARY, HeaderValue::from_static("Prefer"));
-    Ok(resp)
 }
 
 /// The response body of an OCR result in the asked format (`hocr` and `pdf` are written on the

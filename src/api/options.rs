@@ -3,10 +3,12 @@
 //! (`min_confidance=0.9`) is an error instead of a silently ignored option.
 //!
 //! A route's options are [`Options`]: the [`Overrides`] every OCR route shares and the route's
-//! own fields, parsed from the same query pairs, form fields or JSON object, the unknown-name
-//! check run once over both lists. (`serde`'s `flatten` cannot read numbers or booleans out of a
-//! query string, whose values are all strings, so a query is read twice, once per part, each
-//! part taking its own names.) A JSON body's options override the query's ([`Options::overlay`]).
+//! own fields (`/v1/ocr`: [`RequestOptions`](super::RequestOptions); `/v1/jobs`:
+//! [`JobRequestOptions`](super::jobs::JobRequestOptions)), parsed from the same query pairs,
+//! form fields or JSON object, the unknown-name check run once over both lists. (`serde`'s
+//! `flatten` cannot read numbers or booleans out of a query string, whose values are all
+//! strings, so a query is read twice, once per part, each part taking its own names.) A body's
+//! options (JSON or multipart, [`super::body`]) override the query's ([`Options::overlay`]).
 //!
 //! Each options type lists its names once ([`Fields::FIELDS`]); a test checks the lists against
 //! the OpenAPI parameters generated from the same types, so they cannot drift. Body types without

@@ -1,5 +1,7 @@
 //! Errors as HTTP responses: `application/problem+json` bodies (RFC 9457) with the crate's
-//! stable `code`, and the one mapping from error code to status.
+//! stable `code`, and `Retry-After` where the error has one. The status, code, title and retry
+//! rule of each error come from the one table, [`Error::meta`] (`error.rs`); this file only
+//! writes them out.
 //!
 //! A 500's own message (a store driver's error, a file path, a runtime's text) never reaches
 //! the client: the body says only that it failed and names a fresh `request_id`, which is also

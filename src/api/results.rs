@@ -1,20 +1,21 @@
 //! The streamed `GET /v1/jobs/{id}/result` (JSON and plain text).
 //!
 //! A job's result is never built in memory: a 100,000-page job's pages are read from the store
-//! [`RESULT_SLICE`](crate::jobs::service::RESULT_SLICE) at a time ([`ResultPages`]), each written to a buffer and handed to the
-//! client in chunks of [`CHUNK`] bytes through a channel of [`QUEUED_CHUNKS`]. What one
-//! result holds is therefore one slice of parsed pages and a few chunks, whatever the job's
-//! size; that bound is reserved from the memory budget ([`STREAM_RESERVE`]) while the body
-//! streams, so many slow downloads wait for room like any other work instead of adding up.
+//! [`RESULT_SLICE`](crate::jobs::service::RESULT_SLICE) at a time ([`ResultPages`]), each written
+//! to a buffer and handed to the client in chunks of [`CHUNK`] bytes through a channel of
+//! [`QUEUED_CHUNKS`]. What one result holds is therefore one slice of parsed pages and a few
+//! chunks, whatever the job's size; that bound is reserved from the memory budget
+//! ([`STREAM_RESERVE`]) while the body streams, so many slow downloads wait for room like any other
+//! work instead of adding up.
 //!
 //! The JSON has the [`JobResult`](super::jobs::JobResult) schema. Each document is walked up to
-//! three times, one pass per member (`pages`, `text`, `extractions`), which re-reads its pages
-//! from the store rather than keeping them; a document of one slice is read once. Everything
-//! that can fail with a status (the job, the caller's tenant, the corrections, the budget)
-//! is settled before the 200 is sent. A result of one chunk is sent whole with its
-//! `Content-Length`; a larger one is chunked. A store error after the 200 cuts the body (the client sees
-//! an incomplete chunked response, never a truncated document that parses) and is logged with
-//! the job's id. A client that takes no chunk for [`SEND_TIMEOUT`] is dropped.
+//! three times, one pass per member (`pages`, `text`, `extractions`), which re-reads its pages from
+//! the store rather than keeping them; a document of one slice is read once. Everything that can
+//! fail with a status (the job, the caller's tenant, the corrections, the budget) is settled before
+//! the 200 is sent. A result of one chunk is sent whole with its `Content-Length`; a larger one is
+//! chunked. A store error after the 200 cuts the body (the client sees an incomplete chunked
+//! response, never a truncated document that parses) and is logged with the job's id. A client that
+//! takes no chunk for [`SEND_TIMEOUT`] is dropped.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,7 +2,9 @@
 //! with `include_str!`), and the two routes it reads besides the jobs API:
 //! - `GET /v1/review/queue`: the `needs_review` jobs a caller may see, ordered by priority
 //!   (higher first), then lowest line confidence, each with its documents and why it waits
-//!   (the field or check its pages failed, a line under the threshold, random sampling);
+//!   (the field or check its pages failed, a line under the threshold, random sampling),
+//!   computed by [`JobService::review_queue`](crate::jobs::service::JobService::review_queue)
+//!   and mapped here;
 //! - `GET /v1/jobs/{id}/documents/{d}/pages/{p}/image`: a job page rendered from the stored
 //!   document, scaled to fit [`IMAGE_MAX_SIDE`] and sent as JPEG, for the desk to draw the
 //!   page's boxes over (the result's coordinates are in the page's own pixels; the desk scales

@@ -1,8 +1,9 @@
 //! `ocr-server bench`: the benchmark harness.
 //!
 //! Modes (any combination, in this order):
-//! - **raw** (`--raw`): the raw-model limit, ONNX Runtime alone on the pages' prepared tensors
-//!   ([`raw`]); run first, while the server is idle.
+//! - **raw** (`--raw`): the raw-model limit, the runtime `--backend` resolves to (ONNX Runtime
+//!   or OpenVINO) alone on the pages' prepared tensors ([`raw`]); run first, while the server is
+//!   idle.
 //! - **sync**: a sweep over `--concurrency` levels (closed loop) or `--rates` (open loop). Each
 //!   step warms up, then measures windows of at least `--window-s` seconds and
 //!   `--window-requests` answers until the last three agree within `--stability` percent
@@ -57,8 +58,9 @@ pub struct BenchArgs {
     /// latency under bulk load). Default: sync, unless only --raw is given.
     #[arg(long = "mode", value_enum)]
     pub modes: Vec<Mode>,
-    /// Also measure the raw-model limit: ONNX Runtime sessions alone over the pages' prepared
-    /// inputs, one single-threaded detector and recogniser per worker, batches at their fullest.
+    /// Also measure the raw-model limit: the sessions of the runtime `--backend` resolves to
+    /// (ONNX Runtime or OpenVINO) alone over the pages' prepared inputs, one single-threaded
+    /// detector and recogniser per worker, batches at their fullest.
     #[arg(long)]
     pub raw: bool,
     /// Server to load. Without it, one is started from this binary on a free port.

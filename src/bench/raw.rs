@@ -1,9 +1,11 @@
-//! `ocr-server bench --raw`: the raw-model limit, what ONNX Runtime alone does with the cores.
+//! `ocr-server bench --raw`: the raw-model limit, what the inference runtime alone does with the
+//! cores, on the backend `--backend` resolves to on this machine (ONNX Runtime or OpenVINO, the
+//! one a started server would run; [`crate::engine::runtime::resolve_backend`]).
 //!
 //! The pages are decoded, their detector inputs built and the detector run once (untimed) to
 //! find the text lines; the lines of **all** pages are then grouped into recognition batches the
-//! way the server's scheduler groups them at its best (same width buckets, full batches up to its
-//! item and pixel limits, across pages). What is timed is only `session.run` over those
+//! way the server's scheduler groups them at its best (same pad widths, full batches up to its
+//! item and pixel limits, across pages). What is timed is only the models' `run` over those
 //! prepared tensors: one worker thread per core (each with its own single-threaded detector and
 //! recogniser sessions, as the server runs them) takes the units largest first from one queue.
 //! Pages divided by that wall time is the limit no scheduling can beat on this machine; the

@@ -1,4 +1,5 @@
-//! `ocr-server keys`: create, list and revoke API keys in the job store.
+//! `ocr-server keys`: create, list and revoke API keys in the job store, and set or rotate a
+//! tenant's webhook signing secret (`keys webhook-secret`).
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -1,13 +1,15 @@
-//! The command line: `ocr-server ocr [--model v4|v5|v6] [--format text|json|jsonl] FILE...`,
-//! `ocr-server serve [--host H] [--port P] ...` (the HTTP server, [`crate::api`], with jobs),
-//! `submit`, `bench` and `keys`.
+//! The command line: `ocr-server ocr [--model v4|v5|v6] [--format text|json|jsonl|hocr|pdf]
+//! FILE...` (`hocr` and `pdf` take one FILE), `ocr-server serve [--host H] [--port P] ...` (the
+//! HTTP server, [`crate::api`], with jobs), `submit`, `bench` and `keys`.
 //!
 //! - [`config`]: the flags that describe the runtime, the pipeline and the server, and what
-//!   they build ([`EngineConfig`](crate::engine::runtime::EngineConfig), [`OcrOptions`](crate::engine::OcrOptions),
+//!   they build ([`EngineConfig`](crate::engine::runtime::EngineConfig),
+//!   [`OcrOptions`](crate::engine::OcrOptions),
 //!   [`SchedulerConfig`](crate::scheduler::SchedulerConfig)).
-//! - [`serve`]: the server's lifecycle (stores, scheduler, runner, listener, graceful shutdown).
+//! - [`serve`]: the server's lifecycle (stores, startup checks, clock, profiles, runner,
+//!   listener, sweeps, graceful shutdown).
 //! - [`ocr`]: `ocr-server ocr`, which drives an in-process scheduler, the server's own path.
-//! - [`keys`]: `ocr-server keys`.
+//! - [`keys`]: `ocr-server keys` (API keys and tenants' webhook secrets).
 
 pub mod config;
 pub mod keys;

@@ -1,6 +1,16 @@
-//! The server's lifecycle: `ocr-server serve` opens the stores, starts the scheduler and the
-//! job runner, listens, and on SIGINT/SIGTERM stops admitting, finishes what was admitted and
-//! joins the workers.
+//! The server's lifecycle, `ocr-server serve`, in order:
+//! 1. opens the job store (`sqlite://<data-dir>/jobs.db` or `--database-url`);
+//! 2. `secure_startup`: stores the bootstrap key, if one is given, and refuses an exposed
+//!    address with no key ([`crate::auth::check_exposure`]), before any model is loaded;
+//! 3. measures this machine's clock against the store's ([`crate::jobs::clock`]);
+//! 4. starts the model profiles ([`Profiles`]: one scheduler per profile, whose workers load
+//!    and warm their models), opens the document store, builds the job runner, the job service
+//!    and the API on one memory budget, and binds the listener;
+//! 5. starts the runner, the clock's re-measurement (`clock::sync_forever`) and
+//!    `sweep_forever` (once a minute, deletes expired jobs and their documents, unless the clock
+//!    check refuses it); a warm-up that fails or takes over 600 s stops the server with its error;
+//! 6. on SIGINT/SIGTERM stops admitting and claiming, finishes the admitted requests, gives the
+//!    running job pages back to the queue and joins the workers.
 
 use std::sync::Arc;
 use std::time::Duration;

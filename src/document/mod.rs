@@ -14,9 +14,10 @@
 //! that is an `encrypted_document` error (its page tree is usually encrypted too), so in a job
 //! beside other documents it fails only itself, and alone it fails the request or file.
 //!
-//! PDF pages are rendered at [`DecodeLimits::pdf_dpi`] (default 200, docs/api.md "Documents"); a page
-//! whose rendering would exceed the pixel or side limits is rendered at the highest resolution
-//! that fits, down to [`MIN_PDF_DPI`], below which it is a page error (an absurd MediaBox).
+//! PDF pages are rendered at [`DecodeLimits::pdf_dpi`] (default 200, docs/api.md "Documents");
+//! a page whose rendering would exceed the pixel or side limits is rendered at the highest
+//! resolution that fits, down to [`MIN_PDF_DPI`], below which it is a page error (an absurd
+//! MediaBox).
 
 pub mod pdf;
 

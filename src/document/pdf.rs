@@ -1,15 +1,18 @@
 //! PDF page source backed by `hayro` (pure-Rust PDF parser + CPU rasteriser).
 //!
-//! Cargo.toml:
-//!   hayro = "0.9.0"          # default features: embed-fonts, embed-cmaps (standard-14 fonts + CMaps built in)
-//!   image = { version = "0.25", default-features = false, features = ["png"] }
-//!   thiserror = "2"
-//!
 //! `PdfSource` is `Send + Sync` (checked at compile time below). Each `render` call builds its
 //! own (non-`Send`) render cache, so concurrent `render` calls on one `PdfSource` from several
 //! threads are fine; nothing is shared mutably except hayro's internal `Mutex`/`OnceLock` caches.
 //! Panics inside hayro are caught (`catch_unwind`) and turned into `PdfError::Render`/`Malformed`
 //! (this requires `panic = "unwind"`, the default).
+//!
+//! Decompression bombs: [`PdfSource::decoded_bytes`] measures what a page's streams decode to,
+//! counting without keeping, and refuses the page (`PdfError::Decompressed`) over a cap
+//! (`--max-decompressed-bytes-per-page`) before anything inflates it for real.
+//!
+//! Encrypted PDFs: a file with a non-empty user password is `PdfError::Encrypted` from `open`
+//! (the document opens as one `encrypted_document` page, [`super::Document`]); one with only
+//! an owner password (an empty user password) opens normally.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;

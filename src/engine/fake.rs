@@ -1,5 +1,5 @@
-//! Small deterministic stand-ins for the real models, for tests of the pipeline and (later) the
-//! scheduler and API without weights. They follow the real models' tensor contracts exactly.
+//! Small deterministic stand-ins for the real models, for tests of the pipeline, the scheduler
+//! and the API without weights. They follow the real models' tensor contracts exactly.
 //!
 //! - [`FakeDetector`]: probability 1 where the input pixel is dark (first channel < 0 after
 //!   normalisation to [-1, 1]), else 0; `[1,3,H,W]` → `[1,1,H,W]`.
@@ -8,6 +8,8 @@
 //!   symbol.
 //! - [`FakeClassifier`]: every line gets the same `[p0, p180]`.
 //! - [`FailingModel`]: every run fails, or returns a tensor of the wrong shape.
+//! - [`FailAfter`]: wraps a model; its first runs pass (the scheduler's warm-up), then every run
+//!   fails.
 //! - [`Gated`]: wraps a model; each run first announces itself and then waits for a permit, so
 //!   a test decides exactly when a batch finishes (no sleeps).
 //! - [`FakeFactory`]: the scheduler's model factory over these.

@@ -1,13 +1,15 @@
 //! ONNX Runtime implementation of [`Model`] ([`OrtModel`]: a session on CPU, or on the CUDA
-//! execution provider with a loud CPU fallback), the loading of the runtime library, and the
-//! recogniser's dictionary from a model's metadata ([`load_charset`]). Which runtime runs a model
-//! is decided above the runtimes, in [`super::runtime`].
+//! execution provider with a loud CPU fallback, set up by [`OrtSettings`]), the loading of the
+//! runtime library ([`init_runtime`]), and the recogniser's dictionary from a model's metadata
+//! ([`load_charset`]). Which runtime runs a model is decided above the runtimes, in
+//! [`super::runtime`].
 //!
 //! The runtime is loaded at run time (`ort`'s `load-dynamic`) from the shared library of the PyPI
 //! wheel `onnxruntime==1.31.1`, found by [`resolve_ort_lib`]: the `--ort-lib` flag, then
 //! `ORT_DYLIB_PATH`, then `.runtime/libonnxruntime.so.1.31.1` under the current directory, then
-//! the same path under the checkout the binary was built from. One [`ort::environment::Environment`]
-//! lives for the whole process; each [`OrtModel`] owns one session.
+//! the same path under the checkout the binary was built from. One
+//! [`ort::environment::Environment`] lives for the whole process; each [`OrtModel`] owns one
+//! session.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

@@ -6,9 +6,11 @@
 //! [`Backend`] variant and its arm in [`load_model`] (and in [`resolve_backend`] if `--backend`
 //! may choose it).
 //!
-//! [`OrtFactory`] is the scheduler's model factory over a model set on disk: it reads the
-//! recogniser's dictionary once (through ONNX Runtime, which reads the model's metadata) and
-//! loads each worker's models on the configured backend.
+//! Where and how a model set is loaded is an [`EngineConfig`] (its [`SessionConfig`] names the
+//! backend, device and threads). [`OrtFactory`] is the scheduler's model factory over a model set
+//! on disk: it reads the recogniser's dictionary once (through ONNX Runtime, which reads the
+//! model's metadata) and loads each worker's models on the configured backend; [`load_engine`]
+//! builds one sequential [`OcrEngine`] the same way.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

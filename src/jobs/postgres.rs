@@ -13,8 +13,9 @@
 //!   run on a pool of their own ([`QUEUE_CONNECTIONS`]), everything else (the API's reads, job
 //!   creation, webhooks, keys) on the other ([`API_CONNECTIONS`]), so a flood of listings or
 //!   key lookups cannot make a lease renewal wait for a connection. Every connection has a
-//!   `statement_timeout` and a `lock_timeout` (shorter on the queue's): a stuck statement fails
-//!   and is retried instead of holding a lease's renewal past its expiry.
+//!   `statement_timeout` and a `lock_timeout`; only the statement timeout differs between the
+//!   pools (shorter on the queue's): a stuck statement fails and is retried instead of holding a
+//!   lease's renewal past its expiry. Migrations lift both for their own transaction.
 
 use std::sync::Arc;
 use std::time::Duration;

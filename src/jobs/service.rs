@@ -1,6 +1,6 @@
 //! The job service: every transition a client asks for (create, cancel, retry, review,
-//! pause/resume) and the assembly of results, between the HTTP handlers (which only extract,
-//! call and map) and the store (which only stores).
+//! pause/resume) and the assembly of results and of the review queue, between the HTTP handlers
+//! (which only extract, call and map) and the store (which only stores).
 //!
 //! Creating a job: admission first, before any body is read ([`JobService::admit`]: the
 //! caller's quota, the class's backlog, the store's free disk, the documents per job); then

@@ -9,8 +9,9 @@
 //!   request's deadline, fields extracted, and a two-pass request's follow-up job created;
 //! - **respond-async** (`Prefer: respond-async, wait=N`): the same work as an interactive job,
 //!   answered when it finishes within `wait`, else left running;
-//! - **job specs**: a job's options validated as `/v1/ocr` validates its own and pinned to the
-//!   profile and model set that will run it (`POST /v1/jobs`, the hybrid and the follow-up).
+//! - **job specs** ([`OcrService::job_spec`], the stored options by [`job_options`]): a job's
+//!   options validated as `/v1/ocr` validates its own and pinned to the profile and model set
+//!   that will run it (`POST /v1/jobs`, the hybrid and the follow-up).
 //!
 //! [`document`] OCRs a whole document on an in-process scheduler (`ocr-server ocr`, the golden
 //! tests), one page at a time through the same scheduler path. The scheduler only batches.

@@ -1,8 +1,12 @@
 //! Output formats of an OCR result: `json` (the API's shape), `text` (reading order, pages
 //! separated by form feed), `hocr` (hOCR 1.2) and `pdf` (searchable PDF: the page image, or the
-//! original PDF page itself, under an invisible text layer). The CLI (`--format`), `POST /v1/ocr`
-//! (`?format=` or `Accept`) and job results (`?format=`) all go through [`render`], so the three
-//! give the same bytes for the same pages.
+//! original PDF page itself, under an invisible text layer).
+//!
+//! `hocr` and `pdf` go through [`render`] wherever they are asked for: the CLI (`--format`),
+//! `POST /v1/ocr` (`?format=` or `Accept`) and a job's result of one document (`?format=`), so
+//! they give the same bytes for the same pages. `text` is [`text`] (the CLI and `/v1/ocr`);
+//! `json` is each caller's own shape. A job's `json` and `text` results are not built here:
+//! `api::results` streams them from the store page by page, with the same text rule.
 
 pub mod glyphless_font;
 pub mod hocr;

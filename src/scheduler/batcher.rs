@@ -1,8 +1,8 @@
 //! The batch policy of one scheduler stage, as a pure value: it holds queued items of two
 //! classes and decides, with the clock passed in, when a batch is ready and what goes in it. The
-//! worker loop around it ([`super::stage`]) only pushes, asks `ready(now)` / `next_deadline()`, and runs
-//! what `take(now)` returns. No threads, channels or sleeps here, so every rule is tested with
-//! explicit `Instant`s.
+//! worker loop around it ([`super::stage`]) only pushes, asks `ready(now)` / `next_deadline()`,
+//! and runs what `take(now)` returns. No threads, channels or sleeps here, so every rule is
+//! tested with explicit `Instant`s.
 //!
 //! Rules:
 //! - **Bounded**: at most `capacity` items queued over both classes; a push beyond is

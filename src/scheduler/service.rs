@@ -16,11 +16,11 @@
 //! 2. A detection worker runs the batch, post-processes each page with its own options, crops
 //!    its lines and hands each line to the orientation queue (if the request asked for it) or
 //!    the recognition queue, waiting for room if that queue is full.
-//! 3. Recognition items are keyed by **pad width** ([`OcrOptions::rec_pad_width`]: on CPU the
-//!    next multiple of 8 px, on CUDA the smallest configured bucket width that holds the line at
-//!    height 48) and cost their padded pixels.
+//! 3. Recognition items are keyed by **pad width** ([`OcrOptions::rec_pad_width`]: on ONNX
+//!    Runtime's CPU the next multiple of 8 px, on CUDA and OpenVINO, or with `--rec-buckets`,
+//!    the smallest bucket width that holds the line at height 48) and cost their padded pixels.
 //!    One recognition batch takes lines of one pad width from **every in-flight page of every
-//!    request**, interactive first; every line is padded to its own bucket's width, so its
+//!    request**, interactive first; every line is padded to its own pad width, so its
 //!    input, and so its text, does not depend on the lines it shares a batch with.
 //! 4. The worker that writes a page's last line assembles the page; the one that finishes a
 //!    request's last page sends the reply on its oneshot channel.

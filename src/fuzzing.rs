@@ -89,7 +89,9 @@ pub fn document(data: &[u8]) {
             (1..=MAX_DOCUMENT_PAGES).contains(&count),
             "an open document has {count} pages"
         );
-        let _ = doc.kind();
+        let pdf = (doc.kind() == crate::document::Kind::Pdf)
+            .then(|| crate::document::pdf::PdfSource::open(Arc::new(data.to_vec())).ok())
+            .flatten();
         let mut pages = vec![0];
         if count > 1 {
             pages.push(count - 1);
@@ -114,6 +116,10 @@ pub fn document(data: &[u8]) {
                         cost >= rgb,
                         "page {i}: page_cost {cost} B is under the {rgb} B of its RGB page"
                     );
+                    // The page's own text, once its cost check passed (the same streams).
+                    if let Some(pdf) = &pdf {
+                        text_layer(pdf, i, img.width(), img.height());
+                    }
                 }
                 Err(e) => client_error("Document::page", &e),
             }
@@ -170,6 +176,35 @@ pub fn body(data: &[u8]) {
             Err(e) => client_error("body::parse_job", &e),
         }
     })
+}
+
+/// A PDF page's text layer, at the dpi the page was just rendered at: no panic, every line has
+/// words, and every box is finite and inside the rendered page.
+fn text_layer(pdf: &crate::document::pdf::PdfSource, index: usize, width: u32, height: u32) {
+    let dpi = match pdf.page_size_pt(index) {
+        Ok((w, _)) if w > 0.0 => width as f32 / w * 72.0,
+        _ => return,
+    };
+    let Ok(layer) = pdf.text_layer(index, dpi) else {
+        return;
+    };
+    // The text layer's page is the render size at `dpi` (ceil'd): at most a pixel over.
+    let (w, h) = (width as f32 + 1.0, height as f32 + 1.0);
+    for line in &layer.lines {
+        assert!(!line.words.is_empty(), "a text-layer line without words");
+        for word in &line.words {
+            for [x, y] in word.bbox {
+                assert!(
+                    x.is_finite()
+                        && y.is_finite()
+                        && (0.0..=w).contains(&x)
+                        && (0.0..=h).contains(&y),
+                    "a word box {:?} outside the {width}x{height} page",
+                    word.bbox
+                );
+            }
+        }
+    }
 }
 
 /// `Prefer` header values, one per line of the input.

@@ -51,11 +51,20 @@ fn proc_kb(pid: u32, field: &str) -> u64 {
         * 1024
 }
 
-/// The bound of the memory tests: a peak RSS under the idle RSS plus the whole budget.
+/// What RSS holds beyond any reservation, whatever the input: pages the allocator keeps after
+/// a free, the stacks of the blocking pool's threads, a parsed document's own structures while
+/// its pages are counted. Measured on the 3 × 200-reference job test: peak over idle 181 to 264
+/// MiB against a 256 MiB budget (sessions 15 and 17; 264 once in a whole-suite run, with the
+/// other tests of this file beside it). The failures these tests exist for are GiBs over (9 GiB
+/// for the unbounded page-image route, 7 GiB of documents for unbounded job creation).
+const RSS_SLACK_MB: u64 = 32;
+
+/// The bound of the memory tests: a peak RSS under the idle RSS plus the whole budget (and
+/// [`RSS_SLACK_MB`]).
 fn assert_within_budget(peak: u64, idle: u64, budget_mb: u64) {
     assert!(
-        peak < idle + (budget_mb << 20),
-        "peak RSS {} MiB over idle {} MiB + budget {budget_mb} MiB",
+        peak < idle + ((budget_mb + RSS_SLACK_MB) << 20),
+        "peak RSS {} MiB over idle {} MiB + budget {budget_mb} MiB + slack {RSS_SLACK_MB} MiB",
         peak >> 20,
         idle >> 20
     );

@@ -110,6 +110,23 @@ fn fixture_full(
     }
 }
 
+/// The real PP-OCRv6 models on ONNX Runtime's CPU, with the scheduler's defaults.
+fn real_fixture() -> Fixture {
+    let factory = OrtFactory::new(EngineConfig {
+        kind: ModelKind::V6,
+        models_dir: resolve_models_dir(None),
+        ort_lib: resolve_ort_lib(None),
+        session: SessionConfig::cpu(1),
+        with_classifier: false,
+    })
+    .unwrap();
+    fixture(
+        Arc::new(factory),
+        SchedulerConfig::for_model(ModelKind::V6),
+        None,
+    )
+}
+
 fn fake_config() -> SchedulerConfig {
     let mut c = SchedulerConfig::for_model(ModelKind::V6);
     c.base.det_resize.limit_side_px = 32;
@@ -443,19 +460,7 @@ async fn transient_failures_retry_then_dead_letter_and_can_be_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_models_job_lifecycle_through_review() {
-    let factory = OrtFactory::new(EngineConfig {
-        kind: ModelKind::V6,
-        models_dir: resolve_models_dir(None),
-        ort_lib: resolve_ort_lib(None),
-        session: SessionConfig::cpu(1),
-        with_classifier: false,
-    })
-    .unwrap();
-    let f = fixture(
-        Arc::new(factory),
-        SchedulerConfig::for_model(ModelKind::V6),
-        None,
-    );
+    let f = real_fixture();
     let dev = common::eval_dir().join("dev");
     let a = std::fs::read(dev.join("tess_phototest.png")).unwrap();
     let b = std::fs::read(dev.join("ic15_img_1.jpg")).unwrap();
@@ -673,19 +678,7 @@ async fn an_unknown_option_is_refused_on_every_route_through_the_one_list() {
 /// compares two binaries' answers byte for byte for a refactor.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_and_job_answers_agree_on_dev_pages() {
-    let factory = OrtFactory::new(EngineConfig {
-        kind: ModelKind::V6,
-        models_dir: resolve_models_dir(None),
-        ort_lib: resolve_ort_lib(None),
-        session: SessionConfig::cpu(1),
-        with_classifier: false,
-    })
-    .unwrap();
-    let f = fixture(
-        Arc::new(factory),
-        SchedulerConfig::for_model(ModelKind::V6),
-        None,
-    );
+    let f = real_fixture();
     let dev = common::eval_dir().join("dev");
     for name in [
         "funsd_83443897.png",
@@ -733,19 +726,7 @@ async fn sync_and_job_answers_agree_on_dev_pages() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rec_space_min_is_a_per_request_option_on_every_route() {
     use base64::Engine as _;
-    let factory = OrtFactory::new(EngineConfig {
-        kind: ModelKind::V6,
-        models_dir: resolve_models_dir(None),
-        ort_lib: resolve_ort_lib(None),
-        session: SessionConfig::cpu(1),
-        with_classifier: false,
-    })
-    .unwrap();
-    let f = fixture(
-        Arc::new(factory),
-        SchedulerConfig::for_model(ModelKind::V6),
-        None,
-    );
+    let f = real_fixture();
     // A form page: many short fields, some of whose spaces the arg-max misses.
     let page = std::fs::read(common::eval_dir().join("dev/funsd_82573104.png")).unwrap();
     let mut spaces = Vec::new();

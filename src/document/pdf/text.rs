@@ -243,7 +243,10 @@ fn union(quads: impl Iterator<Item = [[f32; 2]; 4]>) -> [[f32; 2]; 4] {
 
 impl PdfSource {
     /// The text page `index` holds, in pixels of the page rendered at `dpi` (see the module
-    /// docs). Nothing is rasterised. A panic inside the interpreter is a `Render` error.
+    /// docs). Nothing is rasterised, but the page's streams are decoded as for a render: call it
+    /// only after the page's cost check (`Document::reserve`, which measures them against the
+    /// decompression cap), as rendering does. A panic inside the interpreter is a `Render`
+    /// error.
     pub fn text_layer(&self, index: usize, dpi: f32) -> Result<TextLayer, PdfError> {
         if !(dpi.is_finite() && dpi > 0.0) {
             return Err(PdfError::Render(format!("invalid dpi {dpi}")));
